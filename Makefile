@@ -1,0 +1,31 @@
+# The two commands: `make run` and `make test`. Both provision their own
+# Postgres (deploy/dev/pg.sh) when DATABASE_URL is unset.
+SHELL := /bin/bash
+GO ?= go
+
+.PHONY: run test build vet fmt clean
+
+## run: the gateway with development keys, on a local Postgres it starts
+run:
+	@bash deploy/dev/run.sh
+
+## test: every test (go test -race), against a Postgres it starts and stops
+test:
+	@bash deploy/dev/test.sh
+
+## build: the binaries into bin/
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l cmd internal migrations)" || (gofmt -l cmd internal migrations; exit 1)
+
+fmt:
+	gofmt -w cmd internal migrations
+
+## clean: stop the dev databases and remove .dev/ and bin/
+clean:
+	-@bash deploy/dev/pg.sh stop .dev/pg >/dev/null 2>&1
+	-@bash deploy/dev/pg.sh stop .dev/pg-test >/dev/null 2>&1
+	rm -rf .dev bin

@@ -1,0 +1,169 @@
+// Command gateway is the Alipay notification gateway: it serves Alipay's
+// application-gateway endpoint and the ops API. `gateway migrate` applies the
+// database migrations and exits. Every setting comes from the environment;
+// see README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/config"
+	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+)
+
+func main() {
+	cmd := "serve"
+	if len(os.Args) > 1 {
+		cmd = os.Args[1]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve()
+	case "migrate":
+		err = migrate()
+	case "-h", "--help", "help":
+		fmt.Println("usage: gateway [serve|migrate]\n\nserve    run the gateway (the default)\nmigrate  apply the database migrations and exit\n\nSettings come from the environment: see README.md.")
+		return
+	default:
+		err = fmt.Errorf("unknown command %q (want serve or migrate)", cmd)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(level string) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" {
+		lvl = zerolog.InfoLevel
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	return zerolog.New(os.Stdout).Level(lvl).With().Timestamp().Logger()
+}
+
+// open loads the configuration and opens the database with migrations applied.
+func open(ctx context.Context) (*config.Config, *postgres.DB, *notify.Registry, zerolog.Logger, error) {
+	cfg, err := config.Load(config.Environ(), time.Now())
+	if err != nil {
+		return nil, nil, nil, zerolog.Nop(), err
+	}
+	log := newLogger(cfg.LogLevel)
+	registry := notify.NewRegistry(notify.RegistryConfig{Sealer: cfg.Sealer})
+	db, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: cfg.DatabaseMaxConn, Registry: registry})
+	if err != nil {
+		return nil, nil, nil, log, err
+	}
+	if err := migrateWithRetry(ctx, db, log); err != nil {
+		db.Close()
+		return nil, nil, nil, log, err
+	}
+	return cfg, db, registry, log, nil
+}
+
+// migrateWithRetry applies the migrations, waiting up to a minute for a
+// database that is still starting.
+func migrateWithRetry(ctx context.Context, db *postgres.DB, log zerolog.Logger) error {
+	deadline := time.Now().Add(time.Minute)
+	for wait := 500 * time.Millisecond; ; wait = min(wait*2, 5*time.Second) {
+		err := db.Migrate(ctx)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		log.Warn().Err(err).Dur("retry_in", wait).Msg("database not ready for migrations")
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func migrate() error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	_, db, _, log, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	log.Info().Msg("migrations applied")
+	return nil
+}
+
+func serve() error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, db, registry, log, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	verifier, err := alipay.NewVerifier(cfg.Apps)
+	if err != nil {
+		return err
+	}
+	if cfg.Sealer == nil {
+		log.Warn().Msg("TOKEN_ENCRYPTION_KEY is not set: authorization grants will be stored as failed, their tokens not kept")
+	}
+	if len(cfg.OpsAPITokens) == 0 {
+		log.Warn().Msg("OPS_API_TOKENS is not set: the ops API (/v1) refuses every request")
+	}
+	handler := httpapi.New(httpapi.Config{
+		Verifier:     verifier,
+		Inbox:        db,
+		DB:           db,
+		Logger:       log,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		Tokens:       cfg.OpsAPITokens,
+		Registry:     registry,
+	})
+	srv := &http.Server{
+		Addr:              cfg.HTTPAddr,
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	for _, a := range cfg.Apps {
+		mode := "public_key"
+		if a.CertMode {
+			mode = "certificate"
+		}
+		log.Info().Str("app_id", a.ID).Str("mode", mode).Int("keys", len(a.Keys)).Msg("app configured")
+	}
+	log.Info().Str("addr", cfg.HTTPAddr).Msg("gateway listening")
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info().Msg("shutting down: finishing in-flight notifications")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info().Msg("stopped")
+	return nil
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# make test: start a throwaway Postgres (unless TEST_DATABASE_URL is given),
+# run every Go test with the race detector against it, stop it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+port=${TEST_PG_PORT:-55433}
+started=""
+if [[ -z ${TEST_DATABASE_URL:-} ]]; then
+  TEST_DATABASE_URL=$(bash deploy/dev/pg.sh start .dev/pg-test "$port")
+  started=1
+  trap 'bash deploy/dev/pg.sh stop .dev/pg-test' EXIT
+fi
+export TEST_DATABASE_URL
+# Tests read TEST_DATABASE_URL; a DATABASE_URL of the caller's is not theirs.
+unset DATABASE_URL
+
+echo "test: Postgres at ${TEST_DATABASE_URL}${started:+ (started for this run)}" >&2
+go vet ./...
+unformatted=$(gofmt -l cmd internal migrations)
+if [[ -n $unformatted ]]; then
+  echo "test: gofmt would change:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+go test -race -count=1 -timeout 20m ${GOTESTFLAGS:-} ./...

@@ -1,0 +1,174 @@
+package alipay
+
+import (
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"hash"
+	"sort"
+	"strings"
+
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+)
+
+// Key is one Alipay public key an app trusts: the public key of public-key
+// mode (SN empty), or one Alipay cert's key in certificate mode.
+type Key struct {
+	SN  string
+	Pub *rsa.PublicKey
+}
+
+// App is one ISV app's verification settings.
+type App struct {
+	ID string
+	// Keys are the Alipay keys that may have signed for this app: one in
+	// public-key mode; one per configured cert in certificate mode (two
+	// during a rotation).
+	Keys     []Key
+	CertMode bool
+	// AllowRSA1 accepts sign_type=RSA (SHA1withRSA) for this app. Off by
+	// default: the request cannot choose a weaker hash.
+	AllowRSA1 bool
+	// EncryptKey is the AES key for encrypt_type=AES biz_content, if any.
+	EncryptKey []byte
+}
+
+// Verifier verifies notifications for a fixed set of apps. It is safe for
+// concurrent use.
+type Verifier struct {
+	apps map[string]*App
+}
+
+// NewVerifier returns a Verifier for apps. It returns an error when an app
+// has no key or is listed twice.
+func NewVerifier(apps []*App) (*Verifier, error) {
+	v := &Verifier{apps: make(map[string]*App, len(apps))}
+	for _, a := range apps {
+		if a.ID == "" {
+			return nil, fmt.Errorf("an app has no app_id")
+		}
+		if len(a.Keys) == 0 {
+			return nil, fmt.Errorf("app %s: no Alipay public key or cert", a.ID)
+		}
+		if _, dup := v.apps[a.ID]; dup {
+			return nil, fmt.Errorf("app %s is configured twice", a.ID)
+		}
+		v.apps[a.ID] = a
+	}
+	return v, nil
+}
+
+// App returns the app with id.
+func (v *Verifier) App(id string) (*App, bool) {
+	a, ok := v.apps[id]
+	return a, ok
+}
+
+// AppIDs returns the configured app ids, sorted.
+func (v *Verifier) AppIDs() []string {
+	ids := make([]string, 0, len(v.apps))
+	for id := range v.apps {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Match says how a notification verified.
+type Match struct {
+	App    *App
+	Form   ContentForm
+	CertSN string // the SN of the cert whose key verified, in cert mode
+}
+
+// Verify checks f's signature with its app's keys. It returns an EINVALID
+// *notify.Error when app_id is missing, and an EUNVERIFIED one, with the
+// reason, when the app is unknown, the signature missing, undecodable or
+// wrong, the sign type refused, or alipay_cert_sn unknown.
+func (v *Verifier) Verify(f Form) (*Match, error) {
+	appID := f[ParamAppID]
+	if appID == "" {
+		return nil, notify.Errorf(notify.EINVALID, "missing_parameter", "app_id is missing")
+	}
+	app, ok := v.apps[appID]
+	if !ok {
+		return nil, notify.Errorf(notify.EUNVERIFIED, "unknown_app", "app_id %q is not a configured app", appID)
+	}
+	sign, ok := f[ParamSign]
+	if !ok || sign == "" {
+		return nil, notify.Errorf(notify.EUNVERIFIED, "missing_sign", "sign is missing")
+	}
+	sig, err := base64.StdEncoding.DecodeString(RepairSign(sign))
+	if err != nil {
+		return nil, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "sign is not base64")
+	}
+	hashID, err := app.hashFor(f[ParamSignType])
+	if err != nil {
+		return nil, err
+	}
+	keys := app.Keys
+	if sn, ok := f[ParamCertSN]; ok && app.CertMode {
+		keys = nil
+		for _, k := range app.Keys {
+			if k.SN == sn {
+				keys = []Key{k}
+				break
+			}
+		}
+		if keys == nil {
+			return nil, notify.Errorf(notify.EUNVERIFIED, "unknown_cert_sn", "alipay_cert_sn %q is not a configured Alipay cert of app %s", sn, appID)
+		}
+	}
+	for _, form := range ContentForms(f) {
+		digest := digestOf(hashID, SignContent(f, form))
+		for _, k := range keys {
+			if rsa.VerifyPKCS1v15(k.Pub, hashID, digest, sig) == nil {
+				return &Match{App: app, Form: form, CertSN: k.SN}, nil
+			}
+		}
+	}
+	return nil, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "signature does not verify with the key(s) of app %s", appID)
+}
+
+// hashFor returns the hash for a sign_type, refusing what the app does not
+// allow. An empty sign_type means RSA2.
+func (a *App) hashFor(signType string) (crypto.Hash, error) {
+	switch signType {
+	case "RSA2", "":
+		return crypto.SHA256, nil
+	case "RSA":
+		if a.AllowRSA1 {
+			return crypto.SHA1, nil
+		}
+		return 0, notify.Errorf(notify.EUNVERIFIED, "sign_type_refused", "sign_type RSA (SHA1) is not allowed for app %s", a.ID)
+	}
+	return 0, notify.Errorf(notify.EUNVERIFIED, "sign_type_refused", "sign_type %q is not supported", signType)
+}
+
+func digestOf(h crypto.Hash, content []byte) []byte {
+	var d hash.Hash
+	if h == crypto.SHA1 {
+		d = sha1.New()
+	} else {
+		d = sha256.New()
+	}
+	d.Write(content)
+	return d.Sum(nil)
+}
+
+// checkRequired returns an EINVALID *notify.Error naming the first required
+// parameter f lacks.
+func checkRequired(f Form) error {
+	for _, p := range []string{ParamAppID, ParamNotifyID} {
+		if strings.TrimSpace(f[p]) == "" {
+			return notify.Errorf(notify.EINVALID, "missing_parameter", "%s is missing", p)
+		}
+	}
+	if f[ParamMsgMethod] == "" && f[ParamNotifyType] == "" {
+		return notify.Errorf(notify.EINVALID, "missing_parameter", "msg_method (or notify_type) is missing")
+	}
+	return nil
+}

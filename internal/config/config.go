@@ -1,0 +1,221 @@
+// Package config reads the gateway's settings from the environment (and,
+// for several ISV apps, from the YAML file GATEWAY_CONFIG names), loads the
+// keys and certificates they point to, and checks them: a missing or
+// contradictory setting is one error that names it, and the gateway does
+// not start.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"gopkg.in/yaml.v3"
+
+	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+)
+
+// Config is every setting of the gateway.
+type Config struct {
+	DatabaseURL     string        `env:"DATABASE_URL"`
+	DatabaseMaxConn int32         `env:"DATABASE_MAX_CONNS" envDefault:"0"`
+	HTTPAddr        string        `env:"HTTP_ADDR" envDefault:":8080"`
+	MaxBodyBytes    int64         `env:"MAX_BODY_BYTES" envDefault:"65536"`
+	OpsAPITokens    []string      `env:"OPS_API_TOKENS"`
+	TokenKey        string        `env:"TOKEN_ENCRYPTION_KEY"`
+	GatewayConfig   string        `env:"GATEWAY_CONFIG"`
+	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
+
+	// The one-app shortcut; GATEWAY_CONFIG lists several apps instead.
+	App AppSettings `envPrefix:""`
+
+	// Apps are the loaded, checked apps (from App or GATEWAY_CONFIG).
+	Apps []*alipay.App `env:"-"`
+	// Sealer encrypts authorization tokens; nil without TOKEN_ENCRYPTION_KEY.
+	Sealer *notify.Sealer `env:"-"`
+}
+
+// AppSettings is one ISV app's settings, as environment variables or as one
+// entry of GATEWAY_CONFIG's apps list.
+type AppSettings struct {
+	ID              string   `env:"ALIPAY_APP_ID" yaml:"app_id"`
+	PublicKey       string   `env:"ALIPAY_PUBLIC_KEY" yaml:"alipay_public_key"`
+	PublicKeyFile   string   `env:"ALIPAY_PUBLIC_KEY_FILE" yaml:"alipay_public_key_file"`
+	RootCertFile    string   `env:"ALIPAY_ROOT_CERT_FILE" yaml:"alipay_root_cert_file"`
+	PublicCertFiles []string `env:"ALIPAY_PUBLIC_CERT_FILE" yaml:"alipay_public_cert_files"`
+	EncryptKey      string   `env:"ALIPAY_ENCRYPT_KEY" yaml:"encrypt_key"`
+	AllowRSA1       bool     `env:"ALIPAY_ALLOW_RSA1" yaml:"allow_rsa1"`
+}
+
+// file is GATEWAY_CONFIG's format.
+type file struct {
+	Apps []AppSettings `yaml:"apps"`
+}
+
+// Load reads the environment through getenv-like lookups of os.Environ,
+// loads what the settings point to, and checks them at time now. The error,
+// if any, is one line that names the setting at fault.
+func Load(environ map[string]string, now time.Time) (*Config, error) {
+	var c Config
+	if err := env.ParseWithOptions(&c, env.Options{Environment: environ}); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if strings.TrimSpace(c.DatabaseURL) == "" {
+		return nil, errors.New("config: DATABASE_URL is not set")
+	}
+	if c.MaxBodyBytes <= 0 {
+		return nil, errors.New("config: MAX_BODY_BYTES must be a positive number of bytes")
+	}
+	if c.HTTPAddr == "" {
+		return nil, errors.New("config: HTTP_ADDR is empty")
+	}
+	for _, t := range c.OpsAPITokens {
+		if strings.TrimSpace(t) == "" {
+			return nil, errors.New("config: OPS_API_TOKENS holds an empty token")
+		}
+	}
+	if c.TokenKey != "" {
+		key, err := notify.ParseKey(c.TokenKey)
+		if err != nil {
+			return nil, fmt.Errorf("config: TOKEN_ENCRYPTION_KEY: %v", err)
+		}
+		if c.Sealer, err = notify.NewSealer(key); err != nil {
+			return nil, fmt.Errorf("config: TOKEN_ENCRYPTION_KEY: %v", err)
+		}
+	}
+
+	settings, err := c.appSettings()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range settings {
+		app, err := s.load(now)
+		if err != nil {
+			return nil, err
+		}
+		c.Apps = append(c.Apps, app)
+	}
+	if _, err := alipay.NewVerifier(c.Apps); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return &c, nil
+}
+
+// Environ returns the process environment as a map, for Load.
+func Environ() map[string]string {
+	m := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// appSettings returns the apps to load: GATEWAY_CONFIG's, or the one the
+// ALIPAY_* variables describe.
+func (c *Config) appSettings() ([]AppSettings, error) {
+	envApp := c.App
+	envSet := envApp.ID != "" || envApp.PublicKey != "" || envApp.PublicKeyFile != "" ||
+		envApp.RootCertFile != "" || len(envApp.PublicCertFiles) > 0 || envApp.EncryptKey != ""
+	if c.GatewayConfig != "" {
+		if envSet {
+			return nil, errors.New("config: GATEWAY_CONFIG and ALIPAY_* app variables are both set; list every app in GATEWAY_CONFIG, or use the ALIPAY_* variables for one app")
+		}
+		data, err := os.ReadFile(c.GatewayConfig)
+		if err != nil {
+			return nil, fmt.Errorf("config: GATEWAY_CONFIG: %v", err)
+		}
+		var f file
+		dec := yaml.NewDecoder(strings.NewReader(string(data)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&f); err != nil {
+			return nil, fmt.Errorf("config: GATEWAY_CONFIG %s: %v", c.GatewayConfig, err)
+		}
+		if len(f.Apps) == 0 {
+			return nil, fmt.Errorf("config: GATEWAY_CONFIG %s lists no apps", c.GatewayConfig)
+		}
+		return f.Apps, nil
+	}
+	if envApp.ID == "" {
+		if envSet {
+			return nil, errors.New("config: ALIPAY_APP_ID is not set, but other ALIPAY_* app variables are")
+		}
+		return nil, errors.New("config: no Alipay app configured: set ALIPAY_APP_ID with ALIPAY_PUBLIC_KEY(_FILE) or ALIPAY_ROOT_CERT_FILE and ALIPAY_PUBLIC_CERT_FILE, or GATEWAY_CONFIG")
+	}
+	return []AppSettings{envApp}, nil
+}
+
+// load reads an app's keys or certs and checks them at now.
+func (s AppSettings) load(now time.Time) (*alipay.App, error) {
+	if s.ID == "" {
+		return nil, errors.New("config: an app has no app_id")
+	}
+	where := "app " + s.ID
+	keyMode := s.PublicKey != "" || s.PublicKeyFile != ""
+	certMode := s.RootCertFile != "" || len(s.PublicCertFiles) > 0
+	app := &alipay.App{ID: s.ID, AllowRSA1: s.AllowRSA1}
+	switch {
+	case keyMode && certMode:
+		return nil, fmt.Errorf("config: %s: both a public key (ALIPAY_PUBLIC_KEY*) and certificates (ALIPAY_*_CERT_FILE) are set; choose one mode", where)
+	case s.PublicKey != "" && s.PublicKeyFile != "":
+		return nil, fmt.Errorf("config: %s: ALIPAY_PUBLIC_KEY and ALIPAY_PUBLIC_KEY_FILE are both set; choose one", where)
+	case keyMode:
+		data, name := []byte(s.PublicKey), "ALIPAY_PUBLIC_KEY"
+		if s.PublicKeyFile != "" {
+			var err error
+			name = "ALIPAY_PUBLIC_KEY_FILE " + s.PublicKeyFile
+			if data, err = os.ReadFile(s.PublicKeyFile); err != nil {
+				return nil, fmt.Errorf("config: %s: %v", where, err)
+			}
+		}
+		pub, err := alipay.ParsePublicKey(data)
+		if err != nil {
+			return nil, fmt.Errorf("config: %s: %s: %v", where, name, err)
+		}
+		app.Keys = []alipay.Key{{Pub: pub}}
+	case certMode:
+		if s.RootCertFile == "" {
+			return nil, fmt.Errorf("config: %s: ALIPAY_PUBLIC_CERT_FILE is set but ALIPAY_ROOT_CERT_FILE is not", where)
+		}
+		if len(s.PublicCertFiles) == 0 {
+			return nil, fmt.Errorf("config: %s: ALIPAY_ROOT_CERT_FILE is set but ALIPAY_PUBLIC_CERT_FILE is not", where)
+		}
+		data, err := os.ReadFile(s.RootCertFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: %s: ALIPAY_ROOT_CERT_FILE: %v", where, err)
+		}
+		roots, err := alipay.ParseRootBundle(data)
+		if err != nil {
+			return nil, fmt.Errorf("config: %s: ALIPAY_ROOT_CERT_FILE %s: %v", where, s.RootCertFile, err)
+		}
+		app.CertMode = true
+		for _, name := range s.PublicCertFiles {
+			name = strings.TrimSpace(name)
+			data, err := os.ReadFile(name)
+			if err != nil {
+				return nil, fmt.Errorf("config: %s: ALIPAY_PUBLIC_CERT_FILE: %v", where, err)
+			}
+			c, err := alipay.ParseAlipayCert(data, roots, now)
+			if err != nil {
+				return nil, fmt.Errorf("config: %s: ALIPAY_PUBLIC_CERT_FILE %s: %v", where, name, err)
+			}
+			app.Keys = append(app.Keys, alipay.Key{SN: c.SN, Pub: c.Key})
+		}
+	default:
+		return nil, fmt.Errorf("config: %s: no Alipay public key or cert: set ALIPAY_PUBLIC_KEY(_FILE), or ALIPAY_ROOT_CERT_FILE and ALIPAY_PUBLIC_CERT_FILE", where)
+	}
+	if s.EncryptKey != "" {
+		key, err := notify.ParseKey(s.EncryptKey)
+		if err != nil {
+			return nil, fmt.Errorf("config: %s: ALIPAY_ENCRYPT_KEY: %v", where, err)
+		}
+		app.EncryptKey = key
+	}
+	return app, nil
+}

@@ -1,0 +1,100 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+)
+
+// handleNotify is Alipay's application gateway: read the body (within the
+// limit), verify, store and apply in one transaction, and answer success
+// only after its commit.
+func (s *Server) handleNotify(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	var (
+		n   *notify.Notification
+		m   *alipay.Match
+		out notify.Outcome
+	)
+	body, err := readBody(w, r, s.cfg.MaxBodyBytes)
+	if err == nil {
+		n, m, err = s.cfg.Verifier.Notification(body, notify.ChannelHTTP, start)
+	}
+	if err == nil {
+		// The store's work goes on if Alipay hangs up: a committed
+		// notification is a duplicate on resend, never a loss.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.IngestTimeout)
+		out, err = s.cfg.Inbox.Ingest(ctx, n)
+		cancel()
+	}
+	status := replyAlipay(w, err)
+	logNotification(s.log, r, body, n, m, out, err, status, time.Since(start))
+}
+
+// readBody reads at most limit bytes of the body. It returns an ETOOLARGE
+// *notify.Error for a larger body.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, notify.Errorf(notify.ETOOLARGE, "body_too_large", "body over %d bytes", limit)
+	case err != nil:
+		return nil, notify.Errorf(notify.EINVALID, "unreadable_body", "body could not be read: %v", err)
+	}
+	return body, nil
+}
+
+// logNotification writes the one line a delivery gets. It never logs sign,
+// tokens or keys: only identifiers, the outcome and why.
+func logNotification(log zerolog.Logger, r *http.Request, body []byte, n *notify.Notification, m *alipay.Match,
+	out notify.Outcome, err error, status int, took time.Duration) {
+	ev := log.Info()
+	if err != nil {
+		ev = log.Warn()
+		if status >= 500 {
+			ev = log.Error()
+		}
+	}
+	ev = ev.Str("channel", notify.ChannelHTTP).Str("remote", r.RemoteAddr).Int("status_code", status).
+		Dur("duration", took).Int("body_bytes", len(body))
+	if n != nil {
+		ev = ev.Str("notify_id", n.NotifyID).Str("app_id", n.AppID).Str("msg_method", n.Method)
+	} else if f, perr := alipay.ParseForm(body); perr == nil {
+		// Refused before it was a notification: name it as far as it can be.
+		ev = ev.Str("notify_id", f[alipay.ParamNotifyID]).Str("app_id", f[alipay.ParamAppID]).
+			Str("msg_method", firstNonEmpty(f[alipay.ParamMsgMethod], f[alipay.ParamNotifyType]))
+	}
+	if m != nil {
+		ev = ev.Str("content_form", m.Form.Name)
+		if m.CertSN != "" {
+			ev = ev.Str("cert_sn", m.CertSN)
+		}
+	}
+	if err != nil {
+		ev.Str("outcome", replyFail).Str("reason", notify.ErrorReason(err)).Str("error", err.Error()).Msg("notification refused")
+		return
+	}
+	ev = ev.Str("outcome", replySuccess).Str("status", string(out.Status)).Bool("duplicate", out.Duplicate).
+		Int("delivery_count", out.DeliveryCount)
+	if out.Error != "" {
+		ev = ev.Str("reason", out.Error)
+	}
+	ev.Msg("notification accepted")
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,0 +1,191 @@
+package httpapi_test
+
+import (
+	"context"
+	"crypto"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/samples"
+)
+
+func TestNotify_Samples(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	for _, s := range samples.All() {
+		t.Run("KeyMode/"+s.Name, func(t *testing.T) {
+			f := sample(t, s.Name, keyAppID)
+			body := signed(t, f, keyApp)
+			g.mustAccept(t, body)
+			g.mustAccept(t, body) // a resend
+			st, _, dc := g.status(t, keyAppID, f["notify_id"])
+			if st != string(notify.StatusApplied) || dc != 2 {
+				t.Fatalf("status %s, delivery_count %d", st, dc)
+			}
+		})
+		t.Run("CertMode/"+s.Name, func(t *testing.T) {
+			f := sample(t, s.Name, certAppID)
+			f["alipay_cert_sn"] = alipay.CertSN(pki.Alipay.Cert)
+			body := signed(t, f, pki.Alipay.Key)
+			g.mustAccept(t, body)
+			g.mustAccept(t, body)
+			if _, _, dc := g.status(t, certAppID, f["notify_id"]); dc != 2 {
+				t.Fatalf("delivery_count %d", dc)
+			}
+		})
+	}
+	if n := g.count(t, "notifications"); n != 2*len(samples.All()) {
+		t.Fatalf("%d rows, want %d", n, 2*len(samples.All()))
+	}
+}
+
+func TestNotify_Accepted(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	t.Run("V2", func(t *testing.T) {
+		f := sample(t, "audit-passed", keyAppID)
+		s, err := alipay.Sign(f, keyApp, alipay.FormV2, crypto.SHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.mustAccept(t, s.Encode())
+	})
+	t.Run("EmptyExtraParameter", func(t *testing.T) {
+		f := sample(t, "audit-passed", keyAppID)
+		f["extra"] = ""
+		g.mustAccept(t, signed(t, f, keyApp))
+	})
+	t.Run("RotatedCert", func(t *testing.T) {
+		f := sample(t, "audit-passed", certAppID)
+		f["alipay_cert_sn"] = alipay.CertSN(pki.Rotated.Cert)
+		g.mustAccept(t, signed(t, f, pki.Rotated.Key))
+	})
+	t.Run("CertWithoutSN", func(t *testing.T) {
+		g.mustAccept(t, signed(t, sample(t, "audit-passed", certAppID), pki.Rotated.Key))
+	})
+	t.Run("UnhandledMethod", func(t *testing.T) {
+		f := form(keyAppID, "alipay.open.some.future.method", `{"x":1}`, 1)
+		g.mustAccept(t, signed(t, f, keyApp))
+		if st, _, _ := g.status(t, keyAppID, f["notify_id"]); st != "unhandled" {
+			t.Fatalf("status %s", st)
+		}
+	})
+	t.Run("SignPlusAsSpace", func(t *testing.T) {
+		for i := 0; i < 50; i++ {
+			f := sample(t, "audit-passed", keyAppID)
+			body := signed(t, f, keyApp)
+			s, _ := alipay.ParseForm([]byte(body))
+			if !strings.Contains(s["sign"], "+") {
+				continue
+			}
+			// A sender that did not URL-encode sign: its '+' arrive raw.
+			raw := strings.Replace(body, "sign="+escape(s["sign"]), "sign="+s["sign"], 1)
+			g.mustAccept(t, raw)
+			return
+		}
+		t.Fatal("no signature with '+'")
+	})
+}
+
+func escape(s string) string {
+	return strings.NewReplacer("+", "%2B", "/", "%2F", "=", "%3D").Replace(s)
+}
+
+func TestNotify_Refused(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	good := func() alipay.Form { return sample(t, "audit-rejected", keyAppID) }
+	resign := func(mut func(alipay.Form)) string {
+		s, _ := alipay.ParseForm([]byte(signed(t, good(), keyApp)))
+		mut(s)
+		return s.Encode()
+	}
+	sha1 := func() string {
+		f := good()
+		f["sign_type"] = "RSA"
+		s, _ := alipay.Sign(f, keyApp, alipay.FormV1, crypto.SHA1)
+		return s.Encode()
+	}
+	certFor := func(c interface{}, sn string) string {
+		f := sample(t, "audit-rejected", certAppID)
+		f["alipay_cert_sn"] = sn
+		return signed(t, f, pki.Rogue.Key)
+	}
+	cases := []struct {
+		name string
+		body string
+		code int
+	}{
+		{"TamperedBiz", resign(func(f alipay.Form) { f["biz_content"] = strings.Replace(f["biz_content"], "REJECT", "PASS", 1) }), 403},
+		{"TamperedTimestamp", resign(func(f alipay.Form) { f["utc_timestamp"] = "1516797622753" }), 403},
+		{"AddedParameter", resign(func(f alipay.Form) { f["added"] = "1" }), 403},
+		{"NoSign", resign(func(f alipay.Form) { delete(f, "sign") }), 403},
+		{"GarbageSign", resign(func(f alipay.Form) { f["sign"] = "garbage!!" }), 403},
+		{"OtherKey", signed(t, good(), other), 403},
+		{"SHA1", sha1(), 403},
+		{"UnknownApp", resign(func(f alipay.Form) { f["app_id"] = "2099000000000000" }), 403},
+		{"UnknownCertSN", certFor(nil, "0123456789abcdef0123456789abcdef"), 403},
+		{"RogueCertSN", certFor(nil, alipay.CertSN(pki.Rogue.Cert)), 403},
+		{"EmptyBody", "", 400},
+		{"NotAForm", "%%%", 400},
+		{"NoNotifyID", resign(func(f alipay.Form) { delete(f, "notify_id") }), 400},
+		{"Oversized", "a=" + strings.Repeat("x", 17<<10), 413},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, reply := g.post(t, tc.body)
+			if code != tc.code || reply != "fail" {
+				t.Fatalf("got %d %q, want %d fail", code, reply, tc.code)
+			}
+		})
+	}
+	t.Run("SignInQueryIgnored", func(t *testing.T) {
+		s, _ := alipay.ParseForm([]byte(signed(t, good(), keyApp)))
+		sig := s["sign"]
+		delete(s, "sign")
+		resp, err := http.Post(g.srv.URL+"/alipay/notify?sign="+escape(sig), "application/x-www-form-urlencoded", strings.NewReader(s.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 403 {
+			t.Fatalf("got %d", resp.StatusCode)
+		}
+	})
+	if n := g.stateRows(t); n != 0 {
+		t.Fatalf("refused notifications wrote %d rows", n)
+	}
+}
+
+func TestNotify_Concurrent(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	body := signed(t, sample(t, "merchant-confirmed", keyAppID), keyApp)
+	const n = 32
+	var wg sync.WaitGroup
+	codes := make([]int, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], _ = g.post(t, body)
+		}()
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != 200 {
+			t.Fatalf("delivery %d got %d", i, c)
+		}
+	}
+	var dc, events int
+	if err := g.db.Pool.QueryRow(context.Background(), "SELECT delivery_count, (SELECT count(*) FROM mini_app_order_events) FROM notifications").Scan(&dc, &events); err != nil {
+		t.Fatal(err)
+	}
+	if dc != n || events != 1 || g.count(t, "notifications") != 1 {
+		t.Fatalf("delivery_count %d, order events %d", dc, events)
+	}
+}

@@ -1,0 +1,76 @@
+// Package httpapi is the gateway's HTTP surface: Alipay's notification
+// endpoint, the health probes, and the ops REST API (/v1) behind bearer
+// tokens. Handlers decode, call the verifier and the store, and answer
+// through the small helpers of reply.go, where errors meet HTTP statuses.
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/rs/zerolog"
+
+	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+)
+
+// Config is what the HTTP layer needs.
+type Config struct {
+	Verifier *alipay.Verifier
+	// Inbox stores and applies notifications; usually the DB itself.
+	Inbox notify.Inbox
+	// DB serves the ops API and the readiness probe.
+	DB     *postgres.DB
+	Logger zerolog.Logger
+	// MaxBodyBytes caps a notification body; larger ones get 413.
+	MaxBodyBytes int64
+	// Tokens are the ops API's bearer tokens.
+	Tokens []string
+	// Registry is used by reprocess.
+	Registry *notify.Registry
+	// IngestTimeout bounds the store's work for one notification.
+	IngestTimeout time.Duration
+}
+
+// Server holds the handlers' dependencies.
+type Server struct {
+	cfg Config
+	log zerolog.Logger
+}
+
+// New returns the gateway's HTTP handler.
+func New(cfg Config) http.Handler {
+	if cfg.IngestTimeout == 0 {
+		cfg.IngestTimeout = 15 * time.Second
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.Get("/healthz", s.handleHealth)
+	r.Get("/readyz", s.handleReady)
+	r.Post("/alipay/notify", s.handleNotify)
+	r.Route("/v1", s.routesV1)
+	return r
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	if err := s.cfg.DB.Ready(ctx); err != nil {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ready\n"))
+}

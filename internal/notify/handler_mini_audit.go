@@ -1,0 +1,68 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// audit handles the three version audit notifications
+// (alipay.open.mini.version.audit.passed, .audit.rejected,
+// .baseaudit.passed). A notification with no mini_app_version (the seed's
+// audit.passed sample) changes the app-level state only.
+func (h *handlers) audit(ctx context.Context, s Store, n *Notification) (Status, error) {
+	var biz struct {
+		MiniAppID          text            `json:"mini_app_id"`
+		Version            text            `json:"mini_app_version"`
+		BundleID           text            `json:"bundle_id"`
+		AuditReason        text            `json:"audit_reason"`
+		BaseAudit          text            `json:"base_audit"`
+		PromoteAudit       text            `json:"promote_audit"`
+		BaseAuditReason    json.RawMessage `json:"base_audit_reason"`
+		PromoteAuditReason json.RawMessage `json:"promote_audit_reason"`
+	}
+	if err := decodeBiz(n, &biz); err != nil {
+		return "", err
+	}
+	if biz.MiniAppID == "" {
+		return "", Unusable("biz_content has no mini_app_id")
+	}
+	return applied(s.ApplyAudit(ctx, AuditEvent{
+		Event:              eventOf(n, 0),
+		Method:             n.Method,
+		MiniAppID:          string(biz.MiniAppID),
+		Version:            string(biz.Version),
+		AuditStatus:        auditStatus(n.Method),
+		BundleID:           string(biz.BundleID),
+		AuditReason:        string(biz.AuditReason),
+		BaseAudit:          string(biz.BaseAudit),
+		PromoteAudit:       string(biz.PromoteAudit),
+		BaseAuditReason:    reasonObject(biz.BaseAuditReason),
+		PromoteAuditReason: reasonObject(biz.PromoteAuditReason),
+	}))
+}
+
+func auditStatus(method string) string {
+	switch method {
+	case MethodAuditRejected:
+		return AuditRejected
+	case MethodBaseAuditPassed:
+		return BaseAuditPassed
+	}
+	return AuditPassed
+}
+
+// reasonObject keeps a reason object ({audit_images, memos}); Alipay may send
+// it as a JSON string holding the object, which is unwrapped.
+func reasonObject(m json.RawMessage) json.RawMessage {
+	var s string
+	if json.Unmarshal(m, &s) != nil {
+		return rawObject(m) // an object, an array, or absent
+	}
+	if s == "" {
+		return json.RawMessage("null")
+	}
+	if json.Valid([]byte(s)) {
+		return json.RawMessage(s)
+	}
+	return m // a plain string: kept as a JSON string
+}

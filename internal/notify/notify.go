@@ -1,0 +1,91 @@
+// Package notify holds the gateway's domain: the verified notification, its
+// processing status, the application errors, and the registry that maps a
+// msg_method to the handler that turns it into business state.
+//
+// Handlers never touch the database directly: they decode biz_content into a
+// typed event and hand it to a Store, which the postgres package implements
+// inside the same transaction that records the notification.
+package notify
+
+import (
+	"context"
+	"time"
+)
+
+// Status is where a stored notification ended.
+type Status string
+
+// The statuses a notification can end with.
+const (
+	StatusApplied   Status = "applied"   // it changed business state
+	StatusStale     Status = "stale"     // newer state already existed: kept, changed nothing
+	StatusUnhandled Status = "unhandled" // no handler for its method: kept and acknowledged
+	StatusFailed    Status = "failed"    // verified but unusable: kept with the error, acknowledged
+)
+
+// Valid reports whether s is one of the known statuses.
+func (s Status) Valid() bool {
+	switch s {
+	case StatusApplied, StatusStale, StatusUnhandled, StatusFailed:
+		return true
+	}
+	return false
+}
+
+// Channel names how a notification reached the gateway.
+const (
+	ChannelHTTP      = "http"
+	ChannelWebSocket = "websocket"
+)
+
+// Notification is one verified notification, decoded and ready to store.
+type Notification struct {
+	AppID    string // the ISV app the notification is for
+	NotifyID string // unique per AppID; resends carry the same one
+	// Method is msg_method, or notify_type for the older-style
+	// notifications that carry none (open_app_auth_notify).
+	Method string
+	// UTCTimestamp is utc_timestamp in milliseconds since the epoch (for the
+	// older style: notify_time), or 0 when the notification has none.
+	UTCTimestamp int64
+	// BizContent is biz_content as UTF-8 text, decrypted when it arrived
+	// encrypted, with secrets (tokens) replaced by a placeholder.
+	BizContent string
+	// Params holds every parameter as received, converted to UTF-8, with
+	// the same secrets redacted in biz_content.
+	Params map[string]string
+	// Secrets holds the values taken out of biz_content by Redact, for the
+	// handler that needs them. They are never stored in clear or logged.
+	Secrets map[string]string
+	// Encrypted reports that biz_content arrived encrypted (encrypt_type).
+	Encrypted bool
+	Channel   string
+	// ContentForm says which signed-content form verified ("v1", "v2", ...).
+	ContentForm string
+	// CertSN is the SN of the Alipay cert that verified it (cert mode).
+	CertSN     string
+	ReceivedAt time.Time
+	// Failure, when set, means the notification is verified but cannot be
+	// used as it is (for example encrypted with no key configured): it is
+	// stored with StatusFailed and this error, and no handler runs.
+	Failure string
+}
+
+// Outcome is what happened to a delivery.
+type Outcome struct {
+	Status    Status // the stored notification's status
+	Duplicate bool   // the notification was already stored: nothing changed
+	Error     string // the reason for StatusFailed
+	// DeliveryCount is how many times this notification has been delivered,
+	// this delivery included.
+	DeliveryCount int
+}
+
+// Inbox records notifications and applies them. The postgres package
+// implements it; a batching wrapper may too.
+type Inbox interface {
+	// Ingest stores n and applies it in one transaction, and returns once
+	// that transaction is committed. It returns an EUNAVAILABLE *Error when
+	// the database cannot be reached.
+	Ingest(ctx context.Context, n *Notification) (Outcome, error)
+}

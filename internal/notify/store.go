@@ -1,0 +1,87 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// Event identifies the notification behind a state change, and orders it:
+// state changes only when (At, NotifyID) is greater than that of the state
+// it would replace, so ties are decided the same way on every replica.
+type Event struct {
+	AppID    string
+	NotifyID string
+	At       int64 // milliseconds since the epoch
+}
+
+// AuthGrant is a merchant app's authorization of the ISV app.
+type AuthGrant struct {
+	Event
+	AuthAppID string
+	UserID    string
+	AuthTime  int64 // ms
+	// The sealed (encrypted) tokens; see Sealer.
+	SealedAuthToken    []byte
+	SealedRefreshToken []byte
+	ExpiresIn          int64 // seconds; 0 when unknown
+	ReExpiresIn        int64 // seconds; 0 when unknown
+}
+
+// AuthCancel is a merchant app's withdrawal of its authorization.
+type AuthCancel struct {
+	Event
+	AuthAppID string
+	UserID    string
+}
+
+// OrderEvent is news about a mini-app creation order.
+type OrderEvent struct {
+	Event
+	Method     string
+	Kind       string // "merchant_confirmed" or "fast_register"
+	OrderNo    string
+	OutOrderNo string
+	MiniAppID  string
+	Status     string
+	PID        string
+	MerchantID string
+	AppName    string
+}
+
+// Order kinds.
+const (
+	OrderKindMerchantConfirmed = "merchant_confirmed"
+	OrderKindFastRegister      = "fast_register"
+)
+
+// AuditEvent is the outcome of a mini-app version audit.
+type AuditEvent struct {
+	Event
+	Method             string
+	MiniAppID          string
+	Version            string // empty when the notification names none
+	AuditStatus        string // audit_passed, audit_rejected or base_audit_passed
+	BundleID           string
+	AuditReason        string
+	BaseAudit          string
+	PromoteAudit       string
+	BaseAuditReason    json.RawMessage // null when absent
+	PromoteAuditReason json.RawMessage // null when absent
+}
+
+// Audit statuses.
+const (
+	AuditPassed     = "audit_passed"
+	AuditRejected   = "audit_rejected"
+	BaseAuditPassed = "base_audit_passed"
+)
+
+// Store changes business state. Each method applies its event only when it
+// is newer than the state it would replace, and reports whether it did.
+// The postgres package implements it inside the notification's transaction.
+type Store interface {
+	GrantAuthorization(ctx context.Context, g AuthGrant) (applied bool, err error)
+	CancelAuthorization(ctx context.Context, c AuthCancel) (applied bool, err error)
+	ApplyOrder(ctx context.Context, o OrderEvent) (applied bool, err error)
+	ApplyAudit(ctx context.Context, a AuditEvent) (applied bool, err error)
+}
