@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
+	"sort"
 	"strings"
 	"time"
 
@@ -135,7 +137,8 @@ func (c *Config) appSettings() ([]AppSettings, error) {
 		dec := yaml.NewDecoder(strings.NewReader(string(data)))
 		dec.KnownFields(true)
 		if err := dec.Decode(&f); err != nil {
-			return nil, fmt.Errorf("config: GATEWAY_CONFIG %s: %v", c.GatewayConfig, err)
+			msg := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "yaml: unmarshal errors:", "")), " ")
+			return nil, fmt.Errorf("config: GATEWAY_CONFIG %s: %s", c.GatewayConfig, msg)
 		}
 		if len(f.Apps) == 0 {
 			return nil, fmt.Errorf("config: GATEWAY_CONFIG %s lists no apps", c.GatewayConfig)
@@ -218,4 +221,26 @@ func (s AppSettings) load(now time.Time) (*alipay.App, error) {
 		app.EncryptKey = key
 	}
 	return app, nil
+}
+
+// EnvVars returns the name of every environment variable the gateway reads,
+// sorted: deploy manifests are checked against it.
+func EnvVars() []string {
+	var names []string
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if f.Type.Kind() == reflect.Struct && f.Tag.Get("env") == "" {
+				walk(f.Type)
+				continue
+			}
+			if name, _, _ := strings.Cut(f.Tag.Get("env"), ","); name != "" && name != "-" {
+				names = append(names, name)
+			}
+		}
+	}
+	walk(reflect.TypeOf(Config{}))
+	sort.Strings(names)
+	return names
 }

@@ -1,0 +1,109 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alipay-notify-gateway/gateway/internal/config"
+	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+)
+
+var pki = devpki.MustNewPKI("2021000000000002")
+
+// files writes the test PKI and a public key, and returns their directory.
+func files(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := pki.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	b64, _ := devpki.PublicKeyBase64(&pki.Alipay.Key.PublicKey)
+	if err := os.WriteFile(filepath.Join(dir, "pub.txt"), []byte(b64), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	dir := files(t)
+	p := func(name string) string { return filepath.Join(dir, name) }
+	b64, _ := devpki.PublicKeyBase64(&pki.Alipay.Key.PublicKey)
+	base := func(kv ...string) map[string]string {
+		m := map[string]string{"DATABASE_URL": "postgres://x@127.0.0.1/db"}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	yamlFile := p("apps.yaml")
+	_ = os.WriteFile(yamlFile, []byte("apps:\n  - app_id: \"1\"\n    alipay_public_key_file: "+p("pub.txt")+
+		"\n  - app_id: \"2\"\n    alipay_root_cert_file: "+p(devpki.RootCertFile)+
+		"\n    alipay_public_cert_files: ["+p(devpki.AlipayCertFile)+", "+p(devpki.RotatedCertFile)+"]\n"), 0o644)
+	badYAML := p("bad.yaml")
+	_ = os.WriteFile(badYAML, []byte("apps:\n  - app_id: \"1\"\n    alipay_public_kee: x\n"), 0o644)
+
+	t.Run("OK", func(t *testing.T) {
+		for name, env := range map[string]map[string]string{
+			"PublicKey":     base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64),
+			"PublicKeyFile": base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY_FILE", p("pub.txt")),
+			"Certs": base("ALIPAY_APP_ID", "1", "ALIPAY_ROOT_CERT_FILE", p(devpki.RootCertFile),
+				"ALIPAY_PUBLIC_CERT_FILE", p(devpki.AlipayCertFile)+","+p(devpki.RotatedCertFile)),
+			"YAML": base("GATEWAY_CONFIG", yamlFile),
+		} {
+			t.Run(name, func(t *testing.T) {
+				c, err := config.Load(env, time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.HTTPAddr != ":8080" || c.MaxBodyBytes != 65536 || len(c.Apps) == 0 {
+					t.Fatalf("%+v", c)
+				}
+			})
+		}
+	})
+	for name, tc := range map[string]struct {
+		env  map[string]string
+		want string
+	}{
+		"ErrNoDatabase":    {map[string]string{"ALIPAY_APP_ID": "1", "ALIPAY_PUBLIC_KEY": b64}, "DATABASE_URL"},
+		"ErrNoApp":         {base(), "no Alipay app configured"},
+		"ErrNoKey":         {base("ALIPAY_APP_ID", "1"), "no Alipay public key or cert"},
+		"ErrKeyWithoutApp": {base("ALIPAY_PUBLIC_KEY", b64), "ALIPAY_APP_ID is not set"},
+		"ErrBothModes": {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "ALIPAY_ROOT_CERT_FILE", p(devpki.RootCertFile),
+			"ALIPAY_PUBLIC_CERT_FILE", p(devpki.AlipayCertFile)), "choose one mode"},
+		"ErrKeyAndKeyFile": {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "ALIPAY_PUBLIC_KEY_FILE", p("pub.txt")), "choose one"},
+		"ErrBadKey":        {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", "nonsense"), "ALIPAY_PUBLIC_KEY"},
+		"ErrRogueCert": {base("ALIPAY_APP_ID", "1", "ALIPAY_ROOT_CERT_FILE", p(devpki.RootCertFile),
+			"ALIPAY_PUBLIC_CERT_FILE", p(devpki.AlipayCertFile)+","+p(devpki.RogueCertFile)), devpki.RogueCertFile},
+		"ErrExpiredCert": {base("ALIPAY_APP_ID", "1", "ALIPAY_ROOT_CERT_FILE", p(devpki.RootCertFile),
+			"ALIPAY_PUBLIC_CERT_FILE", p(devpki.ExpiredCertFile)), "expired"},
+		"ErrCertWithoutRoot": {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_CERT_FILE", p(devpki.AlipayCertFile)), "ALIPAY_ROOT_CERT_FILE is not"},
+		"ErrMissingFile":     {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY_FILE", p("nope")), "nope"},
+		"ErrYAMLAndEnv":      {base("GATEWAY_CONFIG", yamlFile, "ALIPAY_APP_ID", "1"), "both set"},
+		"ErrYAMLUnknownKey":  {base("GATEWAY_CONFIG", badYAML), "alipay_public_kee"},
+		"ErrBadTokenKey":     {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "TOKEN_ENCRYPTION_KEY", "short"), "TOKEN_ENCRYPTION_KEY"},
+		"ErrBadEncryptKey":   {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "ALIPAY_ENCRYPT_KEY", "???"), "ALIPAY_ENCRYPT_KEY"},
+		"ErrBadBodyLimit":    {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "MAX_BODY_BYTES", "0"), "MAX_BODY_BYTES"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := config.Load(tc.env, time.Now())
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("err = %v; want one line containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestEnvVars(t *testing.T) {
+	t.Parallel()
+	got := strings.Join(config.EnvVars(), " ")
+	for _, want := range []string{"DATABASE_URL", "HTTP_ADDR", "ALIPAY_APP_ID", "ALIPAY_PUBLIC_CERT_FILE", "GATEWAY_CONFIG", "OPS_API_TOKENS"} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("%s missing from %s", want, got)
+		}
+	}
+}
