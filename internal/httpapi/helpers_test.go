@@ -57,16 +57,18 @@ type gateway struct {
 func newGateway(t *testing.T) *gateway {
 	t.Helper()
 	db := pgtest.New(t, nil)
-	return startGateway(t, db, nil)
+	return startGateway(t, db, nil, nil)
 }
 
-func startGateway(t *testing.T, db *postgres.DB, inbox notify.Inbox) *gateway {
+// startGateway serves a gateway on db (and inbox, when not nil). The cert
+// app has certEncryptKey as its ALIPAY_ENCRYPT_KEY (none when nil).
+func startGateway(t *testing.T, db *postgres.DB, inbox notify.Inbox, certEncryptKey []byte) *gateway {
 	t.Helper()
 	roots, err := alipay.ParseRootBundle(pki.RootBundlePEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert := &alipay.App{ID: certAppID, CertMode: true}
+	cert := &alipay.App{ID: certAppID, CertMode: true, EncryptKey: certEncryptKey}
 	for _, pem := range [][]byte{pki.Alipay.PEM, pki.Rotated.PEM} {
 		c, err := alipay.ParseAlipayCert(pem, roots, time.Now())
 		if err != nil {

@@ -49,8 +49,12 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 	}}
 }
 
-// Handler returns the handler for method, if there is one.
+// Handler returns the handler for method, if there is one. A nil or empty
+// Registry has none.
 func (r *Registry) Handler(method string) (Handler, bool) {
+	if r == nil {
+		return nil, false
+	}
 	h, ok := r.handlers[method]
 	return h, ok
 }

@@ -117,3 +117,62 @@ func (db *DB) apply(ctx context.Context, tx pgx.Tx, n *notify.Notification) (not
 		return notify.StatusFailed, "handler: " + err.Error(), nil
 	}
 }
+
+// Reprocess runs the current handler again on a stored notification that
+// ended failed or unhandled (after an upgrade or a configuration fix), in
+// one transaction holding the row's lock, so that replicas reprocess it once.
+// redecode, when not nil, decodes an encrypted biz_content again with the
+// current keys. A notification in any other status is returned unchanged:
+// reprocessing is idempotent. It returns an ENOTFOUND *notify.Error for an
+// unknown notification.
+func (db *DB) Reprocess(ctx context.Context, appID, notifyID string, redecode func(*notify.Notification)) (*notify.StoredNotification, error) {
+	stored, err := db.Notification(ctx, appID, notifyID)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	stored, err = scanNotification(tx.QueryRow(ctx, `SELECT `+notificationColumns+` FROM notifications WHERE id = $1 FOR UPDATE`, stored.ID))
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if stored.Status != notify.StatusFailed && stored.Status != notify.StatusUnhandled {
+		return stored, nil
+	}
+	n := &notify.Notification{
+		AppID:       stored.AppID,
+		NotifyID:    stored.NotifyID,
+		Method:      stored.MsgMethod,
+		BizContent:  stored.Biz,
+		Params:      stored.Params,
+		Encrypted:   stored.Encrypted,
+		Channel:     stored.Channel,
+		ContentForm: stored.ContentForm,
+		ReceivedAt:  stored.ReceivedAt,
+	}
+	if stored.UTCTimestamp != nil {
+		n.UTCTimestamp = *stored.UTCTimestamp
+	}
+	if n.Encrypted && redecode != nil {
+		redecode(n)
+	}
+	status, errText := notify.StatusFailed, n.Failure
+	if n.Failure == "" {
+		if status, errText, err = db.apply(ctx, tx, n); err != nil {
+			return nil, err
+		}
+	}
+	_, err = tx.Exec(ctx, `UPDATE notifications SET status = $2, error = $3, biz_content = $4, processed_at = now() WHERE id = $1`,
+		stored.ID, status, errText, n.BizContent)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, unavailable(err)
+	}
+	stored.Status, stored.Error, stored.Biz, stored.BizContent = status, errText, n.BizContent, bizJSON(n.BizContent)
+	return stored, nil
+}

@@ -1,0 +1,141 @@
+package notify
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// The read models below are what the ops API returns; their JSON is the
+// API's (see internal/httpapi/openapi.json).
+
+// StoredNotification is a notification as the inbox holds it.
+type StoredNotification struct {
+	NotifyID      string          `json:"notify_id"`
+	AppID         string          `json:"app_id"`
+	MsgMethod     string          `json:"msg_method"`
+	UTCTimestamp  *int64          `json:"utc_timestamp"`
+	ReceivedAt    time.Time       `json:"received_at"`
+	ProcessedAt   time.Time       `json:"processed_at"`
+	Status        Status          `json:"status"`
+	Error         string          `json:"error"`
+	DeliveryCount int             `json:"delivery_count"`
+	Channel       string          `json:"channel"`
+	Encrypted     bool            `json:"encrypted"`
+	ContentForm   string          `json:"content_form"`
+	BizContent    json.RawMessage `json:"biz_content"` // a JSON object, or a JSON string when biz_content is not JSON
+
+	ID     int64             `json:"-"`
+	Params map[string]string `json:"-"`
+	Biz    string            `json:"-"` // biz_content as stored
+}
+
+// Authorization is a merchant app's authorization of one of our apps. Its
+// tokens are never part of it.
+type Authorization struct {
+	AuthAppID        string     `json:"auth_app_id"`
+	AppID            string     `json:"app_id"`
+	UserID           string     `json:"user_id"`
+	Status           string     `json:"status"`
+	AuthorizedAt     *time.Time `json:"authorized_at"`
+	CancelledAt      *time.Time `json:"cancelled_at"`
+	ExpiresAt        *time.Time `json:"expires_at"`
+	RefreshExpiresAt *time.Time `json:"refresh_expires_at"`
+	HasToken         bool       `json:"has_token"`
+	UpdatedAt        time.Time  `json:"updated_at"`
+}
+
+// MiniApp is a mini-app's audit state with its versions, newest first.
+type MiniApp struct {
+	MiniAppID      string       `json:"mini_app_id"`
+	AppID          string       `json:"app_id"`
+	AuditStatus    string       `json:"audit_status"`
+	MiniAppVersion string       `json:"mini_app_version"`
+	UpdatedAt      time.Time    `json:"updated_at"`
+	Versions       []AppVersion `json:"versions"`
+}
+
+// AppVersion is one mini-app version's latest audit outcome.
+type AppVersion struct {
+	MiniAppVersion     string          `json:"mini_app_version"`
+	AuditStatus        string          `json:"audit_status"`
+	BundleID           string          `json:"bundle_id"`
+	BaseAudit          string          `json:"base_audit"`
+	PromoteAudit       string          `json:"promote_audit"`
+	AuditReason        string          `json:"audit_reason"`
+	BaseAuditReason    json.RawMessage `json:"base_audit_reason"`
+	PromoteAuditReason json.RawMessage `json:"promote_audit_reason"`
+	AuditedAt          time.Time       `json:"audited_at"` // the notification's utc_timestamp
+	UpdatedAt          time.Time       `json:"updated_at"`
+}
+
+// AuditEntry is one audit notification in a mini-app's history.
+type AuditEntry struct {
+	NotifyID           string          `json:"notify_id"`
+	MsgMethod          string          `json:"msg_method"`
+	MiniAppVersion     string          `json:"mini_app_version"`
+	AuditStatus        string          `json:"audit_status"`
+	BundleID           string          `json:"bundle_id"`
+	BaseAudit          string          `json:"base_audit"`
+	PromoteAudit       string          `json:"promote_audit"`
+	AuditReason        string          `json:"audit_reason"`
+	BaseAuditReason    json.RawMessage `json:"base_audit_reason"`
+	PromoteAuditReason json.RawMessage `json:"promote_audit_reason"`
+	AuditedAt          time.Time       `json:"audited_at"`
+	Applied            bool            `json:"applied"`
+	ReceivedAt         time.Time       `json:"received_at"`
+}
+
+// MiniAppOrder is a mini-app creation order with its history, oldest first.
+type MiniAppOrder struct {
+	OrderNo    string         `json:"order_no"`
+	AppID      string         `json:"app_id"`
+	Kind       string         `json:"kind"`
+	OutOrderNo string         `json:"out_order_no"`
+	MiniAppID  string         `json:"mini_app_id"`
+	Status     string         `json:"status"`
+	PID        string         `json:"pid"`
+	MerchantID string         `json:"merchant_id"`
+	AppName    string         `json:"app_name"`
+	UpdatedAt  time.Time      `json:"updated_at"`
+	History    []OrderHistory `json:"history,omitempty"`
+}
+
+// OrderHistory is one notification about an order.
+type OrderHistory struct {
+	NotifyID   string    `json:"notify_id"`
+	MsgMethod  string    `json:"msg_method"`
+	Kind       string    `json:"kind"`
+	Status     string    `json:"status"`
+	MiniAppID  string    `json:"mini_app_id"`
+	EventAt    time.Time `json:"event_at"`
+	Applied    bool      `json:"applied"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// NotificationFilter selects notifications for a listing.
+type NotificationFilter struct {
+	MsgMethod string
+	AppID     string
+	Status    Status
+	Since     *time.Time // received at or after
+	Until     *time.Time // received before
+	Limit     int
+	Cursor    string // opaque; from a previous page's next cursor
+}
+
+// OrderFilter selects mini-app creation orders.
+type OrderFilter struct {
+	OutOrderNo string
+	Kind       string
+	Status     string
+	Limit      int
+	Cursor     string
+}
+
+// AuthorizationFilter selects authorizations.
+type AuthorizationFilter struct {
+	Status string
+	AppID  string
+	Limit  int
+	Cursor string
+}
