@@ -19,6 +19,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/config"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
+	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
 )
@@ -107,6 +108,20 @@ func migrate() error {
 	return nil
 }
 
+// sampleMetrics refreshes the sampled gauges every 15 seconds.
+func sampleMetrics(ctx context.Context, m *metrics.Metrics, db *postgres.DB) {
+	t := time.NewTicker(15 * time.Second)
+	defer t.Stop()
+	for {
+		m.Sample(ctx, db.Pool, db)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 func serve() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -125,7 +140,10 @@ func serve() error {
 	if len(cfg.OpsAPITokens) == 0 {
 		log.Warn().Msg("OPS_API_TOKENS is not set: the ops API (/v1) refuses every request")
 	}
+	m := metrics.New()
+	go sampleMetrics(ctx, m, db)
 	handler := httpapi.New(httpapi.Config{
+		Metrics:      m,
 		Verifier:     verifier,
 		Inbox:        db,
 		DB:           db,

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/smartwalle/ncrypto"
 )
 
 // CertSN returns a certificate's SN as Alipay computes it: the hex MD5 of the
@@ -53,6 +55,15 @@ func rsaSigned(c *x509.Certificate) bool {
 		return true
 	}
 	return false
+}
+
+// ParseCert parses the first certificate of a PEM file (or bare base64 DER).
+func ParseCert(data []byte) (*x509.Certificate, error) {
+	certs, _, err := parseCerts(data)
+	if err != nil {
+		return ncrypto.DecodeCertificate(data)
+	}
+	return certs[0], nil
 }
 
 // AlipayCert is an Alipay signing certificate that chains to the root bundle.

@@ -34,6 +34,37 @@ type App struct {
 	AllowRSA1 bool
 	// EncryptKey is the AES key for encrypt_type=AES biz_content, if any.
 	EncryptKey []byte
+
+	// The app's own side, for outbound OpenAPI calls and the WebSocket
+	// channel: its private key (nil when not configured), and in
+	// certificate mode its cert's SN and the Alipay root bundle's SN.
+	PrivateKey *rsa.PrivateKey
+	AppCertSN  string
+	RootCertSN string
+	// Channel is how Alipay delivers to this app: ChannelHTTP,
+	// ChannelWebSocket or ChannelBoth.
+	Channel string
+}
+
+// Delivery channels of an app.
+const (
+	ChannelHTTP      = "http"
+	ChannelWebSocket = "websocket"
+	ChannelBoth      = "both"
+)
+
+// UsesWebSocket reports whether Alipay delivers to a over the WebSocket.
+func (a *App) UsesWebSocket() bool {
+	return a.Channel == ChannelWebSocket || a.Channel == ChannelBoth
+}
+
+// Apps returns the configured apps, sorted by id.
+func (v *Verifier) Apps() []*App {
+	out := make([]*App, 0, len(v.apps))
+	for _, id := range v.AppIDs() {
+		out = append(out, v.apps[id])
+	}
+	return out
 }
 
 // Verifier verifies notifications for a fixed set of apps. It is safe for

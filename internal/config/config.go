@@ -32,6 +32,10 @@ type Config struct {
 	GatewayConfig   string        `env:"GATEWAY_CONFIG"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
+	// GatewayURL is Alipay's OpenAPI gateway, for outbound calls.
+	GatewayURL string `env:"ALIPAY_GATEWAY_URL" envDefault:"https://openapi.alipay.com/gateway.do"`
+	// MsgHost is the host of Alipay's message service WebSocket channel.
+	MsgHost string `env:"ALIPAY_MSG_HOST" envDefault:"openchannel.alipay.com"`
 
 	// The one-app shortcut; GATEWAY_CONFIG lists several apps instead.
 	App AppSettings `envPrefix:""`
@@ -52,6 +56,11 @@ type AppSettings struct {
 	PublicCertFiles []string `env:"ALIPAY_PUBLIC_CERT_FILE" yaml:"alipay_public_cert_files"`
 	EncryptKey      string   `env:"ALIPAY_ENCRYPT_KEY" yaml:"encrypt_key"`
 	AllowRSA1       bool     `env:"ALIPAY_ALLOW_RSA1" yaml:"allow_rsa1"`
+	// The app's own side, for outbound calls and the WebSocket channel.
+	AppPrivateKeyFile string `env:"ALIPAY_APP_PRIVATE_KEY_FILE" yaml:"app_private_key_file"`
+	AppCertFile       string `env:"ALIPAY_APP_CERT_FILE" yaml:"app_cert_file"`
+	// Channel is how Alipay delivers: http (the default), websocket or both.
+	Channel string `env:"ALIPAY_CHANNEL" yaml:"channel"`
 }
 
 // file is GATEWAY_CONFIG's format.
@@ -124,7 +133,8 @@ func Environ() map[string]string {
 func (c *Config) appSettings() ([]AppSettings, error) {
 	envApp := c.App
 	envSet := envApp.ID != "" || envApp.PublicKey != "" || envApp.PublicKeyFile != "" ||
-		envApp.RootCertFile != "" || len(envApp.PublicCertFiles) > 0 || envApp.EncryptKey != ""
+		envApp.RootCertFile != "" || len(envApp.PublicCertFiles) > 0 || envApp.EncryptKey != "" ||
+		envApp.AppPrivateKeyFile != "" || envApp.AppCertFile != "" || envApp.Channel != ""
 	if c.GatewayConfig != "" {
 		if envSet {
 			return nil, errors.New("config: GATEWAY_CONFIG and ALIPAY_* app variables are both set; list every app in GATEWAY_CONFIG, or use the ALIPAY_* variables for one app")
@@ -198,6 +208,7 @@ func (s AppSettings) load(now time.Time) (*alipay.App, error) {
 			return nil, fmt.Errorf("config: %s: ALIPAY_ROOT_CERT_FILE %s: %v", where, s.RootCertFile, err)
 		}
 		app.CertMode = true
+		app.RootCertSN = roots.SN
 		for _, name := range s.PublicCertFiles {
 			name = strings.TrimSpace(name)
 			data, err := os.ReadFile(name)
@@ -220,7 +231,50 @@ func (s AppSettings) load(now time.Time) (*alipay.App, error) {
 		}
 		app.EncryptKey = key
 	}
+	if err := s.loadAppSide(app, where); err != nil {
+		return nil, err
+	}
 	return app, nil
+}
+
+// loadAppSide loads the app's private key, its cert (cert mode) and its
+// channel setting.
+func (s AppSettings) loadAppSide(app *alipay.App, where string) error {
+	switch s.Channel {
+	case "", alipay.ChannelHTTP:
+		app.Channel = alipay.ChannelHTTP
+	case alipay.ChannelWebSocket, alipay.ChannelBoth:
+		app.Channel = s.Channel
+	default:
+		return fmt.Errorf("config: %s: ALIPAY_CHANNEL %q: want http, websocket or both", where, s.Channel)
+	}
+	if s.AppPrivateKeyFile != "" {
+		data, err := os.ReadFile(s.AppPrivateKeyFile)
+		if err != nil {
+			return fmt.Errorf("config: %s: ALIPAY_APP_PRIVATE_KEY_FILE: %v", where, err)
+		}
+		if app.PrivateKey, err = alipay.ParsePrivateKey(data); err != nil {
+			return fmt.Errorf("config: %s: ALIPAY_APP_PRIVATE_KEY_FILE %s: %v", where, s.AppPrivateKeyFile, err)
+		}
+	}
+	if app.Channel != alipay.ChannelHTTP && app.PrivateKey == nil {
+		return fmt.Errorf("config: %s: ALIPAY_CHANNEL %s needs ALIPAY_APP_PRIVATE_KEY_FILE (the app key signs the channel's register and connect)", where, app.Channel)
+	}
+	if s.AppCertFile != "" {
+		if !app.CertMode {
+			return fmt.Errorf("config: %s: ALIPAY_APP_CERT_FILE is set but the app is in public-key mode", where)
+		}
+		data, err := os.ReadFile(s.AppCertFile)
+		if err != nil {
+			return fmt.Errorf("config: %s: ALIPAY_APP_CERT_FILE: %v", where, err)
+		}
+		c, err := alipay.ParseCert(data)
+		if err != nil {
+			return fmt.Errorf("config: %s: ALIPAY_APP_CERT_FILE %s: %v", where, s.AppCertFile, err)
+		}
+		app.AppCertSN = alipay.CertSN(c)
+	}
+	return nil
 }
 
 // EnvVars returns the name of every environment variable the gateway reads,

@@ -64,11 +64,20 @@ func newGateway(t *testing.T) *gateway {
 // app has certEncryptKey as its ALIPAY_ENCRYPT_KEY (none when nil).
 func startGateway(t *testing.T, db *postgres.DB, inbox notify.Inbox, certEncryptKey []byte) *gateway {
 	t.Helper()
+	return startGatewayWith(t, db, httpapi.Config{Inbox: inbox}, certEncryptKey)
+}
+
+// startGatewayWith is startGateway with more of httpapi.Config set in cfg.
+func startGatewayWith(t *testing.T, db *postgres.DB, cfg httpapi.Config, certEncryptKey ...[]byte) *gateway {
+	t.Helper()
 	roots, err := alipay.ParseRootBundle(pki.RootBundlePEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert := &alipay.App{ID: certAppID, CertMode: true, EncryptKey: certEncryptKey}
+	cert := &alipay.App{ID: certAppID, CertMode: true}
+	if len(certEncryptKey) > 0 {
+		cert.EncryptKey = certEncryptKey[0]
+	}
 	for _, pem := range [][]byte{pki.Alipay.PEM, pki.Rotated.PEM} {
 		c, err := alipay.ParseAlipayCert(pem, roots, time.Now())
 		if err != nil {
@@ -83,18 +92,12 @@ func startGateway(t *testing.T, db *postgres.DB, inbox notify.Inbox, certEncrypt
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inbox == nil {
-		inbox = db
+	if cfg.Inbox == nil {
+		cfg.Inbox = db
 	}
-	h := httpapi.New(httpapi.Config{
-		Verifier:     v,
-		Inbox:        inbox,
-		DB:           db,
-		Logger:       zerolog.New(zerolog.NewTestWriter(t)),
-		MaxBodyBytes: 16 << 10,
-		Tokens:       []string{opsToken},
-		Registry:     notify.NewRegistry(notify.RegistryConfig{Sealer: pgtest.Sealer(t)}),
-	})
+	cfg.Verifier, cfg.DB, cfg.Logger = v, db, zerolog.New(zerolog.NewTestWriter(t))
+	cfg.MaxBodyBytes, cfg.Tokens = 16<<10, []string{opsToken}
+	h := httpapi.New(cfg)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &gateway{db: db, srv: srv}

@@ -35,7 +35,23 @@ func (s *Server) handleNotify(w http.ResponseWriter, r *http.Request) {
 		cancel()
 	}
 	status := replyAlipay(w, err)
-	logNotification(s.log, r, body, n, m, out, err, status, time.Since(start))
+	took := time.Since(start)
+	s.cfg.Metrics.Intake(notify.ChannelHTTP, took)
+	if err != nil {
+		s.cfg.Metrics.Refused(notify.ErrorReason(err))
+	} else {
+		s.cfg.Metrics.Accepted(n.Method, Outcome(out))
+	}
+	logNotification(s.log, r, body, n, m, out, err, status, took)
+}
+
+// Outcome names an accepted delivery's outcome for metrics: its status, or
+// "duplicate".
+func Outcome(out notify.Outcome) string {
+	if out.Duplicate {
+		return "duplicate"
+	}
+	return string(out.Status)
 }
 
 // readBody reads at most limit bytes of the body. It returns an ETOOLARGE

@@ -3,12 +3,16 @@ package httpapi_test
 import (
 	"context"
 	"crypto"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
+	"github.com/alipay-notify-gateway/gateway/internal/metrics"
+	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
 )
@@ -187,5 +191,38 @@ func TestNotify_Concurrent(t *testing.T) {
 	}
 	if dc != n || events != 1 || g.count(t, "notifications") != 1 {
 		t.Fatalf("delivery_count %d, order events %d", dc, events)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, nil)
+	m := metrics.New()
+	g := startGatewayWith(t, db, httpapi.Config{Metrics: m})
+	body := signed(t, sample(t, "audit-passed", keyAppID), keyApp)
+	g.mustAccept(t, body)
+	g.mustAccept(t, body)
+	g.post(t, signed(t, sample(t, "audit-passed", keyAppID), other))
+	g.post(t, "a="+strings.Repeat("x", 17<<10))
+	m.Sample(context.Background(), db.Pool, db)
+	resp, err := http.Get(g.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`alipay_gateway_notifications_total{msg_method="alipay.open.mini.version.audit.passed",outcome="applied"} 1`,
+		`alipay_gateway_notifications_total{msg_method="alipay.open.mini.version.audit.passed",outcome="duplicate"} 1`,
+		`alipay_gateway_refusals_total{reason="bad_signature"} 1`,
+		`alipay_gateway_refusals_total{reason="body_too_large"} 1`,
+		`alipay_gateway_intake_duration_seconds_count{channel="http"} 4`,
+		`alipay_gateway_db_pool_connections{state="max"}`,
+		`alipay_gateway_oldest_failed_notification_age_seconds 0`,
+		`alipay_gateway_last_notification_timestamp_seconds`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

@@ -38,6 +38,9 @@ func (s *Server) routesV1(r chi.Router) {
 		r.Get("/mini-apps/{mini_app_id}/audit-history", s.getAuditHistory)
 		r.Get("/mini-app-orders", s.listOrders)
 		r.Get("/mini-app-orders/{order_no}", s.getOrder)
+		if s.cfg.Outbound != nil {
+			s.routesOutbound(r)
+		}
 	})
 }
 

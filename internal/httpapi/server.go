@@ -11,10 +11,13 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
 )
 
@@ -34,6 +37,13 @@ type Config struct {
 	Registry *notify.Registry
 	// IngestTimeout bounds the store's work for one notification.
 	IngestTimeout time.Duration
+	// Metrics receives the intake's counts; nil reports nothing.
+	Metrics *metrics.Metrics
+	// ReadyChecks are readiness conditions besides the database (a
+	// WebSocket channel being connected); each returns why it is not ready.
+	ReadyChecks []func(context.Context) error
+	// Outbound calls Alipay's OpenAPI; nil leaves its endpoints out.
+	Outbound *outbound.Service
 }
 
 // Server holds the handlers' dependencies.
@@ -53,6 +63,12 @@ func New(cfg Config) http.Handler {
 	r.Get("/healthz", s.handleHealth)
 	r.Get("/readyz", s.handleReady)
 	r.Post("/alipay/notify", s.handleNotify)
+	if cfg.Metrics != nil {
+		r.Handle("/metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}))
+	}
+	if cfg.Outbound != nil {
+		r.Get("/alipay/auth/callback", s.handleAuthCallback)
+	}
 	r.Route("/v1", s.routesV1)
 	return r
 }
@@ -65,11 +81,14 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	if err := s.cfg.DB.Ready(ctx); err != nil {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
-		return
+	checks := append([]func(context.Context) error{s.cfg.DB.Ready}, s.cfg.ReadyChecks...)
+	for _, check := range checks {
+		if err := check(ctx); err != nil {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
+			return
+		}
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write([]byte("ready\n"))

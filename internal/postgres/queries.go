@@ -346,3 +346,16 @@ func decodeCursor(s string, v any) error {
 	}
 	return nil
 }
+
+// OldestFailedAge returns how long the oldest failed notification has
+// waited (0 when none has).
+func (db *DB) OldestFailedAge(ctx context.Context) (time.Duration, error) {
+	var oldest *time.Time
+	if err := db.Pool.QueryRow(ctx, `SELECT min(received_at) FROM notifications WHERE status = 'failed'`).Scan(&oldest); err != nil {
+		return 0, unavailable(err)
+	}
+	if oldest == nil {
+		return 0, nil
+	}
+	return time.Since(*oldest), nil
+}

@@ -1,0 +1,148 @@
+// Package metrics defines the gateway's Prometheus series. A *Metrics is
+// made once in main and passed to the packages that report; nothing here is
+// global. Every method is safe on a nil *Metrics, so tests may pass none.
+package metrics
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const ns = "alipay_gateway"
+
+// Metrics holds the gateway's series.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	notifications    *prometheus.CounterVec
+	refusals         *prometheus.CounterVec
+	intake           *prometheus.HistogramVec
+	batchSize        prometheus.Histogram
+	outbound         *prometheus.CounterVec
+	lastNotification prometheus.Gauge
+	wsConnected      *prometheus.GaugeVec
+	wsReconnects     *prometheus.CounterVec
+	oldestFailedAge  prometheus.Gauge
+	poolConnections  *prometheus.GaugeVec
+}
+
+// New returns the gateway's metrics on a fresh registry that also holds the
+// Go runtime and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "notifications_total",
+			Help: "Notifications acknowledged with success, by msg_method and outcome (applied, stale, unhandled, failed, duplicate)."},
+			[]string{"msg_method", "outcome"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "refusals_total",
+			Help: "Deliveries answered fail, by reason (bad_signature, unknown_app, unknown_cert_sn, body_too_large, database_unavailable, ...)."},
+			[]string{"reason"}),
+		intake: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "intake_duration_seconds",
+			Help:    "Time from a delivery's arrival to its reply, by channel.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}},
+			[]string{"channel"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_size",
+			Help: "Notifications committed per group-commit transaction.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}}),
+		outbound: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "outbound_calls_total",
+			Help: "Calls to Alipay's OpenAPI, by method and result (success, business_error, transport_error)."},
+			[]string{"method", "result"}),
+		lastNotification: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "last_notification_timestamp_seconds",
+			Help: "Unix time of the last notification acknowledged with success."}),
+		wsConnected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "websocket_connected",
+			Help: "1 while the app's WebSocket channel to Alipay is connected."}, []string{"app_id"}),
+		wsReconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "websocket_reconnects_total",
+			Help: "WebSocket channel reconnections, by app."}, []string{"app_id"}),
+		oldestFailedAge: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "oldest_failed_notification_age_seconds",
+			Help: "Age of the oldest notification in status failed (0 when there is none)."}),
+		poolConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "db_pool_connections",
+			Help: "Database pool connections by state (acquired, idle, total, max)."}, []string{"state"}),
+	}
+	m.Registry.MustRegister(m.notifications, m.refusals, m.intake, m.batchSize, m.outbound, m.lastNotification,
+		m.wsConnected, m.wsReconnects, m.oldestFailedAge, m.poolConnections,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Accepted counts a notification answered success.
+func (m *Metrics) Accepted(method, outcome string) {
+	if m == nil {
+		return
+	}
+	m.notifications.WithLabelValues(method, outcome).Inc()
+	m.lastNotification.SetToCurrentTime()
+}
+
+// Refused counts a delivery answered fail.
+func (m *Metrics) Refused(reason string) {
+	if m != nil {
+		m.refusals.WithLabelValues(reason).Inc()
+	}
+}
+
+// Intake records how long a delivery took.
+func (m *Metrics) Intake(channel string, d time.Duration) {
+	if m != nil {
+		m.intake.WithLabelValues(channel).Observe(d.Seconds())
+	}
+}
+
+// Batch records a group commit's size.
+func (m *Metrics) Batch(n int) {
+	if m != nil {
+		m.batchSize.Observe(float64(n))
+	}
+}
+
+// Outbound counts a call to Alipay's OpenAPI.
+func (m *Metrics) Outbound(method, result string) {
+	if m != nil {
+		m.outbound.WithLabelValues(method, result).Inc()
+	}
+}
+
+// WebSocketConnected sets an app's channel state.
+func (m *Metrics) WebSocketConnected(appID string, up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.wsConnected.WithLabelValues(appID).Set(v)
+}
+
+// WebSocketReconnect counts a reconnection.
+func (m *Metrics) WebSocketReconnect(appID string) {
+	if m != nil {
+		m.wsReconnects.WithLabelValues(appID).Inc()
+	}
+}
+
+// Sampler is what the periodic gauges read.
+type Sampler interface {
+	OldestFailedAge(ctx context.Context) (time.Duration, error)
+}
+
+// Sample refreshes the pool and backlog gauges; main calls it on a timer.
+func (m *Metrics) Sample(ctx context.Context, pool *pgxpool.Pool, s Sampler) {
+	if m == nil {
+		return
+	}
+	if pool != nil {
+		st := pool.Stat()
+		m.poolConnections.WithLabelValues("acquired").Set(float64(st.AcquiredConns()))
+		m.poolConnections.WithLabelValues("idle").Set(float64(st.IdleConns()))
+		m.poolConnections.WithLabelValues("total").Set(float64(st.TotalConns()))
+		m.poolConnections.WithLabelValues("max").Set(float64(st.MaxConns()))
+	}
+	if s != nil {
+		if age, err := s.OldestFailedAge(ctx); err == nil {
+			m.oldestFailedAge.Set(age.Seconds())
+		}
+	}
+}
