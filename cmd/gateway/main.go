@@ -142,10 +142,15 @@ func serve() error {
 	}
 	m := metrics.New()
 	go sampleMetrics(ctx, m, db)
+	// Group commit: concurrent notifications share a transaction; each
+	// request still waits for its own commit.
+	inbox := postgres.NewBatcher(db, postgres.BatcherConfig{
+		MaxBatch: cfg.BatchMax, MaxWait: cfg.BatchWait, Flushers: cfg.BatchFlushers, OnBatch: m.Batch,
+	})
 	handler := httpapi.New(httpapi.Config{
 		Metrics:      m,
 		Verifier:     verifier,
-		Inbox:        db,
+		Inbox:        inbox,
 		DB:           db,
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBodyBytes,
@@ -179,7 +184,10 @@ func serve() error {
 	log.Info().Msg("shutting down: finishing in-flight notifications")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err = srv.Shutdown(sctx)
+	// Every request has had its answer; commit what is still queued.
+	inbox.Close()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	log.Info().Msg("stopped")

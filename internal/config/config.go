@@ -32,6 +32,12 @@ type Config struct {
 	GatewayConfig   string        `env:"GATEWAY_CONFIG"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
+	// Group commit: at most BatchMax notifications per transaction, waiting
+	// at most BatchWait for a batch to fill while another commits, with at
+	// most BatchFlushers transactions in flight.
+	BatchMax      int           `env:"BATCH_MAX" envDefault:"128"`
+	BatchWait     time.Duration `env:"BATCH_WAIT" envDefault:"2ms"`
+	BatchFlushers int           `env:"BATCH_FLUSHERS" envDefault:"4"`
 	// GatewayURL is Alipay's OpenAPI gateway, for outbound calls.
 	GatewayURL string `env:"ALIPAY_GATEWAY_URL" envDefault:"https://openapi.alipay.com/gateway.do"`
 	// MsgHost is the host of Alipay's message service WebSocket channel.
@@ -81,6 +87,9 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 	}
 	if c.MaxBodyBytes <= 0 {
 		return nil, errors.New("config: MAX_BODY_BYTES must be a positive number of bytes")
+	}
+	if c.BatchMax < 1 || c.BatchFlushers < 1 || c.BatchWait < 0 {
+		return nil, errors.New("config: BATCH_MAX and BATCH_FLUSHERS must be at least 1, BATCH_WAIT not negative")
 	}
 	if c.HTTPAddr == "" {
 		return nil, errors.New("config: HTTP_ADDR is empty")

@@ -66,14 +66,3 @@ func eventOf(n *Notification, at int64) Event {
 	}
 	return Event{AppID: n.AppID, NotifyID: n.NotifyID, At: at}
 }
-
-// applied maps a store's answer to a status.
-func applied(ok bool, err error) (Status, error) {
-	if err != nil {
-		return "", err
-	}
-	if ok {
-		return StatusApplied, nil
-	}
-	return StatusStale, nil
-}

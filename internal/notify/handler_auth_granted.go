@@ -1,18 +1,15 @@
 package notify
 
-import (
-	"context"
-	"strings"
-)
+import "strings"
 
 // authGranted handles the older-style authorization notification
 // (notify_type=open_app_auth_notify, status=execute_auth): the merchant app
 // authorized the ISV app, and its tokens come with it. The tokens are sealed
 // before they reach the store; with no Sealer the grant is unusable, as
 // tokens are never stored in clear. Ordered by detail.auth_time.
-func (h *handlers) authGranted(ctx context.Context, s Store, n *Notification) (Status, error) {
+func (h *handlers) authGranted(n *Notification) (Change, error) {
 	if st := n.Params["status"]; st != "" && st != "execute_auth" {
-		return "", Unusable("authorization notification with status %q, want execute_auth", st)
+		return nil, Unusable("authorization notification with status %q, want execute_auth", st)
 	}
 	var biz struct {
 		Detail struct {
@@ -25,7 +22,7 @@ func (h *handlers) authGranted(ctx context.Context, s Store, n *Notification) (S
 		Error map[string]any `json:"error"`
 	}
 	if err := decodeBiz(n, &biz); err != nil {
-		return "", err
+		return nil, err
 	}
 	d := biz.Detail
 	authAppID := string(d.AuthAppID)
@@ -33,28 +30,28 @@ func (h *handlers) authGranted(ctx context.Context, s Store, n *Notification) (S
 		authAppID = n.Params["auth_app_id"]
 	}
 	if authAppID == "" {
-		return "", Unusable("biz_content.detail has no auth_app_id")
+		return nil, Unusable("biz_content.detail has no auth_app_id")
 	}
 	if len(biz.Error) > 0 && n.Secrets["app_auth_token"] == "" {
-		return "", Unusable("authorization notification carries an error: %v", biz.Error)
+		return nil, Unusable("authorization notification carries an error: %v", biz.Error)
 	}
 	if n.Secrets["app_auth_token"] == "" {
-		return "", Unusable("authorization notification has no app_auth_token (tokens are not kept after intake, so a reprocess cannot recover them)")
+		return nil, Unusable("authorization notification has no app_auth_token (tokens are not kept after intake, so a reprocess cannot recover them)")
 	}
 	if h.sealer == nil {
-		return "", Unusable("TOKEN_ENCRYPTION_KEY is not configured: the tokens were not stored")
+		return nil, Unusable("TOKEN_ENCRYPTION_KEY is not configured: the tokens were not stored")
 	}
 	owner := TokenOwner(n.AppID, authAppID)
 	token, err := h.sealer.Seal(n.Secrets["app_auth_token"], owner)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	refresh, err := h.sealer.Seal(n.Secrets["app_refresh_token"], owner)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	authTime := d.AuthTime.int64()
-	return applied(s.GrantAuthorization(ctx, AuthGrant{
+	return AuthGrant{
 		Event:              eventOf(n, authTime),
 		AuthAppID:          authAppID,
 		UserID:             string(d.UserID),
@@ -63,7 +60,7 @@ func (h *handlers) authGranted(ctx context.Context, s Store, n *Notification) (S
 		SealedRefreshToken: refresh,
 		ExpiresIn:          d.ExpiresIn.int64(),
 		ReExpiresIn:        d.ReExpiresIn.int64(),
-	}))
+	}, nil
 }
 
 // TokenOwner is the additional data that binds a sealed token to the

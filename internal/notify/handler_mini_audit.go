@@ -1,15 +1,12 @@
 package notify
 
-import (
-	"context"
-	"encoding/json"
-)
+import "encoding/json"
 
 // audit handles the three version audit notifications
 // (alipay.open.mini.version.audit.passed, .audit.rejected,
 // .baseaudit.passed). A notification with no mini_app_version (the seed's
 // audit.passed sample) changes the app-level state only.
-func (h *handlers) audit(ctx context.Context, s Store, n *Notification) (Status, error) {
+func (h *handlers) audit(n *Notification) (Change, error) {
 	var biz struct {
 		MiniAppID          text            `json:"mini_app_id"`
 		Version            text            `json:"mini_app_version"`
@@ -21,12 +18,12 @@ func (h *handlers) audit(ctx context.Context, s Store, n *Notification) (Status,
 		PromoteAuditReason json.RawMessage `json:"promote_audit_reason"`
 	}
 	if err := decodeBiz(n, &biz); err != nil {
-		return "", err
+		return nil, err
 	}
 	if biz.MiniAppID == "" {
-		return "", Unusable("biz_content has no mini_app_id")
+		return nil, Unusable("biz_content has no mini_app_id")
 	}
-	return applied(s.ApplyAudit(ctx, AuditEvent{
+	return AuditEvent{
 		Event:              eventOf(n, 0),
 		Method:             n.Method,
 		MiniAppID:          string(biz.MiniAppID),
@@ -38,7 +35,7 @@ func (h *handlers) audit(ctx context.Context, s Store, n *Notification) (Status,
 		PromoteAudit:       string(biz.PromoteAudit),
 		BaseAuditReason:    reasonObject(biz.BaseAuditReason),
 		PromoteAuditReason: reasonObject(biz.PromoteAuditReason),
-	}))
+	}, nil
 }
 
 func auditStatus(method string) string {

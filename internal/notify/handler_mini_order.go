@@ -1,22 +1,20 @@
 package notify
 
-import "context"
-
 // merchantConfirmed handles alipay.open.mini.merchant.confirmed: the
 // merchant's answer to a mini-app the ISV asked to create for it.
-func (h *handlers) merchantConfirmed(ctx context.Context, s Store, n *Notification) (Status, error) {
-	return h.order(ctx, s, n, OrderKindMerchantConfirmed)
+func (h *handlers) merchantConfirmed(n *Notification) (Change, error) {
+	return h.order(n, OrderKindMerchantConfirmed)
 }
 
 // fastRegisterChanged handles alipay.open.mini.merchant.fastregister.changed:
 // the progress of a trial mini-app created for a merchant.
-func (h *handlers) fastRegisterChanged(ctx context.Context, s Store, n *Notification) (Status, error) {
-	return h.order(ctx, s, n, OrderKindFastRegister)
+func (h *handlers) fastRegisterChanged(n *Notification) (Change, error) {
+	return h.order(n, OrderKindFastRegister)
 }
 
 // order applies either kind of mini-app creation order notification, keyed
 // by order_no. Status values are kept as Alipay sent them.
-func (h *handlers) order(ctx context.Context, s Store, n *Notification, kind string) (Status, error) {
+func (h *handlers) order(n *Notification, kind string) (Change, error) {
 	var biz struct {
 		OrderNo       text `json:"order_no"`
 		OutOrderNo    text `json:"out_order_no"`
@@ -29,10 +27,10 @@ func (h *handlers) order(ctx context.Context, s Store, n *Notification, kind str
 		AppName       text `json:"app_name"`
 	}
 	if err := decodeBiz(n, &biz); err != nil {
-		return "", err
+		return nil, err
 	}
 	if biz.OrderNo == "" {
-		return "", Unusable("biz_content has no order_no")
+		return nil, Unusable("biz_content has no order_no")
 	}
 	miniAppID := biz.MinAppID
 	for _, alt := range []text{biz.MerchantAppID, biz.MiniAppID} {
@@ -40,7 +38,7 @@ func (h *handlers) order(ctx context.Context, s Store, n *Notification, kind str
 			miniAppID = alt
 		}
 	}
-	return applied(s.ApplyOrder(ctx, OrderEvent{
+	return OrderEvent{
 		Event:      eventOf(n, 0),
 		Method:     n.Method,
 		Kind:       kind,
@@ -51,5 +49,5 @@ func (h *handlers) order(ctx context.Context, s Store, n *Notification, kind str
 		PID:        string(biz.PID),
 		MerchantID: string(biz.MerchantID),
 		AppName:    string(biz.AppName),
-	}))
+	}, nil
 }

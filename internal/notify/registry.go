@@ -1,9 +1,6 @@
 package notify
 
-import (
-	"context"
-	"sort"
-)
+import "sort"
 
 // The methods the gateway has typed handling for. MethodAuthGranted is the
 // notify_type of the older-style notification, which carries no msg_method.
@@ -17,11 +14,12 @@ const (
 	MethodAuthGranted         = "open_app_auth_notify"
 )
 
-// Handler turns one verified notification into business state through s.
-// It returns StatusApplied or StatusStale; an EINVALID *Error (see Unusable)
-// when the notification cannot be used as it is, which stores it as failed;
-// and any other error when the store failed.
-type Handler func(ctx context.Context, s Store, n *Notification) (Status, error)
+// Handler decides what one verified notification does to business state.
+// It is a pure function of the notification: the store applies the Change
+// it returns in the notification's transaction. It returns an EINVALID
+// *Error (see Unusable) when the notification cannot be used as it is,
+// which stores it as failed.
+type Handler func(n *Notification) (Change, error)
 
 // Registry maps a method to its handler.
 type Registry struct {

@@ -1,9 +1,6 @@
 package notify
 
-import (
-	"context"
-	"encoding/json"
-)
+import "encoding/json"
 
 // Event identifies the notification behind a state change, and orders it:
 // state changes only when (At, NotifyID) is greater than that of the state
@@ -76,12 +73,14 @@ const (
 	BaseAuditPassed = "base_audit_passed"
 )
 
-// Store changes business state. Each method applies its event only when it
-// is newer than the state it would replace, and reports whether it did.
-// The postgres package implements it inside the notification's transaction.
-type Store interface {
-	GrantAuthorization(ctx context.Context, g AuthGrant) (applied bool, err error)
-	CancelAuthorization(ctx context.Context, c AuthCancel) (applied bool, err error)
-	ApplyOrder(ctx context.Context, o OrderEvent) (applied bool, err error)
-	ApplyAudit(ctx context.Context, a AuditEvent) (applied bool, err error)
+// Change is what a handler decides a notification does to business state:
+// one of AuthGrant, AuthCancel, OrderEvent or AuditEvent. The store applies
+// it only when it is newer than the state it would replace, and says
+// whether it did (StatusApplied) or not (StatusStale).
+type Change interface {
+	Ordering() Event
 }
+
+// Ordering returns the event's identity and time, which order it against
+// other changes to the same state.
+func (e Event) Ordering() Event { return e }

@@ -127,6 +127,13 @@ func unavailable(err error) error {
 	return fmt.Errorf("store: %w", err)
 }
 
+// conflict reports whether err is a deadlock or a serialization failure,
+// which the same transaction tried again is likely to pass.
+func conflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
 // retryable reports whether err is a failure that a later try may not
 // meet: a lost or refused connection, a server shutting down or out of
 // resources, a deadlock or serialization failure, a timeout. Anything else

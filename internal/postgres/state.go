@@ -1,26 +1,19 @@
 package postgres
 
 import (
-	"context"
-	"errors"
+	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 )
 
-// txStore implements notify.Store within one transaction. Each method is
-// one statement whose ON CONFLICT ... WHERE clause applies the event only
-// when (event_at, event_notify_id) is newer than the row's: the ordering
-// holds however many replicas write at once.
-type txStore struct {
-	tx pgx.Tx
-}
-
-var _ notify.Store = txStore{}
+// Each business-state change is one statement answering one boolean row:
+// whether it changed state. Its ON CONFLICT ... WHERE clause applies the
+// change only when (event_at, event_notify_id) is newer than the row's, so
+// the ordering holds however many replicas write at once.
 
 const grantAuthorization = `
+WITH up AS (
 INSERT INTO authorizations AS a (app_id, auth_app_id, user_id, status, authorized_at,
     app_auth_token, app_refresh_token, expires_at, refresh_expires_at, event_at, event_notify_id)
 VALUES ($1, $2, $3, 'authorized', $4, $5, $6, $7, $8, $9, $10)
@@ -36,18 +29,11 @@ ON CONFLICT (app_id, auth_app_id) DO UPDATE SET
     event_notify_id = EXCLUDED.event_notify_id,
     updated_at = now()
 WHERE (a.event_at, a.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
-RETURNING true`
-
-// GrantAuthorization records a grant unless a newer grant or cancellation
-// is already recorded.
-func (s txStore) GrantAuthorization(ctx context.Context, g notify.AuthGrant) (bool, error) {
-	at := msTime(g.At)
-	return s.applied(ctx, grantAuthorization,
-		g.AppID, g.AuthAppID, g.UserID, at, g.SealedAuthToken, g.SealedRefreshToken,
-		after(at, g.ExpiresIn), after(at, g.ReExpiresIn), g.At, g.NotifyID)
-}
+RETURNING 1)
+SELECT EXISTS (SELECT 1 FROM up)`
 
 const cancelAuthorization = `
+WITH up AS (
 INSERT INTO authorizations AS a (app_id, auth_app_id, user_id, status, cancelled_at, event_at, event_notify_id)
 VALUES ($1, $2, $3, 'cancelled', $4, $5, $6)
 ON CONFLICT (app_id, auth_app_id) DO UPDATE SET
@@ -62,15 +48,8 @@ ON CONFLICT (app_id, auth_app_id) DO UPDATE SET
     event_notify_id = EXCLUDED.event_notify_id,
     updated_at = now()
 WHERE (a.event_at, a.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
-RETURNING true`
-
-// CancelAuthorization records a cancellation, wiping the tokens, unless a
-// newer grant is already recorded. A cancellation of an authorization never
-// seen is recorded too, so that an older grant arriving later stays stale.
-func (s txStore) CancelAuthorization(ctx context.Context, c notify.AuthCancel) (bool, error) {
-	return s.applied(ctx, cancelAuthorization,
-		c.AppID, c.AuthAppID, c.UserID, msTime(c.At), c.At, c.NotifyID)
-}
+RETURNING 1)
+SELECT EXISTS (SELECT 1 FROM up)`
 
 const applyOrder = `
 WITH up AS (
@@ -98,17 +77,6 @@ WITH up AS (
     ON CONFLICT (app_id, notify_id) DO NOTHING
 )
 SELECT EXISTS (SELECT 1 FROM up)`
-
-// ApplyOrder records a mini-app creation order's news in its history, and
-// in its current state unless newer news is already there. Identifiers that
-// a newer notification leaves empty keep their known value.
-func (s txStore) ApplyOrder(ctx context.Context, o notify.OrderEvent) (bool, error) {
-	var ok bool
-	err := s.tx.QueryRow(ctx, applyOrder,
-		o.OrderNo, o.AppID, o.Kind, o.OutOrderNo, o.MiniAppID, o.Status,
-		o.PID, o.MerchantID, o.AppName, o.At, o.NotifyID, o.Method).Scan(&ok)
-	return ok, err
-}
 
 const applyAudit = `
 WITH version AS (
@@ -153,26 +121,61 @@ WITH version AS (
 )
 SELECT EXISTS (SELECT 1 FROM version) OR EXISTS (SELECT 1 FROM app)`
 
-// ApplyAudit records an audit outcome in the app's history, and in the
-// version's and the app's current state where it is newer. It reports true
-// when either state changed.
-func (s txStore) ApplyAudit(ctx context.Context, a notify.AuditEvent) (bool, error) {
-	var ok bool
-	err := s.tx.QueryRow(ctx, applyAudit,
-		a.MiniAppID, a.Version, a.AppID, a.AuditStatus, a.BundleID,
-		a.BaseAudit, a.PromoteAudit, a.AuditReason, jsonOrNil(a.BaseAuditReason), jsonOrNil(a.PromoteAuditReason),
-		a.At, a.NotifyID, a.Method).Scan(&ok)
-	return ok, err
+// changeQuery returns the statement that applies c and its arguments:
+//   - AuthGrant records a grant unless a newer grant or cancellation is
+//     recorded;
+//   - AuthCancel records a cancellation, wiping the tokens, unless a newer
+//     grant is recorded; a cancellation of an authorization never seen is
+//     recorded too, so that an older grant arriving later stays stale;
+//   - OrderEvent records an order's news in its history, and in its state
+//     unless newer news is there; identifiers a newer notification leaves
+//     empty keep their known value;
+//   - AuditEvent records an audit outcome in the app's history, and in the
+//     version's and the app's state where it is newer.
+func changeQuery(c notify.Change) (string, []any, error) {
+	switch c := c.(type) {
+	case notify.AuthGrant:
+		at := msTime(c.At)
+		return grantAuthorization, []any{c.AppID, c.AuthAppID, c.UserID, at, c.SealedAuthToken, c.SealedRefreshToken,
+			after(at, c.ExpiresIn), after(at, c.ReExpiresIn), c.At, c.NotifyID}, nil
+	case notify.AuthCancel:
+		return cancelAuthorization, []any{c.AppID, c.AuthAppID, c.UserID, msTime(c.At), c.At, c.NotifyID}, nil
+	case notify.OrderEvent:
+		return applyOrder, []any{c.OrderNo, c.AppID, c.Kind, c.OutOrderNo, c.MiniAppID, c.Status,
+			c.PID, c.MerchantID, c.AppName, c.At, c.NotifyID, c.Method}, nil
+	case notify.AuditEvent:
+		return applyAudit, []any{c.MiniAppID, c.Version, c.AppID, c.AuditStatus, c.BundleID,
+			c.BaseAudit, c.PromoteAudit, c.AuditReason, jsonOrNil(c.BaseAuditReason), jsonOrNil(c.PromoteAuditReason),
+			c.At, c.NotifyID, c.Method}, nil
+	}
+	return "", nil, fmt.Errorf("store: unknown change %T", c)
 }
 
-// applied runs an upsert that returns a row only when it changed one.
-func (s txStore) applied(ctx context.Context, sql string, args ...any) (bool, error) {
-	var ok bool
-	err := s.tx.QueryRow(ctx, sql, args...).Scan(&ok)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
+// changeRow names the state row a change locks first: changes are applied
+// in this order (and, for one row, newest first, so that an older change in
+// the same batch reads stale as it would arriving later).
+func changeRow(c notify.Change) string {
+	switch c := c.(type) {
+	case notify.AuthGrant:
+		return "a|" + c.AppID + "|" + c.AuthAppID
+	case notify.AuthCancel:
+		return "a|" + c.AppID + "|" + c.AuthAppID
+	case notify.OrderEvent:
+		return "o|" + c.OrderNo
+	case notify.AuditEvent:
+		return "m|" + c.MiniAppID + "|" + c.Version
 	}
-	return ok, err
+	return ""
+}
+
+// before orders two changes for applying: by row, then newest first.
+func before(a, b notify.Change) bool {
+	ra, rb := changeRow(a), changeRow(b)
+	if ra != rb {
+		return ra < rb
+	}
+	ea, eb := a.Ordering(), b.Ordering()
+	return ea.At > eb.At || ea.At == eb.At && ea.NotifyID > eb.NotifyID
 }
 
 // msTime converts ms since the epoch to a time; 0 is NULL.

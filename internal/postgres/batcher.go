@@ -1,0 +1,172 @@
+package postgres
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+)
+
+// BatcherConfig tunes group commit.
+type BatcherConfig struct {
+	// MaxBatch caps the notifications in one transaction.
+	MaxBatch int
+	// MaxWait is how long a batch waits to fill while another transaction
+	// is committing. When none is, a batch is flushed at once, so that a
+	// lone notification pays no wait.
+	MaxWait time.Duration
+	// Flushers is how many transactions may be in flight at once.
+	Flushers int
+	// Timeout bounds one batch's transaction.
+	Timeout time.Duration
+	// OnBatch, when set, is told each committed batch's size.
+	OnBatch func(size int)
+}
+
+// Batcher is a notify.Inbox that commits concurrent notifications together
+// (group commit): one transaction, a few round trips, one WAL flush for a
+// whole batch. Each Ingest still returns only after its own batch commits.
+type Batcher struct {
+	db   *DB
+	cfg  BatcherConfig
+	reqs chan *request
+	busy atomic.Int32
+	wg   sync.WaitGroup
+
+	mu     sync.RWMutex
+	closed bool
+}
+
+type request struct {
+	n    *notify.Notification
+	done chan Result
+}
+
+// NewBatcher starts a Batcher over db. Zero fields of cfg take defaults:
+// MaxBatch 128, MaxWait 2ms, Flushers 4, Timeout 15s.
+func NewBatcher(db *DB, cfg BatcherConfig) *Batcher {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 128
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = 2 * time.Millisecond
+	}
+	if cfg.Flushers <= 0 {
+		cfg.Flushers = 4
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 15 * time.Second
+	}
+	b := &Batcher{db: db, cfg: cfg, reqs: make(chan *request, cfg.MaxBatch*cfg.Flushers)}
+	for range cfg.Flushers {
+		b.wg.Add(1)
+		go b.flusher()
+	}
+	return b
+}
+
+// Ingest queues n for the next batch and returns once that batch is
+// committed, with n's outcome. It returns an EUNAVAILABLE *notify.Error when
+// the database is unavailable or the Batcher is closed, and ctx's error when
+// ctx ends first (n may still be committed: a resend is then a duplicate).
+func (b *Batcher) Ingest(ctx context.Context, n *notify.Notification) (notify.Outcome, error) {
+	req := &request{n: n, done: make(chan Result, 1)}
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		return notify.Outcome{}, notify.Errorf(notify.EUNAVAILABLE, "shutting_down", "the gateway is shutting down")
+	}
+	select {
+	case b.reqs <- req:
+		b.mu.RUnlock()
+	case <-ctx.Done():
+		b.mu.RUnlock()
+		return notify.Outcome{}, notify.Errorf(notify.EUNAVAILABLE, "timeout", "not queued: %v", ctx.Err())
+	}
+	select {
+	case r := <-req.done:
+		return r.Outcome, r.Err
+	case <-ctx.Done():
+		return notify.Outcome{}, notify.Errorf(notify.EUNAVAILABLE, "timeout", "commit not confirmed: %v", ctx.Err())
+	}
+}
+
+// Close stops taking notifications, commits those queued, and returns when
+// every batch is done.
+func (b *Batcher) Close() {
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		close(b.reqs)
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+}
+
+func (b *Batcher) flusher() {
+	defer b.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		first, ok := <-b.reqs
+		if !ok {
+			return
+		}
+		batch := b.fill([]*request{first}, timer)
+		b.flush(batch)
+	}
+}
+
+// fill adds to batch what is queued, and while another transaction is
+// committing, what arrives within MaxWait, up to MaxBatch.
+func (b *Batcher) fill(batch []*request, timer *time.Timer) []*request {
+	for len(batch) < b.cfg.MaxBatch {
+		select {
+		case r, ok := <-b.reqs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+			continue
+		default:
+		}
+		break
+	}
+	if len(batch) >= b.cfg.MaxBatch || b.busy.Load() == 0 {
+		return batch
+	}
+	timer.Reset(b.cfg.MaxWait)
+	defer timer.Stop()
+	for len(batch) < b.cfg.MaxBatch {
+		select {
+		case r, ok := <-b.reqs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+		case <-timer.C:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (b *Batcher) flush(batch []*request) {
+	b.busy.Add(1)
+	defer b.busy.Add(-1)
+	ns := make([]*notify.Notification, len(batch))
+	for i, r := range batch {
+		ns[i] = r.n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+	results := b.db.IngestBatch(ctx, ns)
+	cancel()
+	if b.cfg.OnBatch != nil && results[0].Err == nil {
+		b.cfg.OnBatch(len(batch))
+	}
+	for i, r := range batch {
+		r.done <- results[i]
+	}
+}
