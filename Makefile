@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: run test build vet fmt clean
+.PHONY: run test build vet fmt clean fuzz
 
 ## run: the gateway with development keys, on a local Postgres it starts
 run:
@@ -29,3 +29,7 @@ clean:
 	-@bash deploy/dev/pg.sh stop .dev/pg >/dev/null 2>&1
 	-@bash deploy/dev/pg.sh stop .dev/pg-test >/dev/null 2>&1
 	rm -rf .dev bin
+
+## fuzz: every fuzz target for FUZZTIME each (default 5m)
+fuzz:
+	@bash deploy/dev/fuzz.sh $${FUZZTIME:-5m}

@@ -24,3 +24,6 @@ if [[ -n $unformatted ]]; then
   exit 1
 fi
 go test -race -count=1 -timeout 20m ${GOTESTFLAGS:-} ./...
+
+# A short fuzz run of each target (make fuzz runs them longer).
+bash deploy/dev/fuzz.sh "${FUZZTIME:-10s}"

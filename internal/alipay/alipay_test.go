@@ -44,7 +44,7 @@ func baseForm() alipay.Form {
 	}
 }
 
-func keyVerifier(t *testing.T, apps ...*alipay.App) *alipay.Verifier {
+func keyVerifier(t testing.TB, apps ...*alipay.App) *alipay.Verifier {
 	t.Helper()
 	if len(apps) == 0 {
 		apps = []*alipay.App{{ID: appID, Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}}}

@@ -33,7 +33,8 @@ const (
 )
 
 // ParseForm parses an application/x-www-form-urlencoded body. It returns an
-// EINVALID *notify.Error for an empty body, a body that does not decode, a
+// EINVALID *notify.Error for an empty body (or one with no parameter), a
+// body that does not decode, a
 // parameter given twice (which one was signed would be a guess), and a NUL
 // byte (Postgres cannot store one).
 func ParseForm(body []byte) (Form, error) {
@@ -43,6 +44,9 @@ func ParseForm(body []byte) (Form, error) {
 	values, err := url.ParseQuery(string(body))
 	if err != nil {
 		return nil, notify.Errorf(notify.EINVALID, "malformed_form", "body is not a URL-encoded form: %v", err)
+	}
+	if len(values) == 0 {
+		return nil, notify.Errorf(notify.EINVALID, "empty_body", "body holds no parameter")
 	}
 	f := make(Form, len(values))
 	for k, vs := range values {

@@ -13,6 +13,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
+	"github.com/alipay-notify-gateway/gateway/internal/postgres"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
 )
@@ -224,5 +225,45 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestNotify_DatabaseOutage: with the database gone, deliveries get 503
+// fail; once it is back, the same running gateway answers success.
+func TestNotify_DatabaseOutage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	proxy, url := pgtest.NewProxy(t, pgtest.NewSchema(t))
+	db, err := postgres.Open(ctx, postgres.Config{URL: url, Registry: notify.NewRegistry(notify.RegistryConfig{Sealer: pgtest.Sealer(t)})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	batcher := postgres.NewBatcher(db, postgres.BatcherConfig{})
+	defer batcher.Close()
+	g := startGateway(t, db, batcher, nil)
+	g.mustAccept(t, signed(t, sample(t, "audit-passed", keyAppID), keyApp))
+
+	proxy.Stop()
+	down := signed(t, sample(t, "audit-rejected", keyAppID), keyApp)
+	if code, reply := g.post(t, down); code != 503 || reply != "fail" {
+		t.Fatalf("database down: got %d %q, want 503 fail", code, reply)
+	}
+	resp, err := http.Get(g.srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("readyz with the database down: %d", resp.StatusCode)
+	}
+
+	proxy.Start()
+	g.mustAccept(t, down) // Alipay's resend, on the same gateway
+	if n := g.count(t, "notifications"); n != 2 {
+		t.Fatalf("%d notifications stored", n)
 	}
 }
