@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: run test build vet fmt clean fuzz
+.PHONY: run test build vet fmt clean fuzz demo
 
 ## run: the gateway with development keys, on a local Postgres it starts
 run:
@@ -12,6 +12,10 @@ run:
 ## test: every test (go test -race), against a Postgres it starts and stops
 test:
 	@bash deploy/dev/test.sh
+
+## demo: the gateway end to end: sends the samples, a resend and a forgery, prints the state, stops
+demo:
+	@bash deploy/dev/demo.sh
 
 ## build: the binaries into bin/
 build:

@@ -11,8 +11,8 @@ import (
 
 // Files written by keys --out.
 const (
-	publicKeyFile      = "public_key.txt"      // bare base64, as the console shows it
-	publicKeyPEMFile   = "public_key.pem"      // PKIX PEM
+	publicKeyFile      = "public_key.txt" // bare base64, as the console shows it
+	publicKeyPEMFile   = "public_key.pem" // PKIX PEM
 	privateKeyPKCS1PEM = "private_key_pkcs1.pem"
 	privateKeyPKCS8PEM = "private_key_pkcs8.pem"
 	privateKeyPKCS8B64 = "private_key_pkcs8.txt" // bare base64, as Alipay's key tool writes for Java
@@ -25,7 +25,7 @@ func runKeys(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return usageError("unexpected argument %q", fs.Arg(0))
 	}
 	key, err := devpki.NewKey()
 	if err != nil {

@@ -4,10 +4,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // command is one subcommand.
@@ -19,11 +21,34 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"keys", "make an RSA2 key pair in the formats the Alipay console uses", runKeys},
+		{"certs", "make a test PKI shaped like Alipay's certificate mode", runCerts},
+		{"sn", "print the Alipay SN of a cert, or the root SN of a root bundle", runSN},
+		{"send", "sign a notification as Alipay does and post it to a gateway", runSend},
+		{"verify", "tell whether a captured notification verifies and, if not, why", runVerify},
 	}
 }
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// exitError ends a command with a status other than 1; a nil err prints
+// nothing.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+// usageError is a mistake in the command line: exit status 2.
+func usageError(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -36,14 +61,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			if err := c.run(args[1:], stdout, stderr); err != nil {
-				if err == flag.ErrHelp {
-					return 0
-				}
-				fmt.Fprintf(stderr, "alipayctl %s: %v\n", c.name, err)
-				return 1
+			err := c.run(args[1:], stdout, stderr)
+			if err == nil || errors.Is(err, flag.ErrHelp) {
+				return 0
 			}
-			return 0
+			code := 1
+			var ee *exitError
+			if errors.As(err, &ee) {
+				code = ee.code
+				if ee.err == nil {
+					return code
+				}
+			}
+			// One line, always.
+			msg := strings.Join(strings.Fields(err.Error()), " ")
+			fmt.Fprintf(stderr, "alipayctl %s: %s\n", c.name, msg)
+			return code
 		}
 	}
 	fmt.Fprintf(stderr, "alipayctl: unknown command %q (see alipayctl --help)\n", args[0])
@@ -58,14 +91,67 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\nalipayctl COMMAND --help shows a command's flags and an example.")
 }
 
+// flagSet is a flag.FlagSet whose --help prints the usage line, the flags
+// and an example, whose errors are one line (no usage dump), and whose
+// Parse accepts flags after positional arguments ("sn FILE", "certs DIR
+// --app-id ID").
+type flagSet struct {
+	*flag.FlagSet
+	help func()
+	args []string
+}
+
 // newFlags returns a flag set whose --help prints usage and an example.
-func newFlags(name, usageLine, example string, stderr io.Writer) *flag.FlagSet {
+func newFlags(name, usageLine, example string, stderr io.Writer) *flagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return &flagSet{FlagSet: fs, help: func() {
 		fmt.Fprintf(stderr, "usage: alipayctl %s\n\nflags:\n", usageLine)
+		fs.SetOutput(stderr)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 		fmt.Fprintf(stderr, "\nexample:\n  %s\n", example)
+	}}
+}
+
+// Parse parses flags and positional arguments in any order ("--" ends the
+// flags). On --help it prints the help and returns flag.ErrHelp.
+func (f *flagSet) Parse(args []string) error {
+	f.args = nil
+	for {
+		err := f.FlagSet.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			f.help()
+			return err
+		}
+		if err != nil {
+			return usageError("%v (see alipayctl %s --help)", err, f.Name())
+		}
+		rest := f.FlagSet.Args()
+		if len(rest) == 0 {
+			return nil
+		}
+		// flag stops at the first non-flag, or after "--".
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			f.args = append(f.args, rest...)
+			return nil
+		}
+		f.args = append(f.args, rest[0])
+		args = rest[1:]
 	}
-	return fs
+}
+
+// Args returns the positional arguments.
+func (f *flagSet) Args() []string { return f.args }
+
+// NArg returns the number of positional arguments.
+func (f *flagSet) NArg() int { return len(f.args) }
+
+// Arg returns the i-th positional argument, or "".
+func (f *flagSet) Arg(i int) string {
+	if i < 0 || i >= len(f.args) {
+		return ""
+	}
+	return f.args[i]
 }

@@ -12,9 +12,9 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
-	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
 )
 

@@ -1,0 +1,609 @@
+package alipay_test
+
+import (
+	"crypto"
+	"crypto/rsa"
+	"net/url"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+)
+
+// Diagnose fixtures: one PKI. In public-key mode its Alipay cert's key plays
+// Alipay's public key, its App key the app's, and Rotated's key a stranger.
+var dgPKI = devpki.MustNewPKI("2021000000000001")
+
+const dgAppID = "2021000000000001"
+
+func dgForm() alipay.Form {
+	return alipay.Form{
+		"charset":       "UTF-8",
+		"biz_content":   `{"mini_app_id":"2014072300007148"}`,
+		"msg_method":    "alipay.open.mini.version.audit.passed",
+		"utc_timestamp": "1516797622752",
+		"version":       "1.1",
+		"sign_type":     "RSA2",
+		"notify_id":     "dg-1",
+		"app_id":        dgAppID,
+	}
+}
+
+func dgSign(t *testing.T, f alipay.Form, k *rsa.PrivateKey, form alipay.ContentForm, h crypto.Hash) alipay.Form {
+	t.Helper()
+	out, err := alipay.Sign(f, k, form, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func dgPub(t *testing.T, k *rsa.PrivateKey) []byte {
+	t.Helper()
+	b64, err := devpki.PublicKeyBase64(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []byte(b64)
+}
+
+// keyMode is the configuration of public-key mode with Alipay's key.
+func keyMode(t *testing.T) alipay.DiagnoseInput {
+	return alipay.DiagnoseInput{PublicKeys: []alipay.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: dgPub(t, dgPKI.Alipay.Key)}}}
+}
+
+// certMode is the configuration of certificate mode with the given certs.
+func certMode(certs ...devpki.Cert) alipay.DiagnoseInput {
+	in := alipay.DiagnoseInput{RootCert: &alipay.Source{Name: devpki.RootCertFile, Data: dgPKI.RootBundlePEM}}
+	for _, c := range certs {
+		in.Certs = append(in.Certs, alipay.Source{Name: "cert-" + alipay.CertSN(c.Cert) + ".crt", Data: c.PEM})
+	}
+	return in
+}
+
+// check asserts the verdict and that every code is among the findings.
+func check(t *testing.T, r alipay.Report, verified bool, codes ...string) {
+	t.Helper()
+	if r.Verified != verified {
+		t.Errorf("Verified = %v, want %v (reason %q)", r.Verified, verified, r.Reason)
+	}
+	for _, c := range codes {
+		if !r.Has(c) {
+			t.Errorf("no finding %s", c)
+		}
+	}
+	if t.Failed() {
+		for _, f := range r.Findings {
+			t.Logf("  %s %s: %s", f.Level, f.Code, f.Text)
+		}
+		for _, a := range r.Attempts {
+			t.Logf("  attempt %s %q %s %s ok=%v", a.Form, a.Variant, a.Hash, a.Key, a.OK)
+		}
+	}
+}
+
+func text(t *testing.T, r alipay.Report, code string) string {
+	t.Helper()
+	f, ok := r.Finding(code)
+	if !ok {
+		t.Fatalf("no finding %s", code)
+	}
+	return f.Text
+}
+
+func noErrors(t *testing.T, r alipay.Report) {
+	t.Helper()
+	for _, f := range r.Findings {
+		if f.Level == alipay.LevelError {
+			t.Errorf("unexpected error finding %s: %s", f.Code, f.Text)
+		}
+	}
+}
+
+// signWithPlus signs f (V1) with k, changing notify_id until sign holds a '+'.
+func signWithPlus(t *testing.T, f alipay.Form, k *rsa.PrivateKey) alipay.Form {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		f["notify_id"] = "dg-plus-" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)
+		s := dgSign(t, f, k, alipay.FormV1, crypto.SHA256)
+		if strings.Contains(s["sign"], "+") {
+			return s
+		}
+	}
+	t.Fatal("no signature with a '+' in 200 tries")
+	return nil
+}
+
+// rawBody encodes f, but sign as it is (not URL-encoded), as a careless
+// sender does.
+func rawBody(f alipay.Form) string {
+	g := alipay.Form{}
+	for k, v := range f {
+		if k != "sign" {
+			g[k] = v
+		}
+	}
+	return g.Encode() + "&sign=" + f["sign"]
+}
+
+// decodedBody renders f as a log prints decoded parameters: k=v&... with
+// nothing encoded.
+func decodedBody(f alipay.Form) string {
+	var keys []string
+	for k := range f {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, k+"="+f[k])
+	}
+	return strings.Join(parts, "&")
+}
+
+func TestDiagnose(t *testing.T) {
+	t.Parallel()
+	alipayKey, stranger, appKey := dgPKI.Alipay.Key, dgPKI.Rotated.Key, dgPKI.App.Key
+
+	t.Run("OK", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		r := alipay.Diagnose([]byte(f.Encode()+"\n"), keyMode(t))
+		check(t, r, true, alipay.DiagContentForm)
+		noErrors(t, r)
+		if r.Form != "v1" || r.Key != "ALIPAY_PUBLIC_KEY" || r.AppID != dgAppID || r.NotifyID != "dg-1" {
+			t.Errorf("report = %+v", r)
+		}
+		if !strings.Contains(text(t, r, alipay.DiagContentForm), "sign_type left out") {
+			t.Error(text(t, r, alipay.DiagContentForm))
+		}
+	})
+
+	t.Run("SignTypeKept", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV2, crypto.SHA256)
+		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, true, alipay.DiagContentForm)
+		if r.Form != "v2" || !strings.Contains(text(t, r, alipay.DiagContentForm), "sign_type kept") {
+			t.Errorf("form %s: %s", r.Form, text(t, r, alipay.DiagContentForm))
+		}
+		// Both forms were tried, V1 first.
+		if len(r.Attempts) < 2 || r.Attempts[0].Form != "v1" || r.Attempts[0].OK || !r.Attempts[1].OK {
+			t.Errorf("attempts = %+v", r.Attempts)
+		}
+	})
+
+	t.Run("WrongKey", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), stranger, alipay.FormV1, crypto.SHA256)
+		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, alipay.DiagWrongKey, alipay.DiagGatewayRefuses)
+		if r.Reason != "bad_signature" {
+			t.Errorf("reason = %s", r.Reason)
+		}
+		if s := text(t, r, alipay.DiagWrongKey); !strings.Contains(s, "应用公钥") || !strings.Contains(s, "支付宝公钥") {
+			t.Error(s)
+		}
+		// V1 and V2, SHA256 and SHA1.
+		hashes := map[string]bool{}
+		for _, a := range r.Attempts {
+			hashes[a.Form+"/"+a.Hash] = true
+		}
+		for _, want := range []string{"v1/SHA256", "v2/SHA256", "v1/SHA1", "v2/SHA1"} {
+			if !hashes[want] {
+				t.Errorf("no attempt %s in %v", want, hashes)
+			}
+		}
+	})
+
+	t.Run("Altered", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f["biz_content"] = `{"mini_app_id":"2014072300009999"}`
+		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, alipay.DiagWrongKey)
+	})
+
+	t.Run("PrivateKeyPasted", func(t *testing.T) {
+		t.Parallel()
+		pem, err := devpki.PrivateKeyPKCS8PEM(appKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		in := alipay.DiagnoseInput{PublicKeys: []alipay.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: pem}}}
+		r := alipay.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, alipay.DiagKeyIsPrivate, alipay.DiagNoKeys, alipay.DiagWrongKey)
+		// Bare base64 PKCS#1, as the key tool writes it.
+		in.PublicKeys[0].Data = []byte(devpki.PrivateKeyPKCS1Base64(appKey))
+		check(t, alipay.Diagnose([]byte(f.Encode()), in), false, alipay.DiagKeyIsPrivate)
+	})
+
+	t.Run("SignersPrivateKeyPasted", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		in := alipay.DiagnoseInput{PublicKeys: []alipay.Source{{Name: "key.pem", Data: devpki.PrivateKeyPKCS1PEM(alipayKey)}}}
+		r := alipay.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, alipay.DiagKeyIsPrivate, alipay.DiagPrivateHalfVerifies)
+	})
+
+	t.Run("CertPastedAsKey", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		in := alipay.DiagnoseInput{PublicKeys: []alipay.Source{{Name: "ALIPAY_PUBLIC_KEY_FILE alipayCertPublicKey_RSA2.crt", Data: dgPKI.Alipay.PEM}}}
+		r := alipay.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, alipay.DiagKeyIsCert, alipay.DiagPastedCertVerifies)
+		if !strings.Contains(text(t, r, alipay.DiagKeyIsCert), "ALIPAY_ROOT_CERT_FILE") {
+			t.Error(text(t, r, alipay.DiagKeyIsCert))
+		}
+	})
+
+	t.Run("AppKeyConfiguredAsAlipays", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		in := alipay.DiagnoseInput{
+			PublicKeys:    []alipay.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: dgPub(t, appKey)}},
+			AppPublicKeys: []alipay.Source{{Name: "app_public_key.txt", Data: dgPub(t, appKey)}},
+		}
+		r := alipay.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, alipay.DiagKeyIsAppKey, alipay.DiagWrongKey)
+		if s := text(t, r, alipay.DiagKeyIsAppKey); !strings.Contains(s, "应用公钥") || !strings.Contains(s, "ALIPAY_PUBLIC_KEY") {
+			t.Error(s)
+		}
+	})
+
+	t.Run("SignedWithAppKey", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), appKey, alipay.FormV1, crypto.SHA256)
+		in := keyMode(t)
+		in.AppPublicKeys = []alipay.Source{{Name: devpki.AppCertFile(dgAppID), Data: dgPKI.App.PEM}}
+		r := alipay.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, alipay.DiagSignedWithAppKey)
+		if r.Has(alipay.DiagWrongKey) {
+			t.Error("wrong_key reported although the app key explains it")
+		}
+	})
+
+	t.Run("PlusAsSpace", func(t *testing.T) {
+		t.Parallel()
+		f := signWithPlus(t, dgForm(), alipayKey)
+		r := alipay.Diagnose([]byte(rawBody(f)), keyMode(t))
+		check(t, r, true, alipay.DiagSignSpacesRepaired)
+		if s := text(t, r, alipay.DiagSignSpacesRepaired); !strings.Contains(s, "then verified") {
+			t.Error(s)
+		}
+		// Repaired but still wrong: said so.
+		g := signWithPlus(t, dgForm(), stranger)
+		r = alipay.Diagnose([]byte(rawBody(g)), keyMode(t))
+		check(t, r, false, alipay.DiagSignSpacesRepaired, alipay.DiagWrongKey)
+		if s := text(t, r, alipay.DiagSignSpacesRepaired); !strings.Contains(s, "still did not verify") {
+			t.Error(s)
+		}
+	})
+
+	t.Run("PlusDropped", func(t *testing.T) {
+		t.Parallel()
+		f := signWithPlus(t, dgForm(), alipayKey)
+		f["sign"] = strings.Replace(f["sign"], "+", "", 1)
+		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, alipay.DiagSignNotBase64)
+		if s := text(t, r, alipay.DiagSignNotBase64); !strings.Contains(s, "not a multiple of 4") {
+			t.Error(s)
+		}
+	})
+
+	t.Run("SignTruncated", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f["sign"] = f["sign"][:100] + f["sign"][104:]
+		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, alipay.DiagSignWrongLength)
+		if s := text(t, r, alipay.DiagSignWrongLength); !strings.Contains(s, "253 bytes") || !strings.Contains(s, "256 bytes") {
+			t.Error(s)
+		}
+	})
+
+	t.Run("SignURLSafe", func(t *testing.T) {
+		t.Parallel()
+		f := signWithPlus(t, dgForm(), alipayKey)
+		f["sign"] = strings.NewReplacer("+", "-", "/", "_").Replace(f["sign"])
+		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, alipay.DiagSignNotBase64, alipay.DiagSignURLSafe)
+	})
+
+	t.Run("EmptyValuesDropped", func(t *testing.T) {
+		t.Parallel()
+		// The sender signs without the empty parameters, then sends them.
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f["min_app_id"] = ""
+		f["encrypt_type"] = ""
+		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, alipay.DiagEmptyValuesDropped)
+		if s := text(t, r, alipay.DiagEmptyValuesDropped); !strings.Contains(s, "encrypt_type, min_app_id") || !strings.Contains(s, "gopay") {
+			t.Error(s)
+		}
+		if r.Has(alipay.DiagWrongKey) {
+			t.Error("wrong_key reported although empty values explain it")
+		}
+		// Signed with them (as Alipay does): verifies.
+		g := dgForm()
+		g["min_app_id"] = ""
+		g = dgSign(t, g, alipayKey, alipay.FormV1, crypto.SHA256)
+		check(t, alipay.Diagnose([]byte(g.Encode()), keyMode(t)), true)
+	})
+
+	t.Run("ValuesTrimmed", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f["version"] = "1.1 "
+		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, alipay.DiagValuesTrimmed)
+	})
+
+	t.Run("SHA1Refused", func(t *testing.T) {
+		t.Parallel()
+		f := dgForm()
+		f["sign_type"] = "RSA"
+		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA1)
+		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, alipay.DiagSHA1Refused)
+		if r.Reason != "sign_type_refused" {
+			t.Errorf("reason = %s", r.Reason)
+		}
+		in := keyMode(t)
+		in.AllowRSA1 = true
+		r = alipay.Diagnose([]byte(f.Encode()), in)
+		check(t, r, true, alipay.DiagSHA1Allowed)
+	})
+
+	t.Run("SHA1DeclaredRSA2", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV2, crypto.SHA1)
+		in := keyMode(t)
+		in.AllowRSA1 = true
+		r := alipay.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, alipay.DiagSHA1DeclaredRSA2)
+		if r.Reason != "bad_signature" {
+			t.Errorf("reason = %s", r.Reason)
+		}
+	})
+
+	t.Run("SHA256DeclaredRSA", func(t *testing.T) {
+		t.Parallel()
+		f := dgForm()
+		f["sign_type"] = "RSA"
+		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		check(t, alipay.Diagnose([]byte(f.Encode()), keyMode(t)), false, alipay.DiagSHA256DeclaredRSA)
+	})
+
+	t.Run("SignTypeUnsupported", func(t *testing.T) {
+		t.Parallel()
+		f := dgForm()
+		f["sign_type"] = "rsa2"
+		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, alipay.DiagSignTypeUnsupported)
+	})
+
+	t.Run("CertMode", func(t *testing.T) {
+		t.Parallel()
+		f := dgForm()
+		f["alipay_cert_sn"] = alipay.CertSN(dgPKI.Alipay.Cert)
+		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		r := alipay.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay))
+		check(t, r, true)
+		noErrors(t, r)
+		if r.CertSN != alipay.CertSN(dgPKI.Alipay.Cert) || !strings.Contains(r.Key, r.CertSN) {
+			t.Errorf("cert sn %s key %s", r.CertSN, r.Key)
+		}
+	})
+
+	t.Run("CertRotation", func(t *testing.T) {
+		t.Parallel()
+		sn := alipay.CertSN(dgPKI.Rotated.Cert)
+		f := dgForm()
+		f["alipay_cert_sn"] = sn
+		f = dgSign(t, f, dgPKI.Rotated.Key, alipay.FormV2CertSN, crypto.SHA256)
+		r := alipay.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay, dgPKI.Rotated))
+		check(t, r, true)
+		if r.CertSN != sn || r.Form != "v2+cert_sn" {
+			t.Errorf("cert sn %s form %s", r.CertSN, r.Form)
+		}
+		// Every cert against every form.
+		seen := map[string]bool{}
+		for _, a := range r.Attempts {
+			seen[a.Form+" "+a.Key] = true
+		}
+		if len(seen) != 8 {
+			t.Errorf("%d distinct attempts, want 2 certs x 4 forms: %v", len(seen), seen)
+		}
+	})
+
+	t.Run("UnknownCertSN", func(t *testing.T) {
+		t.Parallel()
+		// Signed by the rotated cert, only the old one configured.
+		f := dgForm()
+		f["alipay_cert_sn"] = alipay.CertSN(dgPKI.Rotated.Cert)
+		f = dgSign(t, f, dgPKI.Rotated.Key, alipay.FormV1, crypto.SHA256)
+		r := alipay.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay))
+		check(t, r, false, alipay.DiagUnknownCertSN, alipay.DiagWrongKey)
+		if r.Reason != "unknown_cert_sn" {
+			t.Errorf("reason = %s", r.Reason)
+		}
+		if s := text(t, r, alipay.DiagUnknownCertSN); !strings.Contains(s, alipay.CertSN(dgPKI.Alipay.Cert)) || !strings.Contains(s, "rotation") {
+			t.Error(s)
+		}
+	})
+
+	t.Run("CertSNOfAnotherCert", func(t *testing.T) {
+		t.Parallel()
+		// Signed by the configured cert, but naming another SN.
+		f := dgForm()
+		f["alipay_cert_sn"] = alipay.CertSN(dgPKI.Rotated.Cert)
+		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		r := alipay.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay))
+		check(t, r, false, alipay.DiagUnknownCertSN)
+		if s := text(t, r, alipay.DiagUnknownCertSN); !strings.Contains(s, "yet") {
+			t.Error(s)
+		}
+	})
+
+	t.Run("CertExpired", func(t *testing.T) {
+		t.Parallel()
+		f := dgForm()
+		f["alipay_cert_sn"] = alipay.CertSN(dgPKI.Expired.Cert)
+		f = dgSign(t, f, dgPKI.Expired.Key, alipay.FormV1, crypto.SHA256)
+		in := certMode(dgPKI.Expired)
+		r := alipay.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, alipay.DiagCertExpired, alipay.DiagNoKeys, alipay.DiagRefusedCertVerifies)
+		if s := text(t, r, alipay.DiagCertExpired); !strings.Contains(s, in.Certs[0].Name) || !strings.Contains(s, "expired on") {
+			t.Error(s)
+		}
+	})
+
+	t.Run("CertUnchained", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), dgPKI.Rogue.Key, alipay.FormV1, crypto.SHA256)
+		in := certMode(dgPKI.Alipay, dgPKI.Rogue)
+		r := alipay.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, alipay.DiagCertUnchained, alipay.DiagRefusedCertVerifies)
+		if s := text(t, r, alipay.DiagCertUnchained); !strings.Contains(s, in.Certs[1].Name) {
+			t.Error(s)
+		}
+		if r.Has(alipay.DiagNoKeys) {
+			t.Error("no_keys although the genuine cert is usable")
+		}
+	})
+
+	t.Run("RootMissing", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		in := certMode(dgPKI.Alipay)
+		in.RootCert = nil
+		check(t, alipay.Diagnose([]byte(f.Encode()), in), false, alipay.DiagRootMissing, alipay.DiagRefusedCertVerifies)
+	})
+
+	t.Run("AppCertConfiguredAsAlipays", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		in := certMode()
+		in.Certs = []alipay.Source{{Name: "certs/" + devpki.AppCertFile(dgAppID), Data: dgPKI.App.PEM}}
+		r := alipay.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, alipay.DiagCertIsAppCert, alipay.DiagWrongKey)
+	})
+
+	t.Run("BodyDecodedTwice", func(t *testing.T) {
+		t.Parallel()
+		f := dgForm()
+		f["biz_content"] = `{"memo":"100% sure","tag":"a+b"}`
+		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		// "% s" does not decode: the body does not even parse.
+		r := alipay.Diagnose([]byte(decodedBody(f)), keyMode(t))
+		check(t, r, false, alipay.DiagMalformedForm, alipay.DiagBodyDecodedTwice)
+		// It parses, but '+' becomes a space.
+		g := dgForm()
+		g["biz_content"] = `{"tag":"a+b"}`
+		g = dgSign(t, g, alipayKey, alipay.FormV1, crypto.SHA256)
+		r = alipay.Diagnose([]byte(decodedBody(g)), keyMode(t))
+		check(t, r, false, alipay.DiagBodyDecodedTwice)
+		// The raw body verifies, and says values hold '%'.
+		r = alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, true, alipay.DiagPercentInValues)
+	})
+
+	t.Run("ValuesEncodedTwice", func(t *testing.T) {
+		t.Parallel()
+		f := dgForm()
+		f["biz_content"] = `{"app_name":"张三的试用小程序"}`
+		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		f["biz_content"] = url.QueryEscape(f["biz_content"])
+		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, alipay.DiagValuesEncodedTwice)
+	})
+
+	t.Run("SignEncodedTwice", func(t *testing.T) {
+		t.Parallel()
+		f := signWithPlus(t, dgForm(), alipayKey)
+		f["sign"] = url.QueryEscape(f["sign"])
+		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, alipay.DiagSignEncodedTwice)
+	})
+
+	t.Run("CharsetMismatch", func(t *testing.T) {
+		t.Parallel()
+		// Signed over GBK bytes, sent as UTF-8.
+		f := dgForm()
+		f["biz_content"] = `{"app_name":"张三的试用小程序"}`
+		gbk := alipay.Form{}
+		for k, v := range f {
+			s, err := alipay.ToGBK(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gbk[k] = s
+		}
+		signed := dgSign(t, gbk, alipayKey, alipay.FormV1, crypto.SHA256)
+		f["sign"] = signed["sign"]
+		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, alipay.DiagCharsetMismatch)
+	})
+
+	t.Run("MalformedBody", func(t *testing.T) {
+		t.Parallel()
+		r := alipay.Diagnose([]byte("app_id=1&sign=%zz"), keyMode(t))
+		check(t, r, false, alipay.DiagMalformedForm)
+		r = alipay.Diagnose([]byte("app_id=1&app_id=2&sign=x"), keyMode(t))
+		check(t, r, false, alipay.DiagMalformedForm)
+		if r.Reason != "duplicate_parameter" {
+			t.Errorf("reason = %s", r.Reason)
+		}
+	})
+
+	t.Run("MissingSign", func(t *testing.T) {
+		t.Parallel()
+		r := alipay.Diagnose([]byte(dgForm().Encode()), keyMode(t))
+		check(t, r, false, alipay.DiagMissingSign)
+		if r.Reason != "missing_sign" {
+			t.Errorf("reason = %s", r.Reason)
+		}
+	})
+
+	t.Run("NoKeys", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		check(t, alipay.Diagnose([]byte(f.Encode()), alipay.DiagnoseInput{}), false, alipay.DiagNoKeys)
+		in := keyMode(t)
+		in.PublicKeys[0].Data = []byte("not a key")
+		check(t, alipay.Diagnose([]byte(f.Encode()), in), false, alipay.DiagKeyUnreadable, alipay.DiagNoKeys)
+	})
+
+	t.Run("BothModes", func(t *testing.T) {
+		t.Parallel()
+		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		in := certMode(dgPKI.Alipay)
+		in.PublicKeys = keyMode(t).PublicKeys
+		check(t, alipay.Diagnose([]byte(f.Encode()), in), true, alipay.DiagBothModes)
+	})
+
+	t.Run("NotANotification", func(t *testing.T) {
+		t.Parallel()
+		f := dgForm()
+		delete(f, "notify_id")
+		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		check(t, alipay.Diagnose([]byte(f.Encode()), keyMode(t)), true, alipay.DiagNotANotification)
+	})
+
+	t.Run("FindingsOrdered", func(t *testing.T) {
+		t.Parallel()
+		f := signWithPlus(t, dgForm(), stranger)
+		r := alipay.Diagnose([]byte(rawBody(f)), keyMode(t))
+		rank := map[alipay.Level]int{alipay.LevelError: 0, alipay.LevelWarning: 1, alipay.LevelInfo: 2}
+		for i := 1; i < len(r.Findings); i++ {
+			if rank[r.Findings[i-1].Level] > rank[r.Findings[i].Level] {
+				t.Fatalf("findings out of order: %+v", r.Findings)
+			}
+		}
+	})
+}
