@@ -57,22 +57,22 @@ func newLogger(level string) zerolog.Logger {
 }
 
 // open loads the configuration and opens the database with migrations applied.
-func open(ctx context.Context) (*config.Config, *postgres.DB, *notify.Registry, zerolog.Logger, error) {
+func open(ctx context.Context) (*config.Config, *postgres.DB, zerolog.Logger, error) {
 	cfg, err := config.Load(config.Environ(), time.Now())
 	if err != nil {
-		return nil, nil, nil, zerolog.Nop(), err
+		return nil, nil, zerolog.Nop(), err
 	}
 	log := newLogger(cfg.LogLevel)
 	registry := notify.NewRegistry(notify.RegistryConfig{Sealer: cfg.Sealer})
 	db, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: cfg.DatabaseMaxConn, Registry: registry})
 	if err != nil {
-		return nil, nil, nil, log, err
+		return nil, nil, log, err
 	}
 	if err := migrateWithRetry(ctx, db, log); err != nil {
 		db.Close()
-		return nil, nil, nil, log, err
+		return nil, nil, log, err
 	}
-	return cfg, db, registry, log, nil
+	return cfg, db, log, nil
 }
 
 // migrateWithRetry applies the migrations, waiting up to a minute for a
@@ -99,7 +99,7 @@ func migrateWithRetry(ctx context.Context, db *postgres.DB, log zerolog.Logger) 
 func migrate() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	_, db, _, log, err := open(ctx)
+	_, db, log, err := open(ctx)
 	if err != nil {
 		return err
 	}
@@ -125,7 +125,7 @@ func sampleMetrics(ctx context.Context, m *metrics.Metrics, db *postgres.DB) {
 func serve() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg, db, registry, log, err := open(ctx)
+	cfg, db, log, err := open(ctx)
 	if err != nil {
 		return err
 	}
@@ -155,7 +155,6 @@ func serve() error {
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Tokens:       cfg.OpsAPITokens,
-		Registry:     registry,
 	})
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,

@@ -9,12 +9,23 @@ import (
 	"bytes"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/smartwalle/ncrypto"
+)
+
+// Errors of ParsePrivateKey.
+var (
+	// ErrInvalidPrivateKey is returned (wrapped) by ParsePrivateKey when the
+	// input is not a private key in any supported encoding.
+	ErrInvalidPrivateKey = errors.New("alipay: invalid private key")
+	// ErrNotRSAKey is returned (wrapped) by ParsePrivateKey when the input is
+	// a well-formed private key of another algorithm (EC, Ed25519, ...).
+	ErrNotRSAKey = errors.New("alipay: private key is not an RSA key")
 )
 
 // ParsePublicKey parses an Alipay public key as the console shows it (bare
@@ -84,21 +95,87 @@ func removeSpace(b []byte) []byte {
 	}, b)
 }
 
-// ParsePrivateKey parses an RSA private key as PEM or bare base64, PKCS#1 or
-// PKCS#8 (the Alipay key tool writes bare PKCS#8 for Java, PKCS#1 for others).
+// ParsePrivateKey parses an RSA private key in the forms keys come in:
+//
+//   - a PEM "RSA PRIVATE KEY" (PKCS#1) or "PRIVATE KEY" (PKCS#8) block; text
+//     before the block, other non-key blocks (such as certificates or
+//     "EC PARAMETERS"), indentation and CRLF line endings are tolerated, and
+//     the first block whose type ends in "PRIVATE KEY" is used;
+//   - bare base64 (padded or not) of PKCS#1 or PKCS#8 DER, possibly wrapped
+//     over several lines.
+//
+// Encrypted keys are rejected. Errors wrap ErrInvalidPrivateKey, or
+// ErrNotRSAKey when the input holds a valid key of another algorithm.
 func ParsePrivateKey(data []byte) (*rsa.PrivateKey, error) {
-	data = bytes.TrimSpace(data)
-	if !bytes.HasPrefix(data, []byte("-----")) {
-		data = removeSpace(data)
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("%w: empty input", ErrInvalidPrivateKey)
 	}
-	if k, err := ncrypto.DecodePrivateKey(data).PKCS1().RSAPrivateKey(); err == nil {
+	if bytes.Contains(data, []byte("-----BEGIN")) {
+		return parsePEMPrivateKey(data)
+	}
+	der, err := decodeBase64(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: neither PEM nor base64: %w", ErrInvalidPrivateKey, err)
+	}
+	return parseDERPrivateKey(der)
+}
+
+// parsePEMPrivateKey parses the first private key PEM block in data.
+func parsePEMPrivateKey(data []byte) (*rsa.PrivateKey, error) {
+	// pem.Decode needs the armour lines to start at column 0; normalise
+	// indentation (keys pasted into YAML, heredocs) and CRLF first.
+	lines := strings.Split(string(data), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimSpace(l)
+	}
+	rest := []byte(strings.Join(lines, "\n"))
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, fmt.Errorf("%w: no PEM private key block found", ErrInvalidPrivateKey)
+		}
+		if !strings.HasSuffix(block.Type, "PRIVATE KEY") {
+			continue
+		}
+		//nolint:staticcheck // x509.IsEncryptedPEMBlock is deprecated, but detecting legacy encryption is still useful.
+		if block.Type == "ENCRYPTED PRIVATE KEY" || x509.IsEncryptedPEMBlock(block) {
+			return nil, fmt.Errorf("%w: encrypted private keys are not supported", ErrInvalidPrivateKey)
+		}
+		return parseDERPrivateKey(block.Bytes)
+	}
+}
+
+// decodeBase64 decodes standard base64, padded or not, ignoring all
+// whitespace.
+func decodeBase64(data []byte) ([]byte, error) {
+	s := strings.Join(strings.Fields(string(data)), "")
+	der, err := base64.StdEncoding.DecodeString(s)
+	if err == nil {
+		return der, nil
+	}
+	if der, rawErr := base64.RawStdEncoding.DecodeString(s); rawErr == nil {
+		return der, nil
+	}
+	return nil, err
+}
+
+// parseDERPrivateKey parses PKCS#1 or PKCS#8 DER holding an RSA key.
+func parseDERPrivateKey(der []byte) (*rsa.PrivateKey, error) {
+	if k, err := x509.ParsePKCS1PrivateKey(der); err == nil {
 		return k, nil
 	}
-	k, err := ncrypto.DecodePrivateKey(data).PKCS8().RSAPrivateKey()
-	if err != nil {
-		return nil, fmt.Errorf("private key: not an RSA key in PKCS#1 or PKCS#8: %v", err)
+	if key, err := x509.ParsePKCS8PrivateKey(der); err == nil {
+		k, ok := key.(*rsa.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("%w: PKCS#8 key is %T", ErrNotRSAKey, key)
+		}
+		return k, nil
 	}
-	return k, nil
+	if _, err := x509.ParseECPrivateKey(der); err == nil {
+		return nil, fmt.Errorf("%w: SEC 1 EC private key", ErrNotRSAKey)
+	}
+	return nil, fmt.Errorf("%w: not a PKCS#1 or PKCS#8 private key", ErrInvalidPrivateKey)
 }
 
 // parseCerts parses every CERTIFICATE block of a PEM file. A block that Go

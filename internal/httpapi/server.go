@@ -33,8 +33,6 @@ type Config struct {
 	MaxBodyBytes int64
 	// Tokens are the ops API's bearer tokens.
 	Tokens []string
-	// Registry is used by reprocess.
-	Registry *notify.Registry
 	// IngestTimeout bounds the store's work for one notification.
 	IngestTimeout time.Duration
 	// Metrics receives the intake's counts; nil reports nothing.
