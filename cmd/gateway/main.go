@@ -21,6 +21,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
 )
 
@@ -147,7 +148,12 @@ func serve() error {
 	inbox := postgres.NewBatcher(db, postgres.BatcherConfig{
 		MaxBatch: cfg.BatchMax, MaxWait: cfg.BatchWait, Flushers: cfg.BatchFlushers, OnBatch: m.Batch,
 	})
+	out, err := startOutbound(ctx, cfg, db, m, log)
+	if err != nil {
+		return err
+	}
 	handler := httpapi.New(httpapi.Config{
+		Outbound:     out,
 		Metrics:      m,
 		Verifier:     verifier,
 		Inbox:        inbox,
@@ -191,4 +197,31 @@ func serve() error {
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// startOutbound makes the outbound service when an app has a private key and
+// tokens can be sealed, and starts the token refresher; it returns nil
+// (outbound routes off) otherwise.
+func startOutbound(ctx context.Context, cfg *config.Config, db *postgres.DB, m *metrics.Metrics, log zerolog.Logger) (*outbound.Service, error) {
+	if !outbound.Configured(cfg.Apps) {
+		return nil, nil
+	}
+	if cfg.Sealer == nil {
+		log.Warn().Msg("an app private key is set but TOKEN_ENCRYPTION_KEY is not: outbound calls (template messages, authorization callback, token refresh) are off")
+		return nil, nil
+	}
+	out, err := outbound.New(outbound.Config{
+		Apps:       cfg.Apps,
+		GatewayURL: cfg.GatewayURL,
+		Store:      db,
+		Sealer:     cfg.Sealer,
+		Metrics:    m,
+		Logger:     log.With().Str("component", "outbound").Logger(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	go out.Refresher(outbound.RefresherConfig{}).Run(ctx)
+	log.Info().Strs("app_ids", out.AppIDs()).Str("gateway", cfg.GatewayURL).Msg("outbound calls on; token refresher started")
+	return out, nil
 }

@@ -269,6 +269,9 @@ func (s AppSettings) loadAppSide(app *alipay.App, where string) error {
 	if app.Channel != alipay.ChannelHTTP && app.PrivateKey == nil {
 		return fmt.Errorf("config: %s: ALIPAY_CHANNEL %s needs ALIPAY_APP_PRIVATE_KEY_FILE (the app key signs the channel's register and connect)", where, app.Channel)
 	}
+	if app.CertMode && app.PrivateKey != nil && s.AppCertFile == "" {
+		return fmt.Errorf("config: %s: certificate mode with ALIPAY_APP_PRIVATE_KEY_FILE needs ALIPAY_APP_CERT_FILE (appCertPublicKey_%s.crt) for outbound calls", where, s.ID)
+	}
 	if s.AppCertFile != "" {
 		if !app.CertMode {
 			return fmt.Errorf("config: %s: ALIPAY_APP_CERT_FILE is set but the app is in public-key mode", where)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 )
 
 // httpStatus is the one table that maps application error codes to HTTP
@@ -18,6 +19,8 @@ var httpStatus = map[string]int{
 	notify.EUNAUTHORIZED: http.StatusUnauthorized,
 	notify.ECONFLICT:     http.StatusConflict,
 	notify.EINTERNAL:     http.StatusInternalServerError,
+	outbound.EBUSINESS:   http.StatusUnprocessableEntity, // Alipay refused the call
+	outbound.EUPSTREAM:   http.StatusBadGateway,          // Alipay could not be reached, or its answer not trusted
 }
 
 // statusOf returns the HTTP status for err.

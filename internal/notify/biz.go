@@ -20,11 +20,12 @@ func decodeBiz(n *Notification, v any) error {
 	return nil
 }
 
-// text is a JSON value Alipay sends as a string or, sometimes, a number.
-type text string
+// Text is a JSON value Alipay sends as a string or, sometimes, a number
+// (auth_time, expires_in, ...).
+type Text string
 
 // UnmarshalJSON accepts a string, a number, a boolean or null.
-func (t *text) UnmarshalJSON(b []byte) error {
+func (t *Text) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
 	switch {
 	case len(b) > 0 && b[0] == '"':
@@ -32,19 +33,20 @@ func (t *text) UnmarshalJSON(b []byte) error {
 		if err := json.Unmarshal(b, &s); err != nil {
 			return err
 		}
-		*t = text(s)
+		*t = Text(s)
 	case string(b) == "null":
 		*t = ""
 	default:
-		*t = text(b)
+		*t = Text(b)
 	}
 	return nil
 }
 
-// int64 returns t as an integer, or 0 when it is empty or not a number.
-func (t text) int64() int64 {
+// Int64 returns t as a whole number, or 0 when it is empty, negative or not
+// a number.
+func (t Text) Int64() int64 {
 	n, err := strconv.ParseInt(strings.TrimSpace(string(t)), 10, 64)
-	if err != nil {
+	if err != nil || n < 0 {
 		return 0
 	}
 	return n

@@ -5,8 +5,8 @@ package notify
 // for it is dead. Ordered by utc_timestamp against grants.
 func (h *handlers) authCancelled(n *Notification) (Change, error) {
 	var biz struct {
-		AuthAppID text `json:"auth_app_id"`
-		UserID    text `json:"user_id"`
+		AuthAppID Text `json:"auth_app_id"`
+		UserID    Text `json:"user_id"`
 	}
 	if err := decodeBiz(n, &biz); err != nil {
 		return nil, err

@@ -13,11 +13,11 @@ func (h *handlers) authGranted(n *Notification) (Change, error) {
 	}
 	var biz struct {
 		Detail struct {
-			AuthAppID   text `json:"auth_app_id"`
-			UserID      text `json:"user_id"`
-			AuthTime    text `json:"auth_time"`
-			ExpiresIn   text `json:"expires_in"`
-			ReExpiresIn text `json:"re_expires_in"`
+			AuthAppID   Text `json:"auth_app_id"`
+			UserID      Text `json:"user_id"`
+			AuthTime    Text `json:"auth_time"`
+			ExpiresIn   Text `json:"expires_in"`
+			ReExpiresIn Text `json:"re_expires_in"`
 		} `json:"detail"`
 		Error map[string]any `json:"error"`
 	}
@@ -50,7 +50,7 @@ func (h *handlers) authGranted(n *Notification) (Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	authTime := d.AuthTime.int64()
+	authTime := d.AuthTime.Int64()
 	return AuthGrant{
 		Event:              eventOf(n, authTime),
 		AuthAppID:          authAppID,
@@ -58,8 +58,8 @@ func (h *handlers) authGranted(n *Notification) (Change, error) {
 		AuthTime:           authTime,
 		SealedAuthToken:    token,
 		SealedRefreshToken: refresh,
-		ExpiresIn:          d.ExpiresIn.int64(),
-		ReExpiresIn:        d.ReExpiresIn.int64(),
+		ExpiresIn:          d.ExpiresIn.Int64(),
+		ReExpiresIn:        d.ReExpiresIn.Int64(),
 	}, nil
 }
 

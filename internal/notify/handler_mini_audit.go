@@ -8,12 +8,12 @@ import "encoding/json"
 // audit.passed sample) changes the app-level state only.
 func (h *handlers) audit(n *Notification) (Change, error) {
 	var biz struct {
-		MiniAppID          text            `json:"mini_app_id"`
-		Version            text            `json:"mini_app_version"`
-		BundleID           text            `json:"bundle_id"`
-		AuditReason        text            `json:"audit_reason"`
-		BaseAudit          text            `json:"base_audit"`
-		PromoteAudit       text            `json:"promote_audit"`
+		MiniAppID          Text            `json:"mini_app_id"`
+		Version            Text            `json:"mini_app_version"`
+		BundleID           Text            `json:"bundle_id"`
+		AuditReason        Text            `json:"audit_reason"`
+		BaseAudit          Text            `json:"base_audit"`
+		PromoteAudit       Text            `json:"promote_audit"`
 		BaseAuditReason    json.RawMessage `json:"base_audit_reason"`
 		PromoteAuditReason json.RawMessage `json:"promote_audit_reason"`
 	}

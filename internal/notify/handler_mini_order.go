@@ -16,15 +16,15 @@ func (h *handlers) fastRegisterChanged(n *Notification) (Change, error) {
 // by order_no. Status values are kept as Alipay sent them.
 func (h *handlers) order(n *Notification, kind string) (Change, error) {
 	var biz struct {
-		OrderNo       text `json:"order_no"`
-		OutOrderNo    text `json:"out_order_no"`
-		MinAppID      text `json:"min_app_id"`
-		MerchantAppID text `json:"merchant_app_id"`
-		MiniAppID     text `json:"mini_app_id"`
-		Status        text `json:"status"`
-		PID           text `json:"pid"`
-		MerchantID    text `json:"merchant_id"`
-		AppName       text `json:"app_name"`
+		OrderNo       Text `json:"order_no"`
+		OutOrderNo    Text `json:"out_order_no"`
+		MinAppID      Text `json:"min_app_id"`
+		MerchantAppID Text `json:"merchant_app_id"`
+		MiniAppID     Text `json:"mini_app_id"`
+		Status        Text `json:"status"`
+		PID           Text `json:"pid"`
+		MerchantID    Text `json:"merchant_id"`
+		AppName       Text `json:"app_name"`
 	}
 	if err := decodeBiz(n, &biz); err != nil {
 		return nil, err
@@ -33,7 +33,7 @@ func (h *handlers) order(n *Notification, kind string) (Change, error) {
 		return nil, Unusable("biz_content has no order_no")
 	}
 	miniAppID := biz.MinAppID
-	for _, alt := range []text{biz.MerchantAppID, biz.MiniAppID} {
+	for _, alt := range []Text{biz.MerchantAppID, biz.MiniAppID} {
 		if miniAppID == "" {
 			miniAppID = alt
 		}

@@ -1,0 +1,149 @@
+package outbound
+
+import (
+	"context"
+	"time"
+
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+)
+
+// RefresherConfig tunes the token refresher. Zero fields take the defaults.
+type RefresherConfig struct {
+	// Interval is the time between passes; 10 minutes.
+	Interval time.Duration
+	// Window: an authorization is refreshed once its token or its refresh
+	// token expires within Window; 7 days.
+	Window time.Duration
+	// RetryAfter is how long a failed (or abandoned) attempt waits before
+	// the next; 30 minutes.
+	RetryAfter time.Duration
+	// MaxPerPass bounds the refreshes of one pass; 100.
+	MaxPerPass int
+}
+
+// Refresher renews the merchants' tokens before they expire
+// (alipay.open.auth.token.app, grant_type=refresh_token). Several replicas
+// may run one each: every authorization is claimed by one at a time.
+type Refresher struct {
+	s   *Service
+	cfg RefresherConfig
+}
+
+// Refresher returns a refresher for s's apps.
+func (s *Service) Refresher(cfg RefresherConfig) *Refresher {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 10 * time.Minute
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 7 * 24 * time.Hour
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 30 * time.Minute
+	}
+	if cfg.MaxPerPass <= 0 {
+		cfg.MaxPerPass = 100
+	}
+	return &Refresher{s: s, cfg: cfg}
+}
+
+// Run refreshes what is due every Interval until ctx is done.
+func (r *Refresher) Run(ctx context.Context) {
+	t := time.NewTicker(r.cfg.Interval)
+	defer t.Stop()
+	for {
+		if n, failed, err := r.RefreshDue(ctx); err != nil {
+			r.s.log.Warn().Err(err).Msg("token refresh pass stopped")
+		} else if n+failed > 0 {
+			r.s.log.Info().Int("refreshed", n).Int("failed", failed).Msg("token refresh pass")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// RefreshDue makes one pass: it claims and refreshes due authorizations
+// until none is left or MaxPerPass is reached. It returns how many were
+// refreshed and how many failed (each failure is recorded on its
+// authorization and retried after RetryAfter), and the Store's error
+// (EUNAVAILABLE) when claiming failed.
+func (r *Refresher) RefreshDue(ctx context.Context) (refreshed, failed int, err error) {
+	for i := 0; i < r.cfg.MaxPerPass && ctx.Err() == nil; i++ {
+		due, err := r.s.store.ClaimRefresh(ctx, r.s.ids, r.s.now().Add(r.cfg.Window), r.cfg.RetryAfter)
+		if err != nil {
+			return refreshed, failed, err
+		}
+		if due == nil {
+			break
+		}
+		if r.refresh(ctx, due) {
+			refreshed++
+		} else {
+			failed++
+		}
+	}
+	return refreshed, failed, nil
+}
+
+// refresh renews one claimed authorization's tokens and reports whether it
+// did. A failure is recorded on the authorization and logged.
+func (r *Refresher) refresh(ctx context.Context, due *DueRefresh) bool {
+	log := r.s.log.With().Str("app_id", due.AppID).Str("auth_app_id", due.AuthAppID).Logger()
+	fail := func(err error) bool {
+		log.Warn().Str("reason", notify.ErrorMessage(err)).Msg("token refresh failed")
+		if err := r.s.store.FailRefresh(context.WithoutCancel(ctx), due, notify.ErrorMessage(err)); err != nil {
+			log.Error().Err(err).Msg("token refresh failure not recorded")
+		}
+		return false
+	}
+	c, ok := r.s.clients[due.AppID]
+	if !ok {
+		return fail(notify.Errorf(notify.ENOTFOUND, "unknown_app", "app %s cannot call", due.AppID))
+	}
+	owner := notify.TokenOwner(due.AppID, due.AuthAppID)
+	token, err := r.s.sealer.Open(due.SealedRefreshToken, owner)
+	if err != nil || token == "" {
+		return fail(notify.Errorf(notify.EINTERNAL, "token_unreadable", "the stored refresh token does not open with TOKEN_ENCRYPTION_KEY"))
+	}
+	var ans tokenAnswer
+	biz := map[string]any{"grant_type": "refresh_token", "refresh_token": token}
+	if _, err := r.s.call(ctx, c, MethodAuthTokenApp, biz, "", &ans); err != nil {
+		return fail(err)
+	}
+	sets, err := ans.sets()
+	if err != nil {
+		return fail(err)
+	}
+	t := sets[0]
+	for _, ts := range sets {
+		if ts.AuthAppID == due.AuthAppID {
+			t = ts
+		}
+	}
+	// Alipay has renewed the tokens: keep them even if the caller left.
+	ctx = context.WithoutCancel(ctx)
+	sealed, err := r.s.sealer.Seal(t.AppAuthToken, owner)
+	if err != nil {
+		return fail(err)
+	}
+	sealedRefresh, err := r.s.sealer.Seal(t.AppRefreshToken, owner)
+	if err != nil {
+		return fail(err)
+	}
+	applied, err := r.s.store.CompleteRefresh(ctx, due, Refreshed{
+		UserID: t.UserID, SealedAuthToken: sealed, SealedRefreshToken: sealedRefresh,
+		At: r.s.now(), ExpiresIn: t.ExpiresIn.Int64(), ReExpiresIn: t.ReExpiresIn.Int64(),
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("refreshed tokens not stored")
+		return false
+	}
+	if !applied {
+		log.Info().Msg("authorization changed during the refresh (cancelled or granted anew): the refreshed tokens are dropped")
+		return false
+	}
+	log.Info().Int64("expires_in", t.ExpiresIn.Int64()).Msg("tokens refreshed")
+	return true
+}

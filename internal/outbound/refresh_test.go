@@ -1,0 +1,210 @@
+package outbound_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
+	"github.com/alipay-notify-gateway/gateway/internal/outbound"
+	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
+)
+
+const tokenApp = openapisim.MethodAuthTokenApp
+
+// refreshCalls counts the refresh_token calls the simulator got.
+func refreshCalls(e *env) int {
+	n := 0
+	for _, c := range e.sim.Calls(tokenApp) {
+		if c.Biz["grant_type"] == "refresh_token" {
+			n++
+		}
+	}
+	return n
+}
+
+// storedToken opens merchant's stored app_auth_token ("" when none).
+func storedToken(t *testing.T, e *env, authAppID string) (string, string) {
+	t.Helper()
+	var (
+		status string
+		sealed []byte
+	)
+	err := e.db.Pool.QueryRow(context.Background(), `SELECT status, app_auth_token FROM authorizations WHERE app_id = $1 AND auth_app_id = $2`,
+		e.app.ID, authAppID).Scan(&status, &sealed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := pgtest.Sealer(t).Open(sealed, notify.TokenOwner(e.app.ID, authAppID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return status, token
+}
+
+func TestRefresher_RefreshDue(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, options{})
+	ctx := context.Background()
+	// Tokens that expire in an hour: due within the 7-day window.
+	e.sim.SetTokenLifetimes(3600, 7200)
+	r := e.svc.Refresher(outbound.RefresherConfig{RetryAfter: time.Hour})
+
+	t.Run("OK", func(t *testing.T) {
+		old := e.authorize(t)
+		n, failed, err := r.RefreshDue(ctx)
+		if err != nil || n != 1 || failed != 0 {
+			t.Fatalf("%d %d %v", n, failed, err)
+		}
+		live, _ := e.sim.Tokens(keyAppID, merchant)
+		status, stored := storedToken(t, e, merchant)
+		if status != "authorized" || stored != live || stored == old {
+			t.Fatalf("stored %q, live %q, old %q", stored, live, old)
+		}
+		if _, _, err := e.svc.SendTemplateMessage(ctx, onBehalf(), ""); err != nil {
+			t.Fatalf("the refreshed token does not work: %v", err)
+		}
+	})
+	t.Run("NotAgainWithinRetryAfter", func(t *testing.T) {
+		calls := refreshCalls(e)
+		if n, failed, err := r.RefreshDue(ctx); n+failed != 0 || err != nil {
+			t.Fatalf("%d %d %v", n, failed, err)
+		}
+		if refreshCalls(e) != calls {
+			t.Fatal("refreshed again at once")
+		}
+	})
+	t.Run("NotDue", func(t *testing.T) {
+		e2 := newEnv(t, options{}) // a year-long token
+		e2.authorize(t)
+		if n, failed, _ := e2.svc.Refresher(outbound.RefresherConfig{}).RefreshDue(ctx); n+failed != 0 || refreshCalls(e2) != 0 {
+			t.Fatal("refreshed a token far from expiry")
+		}
+	})
+}
+
+func TestRefresher_RefreshDue_Cancelled(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t.Run("Skipped", func(t *testing.T) {
+		e := newEnv(t, options{})
+		e.sim.SetTokenLifetimes(3600, 7200)
+		e.authorize(t)
+		e.cancel(t, time.Now().Add(time.Second).UnixMilli())
+		if n, failed, err := e.svc.Refresher(outbound.RefresherConfig{}).RefreshDue(ctx); n+failed != 0 || err != nil {
+			t.Fatalf("%d %d %v", n, failed, err)
+		}
+		if refreshCalls(e) != 0 {
+			t.Fatal("a cancelled authorization was refreshed")
+		}
+	})
+	t.Run("DuringRefresh", func(t *testing.T) {
+		// The cancellation lands while Alipay is answering the refresh:
+		// the refreshed tokens are dropped, the authorization stays
+		// cancelled.
+		e := newEnv(t, options{})
+		e.sim.SetTokenLifetimes(3600, 7200)
+		e.authorize(t)
+		e.sim.Fail(tokenApp, openapisim.Fault{Delay: 500 * time.Millisecond})
+		done := make(chan int)
+		go func() {
+			n, _, _ := e.svc.Refresher(outbound.RefresherConfig{}).RefreshDue(ctx)
+			done <- n
+		}()
+		time.Sleep(150 * time.Millisecond)
+		e.cancel(t, time.Now().Add(time.Second).UnixMilli())
+		if n := <-done; n != 0 {
+			t.Fatalf("refreshed %d", n)
+		}
+		if status, token := storedToken(t, e, merchant); status != "cancelled" || token != "" {
+			t.Fatalf("%s %q", status, token)
+		}
+	})
+}
+
+func TestRefresher_RefreshDue_Failure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, options{})
+	ctx := context.Background()
+	e.sim.SetTokenLifetimes(3600, 7200)
+	old := e.authorize(t)
+	e.sim.Fail(tokenApp, openapisim.Fault{Code: "40004", Msg: "Business Failed", SubCode: "isv.refresh-token-invalid", SubMsg: "无效"})
+	r := e.svc.Refresher(outbound.RefresherConfig{RetryAfter: time.Hour})
+	if n, failed, err := r.RefreshDue(ctx); n != 0 || failed != 1 || err != nil {
+		t.Fatalf("%d %d %v", n, failed, err)
+	}
+	var reason string
+	if err := e.db.Pool.QueryRow(ctx, `SELECT refresh_error FROM authorizations`).Scan(&reason); err != nil || reason == "" {
+		t.Fatalf("refresh_error %q %v", reason, err)
+	}
+	if _, token := storedToken(t, e, merchant); token != old {
+		t.Fatal("a failed refresh changed the token")
+	}
+	if n, failed, _ := r.RefreshDue(ctx); n+failed != 0 {
+		t.Fatal("retried before RetryAfter")
+	}
+}
+
+// TestRefresher_RefreshDue_Replicas: refreshers running at once refresh
+// each authorization once.
+func TestRefresher_RefreshDue_Replicas(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, options{})
+	ctx := context.Background()
+	e.sim.SetTokenLifetimes(3600, 7200)
+	const merchants = 6
+	for i := 0; i < merchants; i++ {
+		code := e.sim.IssueCode(keyAppID, fmt.Sprintf("20210000000010%02d", i), "2088000000000999")
+		if _, err := e.svc.CompleteAuthorization(ctx, keyAppID, code); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.sim.Fail(tokenApp, openapisim.Fault{Delay: 100 * time.Millisecond})
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		total int
+	)
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, _, err := e.svc.Refresher(outbound.RefresherConfig{RetryAfter: time.Hour}).RefreshDue(ctx)
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			total += n
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if total != merchants || refreshCalls(e) != merchants {
+		t.Fatalf("refreshed %d with %d calls; want %d each", total, refreshCalls(e), merchants)
+	}
+}
+
+func TestRefresher_Run(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, options{})
+	e.sim.SetTokenLifetimes(3600, 7200)
+	e.authorize(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		e.svc.Refresher(outbound.RefresherConfig{Interval: 20 * time.Millisecond}).Run(ctx)
+		close(done)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for refreshCalls(e) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if refreshCalls(e) == 0 {
+		t.Fatal("Run refreshed nothing")
+	}
+}

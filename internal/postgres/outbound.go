@@ -1,0 +1,208 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/outbound"
+)
+
+// The outbound side's storage: merchant tokens for calls made on a
+// merchant's behalf, the record of template message sends (whose unique
+// idempotency key is what makes a retried send go out once), grants from
+// the authorization flow, and the token refresher's claims.
+
+var _ outbound.Store = (*DB)(nil)
+
+// AuthToken returns the sealed app_auth_token of authAppID's authorization
+// of appID. It returns an ENOTFOUND *notify.Error when none is recorded, an
+// ECONFLICT one when it is cancelled, holds no token or the token expired,
+// and an EUNAVAILABLE one when the database cannot be reached.
+func (db *DB) AuthToken(ctx context.Context, appID, authAppID string) ([]byte, error) {
+	var (
+		status  string
+		token   []byte
+		expires *time.Time
+	)
+	err := db.Pool.QueryRow(ctx, `SELECT status, app_auth_token, expires_at FROM authorizations
+        WHERE app_id = $1 AND auth_app_id = $2`, appID, authAppID).Scan(&status, &token, &expires)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notify.Errorf(notify.ENOTFOUND, "unknown_authorization", "merchant app %s has not authorized app %s", authAppID, appID)
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	switch {
+	case status != "authorized":
+		return nil, notify.Errorf(notify.ECONFLICT, "authorization_cancelled", "merchant app %s cancelled its authorization of app %s: its token is not used", authAppID, appID)
+	case len(token) == 0:
+		return nil, notify.Errorf(notify.ECONFLICT, "no_token", "the authorization of app %s by merchant app %s holds no token", appID, authAppID)
+	case expires != nil && expires.Before(db.now()):
+		return nil, notify.Errorf(notify.ECONFLICT, "token_expired", "the token of merchant app %s expired at %s", authAppID, expires.UTC().Format(time.RFC3339))
+	}
+	return token, nil
+}
+
+const sendColumns = `id, app_id, auth_app_id, COALESCE(idempotency_key, ''), request, request_hash, status,
+    code, msg, sub_code, sub_msg, error, COALESCE(latency_ms, 0), created_at, finished_at`
+
+func scanSend(row pgx.Row) (*outbound.Send, error) {
+	var (
+		s   outbound.Send
+		req []byte
+	)
+	err := row.Scan(&s.ID, &s.AppID, &s.AuthAppID, &s.IdempotencyKey, &req, &s.RequestHash, &s.Status,
+		&s.Code, &s.Msg, &s.SubCode, &s.SubMsg, &s.Error, &s.LatencyMS, &s.CreatedAt, &s.FinishedAt)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(req, &s.Request); err != nil {
+		return nil, fmt.Errorf("store: template message %d: request: %w", s.ID, err)
+	}
+	return &s, nil
+}
+
+// StartSend records s as pending and sets its ID and CreatedAt. When its
+// idempotency key is already recorded (by an earlier or a concurrent call:
+// the unique index decides), it records nothing and returns the send
+// recorded under the key. It returns an EUNAVAILABLE *notify.Error when the
+// database cannot be reached.
+func (db *DB) StartSend(ctx context.Context, s *outbound.Send) (*outbound.Send, error) {
+	req, err := s.RequestJSON()
+	if err != nil {
+		return nil, fmt.Errorf("store: unable to encode the request: %w", err)
+	}
+	err = db.Pool.QueryRow(ctx, `INSERT INTO template_messages (app_id, auth_app_id, idempotency_key, request, request_hash, status)
+        VALUES ($1, $2, NULLIF($3, ''), $4, $5, 'pending')
+        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING id, created_at`,
+		s.AppID, s.AuthAppID, s.IdempotencyKey, req, s.RequestHash).Scan(&s.ID, &s.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return db.SendByKey(ctx, s.IdempotencyKey)
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	s.Status = outbound.SendPending
+	return nil, nil
+}
+
+// SendByKey returns the send recorded under key. It returns an ENOTFOUND
+// *notify.Error when there is none, and an EUNAVAILABLE one when the
+// database cannot be reached.
+func (db *DB) SendByKey(ctx context.Context, key string) (*outbound.Send, error) {
+	s, err := scanSend(db.Pool.QueryRow(ctx, `SELECT `+sendColumns+` FROM template_messages WHERE idempotency_key = $1`, key))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notify.Errorf(notify.ENOTFOUND, "not_found", "no template message with Idempotency-Key %q", key)
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return s, nil
+}
+
+// FinishSend records the outcome of a send that StartSend recorded, and
+// sets its FinishedAt. It returns an EUNAVAILABLE *notify.Error when the
+// database cannot be reached.
+func (db *DB) FinishSend(ctx context.Context, s *outbound.Send) error {
+	var finished time.Time
+	err := db.Pool.QueryRow(ctx, `UPDATE template_messages SET status = $2, code = $3, msg = $4, sub_code = $5,
+        sub_msg = $6, error = $7, latency_ms = $8, finished_at = now() WHERE id = $1 RETURNING finished_at`,
+		s.ID, s.Status, s.Code, s.Msg, s.SubCode, s.SubMsg, s.Error, s.LatencyMS).Scan(&finished)
+	if err != nil {
+		return unavailable(err)
+	}
+	s.FinishedAt = &finished
+	return nil
+}
+
+// SaveGrant records a grant from the authorization flow with the very
+// statement that records a notification's grant: it applies only when
+// (At, NotifyID) is newer than the authorization's, so it is ordered with
+// the grants and cancellations that notifications bring. It returns an
+// EUNAVAILABLE *notify.Error when the database cannot be reached.
+func (db *DB) SaveGrant(ctx context.Context, g notify.AuthGrant) (bool, error) {
+	sql, args, err := changeQuery(g)
+	if err != nil {
+		return false, err
+	}
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		return false, unavailable(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var applied bool
+	if err := tx.QueryRow(ctx, sql, args...).Scan(&applied); err != nil {
+		return false, unavailable(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return false, unavailable(err)
+	}
+	return applied, nil
+}
+
+// ClaimRefresh picks the authorization of one of appIDs whose token or
+// refresh token expires first before dueBefore, among those authorized,
+// holding a refresh token, and not attempted within retryAfter; it marks
+// it attempted now and returns it, or nil when none is due. The row is
+// picked FOR UPDATE SKIP LOCKED: replicas claiming at once get different
+// ones. It returns an EUNAVAILABLE *notify.Error when the database cannot
+// be reached.
+func (db *DB) ClaimRefresh(ctx context.Context, appIDs []string, dueBefore time.Time, retryAfter time.Duration) (*outbound.DueRefresh, error) {
+	var d outbound.DueRefresh
+	err := db.Pool.QueryRow(ctx, `UPDATE authorizations AS a SET refresh_attempted_at = now()
+        FROM (SELECT app_id, auth_app_id FROM authorizations
+              WHERE status = 'authorized' AND app_refresh_token IS NOT NULL AND app_id = ANY($1)
+                AND LEAST(expires_at, refresh_expires_at) < $2
+                AND (refresh_attempted_at IS NULL OR refresh_attempted_at < now() - make_interval(secs => $3))
+              ORDER BY LEAST(expires_at, refresh_expires_at)
+              LIMIT 1
+              FOR UPDATE SKIP LOCKED) AS due
+        WHERE a.app_id = due.app_id AND a.auth_app_id = due.auth_app_id
+        RETURNING a.app_id, a.auth_app_id, a.user_id, a.app_refresh_token, a.event_at, a.event_notify_id`,
+		appIDs, dueBefore, retryAfter.Seconds()).Scan(&d.AppID, &d.AuthAppID, &d.UserID, &d.SealedRefreshToken, &d.EventAt, &d.EventNotifyID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return &d, nil
+}
+
+// CompleteRefresh stores refreshed tokens in d's authorization, leaving
+// its ordering (event_at, event_notify_id) as it is: a refresh renews the
+// grant, it is not a newer one, so a cancellation ordered after the grant
+// still wins. When the authorization changed since d was claimed (a
+// cancellation or a new grant) it changes nothing and reports false. It
+// returns an EUNAVAILABLE *notify.Error when the database cannot be
+// reached.
+func (db *DB) CompleteRefresh(ctx context.Context, d *outbound.DueRefresh, r outbound.Refreshed) (bool, error) {
+	at := r.At.UTC()
+	tag, err := db.Pool.Exec(ctx, `UPDATE authorizations SET user_id = COALESCE(NULLIF($5, ''), user_id),
+        app_auth_token = $6, app_refresh_token = $7, expires_at = $8, refresh_expires_at = $9,
+        refreshed_at = $10, refresh_error = '', updated_at = now()
+        WHERE app_id = $1 AND auth_app_id = $2 AND status = 'authorized' AND event_at = $3 AND event_notify_id = $4`,
+		d.AppID, d.AuthAppID, d.EventAt, d.EventNotifyID, r.UserID, r.SealedAuthToken, r.SealedRefreshToken,
+		after(&at, r.ExpiresIn), after(&at, r.ReExpiresIn), at)
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// FailRefresh records why refreshing d failed, unless the authorization
+// changed since. It returns an EUNAVAILABLE *notify.Error when the database
+// cannot be reached.
+func (db *DB) FailRefresh(ctx context.Context, d *outbound.DueRefresh, reason string) error {
+	_, err := db.Pool.Exec(ctx, `UPDATE authorizations SET refresh_error = $5
+        WHERE app_id = $1 AND auth_app_id = $2 AND event_at = $3 AND event_notify_id = $4`,
+		d.AppID, d.AuthAppID, d.EventAt, d.EventNotifyID, reason)
+	return unavailable(err)
+}

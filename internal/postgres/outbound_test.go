@@ -1,0 +1,273 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/outbound"
+	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
+	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+)
+
+const obApp = "2021000000000051"
+
+// obGrant is a flow grant of authAppID at ms whose token expires after
+// expiresIn seconds.
+func obGrant(authAppID string, ms, expiresIn int64) notify.AuthGrant {
+	return notify.AuthGrant{
+		Event:     notify.Event{AppID: obApp, NotifyID: fmt.Sprintf("oauth:%s:%d", authAppID, ms), At: ms},
+		AuthAppID: authAppID, UserID: "2088000000000009", AuthTime: ms,
+		SealedAuthToken: []byte("sealed-token"), SealedRefreshToken: []byte("sealed-refresh"),
+		ExpiresIn: expiresIn, ReExpiresIn: expiresIn + 3600,
+	}
+}
+
+// obCancel ingests authAppID's cancellation notification at ms.
+func obCancel(t *testing.T, db *postgres.DB, authAppID string, ms int64) notify.Outcome {
+	t.Helper()
+	biz := fmt.Sprintf(`{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000009"}`, obApp, authAppID)
+	out, err := db.Ingest(context.Background(), &notify.Notification{
+		AppID: obApp, NotifyID: fmt.Sprintf("ob-cancel-%d", seq.Add(1)), Method: notify.MethodAuthCancelled, UTCTimestamp: ms,
+		BizContent: biz, Params: map[string]string{"biz_content": biz}, Channel: notify.ChannelHTTP, ContentForm: "v1", ReceivedAt: time.Now(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func mustSave(t *testing.T, db *postgres.DB, g notify.AuthGrant) bool {
+	t.Helper()
+	ok, err := db.SaveGrant(context.Background(), g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+func TestDB_SaveGrant(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, nil)
+	now := time.Now().UnixMilli()
+	t.Run("OK", func(t *testing.T) {
+		if !mustSave(t, db, obGrant("m1", now, 3600)) {
+			t.Fatal("not applied")
+		}
+		if tok, err := db.AuthToken(context.Background(), obApp, "m1"); err != nil || string(tok) != "sealed-token" {
+			t.Fatalf("%q %v", tok, err)
+		}
+	})
+	t.Run("StaleAfterNewerCancel", func(t *testing.T) {
+		if out := obCancel(t, db, "m1", now+1000); out.Status != notify.StatusApplied {
+			t.Fatalf("%+v", out)
+		}
+		if mustSave(t, db, obGrant("m1", now+500, 3600)) {
+			t.Fatal("an older grant overrode a newer cancellation")
+		}
+		_, err := db.AuthToken(context.Background(), obApp, "m1")
+		if notify.ErrorCode(err) != notify.ECONFLICT {
+			t.Fatalf("%v", err)
+		}
+	})
+	t.Run("NewerGrantWins", func(t *testing.T) {
+		if !mustSave(t, db, obGrant("m1", now+2000, 3600)) {
+			t.Fatal("a newer grant was not applied")
+		}
+		if out := obCancel(t, db, "m1", now+1500); out.Status != notify.StatusStale {
+			t.Fatalf("%+v", out)
+		}
+	})
+}
+
+func TestDB_AuthToken(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, nil)
+	ctx := context.Background()
+	now := time.Now().UnixMilli()
+	mustSave(t, db, obGrant("ok", now, 3600))
+	mustSave(t, db, obGrant("old", now-2*3600*1000, 3600))
+	mustSave(t, db, obGrant("gone", now, 3600))
+	obCancel(t, db, "gone", now+1)
+	obCancel(t, db, "never", now)
+	for _, tc := range []struct {
+		name, authAppID, code, reason string
+	}{
+		{"OK", "ok", "", ""},
+		{"ErrNotFound", "nobody", notify.ENOTFOUND, "unknown_authorization"},
+		{"ErrCancelled", "gone", notify.ECONFLICT, "authorization_cancelled"},
+		{"ErrCancelledNeverGranted", "never", notify.ECONFLICT, "authorization_cancelled"},
+		{"ErrExpired", "old", notify.ECONFLICT, "token_expired"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := db.AuthToken(ctx, obApp, tc.authAppID)
+			if notify.ErrorCode(err) != tc.code || tc.code != "" && notify.ErrorReason(err) != tc.reason {
+				t.Fatalf("%v", err)
+			}
+		})
+	}
+}
+
+func send(key string) *outbound.Send {
+	return &outbound.Send{AppID: obApp, IdempotencyKey: key, RequestHash: "h",
+		Request: outbound.TemplateMessage{ToUserID: "2088000000000001", UserTemplateID: "t", Page: "p", Data: []byte(`{"k":{"value":"v"}}`)}}
+}
+
+func TestDB_StartSend(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, nil)
+	ctx := context.Background()
+	t.Run("OK", func(t *testing.T) {
+		s := send("k1")
+		prior, err := db.StartSend(ctx, s)
+		if err != nil || prior != nil || s.ID == 0 || s.CreatedAt.IsZero() {
+			t.Fatalf("%+v %+v %v", s, prior, err)
+		}
+		s.Status, s.Code, s.Msg, s.LatencyMS = outbound.SendSent, "10000", "Success", 12
+		if err := db.FinishSend(ctx, s); err != nil || s.FinishedAt == nil {
+			t.Fatal(err)
+		}
+		got, err := db.SendByKey(ctx, "k1")
+		if err != nil || got.ID != s.ID || got.Status != outbound.SendSent || got.LatencyMS != 12 || got.Request.UserTemplateID != "t" ||
+			string(got.Request.Data) != `{"k": {"value": "v"}}` && string(got.Request.Data) != `{"k":{"value":"v"}}` {
+			t.Fatalf("%+v %v", got, err)
+		}
+	})
+	t.Run("Duplicate", func(t *testing.T) {
+		prior, err := db.StartSend(ctx, send("k1"))
+		if err != nil || prior == nil || prior.Status != outbound.SendSent {
+			t.Fatalf("%+v %v", prior, err)
+		}
+	})
+	t.Run("NoKey", func(t *testing.T) {
+		for i := 0; i < 2; i++ {
+			if prior, err := db.StartSend(ctx, send("")); err != nil || prior != nil {
+				t.Fatalf("%+v %v", prior, err)
+			}
+		}
+	})
+	t.Run("Concurrent", func(t *testing.T) {
+		var (
+			wg     sync.WaitGroup
+			mu     sync.Mutex
+			starts int
+		)
+		for i := 0; i < 10; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				prior, err := db.StartSend(ctx, send("k2"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if prior == nil {
+					mu.Lock()
+					starts++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if starts != 1 {
+			t.Fatalf("%d calls started the same key", starts)
+		}
+	})
+	t.Run("ErrNotFound", func(t *testing.T) {
+		if _, err := db.SendByKey(ctx, "nope"); notify.ErrorCode(err) != notify.ENOTFOUND {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestDB_ClaimRefresh(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, nil)
+	ctx := context.Background()
+	now := time.Now()
+	ms := now.UnixMilli()
+	mustSave(t, db, obGrant("soon", ms, 3600))      // due within a day
+	mustSave(t, db, obGrant("later", ms, 30*86400)) // not due
+	mustSave(t, db, obGrant("dead", ms, 3600))      // cancelled: never
+	obCancel(t, db, "dead", ms+1)
+	window := now.Add(24 * time.Hour)
+
+	t.Run("OK", func(t *testing.T) {
+		d, err := db.ClaimRefresh(ctx, []string{obApp}, window, time.Hour)
+		if err != nil || d == nil || d.AuthAppID != "soon" || string(d.SealedRefreshToken) != "sealed-refresh" {
+			t.Fatalf("%+v %v", d, err)
+		}
+		// Claimed: not again within retryAfter.
+		if d2, _ := db.ClaimRefresh(ctx, []string{obApp}, window, time.Hour); d2 != nil {
+			t.Fatalf("claimed twice: %+v", d2)
+		}
+		ok, err := db.CompleteRefresh(ctx, d, outbound.Refreshed{SealedAuthToken: []byte("new"), SealedRefreshToken: []byte("new-r"),
+			At: now, ExpiresIn: 30 * 86400, ReExpiresIn: 31 * 86400})
+		if err != nil || !ok {
+			t.Fatal(err)
+		}
+		if tok, _ := db.AuthToken(ctx, obApp, "soon"); string(tok) != "new" {
+			t.Fatalf("token %q", tok)
+		}
+	})
+	t.Run("OtherApps", func(t *testing.T) {
+		mustSave(t, db, obGrant("soon2", ms, 3600))
+		if d, _ := db.ClaimRefresh(ctx, []string{"2021000000000099"}, window, time.Hour); d != nil {
+			t.Fatal("claimed another app's authorization")
+		}
+	})
+	t.Run("ChangedMeanwhile", func(t *testing.T) {
+		d, err := db.ClaimRefresh(ctx, []string{obApp}, window, 0)
+		if err != nil || d == nil || d.AuthAppID != "soon2" {
+			t.Fatalf("%+v %v", d, err)
+		}
+		obCancel(t, db, "soon2", ms+5)
+		if ok, err := db.CompleteRefresh(ctx, d, outbound.Refreshed{SealedAuthToken: []byte("x"), At: now}); err != nil || ok {
+			t.Fatalf("refreshed a cancelled authorization: %v %v", ok, err)
+		}
+		if err := db.FailRefresh(ctx, d, "whatever"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.AuthToken(ctx, obApp, "soon2"); notify.ErrorCode(err) != notify.ECONFLICT {
+			t.Fatalf("%v", err)
+		}
+	})
+	t.Run("SkipLocked", func(t *testing.T) {
+		for i := 0; i < 4; i++ {
+			mustSave(t, db, obGrant(fmt.Sprintf("many%d", i), ms, 3600))
+		}
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			seen = map[string]int{}
+		)
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d, err := db.ClaimRefresh(ctx, []string{obApp}, window, time.Hour)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if d != nil {
+					mu.Lock()
+					seen[d.AuthAppID]++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if len(seen) != 4 {
+			t.Fatalf("claimed %v; want each of 4 once", seen)
+		}
+		for id, n := range seen {
+			if n != 1 {
+				t.Fatalf("%s claimed %d times", id, n)
+			}
+		}
+	})
+}
