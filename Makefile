@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: run test build vet fmt clean fuzz demo
+.PHONY: run test build vet fmt clean fuzz demo bench soak
 
 ## run: the gateway with development keys, on a local Postgres it starts
 run:
@@ -16,6 +16,14 @@ test:
 ## demo: the gateway end to end: sends the samples, a resend and a forgery, prints the state, stops
 demo:
 	@bash deploy/dev/demo.sh
+
+## bench: gateway throughput and latency against the naive design (own Postgres; a minute or two)
+bench:
+	@bash deploy/dev/bench.sh
+
+## soak: failure scenarios; SCENARIO=kill9|pgrestart|replicas|steady (default all; steady lasts SOAK_DURATION, 10m)
+soak:
+	@bash deploy/dev/soak.sh $(or $(SCENARIO),all)
 
 ## build: the binaries into bin/
 build:
@@ -32,6 +40,8 @@ fmt:
 clean:
 	-@bash deploy/dev/pg.sh stop .dev/pg >/dev/null 2>&1
 	-@bash deploy/dev/pg.sh stop .dev/pg-test >/dev/null 2>&1
+	-@bash deploy/dev/pg.sh stop .dev/pg-bench >/dev/null 2>&1
+	-@bash deploy/dev/pg.sh stop .dev/pg-soak >/dev/null 2>&1
 	rm -rf .dev bin
 
 ## fuzz: every fuzz target for FUZZTIME each (default 5m)

@@ -20,6 +20,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/config"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
+	"github.com/alipay-notify-gateway/gateway/internal/msgchannel"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
@@ -148,12 +149,44 @@ func serve() error {
 	inbox := postgres.NewBatcher(db, postgres.BatcherConfig{
 		MaxBatch: cfg.BatchMax, MaxWait: cfg.BatchWait, Flushers: cfg.BatchFlushers, OnBatch: m.Batch,
 	})
+	// The WebSocket channel of every app whose ALIPAY_CHANNEL is websocket
+	// or both (none: an idle manager, always ready), into the same inbox.
+	channels, err := msgchannel.NewManager(msgchannel.Config{
+		Verifier: verifier,
+		Inbox:    inbox,
+		Host:     cfg.MsgHost,
+		Logger:   log,
+		Metrics:  m,
+	})
+	if err != nil {
+		inbox.Close()
+		return err
+	}
+	// Its own context, cancelled at shutdown and waited for before the inbox
+	// and the database close, so that in-flight messages are committed and
+	// acknowledged.
+	chCtx, chStop := context.WithCancel(context.WithoutCancel(ctx))
+	chDone := make(chan struct{})
+	go func() {
+		defer close(chDone)
+		_ = channels.Run(chCtx)
+	}()
+	stopChannels := func() {
+		chStop()
+		<-chDone
+	}
+	defer stopChannels()
+	if ids := channels.AppIDs(); len(ids) > 0 {
+		log.Info().Strs("app_ids", ids).Str("msg_host", cfg.MsgHost).Msg("WebSocket channel enabled")
+	}
+
 	out, err := startOutbound(ctx, cfg, db, m, log)
 	if err != nil {
 		return err
 	}
 	handler := httpapi.New(httpapi.Config{
 		Outbound:     out,
+		ReadyChecks:  []func(context.Context) error{channels.Ready},
 		Metrics:      m,
 		Verifier:     verifier,
 		Inbox:        inbox,
@@ -189,8 +222,10 @@ func serve() error {
 	log.Info().Msg("shutting down: finishing in-flight notifications")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	chStop() // the WebSocket channels drain while HTTP does
 	err = srv.Shutdown(sctx)
-	// Every request has had its answer; commit what is still queued.
+	stopChannels()
+	// Every request and message has had its answer; commit what is queued.
 	inbox.Close()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("shutdown: %w", err)

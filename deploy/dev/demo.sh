@@ -6,15 +6,22 @@
 #     "Alipay" key (alipayctl send), resends one (same notify_id: the
 #     duplicate is answered success again and stored once), sends a tampered
 #     one (403 fail) and shows alipayctl verify's diagnosis of it;
-#  3. prints the resulting state from the ops API;
-#  4. stops the gateway (and so the Postgres run.sh started), always.
+#  3. the WebSocket channel: the app has ALIPAY_CHANNEL=both, connected to
+#     the local simulator of Alipay's message service (cmd/msgsim); the same
+#     six messages arrive over it (duplicates: one effect), a new one is
+#     applied, a dropped connection is re-established, a forged message is
+#     acknowledged FAIL;
+#  4. prints the resulting state from the ops API;
+#  5. stops the gateway (and so the Postgres run.sh started) and the
+#     simulator, always.
 # The ALIPAY_* app settings, GATEWAY_CONFIG and OPS_API_TOKENS of the caller
 # are ignored: the demo uses run.sh's development app and token.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 unset GATEWAY_CONFIG OPS_API_TOKENS ALIPAY_APP_ID ALIPAY_PUBLIC_KEY ALIPAY_PUBLIC_KEY_FILE \
-  ALIPAY_ROOT_CERT_FILE ALIPAY_PUBLIC_CERT_FILE ALIPAY_ENCRYPT_KEY ALIPAY_ALLOW_RSA1
+  ALIPAY_ROOT_CERT_FILE ALIPAY_PUBLIC_CERT_FILE ALIPAY_ENCRYPT_KEY ALIPAY_ALLOW_RSA1 \
+  ALIPAY_APP_CERT_FILE ALIPAY_CHANNEL ALIPAY_MSG_HOST ALIPAY_APP_PRIVATE_KEY_FILE
 
 export HTTP_ADDR=${HTTP_ADDR:-:8080}
 host=${HTTP_ADDR%:*}
@@ -26,6 +33,10 @@ keys=.dev/keys
 ctl=.dev/bin/alipayctl
 log=.dev/demo-gateway.log
 tmp=$(mktemp -d)
+sim_addr=${MSGSIM_ADDR:-127.0.0.1:8090}
+sim_log=.dev/demo-msgsim.log
+# The dev app takes Alipay's messages over HTTP and over the WebSocket channel.
+export ALIPAY_CHANNEL=both ALIPAY_MSG_HOST=http://$sim_addr ALIPAY_APP_PRIVATE_KEY_FILE=$keys/app/private_key_pkcs8.pem
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
@@ -33,9 +44,13 @@ die() { echo "demo: $*" >&2; exit 1; }
 if curl -s -o /dev/null --max-time 2 "$base/"; then
   die "something already answers on $base: stop it, or set HTTP_ADDR to a free address"
 fi
+if curl -s -o /dev/null --max-time 2 "http://$sim_addr/"; then
+  die "something already answers on $sim_addr: stop it, or set MSGSIM_ADDR to a free address"
+fi
 
 mkdir -p .dev
 runpid=""
+simpid=""
 started_pg=""
 # Stop the dev Postgres at the end only if it is this run's (run.sh starts
 # it when DATABASE_URL is unset, and reuses one already running).
@@ -61,6 +76,11 @@ cleanup() {
     fi
     wait "$runpid" 2>/dev/null || true
   fi
+  # After the gateway: it closes its WebSocket cleanly first.
+  if [[ -n $simpid ]]; then
+    kill -TERM "$simpid" 2>/dev/null || true
+    wait "$simpid" 2>/dev/null || true
+  fi
   # In case run.sh was stopped before it set its own trap.
   if [[ -n $started_pg ]]; then
     bash deploy/dev/pg.sh stop .dev/pg >/dev/null 2>&1 || true
@@ -71,6 +91,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+say "starting the simulator of Alipay's message service on $sim_addr (log: $sim_log)"
+mkdir -p .dev/bin
+CGO_ENABLED=0 go build -o .dev/bin/ ./cmd/alipayctl ./cmd/msgsim
+[[ -f $keys/alipay/public_key.txt ]] || "$ctl" keys --out "$keys/alipay" >/dev/null
+[[ -f $keys/app/public_key.txt ]] || "$ctl" keys --out "$keys/app" >/dev/null
+.dev/bin/msgsim -addr "$sim_addr" -app-id "$app_id" -app-public-key "$keys/app/public_key.txt" \
+  -alipay-private-key "$keys/alipay/private_key_pkcs8.pem" -ack-timeout 5s >"$sim_log" 2>&1 &
+simpid=$!
 
 say "starting the gateway (log: $log)"
 set -m # run.sh in its own process group, so that it can be stopped whole
@@ -97,6 +126,7 @@ send() { "$ctl" send --url "$base/alipay/notify" --key "$keys/alipay/private_key
 
 say "sending the seven samples"
 first=""
+declare -A ids
 for name in auth-granted merchant-confirmed fastregister-changed audit-rejected baseaudit-passed audit-passed appauth-cancelled; do
   flags=()
   # The seed's cancellation is dated before the grant (which the gateway
@@ -106,6 +136,7 @@ for name in auth-granted merchant-confirmed fastregister-changed audit-rejected 
   out=$(send --sample "$name" "${flags[@]}") || { echo "$out"; die "sending $name failed"; }
   echo "$out"
   [[ -n $first ]] || first=${out##*notify_id=}
+  ids[$name]=${out##*notify_id=}
 done
 
 say "resending auth-granted (notify_id $first), as Alipay does until it gets success"
@@ -123,6 +154,44 @@ cat "$tmp/reply"
 echo
 say "alipayctl verify on the tampered body"
 "$ctl" verify "$tmp/tampered.txt" --key "$keys/alipay/public_key.txt" 2>/dev/null | sed -n '/^NOT VERIFIED\|^VERIFIED/,$p' || true
+
+sim() { curl -sS -X POST "http://$sim_addr/sim/$1" "${@:2}"; }
+acked() { # prints the last ack of msg id $1 once there is one
+  local i
+  for i in $(seq 50); do
+    curl -sS "http://$sim_addr/sim/acks" | python3 -c "import json,sys
+a=[x['status'] for x in json.load(sys.stdin) if x['msg_id']=='$1']
+print(a[-1] if a else '')" | grep . && return 0
+    sleep 0.2
+  done
+  echo "(no ack)"
+}
+gwlog() { # the key fields of the gateway's WebSocket line for notify_id $1
+  local i line
+  for i in $(seq 20); do
+    line=$(grep -F '"channel":"websocket"' "$log" | grep -F "\"notify_id\":\"$1\"" | tail -n 1) && break
+    sleep 0.1
+  done
+  grep -o '"outcome":"[a-z]*"\|"duplicate":[a-z]*\|"delivery_count":[0-9]*\|"reason":"[a-z_]*"' <<<"$line" | paste -sd' ' -
+}
+
+say "the WebSocket channel: the same six messages over it (each already taken over HTTP)"
+for name in merchant-confirmed fastregister-changed audit-rejected baseaudit-passed audit-passed appauth-cancelled; do
+  sim deliver -d app_id="$app_id" -d sample="$name" -d msg_id="${ids[$name]}" >/dev/null
+  printf '%-22s ack %s  gateway: %s\n' "$name" "$(acked "${ids[$name]}")" "$(gwlog "${ids[$name]}")"
+done
+say "a new message over the WebSocket only"
+sim deliver -d app_id="$app_id" -d sample=audit-passed -d msg_id=ws-demo-1 -d timestamp="$(date +%s%3N)" >/dev/null
+printf '%-22s ack %s  gateway: %s\n' "audit-passed (new)" "$(acked ws-demo-1)" "$(gwlog ws-demo-1)"
+say "the connection dropped: the gateway registers and connects again"
+sim drop -d app_id="$app_id"
+echo
+sim deliver -d app_id="$app_id" -d sample=audit-passed -d msg_id=ws-demo-2 -d timestamp="$(date +%s%3N)" >/dev/null
+printf '%-22s ack %s  gateway: %s\n' "after the drop" "$(acked ws-demo-2)" "$(gwlog ws-demo-2)"
+curl -sS "$base/metrics" | grep '^alipay_gateway_websocket_' || true
+say "a forged message over the WebSocket (its x-sign does not sign its data)"
+sim deliver-forged -d app_id="$app_id" -d sample=audit-passed -d msg_id=ws-forged-1 >/dev/null
+printf '%-22s ack %s  gateway: %s\n' "forged" "$(acked ws-forged-1)" "$(gwlog ws-forged-1)"
 
 ops() {
   say "GET $1"

@@ -1,0 +1,312 @@
+// Command loadgen measures the gateway under load and checks what it kept.
+//
+// It signs N distinct notifications as Alipay does (RSA2, with the "Alipay"
+// private key given by -key: the key whose public half the gateway trusts),
+// a mix of the sample methods of internal/samples with their own notify_ids
+// (-prefix), entities and timestamps; posts them to a running gateway over C
+// keep-alive connections; and prints the throughput (acknowledged
+// notifications per second), the latency percentiles, and how many were
+// acknowledged (200 "success") or failed, by status. With -database-url it
+// then checks in Postgres that every acknowledged notification is stored
+// exactly once, with one history row for the audit and order ones, and
+// reports delivery counts and statuses.
+//
+//	loadgen -key .dev/keys/alipay/private_key_pkcs8.pem -n 20000 -c 64 -database-url "$DATABASE_URL"
+//	loadgen ... -resend                  # then the same N again: pure duplicates
+//	loadgen ... -rate 200 -duration 10m  # a steady soak, signed on the fly
+//
+// Bodies are a pure function of -prefix, -seed, -ts-base, -entities, -mix,
+// -app-id and the key: two runs with the same flags send the same bytes
+// (a resend, or one load against two replicas).
+//
+// Exit status: 0 when everything was acknowledged and the check passed;
+// 1 when the check finds an acknowledged notification missing or doubled,
+// or on an error; 2 for bad flags; 3 when some deliveries were not
+// acknowledged (unless -allow-failures) but the check passed.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+	"github.com/alipay-notify-gateway/gateway/internal/samples"
+)
+
+type options struct {
+	url, keyFile, appID, prefix, mix, databaseURL, genKey string
+	n, c, entities                                        int
+	seed, tsBase, startAt                                 int64
+	rate                                                  float64
+	duration, timeout                                     time.Duration
+	resend, json, allowFailures                           bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080/alipay/notify", "the gateway's notification `URL`")
+	fs.StringVar(&o.keyFile, "key", "", "the \"Alipay\" private key `file` (PEM or base64, PKCS#1 or #8) that signs")
+	fs.StringVar(&o.appID, "app-id", "2021000000000001", "the app_id of the notifications")
+	fs.IntVar(&o.n, "n", 1000, "how many distinct notifications")
+	fs.IntVar(&o.c, "c", 16, "concurrent keep-alive connections")
+	fs.StringVar(&o.prefix, "prefix", "lg-"+time.Now().Format("20060102T150405"), "notify_id prefix of this run")
+	fs.Int64Var(&o.seed, "seed", 1, "seed of the method mix, entity ids and random values")
+	fs.Int64Var(&o.tsBase, "ts-base", 0, "utc_timestamp of notification 0 in ms (0: now); notification i has ts-base+i")
+	fs.IntVar(&o.entities, "entities", 0, "distinct mini-apps/orders/authorizations (0: n/4); notification i is about entity i%entities")
+	fs.StringVar(&o.mix, "mix", "", "comma-separated sample names to pick from (default all: "+strings.Join(samples.Names(), ",")+")")
+	fs.Int64Var(&o.startAt, "start-at", 0, "once signed, wait until this time (unix ms) to send: runs in several processes start together")
+	fs.BoolVar(&o.resend, "resend", false, "after the n, send the same n again (pure duplicates) and report both")
+	fs.Float64Var(&o.rate, "rate", 0, "steady deliveries per second (0: as fast as possible)")
+	fs.DurationVar(&o.duration, "duration", 0, "with -rate: run this long (n becomes rate×duration)")
+	fs.BoolVar(&o.json, "json", false, "print the summaries as JSON lines on stdout (people's lines go to stderr)")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-request timeout")
+	fs.StringVar(&o.databaseURL, "database-url", "", "the gateway's database: check that every acknowledged notification is stored once")
+	fs.StringVar(&o.genKey, "gen-key", "", "write a new \"Alipay\" key pair into `DIR` (public_key.txt for the gateway, private_key_pkcs8.pem for -key) and exit")
+	fs.BoolVar(&o.allowFailures, "allow-failures", false, "deliveries that are not acknowledged are expected (a kill, a restart): exit 0 if the check passes")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: loadgen -key FILE [-url URL] [-n N] [-c C] [-resend] [-rate R -duration D] [-database-url URL] [flags]\n       loadgen -gen-key DIR\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case o.genKey != "":
+		return o, nil
+	case o.keyFile == "":
+		return nil, errors.New("-key is required")
+	case o.duration > 0 && o.rate <= 0:
+		return nil, errors.New("-duration needs -rate")
+	case o.c < 1 || o.rate < 0:
+		return nil, errors.New("-c must be at least 1 and -rate not negative")
+	}
+	if o.duration > 0 {
+		o.n = int(math.Ceil(o.rate * o.duration.Seconds()))
+	}
+	if o.n < 1 {
+		return nil, errors.New("-n must be at least 1")
+	}
+	if o.tsBase == 0 {
+		o.tsBase = time.Now().UnixMilli()
+	}
+	if o.entities <= 0 {
+		o.entities = max(o.n/4, 1)
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen:", err)
+		return 2
+	}
+	// People's lines go to stdout, or to stderr when stdout carries JSON.
+	human := stdout
+	if o.json {
+		human = stderr
+	}
+	say := func(format string, a ...any) {
+		for _, line := range strings.Split(fmt.Sprintf(format, a...), "\n") {
+			fmt.Fprintln(human, "loadgen: "+line)
+		}
+	}
+	emit := func(v any) {
+		if o.json {
+			b, _ := json.Marshal(v)
+			fmt.Fprintln(stdout, string(b))
+		}
+	}
+	fail := func(err error) int { fmt.Fprintln(stderr, "loadgen:", err); return 1 }
+	if o.genKey != "" {
+		if err := genKey(o.genKey); err != nil {
+			return fail(err)
+		}
+		say("wrote %s and %s", filepath.Join(o.genKey, publicKeyFile), filepath.Join(o.genKey, privateKeyFile))
+		return 0
+	}
+
+	keyPEM, err := os.ReadFile(o.keyFile)
+	if err != nil {
+		return fail(err)
+	}
+	key, err := alipay.ParsePrivateKey(keyPEM)
+	if err != nil {
+		return fail(fmt.Errorf("-key %s: %w", o.keyFile, err))
+	}
+	mix, err := mixOf(o.mix)
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen:", err)
+		return 2
+	}
+	g := &Generator{AppID: o.appID, Prefix: o.prefix, Seed: o.seed, TSBase: o.tsBase, Entities: o.entities, Mix: mix, Key: key}
+	ids, methods := make([]string, o.n), make([]string, o.n)
+	for i := range o.n {
+		ids[i], methods[i] = g.NotifyID(i), g.Method(i)
+	}
+
+	// As fast as possible: sign everything first, so that signing does not
+	// compete with the gateway for CPU. At a steady rate: sign on the fly.
+	body := g.Body
+	if o.rate == 0 {
+		t0 := time.Now()
+		bodies, err := signAll(ctx, g, o.n)
+		if err != nil {
+			return fail(err)
+		}
+		say("signed %d notifications (prefix %s, seed %d, ts-base %d) in %.1fs", o.n, o.prefix, o.seed, o.tsBase, time.Since(t0).Seconds())
+		body = func(i int) ([]byte, error) { return bodies[i], nil }
+	} else {
+		say("sending %d notifications at %.0f/s (prefix %s, seed %d, ts-base %d)", o.n, o.rate, o.prefix, o.seed, o.tsBase)
+	}
+
+	if o.startAt > 0 {
+		wait := time.Until(time.UnixMilli(o.startAt))
+		if wait < 0 {
+			say("-start-at is %.1fs past: starting now", -wait.Seconds())
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+	}
+	client := newClient(o.c, o.timeout)
+	acked := make([]bool, o.n)
+	failures := 0
+	var summaries []Summary
+	names := []string{"new"}
+	if o.resend {
+		names = append(names, "resend")
+	}
+	for _, name := range names {
+		if ctx.Err() != nil {
+			break
+		}
+		results, elapsed, err := pass(ctx, client, o.url, o.n, o.c, o.rate, body)
+		if err != nil {
+			return fail(err)
+		}
+		for i, r := range results {
+			acked[i] = acked[i] || r.outcome == outcomeSuccess
+		}
+		s := summarize(name, results, elapsed)
+		failures += s.Sent - s.Acked
+		summaries = append(summaries, s)
+		say("%s", s)
+		emit(s)
+	}
+	if len(summaries) == 2 && summaries[0].PerSecond > 0 {
+		say("a duplicate goes %.2f× as fast as a new notification (%.0f/s vs %.0f/s)",
+			summaries[1].PerSecond/summaries[0].PerSecond, summaries[1].PerSecond, summaries[0].PerSecond)
+	}
+
+	if o.databaseURL != "" {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		c, err := check(cctx, o.databaseURL, o.appID, ids, methods, acked)
+		cancel()
+		if err != nil {
+			return fail(err)
+		}
+		say("%s", c)
+		emit(map[string]Check{"check": c})
+		if !c.OK() {
+			return 1
+		}
+	}
+	if failures > 0 && !o.allowFailures {
+		say("%d deliveries were not acknowledged (use -allow-failures when that is expected)", failures)
+		return 3
+	}
+	if ctx.Err() != nil {
+		return 1
+	}
+	return 0
+}
+
+// Files written by -gen-key.
+const (
+	publicKeyFile  = "public_key.txt"        // bare base64: ALIPAY_PUBLIC_KEY_FILE
+	privateKeyFile = "private_key_pkcs8.pem" // -key
+)
+
+// genKey writes a new RSA-2048 "Alipay" key pair into dir.
+func genKey(dir string) error {
+	key, err := devpki.NewKey()
+	if err != nil {
+		return err
+	}
+	pub, err := devpki.PublicKeyBase64(&key.PublicKey)
+	if err != nil {
+		return err
+	}
+	priv, err := devpki.PrivateKeyPKCS8PEM(key)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, publicKeyFile), []byte(pub+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, privateKeyFile), priv, 0o600)
+}
+
+// signAll signs notifications 0..n-1 on every CPU.
+func signAll(ctx context.Context, g *Generator, n int) ([][]byte, error) {
+	bodies := make([][]byte, n)
+	var (
+		next    atomic.Int64
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		first   error
+	)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				b, err := g.Body(i)
+				if err != nil {
+					errOnce.Do(func() { first = fmt.Errorf("notification %d: %w", i, err) })
+					return
+				}
+				bodies[i] = b
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	return bodies, first
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# make bench: how many notifications per second the gateway acknowledges,
+# against what the naive design (one durable transaction per notification)
+# gets from the same Postgres.
+#
+#  1. a throwaway Postgres (.dev/pg-bench, port 55450; fsync and
+#     synchronous_commit at their defaults: on), a fresh database `bench`;
+#  2. the gateway built from this tree (or GATEWAY_BIN), LOG_LEVEL=warn;
+#  3. loadgen: BENCH_N (20000) new notifications over BENCH_C (64)
+#     keep-alive connections, then the same N again (pure duplicates), then
+#     its database check (every acknowledged one stored exactly once);
+#  4. pgbench, BENCH_NAIVE_CLIENTS (16) clients for BENCH_NAIVE_SECONDS (20)
+#     running deploy/dev/naive.sql on a database `naive` of the same tables;
+#  5. the figures, and the ratio gateway/naive.
+# Everything is stopped on exit. Exit status 1 when the check fails.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+N=${BENCH_N:-20000}
+C=${BENCH_C:-64}
+NAIVE_CLIENTS=${BENCH_NAIVE_CLIENTS:-16}
+NAIVE_SECONDS=${BENCH_NAIVE_SECONDS:-20}
+GW_PORT=${BENCH_GW_PORT:-18451} # below the ephemeral range (32768-60999): a client socket never holds it
+PG_PORT=${BENCH_PG_PORT:-55450}
+PGDIR=.dev/pg-bench
+WORK=.dev/bench
+LIB_NAME=bench
+# shellcheck source=deploy/dev/bench-lib.sh
+source deploy/dev/bench-lib.sh
+
+trap lib_cleanup EXIT
+trap 'exit 130' INT TERM
+
+PGBENCH=$(command -v pgbench || echo /usr/lib/postgresql/15/bin/pgbench)
+[[ -x $PGBENCH ]] || lib_die "pgbench is required"
+
+lib_init
+fresh_db bench
+fresh_db naive
+DB=$(db_url bench)
+NAIVE=$(db_url naive)
+settings=$(sql "$DB" "SELECT format('PostgreSQL %s, fsync=%s, synchronous_commit=%s, wal_sync_method=%s, shared_buffers=%s',
+  current_setting('server_version'), current_setting('fsync'), current_setting('synchronous_commit'),
+  current_setting('wal_sync_method'), current_setting('shared_buffers'))")
+rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -z $(git status --porcelain -- internal cmd/gateway migrations go.mod 2>/dev/null) ]] || rev="$rev+changes"
+[[ -z ${GATEWAY_BIN:-} ]] || rev="$GATEWAY_BIN"
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+gw_start gateway "$GW_PORT" "$DB"
+sql "$DB" CHECKPOINT >/dev/null # each measurement starts with clean buffers
+
+lib_log "loadgen: $N notifications, $C connections, then the same $N again"
+out=$WORK/loadgen.json
+set +e
+loadgen -url "http://127.0.0.1:$GW_PORT/alipay/notify" -n "$N" -c "$C" -resend \
+  -prefix "bench-$(date +%s)" -json -database-url "$DB" >"$out"
+lg_rc=$?
+set -e
+batches=$(metric "$GW_PORT" alipay_gateway_batch_size_count)
+batched=$(metric "$GW_PORT" alipay_gateway_batch_size_sum)
+rss=$(rss_kb "${GW_PID[gateway]}")
+gw_stop gateway
+
+lib_log "pgbench: the naive design, $NAIVE_CLIENTS clients for ${NAIVE_SECONDS}s"
+PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d "$NAIVE" -f deploy/dev/naive-schema.sql >&2
+naive_out=$WORK/pgbench.txt
+sql "$NAIVE" CHECKPOINT >/dev/null
+"$PGBENCH" -n -c "$NAIVE_CLIENTS" -j 2 -T "$NAIVE_SECONDS" -f deploy/dev/naive.sql "$NAIVE" >"$naive_out" 2>&1 ||
+  { cat "$naive_out" >&2; lib_die "pgbench failed"; }
+naive_tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$naive_out" | head -n 1)
+naive_lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$naive_out")
+naive_rows=$(sql "$NAIVE" "SELECT count(*) FROM notifications")
+
+new_rate=$(jqf "$out" 'select(.pass=="new") | .per_second')
+res_rate=$(jqf "$out" 'select(.pass=="resend") | .per_second')
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+echo
+echo "bench: gateway $rev, N=$N C=$C; $settings; $(nproc) CPUs, load average before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg)"
+jq -r 'select(.pass) | "bench: gateway \(.pass):\t\(.per_second | floor) notifications/s, p50 \(.p50_ms)ms p90 \(.p90_ms)ms p99 \(.p99_ms)ms max \(.max_ms)ms, acknowledged \(.acked)/\(.sent)" +
+  (if (.failed | length) > 0 then ", failed \(.failed)" else "" end)' "$out"
+jq -r 'select(.check) | .check | "bench: check:\t\(.stored)/\(.acked) acknowledged stored exactly once, \(.missing) missing, \(.doubled) doubled, effects \(.effects) ok \(.effects_missing) missing \(.effects_doubled) doubled; status \(.statuses); delivery_count \(.delivery_counts)"' "$out"
+if [[ ${batches:-0} -gt 0 ]]; then
+  echo "bench: group commit:	$batches transactions, $(ratio "$batched" "$batches") notifications each on average"
+fi
+echo "bench: gateway RSS after the run: $((rss / 1024)) MiB"
+echo "bench: duplicate vs new:	$(ratio "$res_rate" "$new_rate")× the throughput"
+echo "bench: naive (pgbench):	${naive_tps%.*} TPS (1 notification per transaction), latency avg ${naive_lat}ms, $NAIVE_CLIENTS clients, ${NAIVE_SECONDS}s, $naive_rows rows"
+echo "bench: ratio gateway/naive:	$(ratio "$new_rate" "$naive_tps")"
+if [[ $lg_rc -ne 0 ]]; then
+  lib_log "FAIL: loadgen exited $lg_rc (see above; gateway log: $WORK/gateway.log)"
+  exit 1
+fi

@@ -1,0 +1,41 @@
+-- The naive design's tables for bench.sh, in a database of their own
+-- (naive): the gateway's inbox and one state table, with the same columns,
+-- constraints and indexes as migrations/00001_inbox.sql and 00002_state.sql,
+-- so that a row costs the same to write. naive.sql writes them.
+DROP TABLE IF EXISTS notifications, mini_apps;
+
+CREATE TABLE notifications (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    app_id           text        NOT NULL,
+    notify_id        text        NOT NULL,
+    msg_method       text        NOT NULL,
+    utc_timestamp    bigint,
+    biz_content      text        NOT NULL,
+    params           jsonb       NOT NULL,
+    encrypted        boolean     NOT NULL DEFAULT false,
+    channel          text        NOT NULL,
+    content_form     text        NOT NULL,
+    cert_sn          text        NOT NULL DEFAULT '',
+    status           text        NOT NULL CHECK (status IN ('applied', 'stale', 'unhandled', 'failed')),
+    error            text        NOT NULL DEFAULT '',
+    delivery_count   integer     NOT NULL DEFAULT 1,
+    received_at      timestamptz NOT NULL,
+    last_received_at timestamptz NOT NULL,
+    processed_at     timestamptz NOT NULL,
+    CONSTRAINT notifications_app_notify_key UNIQUE (app_id, notify_id)
+);
+CREATE INDEX notifications_received_idx ON notifications (received_at DESC, id DESC);
+CREATE INDEX notifications_method_idx ON notifications (msg_method, received_at DESC, id DESC);
+CREATE INDEX notifications_status_idx ON notifications (status, received_at DESC, id DESC);
+CREATE INDEX notifications_notify_id_idx ON notifications (notify_id);
+
+CREATE TABLE mini_apps (
+    mini_app_id      text        PRIMARY KEY,
+    app_id           text        NOT NULL,
+    audit_status     text        NOT NULL,
+    mini_app_version text        NOT NULL DEFAULT '',
+    event_at         bigint      NOT NULL,
+    event_notify_id  text        NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);

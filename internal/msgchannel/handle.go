@@ -1,0 +1,181 @@
+package msgchannel
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+)
+
+// handle takes one frame: a CONSUME message is verified, stored and
+// applied, then acknowledged SUCCESS, or FAIL when it did not verify or was
+// not stored. Other commands are logged and dropped.
+func (c *Client) handle(conn *websocket.Conn, msg []byte, start time.Time) {
+	n, f, err := c.cfg.Verifier.ChannelMessage(c.app, msg, start)
+	if f != nil && f.Cmd != alipay.CmdConsume {
+		c.log.Debug().Str("cmd", f.Cmd).Str("stream_id", f.StreamID).Msg("frame ignored: not a CONSUME message")
+		return
+	}
+	var out notify.Outcome
+	if err == nil {
+		// Bounded, and not cancelled by shutdown until the drain gives up:
+		// a committed message is a duplicate on redelivery, never a loss.
+		ctx, cancel := context.WithTimeout(c.inflight.ctx, c.cfg.IngestTimeout)
+		out, err = c.cfg.Inbox.Ingest(ctx, n)
+		cancel()
+	}
+	status := alipay.AckSuccess
+	if err != nil {
+		status = alipay.AckFail
+	}
+	var ackErr error
+	if f != nil && f.MsgID != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.AckTimeout)
+		ackErr = conn.Write(ctx, websocket.MessageText, f.Ack(status))
+		cancel()
+	}
+	took := c.cfg.Now().Sub(start)
+	c.cfg.Metrics.Intake(notify.ChannelWebSocket, took)
+	if err != nil {
+		c.cfg.Metrics.Refused(notify.ErrorReason(err))
+	} else {
+		c.cfg.Metrics.Accepted(n.Method, outcomeName(out))
+	}
+	c.logMessage(msg, n, f, out, err, status, ackErr, took)
+}
+
+// outcomeName names an accepted message's outcome for metrics, as the HTTP
+// intake does: its status, or "duplicate".
+func outcomeName(out notify.Outcome) string {
+	if out.Duplicate {
+		return "duplicate"
+	}
+	return string(out.Status)
+}
+
+// logMessage writes the one line a message gets, with the HTTP intake's
+// fields. It never logs x-sign, tokens or keys.
+func (c *Client) logMessage(msg []byte, n *notify.Notification, f *alipay.ChannelFrame, out notify.Outcome,
+	err error, ack string, ackErr error, took time.Duration) {
+	log := c.cfg.Logger
+	ev := log.Info()
+	if err != nil || ackErr != nil {
+		ev = log.Warn()
+		if notify.ErrorCode(err) == notify.EUNAVAILABLE || notify.ErrorCode(err) == notify.EINTERNAL {
+			ev = log.Error()
+		}
+	}
+	ev = ev.Str("channel", notify.ChannelWebSocket).Str("remote", c.wsBase.Host).Str("ack", ack).
+		Dur("duration", took).Int("body_bytes", len(msg))
+	switch {
+	case n != nil:
+		ev = ev.Str("notify_id", n.NotifyID).Str("app_id", n.AppID).Str("msg_method", n.Method)
+	case f != nil:
+		// Refused before it was a notification: name it as far as it can be.
+		ev = ev.Str("notify_id", f.MsgID).Str("app_id", firstNonEmpty(f.AppID, c.app)).Str("msg_method", f.MsgAPI)
+	default:
+		ev = ev.Str("app_id", c.app)
+	}
+	if f != nil {
+		ev = ev.Str("stream_id", f.StreamID)
+	}
+	if n != nil {
+		ev = ev.Str("content_form", n.ContentForm)
+		if n.CertSN != "" {
+			ev = ev.Str("cert_sn", n.CertSN)
+		}
+	}
+	if ackErr != nil {
+		ev = ev.AnErr("ack_error", ackErr)
+	}
+	if err != nil {
+		ev.Str("outcome", "fail").Str("reason", notify.ErrorReason(err)).Str("error", err.Error()).Msg("notification refused")
+		return
+	}
+	ev = ev.Str("outcome", "success").Str("status", string(out.Status)).Bool("duplicate", out.Duplicate).
+		Int("delivery_count", out.DeliveryCount)
+	if out.Error != "" {
+		ev = ev.Str("reason", out.Error)
+	}
+	ev.Msg("notification accepted")
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// inflight counts the messages being processed, so that a close can wait
+// for them; once closed it takes no more. Its ctx bounds their store work,
+// cancelled only when waiting for them gave up.
+type inflight struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	n      int
+	closed bool
+	idle   chan struct{} // closed when n falls to 0, if someone waits
+}
+
+func (f *inflight) init() {
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+}
+
+// add counts one more message, or returns false once closed.
+func (f *inflight) add() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.n++
+	return true
+}
+
+func (f *inflight) done() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	if f.n == 0 && f.idle != nil {
+		close(f.idle)
+		f.idle = nil
+	}
+}
+
+// closeAndWait stops counting new messages and waits until none is in
+// flight, at most timeout (no limit when timeout <= 0). It reports whether
+// none is.
+func (f *inflight) closeAndWait(timeout time.Duration) bool {
+	f.mu.Lock()
+	f.closed = true
+	if f.n == 0 {
+		f.mu.Unlock()
+		return true
+	}
+	if f.idle == nil {
+		f.idle = make(chan struct{})
+	}
+	idle := f.idle
+	f.mu.Unlock()
+	if timeout <= 0 {
+		<-idle
+		return true
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-idle:
+		return true
+	case <-t.C:
+		return false
+	}
+}
