@@ -142,4 +142,3 @@ func TestParsePrivateKey(t *testing.T) {
 		}
 	})
 }
-
