@@ -45,7 +45,6 @@ CREATE INDEX mini_app_orders_out_order_idx ON mini_app_orders (out_order_no);
 
 -- Every notification about an order, stale ones included, in event order.
 CREATE TABLE mini_app_order_events (
-    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     order_no     text        NOT NULL,
     app_id       text        NOT NULL,
     notify_id    text        NOT NULL,
@@ -56,7 +55,7 @@ CREATE TABLE mini_app_order_events (
     event_at     bigint      NOT NULL,
     applied      boolean     NOT NULL,
     received_at  timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (app_id, notify_id)
+    PRIMARY KEY (app_id, notify_id)
 );
 CREATE INDEX mini_app_order_events_order_idx ON mini_app_order_events (order_no, event_at, notify_id);
 
@@ -93,7 +92,6 @@ CREATE TABLE mini_app_versions (
 
 -- Append-only: every audit notification, stale ones included.
 CREATE TABLE mini_app_audit_events (
-    id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     mini_app_id          text        NOT NULL,
     mini_app_version     text        NOT NULL,
     app_id               text        NOT NULL,
@@ -109,7 +107,7 @@ CREATE TABLE mini_app_audit_events (
     event_at             bigint      NOT NULL,
     applied              boolean     NOT NULL,
     received_at          timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (app_id, notify_id)
+    PRIMARY KEY (app_id, notify_id)
 );
 CREATE INDEX mini_app_audit_events_app_idx ON mini_app_audit_events (mini_app_id, event_at DESC, notify_id DESC);
 

@@ -11,7 +11,7 @@ CREATE TABLE notifications (
     msg_method       text        NOT NULL,
     utc_timestamp    bigint,
     biz_content      text        NOT NULL,
-    params           jsonb       NOT NULL,
+    params           json        NOT NULL,
     encrypted        boolean     NOT NULL DEFAULT false,
     channel          text        NOT NULL,
     content_form     text        NOT NULL,
@@ -22,12 +22,11 @@ CREATE TABLE notifications (
     received_at      timestamptz NOT NULL,
     last_received_at timestamptz NOT NULL,
     processed_at     timestamptz NOT NULL,
-    CONSTRAINT notifications_app_notify_key UNIQUE (app_id, notify_id)
-);
+    CONSTRAINT notifications_notify_app_key UNIQUE (notify_id, app_id)
+) WITH (fillfactor = 90);
 CREATE INDEX notifications_received_idx ON notifications (received_at DESC, id DESC);
 CREATE INDEX notifications_method_idx ON notifications (msg_method, received_at DESC, id DESC);
-CREATE INDEX notifications_status_idx ON notifications (status, received_at DESC, id DESC);
-CREATE INDEX notifications_notify_id_idx ON notifications (notify_id);
+CREATE INDEX notifications_not_applied_idx ON notifications (status, received_at DESC, id DESC) WHERE status <> 'applied';
 
 CREATE TABLE mini_apps (
     mini_app_id      text        PRIMARY KEY,

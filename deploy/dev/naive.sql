@@ -13,7 +13,7 @@ BEGIN;
 INSERT INTO notifications AS n (app_id, notify_id, msg_method, utc_timestamp, biz_content, params,
     encrypted, channel, content_form, cert_sn, status, error, received_at, last_received_at, processed_at)
 SELECT '2021000000000001', 'naive-' || :client_id || '-' || :nid, 'alipay.open.mini.version.audit.rejected', :ts,
-    b, jsonb_build_object('app_id', '2021000000000001', 'notify_id', 'naive-' || :client_id || '-' || :nid,
+    b, json_build_object('app_id', '2021000000000001', 'notify_id', 'naive-' || :client_id || '-' || :nid,
         'msg_method', 'alipay.open.mini.version.audit.rejected', 'utc_timestamp', :ts::text, 'charset', 'UTF-8',
         'version', '1.1', 'sign_type', 'RSA2', 'biz_content', b,
         'sign', 'Kq1vJ0pXrZ3w8Jd2yGm7Q9tBfV4hN6cR1sL5aE8uY2oI3kP7xW0zT9gH4jD6nM1bC5vF8qS2rA7eU3iO9lK0pZ4wX6yT1hG8dJ3nB5mV7cR2sQ9fE4aL6uY0oI8kP1xW3zT5gH7jD9nM2bC4vF6qS8rA0eU1iO3lK5pZ7wX9yT2hG4dJ6nB8mV0cR1sQ3fE5aL7uY9oI2kP4xW6zT8gH0jD1nM3bC5vF7qS9rA2eU4iO6lK8pZ0wX1yT3hG5dJ7nB9mV2cR4sQ6fE8aL0uY1oI3kP5xW7zT9gH2jD4nM6bC8vF0qS1rA3eU5iO7lK9pZ2wX4yT6hG8dJ0nB1mV3cR5sQ7fE9aL2uY4oI6kP8xW0zT1gH3jD5nM7bC9vF2qS4rA6eU8iO0lK1pZ3w=='),

@@ -38,6 +38,9 @@ type Config struct {
 	BatchMax      int           `env:"BATCH_MAX" envDefault:"128"`
 	BatchWait     time.Duration `env:"BATCH_WAIT" envDefault:"2ms"`
 	BatchFlushers int           `env:"BATCH_FLUSHERS" envDefault:"4"`
+	// PprofAddr, when set, serves net/http/pprof there (keep it on
+	// localhost): for profiling, off by default.
+	PprofAddr string `env:"PPROF_ADDR"`
 	// GatewayURL is Alipay's OpenAPI gateway, for outbound calls.
 	GatewayURL string `env:"ALIPAY_GATEWAY_URL" envDefault:"https://openapi.alipay.com/gateway.do"`
 	// MsgHost is the host of Alipay's message service WebSocket channel.

@@ -36,7 +36,7 @@ type DB struct {
 // Config is what Open needs.
 type Config struct {
 	URL      string
-	MaxConns int32 // 0: pgx's default
+	MaxConns int32 // 0: 8
 	// Registry holds the handlers that Ingest and Reprocess run.
 	Registry *notify.Registry
 }
@@ -49,6 +49,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: unable to parse DATABASE_URL: %w", err)
 	}
+	pc.MaxConns = 8 // group commit's flushers, plus the ops API and probes
 	if cfg.MaxConns > 0 {
 		pc.MaxConns = cfg.MaxConns
 	}

@@ -71,8 +71,8 @@ var errIsolate = errors.New("store: change failed on data")
 const insertNotifications = `
 INSERT INTO notifications AS n (app_id, notify_id, msg_method, utc_timestamp, biz_content, params,
     encrypted, channel, content_form, cert_sn, status, error, delivery_count, received_at, last_received_at, processed_at)
-SELECT a, i, m, NULLIF(ts, 0), b, p, e, ch, cf, sn, st, er, dc, r, r, r
-FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[], $7::boolean[], $8::text[],
+SELECT a, i, m, NULLIF(ts, 0), b, p::json, e, ch, cf, sn, st, er, dc, r, r, r
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::boolean[], $8::text[],
             $9::text[], $10::text[], $11::text[], $12::text[], $13::int[], $14::timestamptz[])
     AS u(a, i, m, ts, b, p, e, ch, cf, sn, st, er, dc, r)
 ON CONFLICT (app_id, notify_id) DO UPDATE
@@ -120,19 +120,32 @@ func (db *DB) ingest(ctx context.Context, ns []*notify.Notification, isolate boo
 		return nil, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if err := insertRows(ctx, tx, rows, byKey); err != nil {
+	// Handlers run only for notifications not stored yet, so that a resend
+	// costs little. This look-up is an optimisation, not the guarantee: a
+	// change applied twice has no second effect (state compares event
+	// identity, history is unique per notification), and the insert's ON
+	// CONFLICT decides what is new.
+	stored, err := storedKeys(ctx, tx, rows)
+	if err != nil {
 		return nil, err
 	}
 	var fresh []*row
 	for _, r := range rows {
-		if r.inserted && r.n.Failure == "" {
+		r.out.Status = notify.StatusUnhandled
+		if r.n.Failure != "" {
+			r.out.Status, r.out.Error = notify.StatusFailed, r.n.Failure
+			continue
+		}
+		if !stored[key{r.n.AppID, r.n.NotifyID}] {
 			fresh = append(fresh, r)
 		}
 	}
+	// State first, then the inbox rows with their final status: each row is
+	// written once.
 	if err := db.applyRows(ctx, tx, fresh, isolate); err != nil {
 		return nil, err
 	}
-	if err := updateStatuses(ctx, tx, fresh); err != nil {
+	if err := insertRows(ctx, tx, rows, byKey); err != nil {
 		return nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -151,12 +164,36 @@ func (db *DB) ingest(ctx context.Context, ns []*notify.Notification, isolate boo
 	return outcomes, nil
 }
 
-// insertRows inserts the rows in one statement, or raises the delivery
-// count of those already stored.
+// storedKeys returns which rows' notifications are stored already.
+func storedKeys(ctx context.Context, tx pgx.Tx, rows []*row) (map[key]bool, error) {
+	apps, ids := make([]string, len(rows)), make([]string, len(rows))
+	for i, r := range rows {
+		apps[i], ids[i] = r.n.AppID, r.n.NotifyID
+	}
+	res, err := tx.Query(ctx, `SELECT app_id, notify_id FROM notifications
+        WHERE (notify_id, app_id) IN (SELECT i, a FROM unnest($1::text[], $2::text[]) AS u(a, i))`, apps, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	stored := map[key]bool{}
+	for res.Next() {
+		var k key
+		if err := res.Scan(&k.app, &k.id); err != nil {
+			return nil, err
+		}
+		stored[k] = true
+	}
+	return stored, res.Err()
+}
+
+// insertRows inserts the rows in one statement, with the status their
+// handlers gave them, or raises the delivery count of those already stored
+// (whose stored status and error it then reads back).
 func insertRows(ctx context.Context, tx pgx.Tx, rows []*row, byKey map[key]*row) error {
 	cols := struct {
 		app, id, method, biz, channel, form, sn, status, errText []string
-		params                                                   [][]byte
+		params                                                   []string
 		ts                                                       []int64
 		enc                                                      []bool
 		copies                                                   []int32
@@ -168,22 +205,18 @@ func insertRows(ctx context.Context, tx pgx.Tx, rows []*row, byKey map[key]*row)
 		if err != nil {
 			return fmt.Errorf("store: unable to encode params: %w", err)
 		}
-		status, errText := notify.StatusUnhandled, ""
-		if n.Failure != "" {
-			status, errText = notify.StatusFailed, n.Failure
-		}
 		cols.app = append(cols.app, n.AppID)
 		cols.id = append(cols.id, n.NotifyID)
 		cols.method = append(cols.method, n.Method)
 		cols.ts = append(cols.ts, n.UTCTimestamp)
 		cols.biz = append(cols.biz, n.BizContent)
-		cols.params = append(cols.params, params)
+		cols.params = append(cols.params, string(params))
 		cols.enc = append(cols.enc, n.Encrypted)
 		cols.channel = append(cols.channel, n.Channel)
 		cols.form = append(cols.form, n.ContentForm)
 		cols.sn = append(cols.sn, n.CertSN)
-		cols.status = append(cols.status, string(status))
-		cols.errText = append(cols.errText, errText)
+		cols.status = append(cols.status, string(r.out.Status))
+		cols.errText = append(cols.errText, r.out.Error)
 		cols.copies = append(cols.copies, int32(r.copies))
 		cols.received = append(cols.received, n.ReceivedAt.UTC())
 	}
@@ -298,25 +331,6 @@ func applyIsolated(ctx context.Context, tx pgx.Tx, r *row, sql string, args []an
 	}
 	r.out.Status, r.out.Error = notify.StatusFailed, "store: "+err.Error()
 	return nil
-}
-
-// updateStatuses records the handlers' outcomes in one statement.
-func updateStatuses(ctx context.Context, tx pgx.Tx, rows []*row) error {
-	var ids []int64
-	var statuses, errs []string
-	for _, r := range rows {
-		if r.out.Status != notify.StatusUnhandled {
-			ids = append(ids, r.id)
-			statuses = append(statuses, string(r.out.Status))
-			errs = append(errs, r.out.Error)
-		}
-	}
-	if len(ids) == 0 {
-		return nil
-	}
-	_, err := tx.Exec(ctx, `UPDATE notifications AS n SET status = u.status, error = u.error
-        FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, status, error) WHERE n.id = u.id`, ids, statuses, errs)
-	return err
 }
 
 // Reprocess runs the current handler again on a stored notification that

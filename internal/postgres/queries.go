@@ -77,8 +77,12 @@ func (db *DB) Notifications(ctx context.Context, f notify.NotificationFilter) ([
 			return nil, "", err
 		}
 	}
+	notApplied := "" // lets the planner use the partial index of the statuses ops look for
+	if f.Status != "" && f.Status != notify.StatusApplied {
+		notApplied = "AND status <> 'applied'"
+	}
 	rows, err := db.Pool.Query(ctx, `SELECT `+notificationColumns+` FROM notifications
-        WHERE ($1 = '' OR msg_method = $1) AND ($2 = '' OR app_id = $2) AND ($3 = '' OR status = $3)
+        WHERE ($1 = '' OR msg_method = $1) AND ($2 = '' OR app_id = $2) AND ($3 = '' OR status = $3) `+notApplied+`
           AND ($4::timestamptz IS NULL OR received_at >= $4) AND ($5::timestamptz IS NULL OR received_at < $5)
           AND ($6::bigint = 0 OR (received_at, id) < ($7, $6))
         ORDER BY received_at DESC, id DESC LIMIT $8`,
