@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
@@ -36,22 +37,8 @@ func (s *Server) handleNotify(w http.ResponseWriter, r *http.Request) {
 	}
 	status := replyAlipay(w, err)
 	took := time.Since(start)
-	s.cfg.Metrics.Intake(notify.ChannelHTTP, took)
-	if err != nil {
-		s.cfg.Metrics.Refused(notify.ErrorReason(err))
-	} else {
-		s.cfg.Metrics.Accepted(n.Method, Outcome(out))
-	}
+	notify.Report(s.cfg.Metrics, notify.ChannelHTTP, n, out, err, took)
 	logNotification(s.log, r, body, n, m, out, err, status, took)
-}
-
-// Outcome names an accepted delivery's outcome for metrics: its status, or
-// "duplicate".
-func Outcome(out notify.Outcome) string {
-	if out.Duplicate {
-		return "duplicate"
-	}
-	return string(out.Status)
 }
 
 // readBody reads at most limit bytes of the body. It returns an ETOOLARGE
@@ -91,7 +78,7 @@ func logNotification(log zerolog.Logger, r *http.Request, body []byte, n *notify
 	} else if f, perr := alipay.ParseForm(body); perr == nil {
 		// Refused before it was a notification: name it as far as it can be.
 		ev = ev.Str("notify_id", f[alipay.ParamNotifyID]).Str("app_id", f[alipay.ParamAppID]).
-			Str("msg_method", firstNonEmpty(f[alipay.ParamMsgMethod], f[alipay.ParamNotifyType]))
+			Str("msg_method", cmp.Or(f[alipay.ParamMsgMethod], f[alipay.ParamNotifyType]))
 	}
 	if m != nil {
 		ev = ev.Str("content_form", m.Form.Name)
@@ -99,23 +86,5 @@ func logNotification(log zerolog.Logger, r *http.Request, body []byte, n *notify
 			ev = ev.Str("cert_sn", m.CertSN)
 		}
 	}
-	if err != nil {
-		ev.Str("outcome", replyFail).Str("reason", notify.ErrorReason(err)).Str("error", err.Error()).Msg("notification refused")
-		return
-	}
-	ev = ev.Str("outcome", replySuccess).Str("status", string(out.Status)).Bool("duplicate", out.Duplicate).
-		Int("delivery_count", out.DeliveryCount)
-	if out.Error != "" {
-		ev = ev.Str("reason", out.Error)
-	}
-	ev.Msg("notification accepted")
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
+	notify.LogOutcome(ev, out, err)
 }

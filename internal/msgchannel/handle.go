@@ -1,6 +1,7 @@
 package msgchannel
 
 import (
+	"cmp"
 	"context"
 	"sync"
 	"time"
@@ -39,22 +40,8 @@ func (c *Client) handle(conn *websocket.Conn, msg []byte, start time.Time) {
 		cancel()
 	}
 	took := c.cfg.Now().Sub(start)
-	c.cfg.Metrics.Intake(notify.ChannelWebSocket, took)
-	if err != nil {
-		c.cfg.Metrics.Refused(notify.ErrorReason(err))
-	} else {
-		c.cfg.Metrics.Accepted(n.Method, outcomeName(out))
-	}
+	notify.Report(c.cfg.Metrics, notify.ChannelWebSocket, n, out, err, took)
 	c.logMessage(msg, n, f, out, err, status, ackErr, took)
-}
-
-// outcomeName names an accepted message's outcome for metrics, as the HTTP
-// intake does: its status, or "duplicate".
-func outcomeName(out notify.Outcome) string {
-	if out.Duplicate {
-		return "duplicate"
-	}
-	return string(out.Status)
 }
 
 // logMessage writes the one line a message gets, with the HTTP intake's
@@ -76,7 +63,7 @@ func (c *Client) logMessage(msg []byte, n *notify.Notification, f *alipay.Channe
 		ev = ev.Str("notify_id", n.NotifyID).Str("app_id", n.AppID).Str("msg_method", n.Method)
 	case f != nil:
 		// Refused before it was a notification: name it as far as it can be.
-		ev = ev.Str("notify_id", f.MsgID).Str("app_id", firstNonEmpty(f.AppID, c.app)).Str("msg_method", f.MsgAPI)
+		ev = ev.Str("notify_id", f.MsgID).Str("app_id", cmp.Or(f.AppID, c.app)).Str("msg_method", f.MsgAPI)
 	default:
 		ev = ev.Str("app_id", c.app)
 	}
@@ -92,25 +79,7 @@ func (c *Client) logMessage(msg []byte, n *notify.Notification, f *alipay.Channe
 	if ackErr != nil {
 		ev = ev.AnErr("ack_error", ackErr)
 	}
-	if err != nil {
-		ev.Str("outcome", "fail").Str("reason", notify.ErrorReason(err)).Str("error", err.Error()).Msg("notification refused")
-		return
-	}
-	ev = ev.Str("outcome", "success").Str("status", string(out.Status)).Bool("duplicate", out.Duplicate).
-		Int("delivery_count", out.DeliveryCount)
-	if out.Error != "" {
-		ev = ev.Str("reason", out.Error)
-	}
-	ev.Msg("notification accepted")
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
+	notify.LogOutcome(ev, out, err)
 }
 
 // inflight counts the messages being processed, so that a close can wait

@@ -1,0 +1,50 @@
+package notify
+
+import (
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Label names a delivery's outcome for metrics: the stored status, or
+// "duplicate" for a notification that was stored already.
+func (o Outcome) Label() string {
+	if o.Duplicate {
+		return "duplicate"
+	}
+	return string(o.Status)
+}
+
+// Reporter is what a channel tells about each delivery (the metrics).
+type Reporter interface {
+	Intake(channel string, d time.Duration)
+	Refused(reason string)
+	Accepted(method, outcome string)
+}
+
+// Report tells r about one delivery of n (nil when it was refused before it
+// was a notification) on channel.
+func Report(r Reporter, channel string, n *Notification, out Outcome, err error, took time.Duration) {
+	r.Intake(channel, took)
+	if err != nil {
+		r.Refused(ErrorReason(err))
+		return
+	}
+	r.Accepted(n.Method, out.Label())
+}
+
+// LogOutcome ends the one log line a delivery gets, whatever its channel:
+// outcome success with the status and delivery count, or fail with the
+// reason. It never logs a secret: errors carry no sign, token or key.
+func LogOutcome(ev *zerolog.Event, out Outcome, err error) {
+	if err != nil {
+		ev.Str("outcome", "fail").Str("reason", ErrorReason(err)).Str("error", err.Error()).Msg("notification refused")
+		return
+	}
+	ev = ev.Str("outcome", "success").Str("status", string(out.Status)).Bool("duplicate", out.Duplicate).
+		Int("delivery_count", out.DeliveryCount)
+	if out.Error != "" {
+		ev = ev.Str("reason", out.Error)
+	}
+	ev.Msg("notification accepted")
+}
