@@ -138,8 +138,8 @@ func parsePEMPrivateKey(data []byte) (*rsa.PrivateKey, error) {
 		if !strings.HasSuffix(block.Type, "PRIVATE KEY") {
 			continue
 		}
-		//nolint:staticcheck // x509.IsEncryptedPEMBlock is deprecated, but detecting legacy encryption is still useful.
-		if block.Type == "ENCRYPTED PRIVATE KEY" || x509.IsEncryptedPEMBlock(block) {
+		// PKCS#8 encryption, or the legacy RFC 1423 kind (Proc-Type: 4,ENCRYPTED).
+		if block.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED") {
 			return nil, fmt.Errorf("%w: encrypted private keys are not supported", ErrInvalidPrivateKey)
 		}
 		return parseDERPrivateKey(block.Bytes)

@@ -89,7 +89,7 @@ func (t statusCheck) RoundTrip(r *http.Request) (*http.Response, error) {
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
-		return nil, fmt.Errorf("Alipay answered HTTP %d", resp.StatusCode)
+		return nil, fmt.Errorf("alipay answered HTTP %d", resp.StatusCode)
 	}
 	resp.Body = http.MaxBytesReader(nil, resp.Body, maxAnswer)
 	return resp, nil

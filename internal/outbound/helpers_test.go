@@ -151,16 +151,6 @@ func (e *env) row(t *testing.T, id int64) (status, code, subCode string) {
 	return status, code, subCode
 }
 
-// rows counts template_messages rows with status.
-func (e *env) rows(t *testing.T, status string) int {
-	t.Helper()
-	var n int
-	if err := e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM template_messages WHERE status = $1`, status).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // wantCode fails unless err has the domain code and, when given, reason.
 func wantCode(t *testing.T, err error, code string, reason ...string) {
 	t.Helper()
