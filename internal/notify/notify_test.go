@@ -1,0 +1,192 @@
+package notify_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/samples"
+)
+
+func sealer(t *testing.T) *notify.Sealer {
+	t.Helper()
+	s, err := notify.NewSealer([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// fromSample builds the notification the verifier would hand over for a
+// sample (secrets taken out of biz_content).
+func fromSample(t *testing.T, name string) *notify.Notification {
+	t.Helper()
+	s, ok := samples.Get(name)
+	if !ok {
+		t.Fatalf("no sample %s", name)
+	}
+	biz, secrets := notify.Redact(s.Form["biz_content"])
+	return &notify.Notification{AppID: s.Form["app_id"], NotifyID: s.Form["notify_id"], Method: s.Method,
+		UTCTimestamp: 1516797622752, BizContent: biz, Secrets: secrets, Params: s.Form}
+}
+
+func TestRegistry_Handler(t *testing.T) {
+	t.Parallel()
+	reg := notify.NewRegistry(notify.RegistryConfig{Sealer: sealer(t)})
+	apply := func(t *testing.T, n *notify.Notification) (notify.Change, error) {
+		t.Helper()
+		h, ok := reg.Handler(n.Method)
+		if !ok {
+			t.Fatalf("no handler for %s", n.Method)
+		}
+		return h(n)
+	}
+	t.Run("OK", func(t *testing.T) {
+		for _, s := range samples.All() {
+			c, err := apply(t, fromSample(t, s.Name))
+			if err != nil || c == nil || c.Ordering().NotifyID == "" {
+				t.Fatalf("%s: %v %v", s.Name, c, err)
+			}
+		}
+		c, _ := apply(t, fromSample(t, "audit-rejected"))
+		a := c.(notify.AuditEvent)
+		if a.AuditStatus != notify.AuditRejected || a.Version != "0.0.1" || a.BaseAudit != "REJECT" || !json.Valid(a.BaseAuditReason) {
+			t.Fatalf("%+v", a)
+		}
+		c, _ = apply(t, fromSample(t, "fastregister-changed"))
+		if o := c.(notify.OrderEvent); o.Kind != notify.OrderKindFastRegister || o.MiniAppID != "20218324729872" || o.AppName == "" {
+			t.Fatalf("%+v", o)
+		}
+		c, _ = apply(t, fromSample(t, "auth-granted"))
+		g := c.(notify.AuthGrant)
+		if g.AuthTime != 1516797623000 || g.At != g.AuthTime || g.ExpiresIn != 31536000 || len(g.SealedAuthToken) == 0 {
+			t.Fatalf("%+v", g)
+		}
+		tok, err := sealer(t).Open(g.SealedAuthToken, notify.TokenOwner(g.AppID, g.AuthAppID))
+		if err != nil || tok != "202301BB0c4f2a9c1ff34b1f8f0d7ea6f4d2fX01" {
+			t.Fatalf("token %q %v", tok, err)
+		}
+	})
+	t.Run("ReasonAsString", func(t *testing.T) {
+		n := fromSample(t, "audit-rejected")
+		n.BizContent = `{"mini_app_id":"1","base_audit_reason":"{\"memos\":[]}","promote_audit_reason":"plain words"}`
+		c, err := apply(t, n)
+		a := c.(notify.AuditEvent)
+		if err != nil || string(a.BaseAuditReason) != `{"memos":[]}` || string(a.PromoteAuditReason) != `"plain words"` {
+			t.Fatalf("%s %s %v", a.BaseAuditReason, a.PromoteAuditReason, err)
+		}
+	})
+	t.Run("NumbersAsStrings", func(t *testing.T) {
+		n := fromSample(t, "auth-granted")
+		n.BizContent = strings.Replace(n.BizContent, `"auth_time":1516797623000`, `"auth_time":"1516797623000"`, 1)
+		c, err := apply(t, n)
+		if err != nil || c.(notify.AuthGrant).AuthTime != 1516797623000 {
+			t.Fatalf("%v %v", c, err)
+		}
+	})
+	for name, tc := range map[string]struct{ sample, biz string }{
+		"ErrNotJSON":        {"audit-passed", "not json"},
+		"ErrArray":          {"merchant-confirmed", `[{"order_no":"1"}]`},
+		"ErrNoMiniAppID":    {"audit-passed", `{"mini_app_version":"1"}`},
+		"ErrNoOrderNo":      {"merchant-confirmed", `{"status":"PROCESS"}`},
+		"ErrNoAuthAppID":    {"appauth-cancelled", `{"user_id":"1"}`},
+		"ErrGrantNoToken":   {"auth-granted", `{"detail":{"auth_app_id":"1"}}`},
+		"ErrGrantWithError": {"auth-granted", `{"error":{"code":"x"},"detail":{"auth_app_id":"1"}}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			n := fromSample(t, tc.sample)
+			n.BizContent, n.Secrets = notify.Redact(tc.biz)
+			if _, err := apply(t, n); notify.ErrorCode(err) != notify.EINVALID {
+				t.Fatalf("err = %v", err)
+			}
+		})
+	}
+	t.Run("ErrGrantWithoutSealer", func(t *testing.T) {
+		h, _ := notify.NewRegistry(notify.RegistryConfig{}).Handler(notify.MethodAuthGranted)
+		if _, err := h(fromSample(t, "auth-granted")); err == nil || !strings.Contains(err.Error(), "TOKEN_ENCRYPTION_KEY") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("Unknown", func(t *testing.T) {
+		if _, ok := reg.Handler("alipay.open.future"); ok {
+			t.Fatal("a handler for an unknown method")
+		}
+		var none *notify.Registry
+		if _, ok := none.Handler(notify.MethodAuditPassed); ok {
+			t.Fatal("a nil registry has a handler")
+		}
+	})
+}
+
+func TestRedact(t *testing.T) {
+	t.Parallel()
+	t.Run("OK", func(t *testing.T) {
+		biz, secrets := notify.Redact(`{"detail":{"app_auth_token":"t1","app_refresh_token":"r1","list":[{"app_auth_code":"c1"}]},"x":"云"}`)
+		if strings.Contains(biz, "t1") || strings.Contains(biz, "r1") || strings.Contains(biz, "c1") || !strings.Contains(biz, "云") {
+			t.Fatalf("%s", biz)
+		}
+		if secrets["app_auth_token"] != "t1" || secrets["app_refresh_token"] != "r1" || secrets["app_auth_code"] != "c1" {
+			t.Fatalf("%v", secrets)
+		}
+	})
+	for name, in := range map[string]string{"NoSecret": `{"a":1}`, "NotJSON": `app_auth_token=x`, "NotAString": `{"app_auth_token":5}`} {
+		t.Run(name, func(t *testing.T) {
+			if out, secrets := notify.Redact(in); out != in || secrets != nil {
+				t.Fatalf("%q %v", out, secrets)
+			}
+		})
+	}
+}
+
+func TestSealer(t *testing.T) {
+	t.Parallel()
+	s := sealer(t)
+	sealed, err := s.Seal("secret", "owner-a")
+	if err != nil || strings.Contains(string(sealed), "secret") {
+		t.Fatalf("%v", err)
+	}
+	t.Run("OK", func(t *testing.T) {
+		if got, err := s.Open(sealed, "owner-a"); err != nil || got != "secret" {
+			t.Fatalf("%q %v", got, err)
+		}
+		if got, err := s.Open(nil, "owner-a"); err != nil || got != "" {
+			t.Fatalf("%q %v", got, err)
+		}
+	})
+	t.Run("ErrOtherOwner", func(t *testing.T) {
+		if _, err := s.Open(sealed, "owner-b"); err == nil {
+			t.Fatal("opened for another owner")
+		}
+	})
+	t.Run("ErrOtherKey", func(t *testing.T) {
+		other, _ := notify.NewSealer([]byte("fedcba9876543210fedcba9876543210"))
+		if _, err := other.Open(sealed, "owner-a"); err == nil {
+			t.Fatal("opened with another key")
+		}
+	})
+}
+
+func TestParseKey(t *testing.T) {
+	t.Parallel()
+	for name, in := range map[string]string{
+		"Base64":  "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+		"RawURL":  "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY",
+		"Hex":     "3031323334353637383961626364656630313233343536373839616263646566",
+		"AES128":  "MDEyMzQ1Njc4OWFiY2RlZg==",
+		"Trimmed": "  MDEyMzQ1Njc4OWFiY2RlZg==\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := notify.ParseKey(in); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	for name, in := range map[string]string{"ErrShort": "c2hvcnQ=", "ErrGarbage": "!!!", "ErrEmpty": ""} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := notify.ParseKey(in); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
