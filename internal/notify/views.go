@@ -54,8 +54,8 @@ type MiniApp struct {
 	Versions       []AppVersion `json:"versions"`
 }
 
-// AppVersion is one mini-app version's latest audit outcome.
-type AppVersion struct {
+// AuditOutcome is what an audit notification said of a version.
+type AuditOutcome struct {
 	MiniAppVersion     string          `json:"mini_app_version"`
 	AuditStatus        string          `json:"audit_status"`
 	BundleID           string          `json:"bundle_id"`
@@ -65,24 +65,21 @@ type AppVersion struct {
 	BaseAuditReason    json.RawMessage `json:"base_audit_reason"`
 	PromoteAuditReason json.RawMessage `json:"promote_audit_reason"`
 	AuditedAt          time.Time       `json:"audited_at"` // the notification's utc_timestamp
-	UpdatedAt          time.Time       `json:"updated_at"`
+}
+
+// AppVersion is one mini-app version's latest audit outcome.
+type AppVersion struct {
+	AuditOutcome
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // AuditEntry is one audit notification in a mini-app's history.
 type AuditEntry struct {
-	NotifyID           string          `json:"notify_id"`
-	MsgMethod          string          `json:"msg_method"`
-	MiniAppVersion     string          `json:"mini_app_version"`
-	AuditStatus        string          `json:"audit_status"`
-	BundleID           string          `json:"bundle_id"`
-	BaseAudit          string          `json:"base_audit"`
-	PromoteAudit       string          `json:"promote_audit"`
-	AuditReason        string          `json:"audit_reason"`
-	BaseAuditReason    json.RawMessage `json:"base_audit_reason"`
-	PromoteAuditReason json.RawMessage `json:"promote_audit_reason"`
-	AuditedAt          time.Time       `json:"audited_at"`
-	Applied            bool            `json:"applied"`
-	ReceivedAt         time.Time       `json:"received_at"`
+	NotifyID  string `json:"notify_id"`
+	MsgMethod string `json:"msg_method"`
+	AuditOutcome
+	Applied    bool      `json:"applied"` // false when it was stale
+	ReceivedAt time.Time `json:"received_at"`
 }
 
 // MiniAppOrder is a mini-app creation order with its history, oldest first.
