@@ -17,17 +17,9 @@ import (
 // fixture: one PKI and one public-key-mode key per test binary: keys are slow.
 var (
 	pki    = devpki.MustNewPKI("2021000000000001")
-	keyApp = mustKey()
-	other  = mustKey()
+	keyApp = devpki.MustNewKey()
+	other  = devpki.MustNewKey()
 )
-
-func mustKey() *rsa.PrivateKey {
-	k, err := devpki.NewKey()
-	if err != nil {
-		panic(err)
-	}
-	return k
-}
 
 const appID = "2013121700999429"
 

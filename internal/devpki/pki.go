@@ -270,6 +270,15 @@ func MustNewPKI(appID string) *PKI {
 	return p
 }
 
+// MustNewKey is NewKey for package-level test fixtures: it panics on error.
+func MustNewKey() *rsa.PrivateKey {
+	k, err := NewKey()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
 // serialLimit is 2^128: serial numbers are random 128-bit positive integers.
 var serialLimit = new(big.Int).Lsh(big.NewInt(1), 128)
 

@@ -35,18 +35,10 @@ const (
 
 var (
 	pki    = devpki.MustNewPKI(certAppID)
-	keyApp = mustKey()
-	other  = mustKey()
+	keyApp = devpki.MustNewKey()
+	other  = devpki.MustNewKey()
 	seq    atomic.Int64
 )
-
-func mustKey() *rsa.PrivateKey {
-	k, err := devpki.NewKey()
-	if err != nil {
-		panic(err)
-	}
-	return k
-}
 
 // gateway is a running gateway on a fresh schema.
 type gateway struct {

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
@@ -21,7 +22,7 @@ import (
 
 // outboundApp is the public-key mode app's own key, for outbound calls;
 // Alipay's key is keyApp, as for its notifications.
-var outboundApp = mustKey()
+var outboundApp = devpki.MustNewKey()
 
 const outboundMerchant = "2021000000000888"
 

@@ -27,18 +27,10 @@ import (
 const appID = "2013121700999429"
 
 var (
-	platformKey = mustKey() // Alipay's side: signs register answers and messages
-	appKey      = mustKey() // the app's own key: signs register and connect
-	otherKey    = mustKey()
+	platformKey = devpki.MustNewKey() // Alipay's side: signs register answers and messages
+	appKey      = devpki.MustNewKey() // the app's own key: signs register and connect
+	otherKey    = devpki.MustNewKey()
 )
-
-func mustKey() *rsa.PrivateKey {
-	k, err := devpki.NewKey()
-	if err != nil {
-		panic(err)
-	}
-	return k
-}
 
 // fast are timings short enough for tests.
 func fast(cfg *msgchannel.Config) {

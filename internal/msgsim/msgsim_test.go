@@ -24,19 +24,11 @@ import (
 const appID = "2021000000000001"
 
 var (
-	platformKey = mustKey()
-	appKey      = mustKey()
-	otherKey    = mustKey()
+	platformKey = devpki.MustNewKey()
+	appKey      = devpki.MustNewKey()
+	otherKey    = devpki.MustNewKey()
 	verifier    = mustVerifier()
 )
-
-func mustKey() *rsa.PrivateKey {
-	k, err := devpki.NewKey()
-	if err != nil {
-		panic(err)
-	}
-	return k
-}
 
 func mustVerifier() *alipay.Verifier {
 	v, err := alipay.NewVerifier([]*alipay.App{{ID: appID, Keys: []alipay.Key{{Pub: &platformKey.PublicKey}}}})

@@ -20,17 +20,9 @@ import (
 const appID = "2021000000000009"
 
 var (
-	appKey    = mustKey()
-	alipayKey = mustKey()
+	appKey    = devpki.MustNewKey()
+	alipayKey = devpki.MustNewKey()
 )
-
-func mustKey() *rsa.PrivateKey {
-	k, err := devpki.NewKey()
-	if err != nil {
-		panic(err)
-	}
-	return k
-}
 
 // request returns a signed request for method with biz, signed by key.
 func request(t *testing.T, method, biz string, key *rsa.PrivateKey, extra url.Values) url.Values {

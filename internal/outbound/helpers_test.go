@@ -29,19 +29,11 @@ const (
 )
 
 var (
-	appKey    = mustKey() // the ISV app's private key (public-key mode)
-	alipayKey = mustKey() // Alipay's key (public-key mode)
+	appKey    = devpki.MustNewKey() // the ISV app's private key (public-key mode)
+	alipayKey = devpki.MustNewKey() // Alipay's key (public-key mode)
 	pki       = devpki.MustNewPKI(certAppID)
 	seq       atomic.Int64
 )
-
-func mustKey() *rsa.PrivateKey {
-	k, err := devpki.NewKey()
-	if err != nil {
-		panic(err)
-	}
-	return k
-}
 
 // env is a Service on a fresh schema calling a simulator.
 type env struct {

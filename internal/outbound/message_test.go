@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
@@ -129,7 +130,7 @@ func TestService_SendTemplateMessage_RequestSignature(t *testing.T) {
 	t.Parallel()
 	// The app signs with a key Alipay does not know: the simulator refuses
 	// the request before doing anything.
-	e := newEnv(t, options{signKey: mustKey()})
+	e := newEnv(t, options{signKey: devpki.MustNewKey()})
 	s, _, err := e.svc.SendTemplateMessage(context.Background(), message(), "")
 	var be *outbound.BusinessError
 	if !errors.As(err, &be) || be.SubCode != "isv.invalid-signature" {

@@ -119,9 +119,11 @@ func (b *Batcher) flusher() {
 	}
 }
 
-// fill adds to batch what is queued, and while another transaction is
-// committing, what arrives within MaxWait, up to MaxBatch.
+// fill adds to batch what is queued and, while another transaction is
+// committing, what arrives within MaxWait, up to MaxBatch. With nothing
+// committing there is no reason to wait: the batch goes at once.
 func (b *Batcher) fill(batch []*request, timer *time.Timer) []*request {
+	var deadline <-chan time.Time // nil until the batch starts waiting
 	for len(batch) < b.cfg.MaxBatch {
 		select {
 		case r, ok := <-b.reqs:
@@ -132,21 +134,21 @@ func (b *Batcher) fill(batch []*request, timer *time.Timer) []*request {
 			continue
 		default:
 		}
-		break
-	}
-	if len(batch) >= b.cfg.MaxBatch || b.busy.Load() == 0 {
-		return batch
-	}
-	timer.Reset(b.cfg.MaxWait)
-	defer timer.Stop()
-	for len(batch) < b.cfg.MaxBatch {
+		if deadline == nil {
+			if b.busy.Load() == 0 {
+				return batch
+			}
+			timer.Reset(b.cfg.MaxWait)
+			defer timer.Stop()
+			deadline = timer.C
+		}
 		select {
 		case r, ok := <-b.reqs:
 			if !ok {
 				return batch
 			}
 			batch = append(batch, r)
-		case <-timer.C:
+		case <-deadline:
 			return batch
 		}
 	}
