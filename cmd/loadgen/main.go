@@ -166,6 +166,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "loadgen:", err)
 		return 2
 	}
+	client, err := newClient(o.url, o.c, o.timeout)
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen:", err)
+		return 2
+	}
+	defer client.close()
 	g := &Generator{AppID: o.appID, Prefix: o.prefix, Seed: o.seed, TSBase: o.tsBase, Entities: o.entities, Mix: mix, Key: key}
 	ids, methods := make([]string, o.n), make([]string, o.n)
 	for i := range o.n {
@@ -197,7 +203,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case <-ctx.Done():
 		}
 	}
-	client := newClient(o.c, o.timeout)
 	acked := make([]bool, o.n)
 	failures := 0
 	var summaries []Summary
@@ -209,7 +214,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if ctx.Err() != nil {
 			break
 		}
-		results, elapsed, err := pass(ctx, client, o.url, o.n, o.c, o.rate, body)
+		results, elapsed, err := pass(ctx, client, o.n, o.rate, body)
 		if err != nil {
 			return fail(err)
 		}
