@@ -123,3 +123,83 @@ func TestBatcher_DatabaseDown(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestIngestBatch_Rounds puts several changes to the same rows in one batch
+// (they are applied in rounds, newest first) and checks the outcome against
+// the same notifications ingested one at a time in another order.
+func TestIngestBatch_Rounds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	grant := func(ts int64) *notify.Notification {
+		n := note(notify.MethodAuthGranted, fmt.Sprintf(`{"detail":{"app_id":"%s","auth_app_id":"mr","auth_time":%d,"app_auth_token":"t","app_refresh_token":"r","expires_in":3600}}`, app, ts), ts)
+		n.Params["status"] = "execute_auth"
+		return n
+	}
+	cancel := func(ts int64) *notify.Notification {
+		return note(notify.MethodAuthCancelled, `{"auth_app_id":"mr"}`, ts)
+	}
+	order := func(ts int64, status string) *notify.Notification {
+		return note(notify.MethodMerchantConfirmed, `{"order_no":"or","status":"`+status+`"}`, ts)
+	}
+	audit := func(ts int64, method, version string) *notify.Notification {
+		return note(method, `{"mini_app_id":"ar","mini_app_version":"`+version+`"}`, ts)
+	}
+	batch := []*notify.Notification{
+		grant(100), order(10, "PROCESS"), audit(10, notify.MethodAuditRejected, "1"), cancel(200),
+		order(30, "SUCCESS"), audit(20, notify.MethodAuditPassed, "2"), grant(150), order(20, "FAIL"),
+		audit(30, notify.MethodAuditPassed, "1"),
+	}
+	wantStatus := []notify.Status{
+		notify.StatusStale, notify.StatusStale, notify.StatusStale, notify.StatusApplied,
+		notify.StatusApplied, notify.StatusApplied, notify.StatusStale, notify.StatusStale,
+		notify.StatusApplied,
+	}
+
+	// state is what a database ends with, in one string.
+	state := func(db *postgres.DB) string {
+		a, err := db.Authorization(ctx, app, "mr")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := db.Order(ctx, "or")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := db.MiniApp(ctx, "ar")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := fmt.Sprintf("auth %s token %v; order %s; app %s %s;", a.Status, a.HasToken, o.Status, m.AuditStatus, m.MiniAppVersion)
+		for _, v := range m.Versions {
+			s += fmt.Sprintf(" v%s %s", v.MiniAppVersion, v.AuditStatus)
+		}
+		var history int
+		_ = db.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM mini_app_order_events) + (SELECT count(*) FROM mini_app_audit_events)`).Scan(&history)
+		return s + fmt.Sprintf("; history %d", history)
+	}
+
+	t.Run("OK", func(t *testing.T) {
+		db := pgtest.New(t, nil)
+		res := db.IngestBatch(ctx, batch)
+		for i, r := range res {
+			if r.Err != nil || r.Outcome.Status != wantStatus[i] {
+				t.Errorf("%d (%s at %d): %+v, want %s", i, batch[i].Method, batch[i].UTCTimestamp, r, wantStatus[i])
+			}
+		}
+		got := state(db)
+		if want := "auth cancelled token false; order SUCCESS; app audit_passed 1; v1 audit_passed v2 audit_passed; history 6"; got != want {
+			t.Fatalf("state %q\nwant  %q", got, want)
+		}
+
+		// One at a time, oldest last: the same state.
+		one := pgtest.New(t, nil)
+		for i := len(batch) - 1; i >= 0; i-- {
+			if _, err := one.Ingest(ctx, batch[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if s := state(one); s != got {
+			t.Fatalf("one at a time: %q\nin one batch:  %q", s, got)
+		}
+	})
+}

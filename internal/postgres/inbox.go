@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -37,9 +38,9 @@ type Result struct {
 // EUNAVAILABLE *notify.Error and nothing is recorded.
 func (db *DB) IngestBatch(ctx context.Context, ns []*notify.Notification) []Result {
 	out := make([]Result, len(ns))
-	outcomes, err := db.ingest(ctx, ns, false)
+	outcomes, err := db.ingest(ctx, ns)
 	for try := 0; try < 2 && conflict(err); try++ {
-		outcomes, err = db.ingest(ctx, ns, false)
+		outcomes, err = db.ingest(ctx, ns)
 	}
 	if err == nil {
 		for i := range ns {
@@ -47,34 +48,40 @@ func (db *DB) IngestBatch(ctx context.Context, ns []*notify.Notification) []Resu
 		}
 		return out
 	}
-	if retryable(err) || len(ns) == 1 && !errors.Is(err, errIsolate) {
+	if retryable(err) {
 		for i := range out {
 			out[i].Err = unavailable(err)
 		}
 		return out
 	}
 	for i, n := range ns {
-		one, err := db.ingest(ctx, []*notify.Notification{n}, true)
+		one, err := db.ingestIsolated(ctx, n)
 		if err != nil {
 			out[i].Err = unavailable(err)
 			continue
 		}
-		out[i].Outcome = one[0]
+		out[i].Outcome = one
 	}
 	return out
 }
 
-// errIsolate marks a single-notification batch whose change failed on data:
-// it is tried again with the change behind a savepoint.
-var errIsolate = errors.New("store: change failed on data")
-
 const insertNotifications = `
 INSERT INTO notifications AS n (app_id, notify_id, msg_method, utc_timestamp, biz_content, params,
     encrypted, channel, content_form, cert_sn, status, error, delivery_count, received_at, last_received_at, processed_at)
-SELECT a, i, m, NULLIF(ts, 0), b, p::json, e, ch, cf, sn, st, er, dc, r, r, r
+SELECT a, i, m, NULLIF(ts, 0), b, p::json, e, ch, cf, sn,
+    CASE
+        WHEN ck = '' THEN st
+        WHEN CASE ck
+            WHEN 'auth' THEN (SELECT x.event_notify_id = i FROM authorizations x WHERE x.app_id = a AND x.auth_app_id = cr)
+            WHEN 'order' THEN (SELECT x.applied FROM mini_app_order_events x WHERE x.app_id = a AND x.notify_id = i)
+            WHEN 'audit' THEN (SELECT x.applied FROM mini_app_audit_events x WHERE x.app_id = a AND x.notify_id = i)
+        END THEN 'applied'
+        ELSE 'stale'
+    END,
+    er, dc, r, r, r
 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::boolean[], $8::text[],
-            $9::text[], $10::text[], $11::text[], $12::text[], $13::int[], $14::timestamptz[])
-    AS u(a, i, m, ts, b, p, e, ch, cf, sn, st, er, dc, r)
+            $9::text[], $10::text[], $11::text[], $12::text[], $13::int[], $14::timestamptz[], $15::text[], $16::text[])
+    AS u(a, i, m, ts, b, p, e, ch, cf, sn, st, er, dc, r, ck, cr)
 ON CONFLICT (app_id, notify_id) DO UPDATE
     SET delivery_count = n.delivery_count + EXCLUDED.delivery_count,
         last_received_at = EXCLUDED.last_received_at
@@ -83,7 +90,8 @@ RETURNING id, xmax = 0, app_id, notify_id, status, error, delivery_count`
 // row is one distinct notification of a batch.
 type row struct {
 	n        *notify.Notification
-	copies   int // deliveries of it in the batch
+	copies   int           // deliveries of it in the batch
+	change   notify.Change // what its handler decided, if it ran and decided
 	id       int64
 	inserted bool
 	out      notify.Outcome
@@ -91,11 +99,87 @@ type row struct {
 
 type key struct{ app, id string }
 
-// ingest runs one batch transaction. isolate puts each change behind a
-// savepoint (for a batch of one that failed on data).
-func (db *DB) ingest(ctx context.Context, ns []*notify.Notification, isolate bool) ([]notify.Outcome, error) {
-	// Copies of one notification become one row: a multi-row upsert may not
-	// touch a row twice (SQLSTATE 21000).
+// ingest runs one batch in two round trips. The first asks which of its
+// notifications are stored already, outside any transaction: handlers run
+// only for the others, so that a resend costs little. That look-up is an
+// optimisation, not the guarantee: a change applied twice has no second
+// effect (state compares event identity, history is unique per
+// notification), and the insert's ON CONFLICT decides what is new.
+//
+// The second sends the change statements and the inbox insert together,
+// one implicit transaction that commits when the last of them is done
+// (group commit: one WAL flush for the batch). The insert reads each
+// change's outcome back from the state it changed (see insertNotifications),
+// so that nothing waits for an answer in between, and each inbox row is
+// written once, with its final status.
+func (db *DB) ingest(ctx context.Context, ns []*notify.Notification) ([]notify.Outcome, error) {
+	rows, byKey := distinct(ns)
+	fresh, err := db.fresh(ctx, rows)
+	if err != nil {
+		return nil, err
+	}
+	changes, err := db.handle(fresh)
+	if err != nil {
+		return nil, err
+	}
+	stmts, err := statements(changes)
+	if err != nil {
+		return nil, err
+	}
+	ins, err := insertStatement(rows, true)
+	if err != nil {
+		return nil, err
+	}
+	batch := &pgx.Batch{}
+	for _, st := range stmts {
+		batch.Queue(st.sql, st.args...) // their answers are read back by the insert
+	}
+	batch.Queue(ins.sql, ins.args...).Query(func(res pgx.Rows) error { return readInserted(res, byKey) })
+	if err := db.Pool.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, err
+	}
+	return outcomes(ns, byKey), nil
+}
+
+// ingestIsolated ingests one notification whose batch failed on data, in
+// an explicit transaction with its change behind a savepoint: a change
+// Postgres refuses leaves it failed with the error, and it is still kept.
+func (db *DB) ingestIsolated(ctx context.Context, n *notify.Notification) (notify.Outcome, error) {
+	rows, byKey := distinct([]*notify.Notification{n})
+	fresh, err := db.fresh(ctx, rows)
+	if err != nil {
+		return notify.Outcome{}, err
+	}
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		return notify.Outcome{}, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := db.applyIsolated(ctx, tx, fresh); err != nil {
+		return notify.Outcome{}, err
+	}
+	ins, err := insertStatement(rows, false)
+	if err != nil {
+		return notify.Outcome{}, err
+	}
+	res, err := tx.Query(ctx, ins.sql, ins.args...)
+	if err != nil {
+		return notify.Outcome{}, err
+	}
+	if err := readInserted(res, byKey); err != nil {
+		return notify.Outcome{}, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return notify.Outcome{}, err
+	}
+	return outcomes([]*notify.Notification{n}, byKey)[0], nil
+}
+
+// distinct returns the distinct notifications of ns as rows, in the order
+// of their keys, with copies counted as deliveries: a multi-row upsert may
+// not touch a row twice (SQLSTATE 21000), and concurrent batches that lock
+// rows in one order wait for each other rather than deadlock.
+func distinct(ns []*notify.Notification) ([]*row, map[key]*row) {
 	byKey := make(map[key]*row, len(ns))
 	rows := make([]*row, 0, len(ns))
 	for _, n := range ns {
@@ -105,105 +189,119 @@ func (db *DB) ingest(ctx context.Context, ns []*notify.Notification, isolate boo
 			continue
 		}
 		r := &row{n: n, copies: 1}
+		r.out.Status = notify.StatusUnhandled
+		if n.Failure != "" {
+			r.out.Status, r.out.Error = notify.StatusFailed, n.Failure
+		}
 		byKey[k] = r
 		rows = append(rows, r)
 	}
-	// Concurrent batches lock rows in one order, so they wait for each
-	// other rather than deadlock.
 	sort.Slice(rows, func(i, j int) bool {
 		a, b := rows[i].n, rows[j].n
 		return a.AppID < b.AppID || a.AppID == b.AppID && a.NotifyID < b.NotifyID
 	})
+	return rows, byKey
+}
 
-	tx, err := db.Pool.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	// Handlers run only for notifications not stored yet, so that a resend
-	// costs little. This look-up is an optimisation, not the guarantee: a
-	// change applied twice has no second effect (state compares event
-	// identity, history is unique per notification), and the insert's ON
-	// CONFLICT decides what is new.
-	stored, err := storedKeys(ctx, tx, rows)
-	if err != nil {
-		return nil, err
-	}
-	var fresh []*row
-	for _, r := range rows {
-		r.out.Status = notify.StatusUnhandled
-		if r.n.Failure != "" {
-			r.out.Status, r.out.Error = notify.StatusFailed, r.n.Failure
-			continue
-		}
-		if !stored[key{r.n.AppID, r.n.NotifyID}] {
-			fresh = append(fresh, r)
-		}
-	}
-	// State first, then the inbox rows with their final status: each row is
-	// written once.
-	if err := db.applyRows(ctx, tx, fresh, isolate); err != nil {
-		return nil, err
-	}
-	if err := insertRows(ctx, tx, rows, byKey); err != nil {
-		return nil, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, err
-	}
-
-	outcomes := make([]notify.Outcome, len(ns))
-	first := make(map[key]bool, len(rows))
+// outcomes returns each of ns's outcome; a copy after the first, or a
+// notification stored before, is a duplicate.
+func outcomes(ns []*notify.Notification, byKey map[key]*row) []notify.Outcome {
+	out := make([]notify.Outcome, len(ns))
+	first := make(map[key]bool, len(byKey))
 	for i, n := range ns {
 		k := key{n.AppID, n.NotifyID}
 		r := byKey[k]
-		outcomes[i] = r.out
-		outcomes[i].Duplicate = !r.inserted || first[k]
+		out[i] = r.out
+		out[i].Duplicate = !r.inserted || first[k]
 		first[k] = true
 	}
-	return outcomes, nil
+	return out
 }
 
-// storedKeys returns which rows' notifications are stored already.
-func storedKeys(ctx context.Context, tx pgx.Tx, rows []*row) (map[key]bool, error) {
+// storedNotifications answers which of the given notifications are stored.
+// Here, and in insertNotifications, a look-up by key is a scalar subquery:
+// it is planned as an index probe per key even while the tables are empty,
+// and a prepared statement's plan is kept (a semi-join planned on empty
+// tables hashes a sequential scan of the inbox, and keeps doing so as it
+// grows, until the next ANALYZE).
+const storedNotifications = `
+SELECT a, i FROM unnest($1::text[], $2::text[]) AS u(a, i)
+WHERE (SELECT true FROM notifications n WHERE n.notify_id = u.i AND n.app_id = u.a)`
+
+// fresh returns the rows to run handlers for: those that did not fail
+// decoding and whose notification is not stored yet.
+func (db *DB) fresh(ctx context.Context, rows []*row) ([]*row, error) {
 	apps, ids := make([]string, len(rows)), make([]string, len(rows))
 	for i, r := range rows {
 		apps[i], ids[i] = r.n.AppID, r.n.NotifyID
 	}
-	res, err := tx.Query(ctx, `SELECT app_id, notify_id FROM notifications
-        WHERE (notify_id, app_id) IN (SELECT i, a FROM unnest($1::text[], $2::text[]) AS u(a, i))`, apps, ids)
+	res, err := db.Pool.Query(ctx, storedNotifications, apps, ids)
 	if err != nil {
 		return nil, err
 	}
-	defer res.Close()
 	stored := map[key]bool{}
-	for res.Next() {
-		var k key
-		if err := res.Scan(&k.app, &k.id); err != nil {
-			return nil, err
-		}
-		stored[k] = true
+	var k key
+	if _, err := pgx.ForEachRow(res, []any{&k.app, &k.id}, func() error { stored[k] = true; return nil }); err != nil {
+		return nil, err
 	}
-	return stored, res.Err()
+	var fresh []*row
+	for _, r := range rows {
+		if r.n.Failure == "" && !stored[key{r.n.AppID, r.n.NotifyID}] {
+			fresh = append(fresh, r)
+		}
+	}
+	return fresh, nil
 }
 
-// insertRows inserts the rows in one statement, with the status their
-// handlers gave them, or raises the delivery count of those already stored
-// (whose stored status and error it then reads back).
-func insertRows(ctx context.Context, tx pgx.Tx, rows []*row, byKey map[key]*row) error {
+// handle runs each row's handler and returns the changes they decide,
+// sorted for applying (see before). A row whose handler refuses it is
+// failed; a row without a handler stays unhandled.
+func (db *DB) handle(rows []*row) ([]notify.Change, error) {
+	var changes []notify.Change
+	for _, r := range rows {
+		h, ok := db.registry.Handler(r.n.Method)
+		if !ok {
+			continue
+		}
+		change, err := h(r.n)
+		var appErr *notify.Error
+		switch {
+		case errors.As(err, &appErr):
+			r.out.Status, r.out.Error = notify.StatusFailed, appErr.Message
+			continue
+		case err != nil:
+			return nil, err
+		}
+		r.change = change
+		changes = append(changes, change)
+	}
+	sort.SliceStable(changes, func(i, j int) bool { return before(changes[i], changes[j]) })
+	return changes, nil
+}
+
+// insertStatement returns the statement that inserts the rows, or raises
+// the delivery count of those already stored. With fromState, the status of
+// a row with a change is read back from the state the change wrote (its
+// authorization, or its history entry's applied flag); without, each row
+// carries its status.
+func insertStatement(rows []*row, fromState bool) (statement, error) {
 	cols := struct {
-		app, id, method, biz, channel, form, sn, status, errText []string
-		params                                                   []string
-		ts                                                       []int64
-		enc                                                      []bool
-		copies                                                   []int32
-		received                                                 []any
+		app, id, method, biz, channel, form, sn, status, errText, kind, ref []string
+		params                                                              []string
+		ts                                                                  []int64
+		enc                                                                 []bool
+		copies                                                              []int32
+		received                                                            []time.Time
 	}{}
 	for _, r := range rows {
 		n := r.n
 		params, err := json.Marshal(n.Params)
 		if err != nil {
-			return fmt.Errorf("store: unable to encode params: %w", err)
+			return statement{}, fmt.Errorf("store: unable to encode params: %w", err)
+		}
+		kind, ref := "", ""
+		if fromState && r.change != nil {
+			kind, ref = changeKind(r.change)
 		}
 		cols.app = append(cols.app, n.AppID)
 		cols.id = append(cols.id, n.NotifyID)
@@ -219,117 +317,82 @@ func insertRows(ctx context.Context, tx pgx.Tx, rows []*row, byKey map[key]*row)
 		cols.errText = append(cols.errText, r.out.Error)
 		cols.copies = append(cols.copies, int32(r.copies))
 		cols.received = append(cols.received, n.ReceivedAt.UTC())
+		cols.kind = append(cols.kind, kind)
+		cols.ref = append(cols.ref, ref)
 	}
-	res, err := tx.Query(ctx, insertNotifications, cols.app, cols.id, cols.method, cols.ts, cols.biz, cols.params,
-		cols.enc, cols.channel, cols.form, cols.sn, cols.status, cols.errText, cols.copies, cols.received)
+	return statement{insertNotifications, []any{cols.app, cols.id, cols.method, cols.ts, cols.biz, cols.params,
+		cols.enc, cols.channel, cols.form, cols.sn, cols.status, cols.errText, cols.copies, cols.received,
+		cols.kind, cols.ref}}, nil
+}
+
+// readInserted reads the insert's answer: each row's id, whether it is
+// new, and its stored status, error and delivery count.
+func readInserted(res pgx.Rows, byKey map[key]*row) error {
+	var (
+		id       int64
+		inserted bool
+		k        key
+		out      notify.Outcome
+	)
+	_, err := pgx.ForEachRow(res, []any{&id, &inserted, &k.app, &k.id, &out.Status, &out.Error, &out.DeliveryCount}, func() error {
+		if r := byKey[k]; r != nil {
+			r.id, r.inserted, r.out = id, inserted, out
+		}
+		return nil
+	})
+	return err
+}
+
+// applyIsolated runs each row's handler and applies the changes one by one
+// behind savepoints, setting each row's status and error: a change
+// Postgres refuses leaves its notification failed with the error, and the
+// rest of the transaction intact.
+func (db *DB) applyIsolated(ctx context.Context, tx pgx.Tx, rows []*row) error {
+	changes, err := db.handle(rows)
 	if err != nil {
 		return err
 	}
-	defer res.Close()
-	for res.Next() {
-		var (
-			id       int64
-			inserted bool
-			k        key
-			out      notify.Outcome
-		)
-		if err := res.Scan(&id, &inserted, &k.app, &k.id, &out.Status, &out.Error, &out.DeliveryCount); err != nil {
-			return err
-		}
-		r := byKey[k]
-		r.id, r.inserted, r.out = id, inserted, out
-	}
-	return res.Err()
-}
-
-// applyRows runs each new notification's handler and applies the changes,
-// in the order of the state rows they touch: pipelined in one round trip,
-// or one by one behind savepoints when isolate is set. It sets each row's
-// status and error.
-func (db *DB) applyRows(ctx context.Context, tx pgx.Tx, rows []*row, isolate bool) error {
-	type pending struct {
-		r      *row
-		change notify.Change
-	}
-	var changes []pending
+	byEvent := make(map[key]*row, len(rows))
 	for _, r := range rows {
-		h, ok := db.registry.Handler(r.n.Method)
-		if !ok {
-			continue // stays unhandled
+		if r.change != nil {
+			e := r.change.Ordering()
+			byEvent[key{e.AppID, e.NotifyID}] = r
 		}
-		change, err := h(r.n)
-		var appErr *notify.Error
-		switch {
-		case errors.As(err, &appErr):
-			r.out.Status, r.out.Error = notify.StatusFailed, appErr.Message
-			continue
-		case err != nil:
-			return err
-		}
-		changes = append(changes, pending{r, change})
 	}
-	sort.SliceStable(changes, func(i, j int) bool { return before(changes[i].change, changes[j].change) })
-	batch := &pgx.Batch{}
 	for _, c := range changes {
-		r := c.r
-		sql, args, err := changeQuery(c.change)
+		e := c.Ordering()
+		r := byEvent[key{e.AppID, e.NotifyID}]
+		stmts, err := statements([]notify.Change{c})
 		if err != nil {
 			return err
 		}
-		if isolate {
-			if err := applyIsolated(ctx, tx, r, sql, args); err != nil {
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		r.out.Status = notify.StatusStale
+		res, err := sp.Query(ctx, stmts[0].sql, stmts[0].args...)
+		if err == nil {
+			if res.Next() { // it answers the changes that applied
+				r.out.Status = notify.StatusApplied
+			}
+			res.Close()
+			err = res.Err()
+		}
+		switch {
+		case err == nil:
+			if err := sp.Commit(ctx); err != nil {
 				return err
 			}
 			continue
+		case retryable(err):
+			return err
 		}
-		batch.Queue(sql, args...).QueryRow(func(res pgx.Row) error {
-			var applied bool
-			if err := res.Scan(&applied); err != nil {
-				return err
-			}
-			r.out.Status = notify.StatusStale
-			if applied {
-				r.out.Status = notify.StatusApplied
-			}
-			return nil
-		})
-	}
-	if batch.Len() == 0 {
-		return nil
-	}
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-		if len(rows) == 1 && !retryable(err) {
-			return fmt.Errorf("%w: %v", errIsolate, err)
+		if rbErr := sp.Rollback(ctx); rbErr != nil {
+			return rbErr
 		}
-		return err
+		r.out.Status, r.out.Error = notify.StatusFailed, "store: "+err.Error()
 	}
-	return nil
-}
-
-// applyIsolated applies one change behind a savepoint: a change Postgres
-// refuses leaves the notification failed with the error, and the rest of
-// the transaction intact.
-func applyIsolated(ctx context.Context, tx pgx.Tx, r *row, sql string, args []any) error {
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	var applied bool
-	err = sp.QueryRow(ctx, sql, args...).Scan(&applied)
-	switch {
-	case err == nil:
-		r.out.Status = notify.StatusStale
-		if applied {
-			r.out.Status = notify.StatusApplied
-		}
-		return sp.Commit(ctx)
-	case retryable(err):
-		return err
-	}
-	if rbErr := sp.Rollback(ctx); rbErr != nil {
-		return rbErr
-	}
-	r.out.Status, r.out.Error = notify.StatusFailed, "store: "+err.Error()
 	return nil
 }
 
@@ -378,7 +441,7 @@ func (db *DB) Reprocess(ctx context.Context, appID, notifyID string, redecode fu
 	r.out.Status, r.out.Error = notify.StatusFailed, n.Failure
 	if n.Failure == "" {
 		r.out.Status, r.out.Error = notify.StatusUnhandled, ""
-		if err := db.applyRows(ctx, tx, []*row{r}, true); err != nil {
+		if err := db.applyIsolated(ctx, tx, []*row{r}); err != nil {
 			return nil, unavailable(err)
 		}
 	}

@@ -128,7 +128,7 @@ func (db *DB) FinishSend(ctx context.Context, s *outbound.Send) error {
 // the grants and cancellations that notifications bring. It returns an
 // EUNAVAILABLE *notify.Error when the database cannot be reached.
 func (db *DB) SaveGrant(ctx context.Context, g notify.AuthGrant) (bool, error) {
-	sql, args, err := changeQuery(g)
+	stmts, err := statements([]notify.Change{g})
 	if err != nil {
 		return false, err
 	}
@@ -138,7 +138,13 @@ func (db *DB) SaveGrant(ctx context.Context, g notify.AuthGrant) (bool, error) {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	var applied bool
-	if err := tx.QueryRow(ctx, sql, args...).Scan(&applied); err != nil {
+	res, err := tx.Query(ctx, stmts[0].sql, stmts[0].args...)
+	if err == nil {
+		applied = res.Next()
+		res.Close()
+		err = res.Err()
+	}
+	if err != nil {
 		return false, unavailable(err)
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -7,16 +7,21 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 )
 
-// Each business-state change is one statement answering one boolean row:
-// whether it changed state. Its ON CONFLICT ... WHERE clause applies the
-// change only when (event_at, event_notify_id) is newer than the row's, so
-// the ordering holds however many replicas write at once.
+// Business-state changes are applied in multi-row statements, one per kind
+// of change in a round (see statements). Each statement's ON CONFLICT ...
+// WHERE clause applies a change only when (event_at, event_notify_id) is
+// newer than the row's, so the ordering holds however many replicas write
+// at once, and answers the (app_id, notify_id) of the changes that changed
+// state; the others are stale. Each takes column arrays in the order of the
+// rows they lock.
 
-const grantAuthorization = `
-WITH up AS (
+const grantAuthorizations = `
 INSERT INTO authorizations AS a (app_id, auth_app_id, user_id, status, authorized_at,
     app_auth_token, app_refresh_token, expires_at, refresh_expires_at, event_at, event_notify_id)
-VALUES ($1, $2, $3, 'authorized', $4, $5, $6, $7, $8, $9, $10)
+SELECT app, auth, uid, 'authorized', at, tok, rtok, exp, rexp, ev, nid
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bytea[], $6::bytea[],
+            $7::timestamptz[], $8::timestamptz[], $9::bigint[], $10::text[])
+    AS u(app, auth, uid, at, tok, rtok, exp, rexp, ev, nid)
 ON CONFLICT (app_id, auth_app_id) DO UPDATE SET
     user_id = COALESCE(NULLIF(EXCLUDED.user_id, ''), a.user_id),
     status = 'authorized',
@@ -29,13 +34,13 @@ ON CONFLICT (app_id, auth_app_id) DO UPDATE SET
     event_notify_id = EXCLUDED.event_notify_id,
     updated_at = now()
 WHERE (a.event_at, a.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
-RETURNING 1)
-SELECT EXISTS (SELECT 1 FROM up)`
+RETURNING a.app_id, a.event_notify_id`
 
-const cancelAuthorization = `
-WITH up AS (
+const cancelAuthorizations = `
 INSERT INTO authorizations AS a (app_id, auth_app_id, user_id, status, cancelled_at, event_at, event_notify_id)
-VALUES ($1, $2, $3, 'cancelled', $4, $5, $6)
+SELECT app, auth, uid, 'cancelled', at, ev, nid
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::text[])
+    AS u(app, auth, uid, at, ev, nid)
 ON CONFLICT (app_id, auth_app_id) DO UPDATE SET
     user_id = COALESCE(NULLIF(EXCLUDED.user_id, ''), a.user_id),
     status = 'cancelled',
@@ -48,14 +53,17 @@ ON CONFLICT (app_id, auth_app_id) DO UPDATE SET
     event_notify_id = EXCLUDED.event_notify_id,
     updated_at = now()
 WHERE (a.event_at, a.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
-RETURNING 1)
-SELECT EXISTS (SELECT 1 FROM up)`
+RETURNING a.app_id, a.event_notify_id`
 
-const applyOrder = `
-WITH up AS (
+const applyOrders = `
+WITH u AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[])
+        AS u(order_no, app, kind, out_order_no, mini_app_id, status, pid, merchant_id, app_name, ev, nid, method)
+), up AS (
     INSERT INTO mini_app_orders AS o (order_no, app_id, kind, out_order_no, mini_app_id, status,
         pid, merchant_id, app_name, event_at, event_notify_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    SELECT order_no, app, kind, out_order_no, mini_app_id, status, pid, merchant_id, app_name, ev, nid FROM u
     ON CONFLICT (order_no) DO UPDATE SET
         app_id = EXCLUDED.app_id,
         kind = EXCLUDED.kind,
@@ -69,22 +77,30 @@ WITH up AS (
         event_notify_id = EXCLUDED.event_notify_id,
         updated_at = now()
     WHERE (o.event_at, o.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
-    RETURNING 1
+    RETURNING o.app_id, o.event_notify_id
 ), history AS (
     INSERT INTO mini_app_order_events (order_no, app_id, notify_id, msg_method, kind, status,
         mini_app_id, event_at, applied)
-    SELECT $1, $2, $11, $12, $3, $6, $5, $10, EXISTS (SELECT 1 FROM up)
+    SELECT order_no, app, nid, method, kind, status, mini_app_id, ev,
+        EXISTS (SELECT 1 FROM up WHERE up.app_id = u.app AND up.event_notify_id = u.nid)
+    FROM u
     ON CONFLICT (app_id, notify_id) DO NOTHING
 )
-SELECT EXISTS (SELECT 1 FROM up)`
+SELECT app_id, event_notify_id FROM up`
 
-const applyAudit = `
-WITH version AS (
+const applyAudits = `
+WITH u AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[])
+        AS u(mini_app_id, version, app, audit_status, bundle_id, base_audit, promote_audit, audit_reason,
+             base_reason, promote_reason, ev, nid, method)
+), version AS (
     INSERT INTO mini_app_versions AS v (mini_app_id, mini_app_version, app_id, audit_status, bundle_id,
         base_audit, promote_audit, audit_reason, base_audit_reason, promote_audit_reason,
         event_at, event_notify_id)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
-    WHERE $2 <> ''
+    SELECT mini_app_id, version, app, audit_status, bundle_id, base_audit, promote_audit, audit_reason,
+        base_reason::jsonb, promote_reason::jsonb, ev, nid
+    FROM u WHERE version <> ''
     ON CONFLICT (mini_app_id, mini_app_version) DO UPDATE SET
         app_id = EXCLUDED.app_id,
         audit_status = EXCLUDED.audit_status,
@@ -98,10 +114,10 @@ WITH version AS (
         event_notify_id = EXCLUDED.event_notify_id,
         updated_at = now()
     WHERE (v.event_at, v.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
-    RETURNING 1
+    RETURNING v.app_id, v.event_notify_id
 ), app AS (
     INSERT INTO mini_apps AS m (mini_app_id, app_id, audit_status, mini_app_version, event_at, event_notify_id)
-    VALUES ($1, $3, $4, $2, $11, $12)
+    SELECT mini_app_id, app, audit_status, version, ev, nid FROM u
     ON CONFLICT (mini_app_id) DO UPDATE SET
         app_id = EXCLUDED.app_id,
         audit_status = EXCLUDED.audit_status,
@@ -110,18 +126,29 @@ WITH version AS (
         event_notify_id = EXCLUDED.event_notify_id,
         updated_at = now()
     WHERE (m.event_at, m.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
-    RETURNING 1
+    RETURNING m.app_id, m.event_notify_id
+), applied AS (
+    SELECT app_id, event_notify_id FROM version UNION SELECT app_id, event_notify_id FROM app
 ), history AS (
     INSERT INTO mini_app_audit_events (mini_app_id, mini_app_version, app_id, notify_id, msg_method,
         audit_status, bundle_id, base_audit, promote_audit, audit_reason, base_audit_reason,
         promote_audit_reason, event_at, applied)
-    SELECT $1, $2, $3, $12, $13, $4, $5, $6, $7, $8, $9, $10, $11,
-        EXISTS (SELECT 1 FROM version) OR EXISTS (SELECT 1 FROM app)
+    SELECT mini_app_id, version, app, nid, method, audit_status, bundle_id, base_audit, promote_audit,
+        audit_reason, base_reason::jsonb, promote_reason::jsonb, ev,
+        EXISTS (SELECT 1 FROM applied a WHERE a.app_id = u.app AND a.event_notify_id = u.nid)
+    FROM u
     ON CONFLICT (app_id, notify_id) DO NOTHING
 )
-SELECT EXISTS (SELECT 1 FROM version) OR EXISTS (SELECT 1 FROM app)`
+SELECT app_id, event_notify_id FROM applied`
 
-// changeQuery returns the statement that applies c and its arguments:
+// statement is one multi-row change statement and its arguments.
+type statement struct {
+	sql  string
+	args []any
+}
+
+// statements returns the statements that apply changes, which must be
+// sorted by before, in their order:
 //   - AuthGrant records a grant unless a newer grant or cancellation is
 //     recorded;
 //   - AuthCancel records a cancellation, wiping the tokens, unless a newer
@@ -132,28 +159,136 @@ SELECT EXISTS (SELECT 1 FROM version) OR EXISTS (SELECT 1 FROM app)`
 //     empty keep their known value;
 //   - AuditEvent records an audit outcome in the app's history, and in the
 //     version's and the app's state where it is newer.
-func changeQuery(c notify.Change) (string, []any, error) {
-	switch c := c.(type) {
-	case notify.AuthGrant:
-		at := msTime(c.At)
-		return grantAuthorization, []any{c.AppID, c.AuthAppID, c.UserID, at, c.SealedAuthToken, c.SealedRefreshToken,
-			after(at, c.ExpiresIn), after(at, c.ReExpiresIn), c.At, c.NotifyID}, nil
-	case notify.AuthCancel:
-		return cancelAuthorization, []any{c.AppID, c.AuthAppID, c.UserID, msTime(c.At), c.At, c.NotifyID}, nil
-	case notify.OrderEvent:
-		return applyOrder, []any{c.OrderNo, c.AppID, c.Kind, c.OutOrderNo, c.MiniAppID, c.Status,
-			c.PID, c.MerchantID, c.AppName, c.At, c.NotifyID, c.Method}, nil
-	case notify.AuditEvent:
-		return applyAudit, []any{c.MiniAppID, c.Version, c.AppID, c.AuditStatus, c.BundleID,
-			c.BaseAudit, c.PromoteAudit, c.AuditReason, jsonOrNil(c.BaseAuditReason), jsonOrNil(c.PromoteAuditReason),
-			c.At, c.NotifyID, c.Method}, nil
+//
+// A multi-row INSERT ... ON CONFLICT DO UPDATE may not touch a row twice
+// (SQLSTATE 21000), so changes go in rounds: round k holds the k-th newest
+// change to each state row, and one statement per kind applies a round.
+// Most batches touch each row once: one round, at most four statements.
+func statements(changes []notify.Change) ([]statement, error) {
+	var rounds [][]notify.Change
+	k, last := 0, ""
+	for _, c := range changes {
+		if r := changeRow(c); r != last {
+			k, last = 0, r
+		} else {
+			k++
+		}
+		if k == len(rounds) {
+			rounds = append(rounds, nil)
+		}
+		rounds[k] = append(rounds[k], c)
 	}
-	return "", nil, fmt.Errorf("store: unknown change %T", c)
+	var out []statement
+	for _, round := range rounds {
+		var (
+			grants  grantArgs
+			cancels cancelArgs
+			orders  orderArgs
+			audits  auditArgs
+		)
+		for _, c := range round {
+			switch c := c.(type) {
+			case notify.AuthGrant:
+				grants.add(c)
+			case notify.AuthCancel:
+				cancels.add(c)
+			case notify.OrderEvent:
+				orders.add(c)
+			case notify.AuditEvent:
+				audits.add(c)
+			default:
+				return nil, fmt.Errorf("store: unknown change %T", c)
+			}
+		}
+		if len(grants.app) > 0 {
+			out = append(out, statement{grantAuthorizations, grants.args()})
+		}
+		if len(cancels.app) > 0 {
+			out = append(out, statement{cancelAuthorizations, cancels.args()})
+		}
+		if len(orders.app) > 0 {
+			out = append(out, statement{applyOrders, orders.args()})
+		}
+		if len(audits.app) > 0 {
+			out = append(out, statement{applyAudits, audits.args()})
+		}
+	}
+	return out, nil
 }
 
-// changeRow names the state row a change locks first: changes are applied
-// in this order (and, for one row, newest first, so that an older change in
-// the same batch reads stale as it would arriving later).
+// The column arrays of each statement, one element per change.
+
+type grantArgs struct {
+	app, auth, user, nid []string
+	at, exp, rexp        []*time.Time
+	tok, rtok            [][]byte
+	ev                   []int64
+}
+
+func (g *grantArgs) add(c notify.AuthGrant) {
+	at := msTime(c.At)
+	g.app, g.auth, g.user = append(g.app, c.AppID), append(g.auth, c.AuthAppID), append(g.user, c.UserID)
+	g.at, g.exp, g.rexp = append(g.at, at), append(g.exp, after(at, c.ExpiresIn)), append(g.rexp, after(at, c.ReExpiresIn))
+	g.tok, g.rtok = append(g.tok, c.SealedAuthToken), append(g.rtok, c.SealedRefreshToken)
+	g.ev, g.nid = append(g.ev, c.At), append(g.nid, c.NotifyID)
+}
+
+func (g *grantArgs) args() []any {
+	return []any{g.app, g.auth, g.user, g.at, g.tok, g.rtok, g.exp, g.rexp, g.ev, g.nid}
+}
+
+type cancelArgs struct {
+	app, auth, user, nid []string
+	at                   []*time.Time
+	ev                   []int64
+}
+
+func (g *cancelArgs) add(c notify.AuthCancel) {
+	g.app, g.auth, g.user = append(g.app, c.AppID), append(g.auth, c.AuthAppID), append(g.user, c.UserID)
+	g.at, g.ev, g.nid = append(g.at, msTime(c.At)), append(g.ev, c.At), append(g.nid, c.NotifyID)
+}
+
+func (g *cancelArgs) args() []any { return []any{g.app, g.auth, g.user, g.at, g.ev, g.nid} }
+
+type orderArgs struct {
+	orderNo, app, kind, outOrderNo, miniAppID, status, pid, merchantID, appName, nid, method []string
+	ev                                                                                       []int64
+}
+
+func (o *orderArgs) add(c notify.OrderEvent) {
+	o.orderNo, o.app, o.kind = append(o.orderNo, c.OrderNo), append(o.app, c.AppID), append(o.kind, c.Kind)
+	o.outOrderNo, o.miniAppID, o.status = append(o.outOrderNo, c.OutOrderNo), append(o.miniAppID, c.MiniAppID), append(o.status, c.Status)
+	o.pid, o.merchantID, o.appName = append(o.pid, c.PID), append(o.merchantID, c.MerchantID), append(o.appName, c.AppName)
+	o.ev, o.nid, o.method = append(o.ev, c.At), append(o.nid, c.NotifyID), append(o.method, c.Method)
+}
+
+func (o *orderArgs) args() []any {
+	return []any{o.orderNo, o.app, o.kind, o.outOrderNo, o.miniAppID, o.status, o.pid, o.merchantID, o.appName, o.ev, o.nid, o.method}
+}
+
+type auditArgs struct {
+	miniAppID, version, app, status, bundleID, base, promote, reason, nid, method []string
+	baseReason, promoteReason                                                     []*string
+	ev                                                                            []int64
+}
+
+func (a *auditArgs) add(c notify.AuditEvent) {
+	a.miniAppID, a.version, a.app = append(a.miniAppID, c.MiniAppID), append(a.version, c.Version), append(a.app, c.AppID)
+	a.status, a.bundleID = append(a.status, c.AuditStatus), append(a.bundleID, c.BundleID)
+	a.base, a.promote, a.reason = append(a.base, c.BaseAudit), append(a.promote, c.PromoteAudit), append(a.reason, c.AuditReason)
+	a.baseReason, a.promoteReason = append(a.baseReason, jsonOrNil(c.BaseAuditReason)), append(a.promoteReason, jsonOrNil(c.PromoteAuditReason))
+	a.ev, a.nid, a.method = append(a.ev, c.At), append(a.nid, c.NotifyID), append(a.method, c.Method)
+}
+
+func (a *auditArgs) args() []any {
+	return []any{a.miniAppID, a.version, a.app, a.status, a.bundleID, a.base, a.promote, a.reason,
+		a.baseReason, a.promoteReason, a.ev, a.nid, a.method}
+}
+
+// changeRow names the state row a change locks first, or for an audit the
+// mini-app whose row it may update: changes are applied in this order, and
+// for one row newest first, so that an older change in the same batch reads
+// stale as it would arriving later.
 func changeRow(c notify.Change) string {
 	switch c := c.(type) {
 	case notify.AuthGrant:
@@ -163,9 +298,26 @@ func changeRow(c notify.Change) string {
 	case notify.OrderEvent:
 		return "o|" + c.OrderNo
 	case notify.AuditEvent:
-		return "m|" + c.MiniAppID + "|" + c.Version
+		return "m|" + c.MiniAppID
 	}
 	return ""
+}
+
+// changeKind names a change's kind and, for an authorization, the merchant
+// app: what the inbox insert needs to read the change's outcome back (see
+// insertNotifications).
+func changeKind(c notify.Change) (kind, ref string) {
+	switch c := c.(type) {
+	case notify.AuthGrant:
+		return "auth", c.AuthAppID
+	case notify.AuthCancel:
+		return "auth", c.AuthAppID
+	case notify.OrderEvent:
+		return "order", ""
+	case notify.AuditEvent:
+		return "audit", ""
+	}
+	return "", ""
 }
 
 // before orders two changes for applying: by row, then newest first.
@@ -196,11 +348,12 @@ func after(at *time.Time, seconds int64) *time.Time {
 	return &t
 }
 
-// jsonOrNil returns raw JSON for a jsonb parameter, or nil (NULL) for JSON
+// jsonOrNil returns raw JSON for a jsonb column, or nil (NULL) for JSON
 // null or nothing.
-func jsonOrNil(raw []byte) any {
+func jsonOrNil(raw []byte) *string {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil
 	}
-	return string(raw)
+	s := string(raw)
+	return &s
 }
