@@ -38,7 +38,11 @@ func (s *Server) handleNotify(w http.ResponseWriter, r *http.Request) {
 	status := replyAlipay(w, err)
 	took := time.Since(start)
 	notify.Report(s.cfg.Metrics, notify.ChannelHTTP, n, out, err, took)
-	logNotification(s.log, r, body, n, m, out, err, status, took)
+	log := s.log
+	if notify.ErrorCode(err) == notify.EUNAVAILABLE {
+		log = s.outage
+	}
+	logNotification(log, r, body, n, m, out, err, status, took)
 }
 
 // readBody reads at most limit bytes of the body. It returns an ETOOLARGE

@@ -46,8 +46,9 @@ type Config struct {
 
 // Server holds the handlers' dependencies.
 type Server struct {
-	cfg Config
-	log zerolog.Logger
+	cfg    Config
+	log    zerolog.Logger
+	outage zerolog.Logger // for refusals while the database is unavailable
 }
 
 // New returns the gateway's HTTP handler.
@@ -55,7 +56,7 @@ func New(cfg Config) http.Handler {
 	if cfg.IngestTimeout == 0 {
 		cfg.IngestTimeout = 15 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s := &Server{cfg: cfg, log: cfg.Logger, outage: notify.OutageLogger(cfg.Logger)}
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.Get("/healthz", s.handleHealth)

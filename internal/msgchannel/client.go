@@ -94,8 +94,9 @@ type Client struct {
 	cfg      Config
 	app      string
 	log      zerolog.Logger
-	base     *url.URL // register: base + /websocket/register.do
-	wsBase   *url.URL // connect: wsBase + /websocket
+	outage   zerolog.Logger // for refusals while the database is unavailable
+	base     *url.URL       // register: base + /websocket/register.do
+	wsBase   *url.URL       // connect: wsBase + /websocket
 	inflight inflight
 	sem      chan struct{}
 
@@ -177,6 +178,7 @@ func NewClient(cfg Config) (*Client, error) {
 		cfg:    cfg,
 		app:    cfg.App.ID,
 		log:    cfg.Logger.With().Str("app_id", cfg.App.ID).Str("channel", notify.ChannelWebSocket).Logger(),
+		outage: notify.OutageLogger(cfg.Logger),
 		base:   reg,
 		wsBase: ws,
 		sem:    make(chan struct{}, cfg.MaxInFlight),

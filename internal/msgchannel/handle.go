@@ -49,6 +49,9 @@ func (c *Client) handle(conn *websocket.Conn, msg []byte, start time.Time) {
 func (c *Client) logMessage(msg []byte, n *notify.Notification, f *alipay.ChannelFrame, out notify.Outcome,
 	err error, ack string, ackErr error, took time.Duration) {
 	log := c.cfg.Logger
+	if notify.ErrorCode(err) == notify.EUNAVAILABLE {
+		log = c.outage
+	}
 	ev := log.Info()
 	if err != nil || ackErr != nil {
 		ev = log.Warn()

@@ -33,6 +33,14 @@ func Report(r Reporter, channel string, n *Notification, out Outcome, err error,
 	r.Accepted(n.Method, out.Label())
 }
 
+// OutageLogger returns log limited to 10 lines a second, for deliveries
+// refused because the database is unavailable: an outage under load would
+// otherwise log one error line per delivery. The lines it drops are still
+// counted by the refusal metric (reason database_unavailable).
+func OutageLogger(log zerolog.Logger) zerolog.Logger {
+	return log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second})
+}
+
 // LogOutcome ends the one log line a delivery gets, whatever its channel:
 // outcome success with the status and delivery count, or fail with the
 // reason. It never logs a secret: errors carry no sign, token or key.
