@@ -181,13 +181,14 @@ for name in merchant-confirmed fastregister-changed audit-rejected baseaudit-pas
   printf '%-22s ack %s  gateway: %s\n' "$name" "$(acked "${ids[$name]}")" "$(gwlog "${ids[$name]}")"
 done
 say "a new message over the WebSocket only"
-sim deliver -d app_id="$app_id" -d sample=audit-passed -d msg_id=ws-demo-1 -d timestamp="$(date +%s%3N)" >/dev/null
-printf '%-22s ack %s  gateway: %s\n' "audit-passed (new)" "$(acked ws-demo-1)" "$(gwlog ws-demo-1)"
+ws1="ws-demo-$(date +%s)-1" ws2="ws-demo-$(date +%s)-2" # new ids each run: the dev database is kept between runs
+sim deliver -d app_id="$app_id" -d sample=audit-passed -d msg_id="$ws1" -d timestamp="$(date +%s%3N)" >/dev/null
+printf '%-22s ack %s  gateway: %s\n' "audit-passed (new)" "$(acked "$ws1")" "$(gwlog "$ws1")"
 say "the connection dropped: the gateway registers and connects again"
 sim drop -d app_id="$app_id"
 echo
-sim deliver -d app_id="$app_id" -d sample=audit-passed -d msg_id=ws-demo-2 -d timestamp="$(date +%s%3N)" >/dev/null
-printf '%-22s ack %s  gateway: %s\n' "after the drop" "$(acked ws-demo-2)" "$(gwlog ws-demo-2)"
+sim deliver -d app_id="$app_id" -d sample=audit-passed -d msg_id="$ws2" -d timestamp="$(date +%s%3N)" >/dev/null
+printf '%-22s ack %s  gateway: %s\n' "after the drop" "$(acked "$ws2")" "$(gwlog "$ws2")"
 curl -sS "$base/metrics" | grep '^alipay_gateway_websocket_' || true
 say "a forged message over the WebSocket (its x-sign does not sign its data)"
 sim deliver-forged -d app_id="$app_id" -d sample=audit-passed -d msg_id=ws-forged-1 >/dev/null
