@@ -118,9 +118,13 @@ func (db *DB) ingest(ctx context.Context, ns []*notify.Notification) ([]notify.O
 	if err != nil {
 		return nil, err
 	}
-	changes, err := db.handle(fresh)
+	changed, err := db.handle(fresh)
 	if err != nil {
 		return nil, err
+	}
+	changes := make([]notify.Change, len(changed))
+	for i, r := range changed {
+		changes[i] = r.change
 	}
 	stmts, err := statements(changes)
 	if err != nil {
@@ -253,11 +257,12 @@ func (db *DB) fresh(ctx context.Context, rows []*row) ([]*row, error) {
 	return fresh, nil
 }
 
-// handle runs each row's handler and returns the changes they decide,
-// sorted for applying (see before). A row whose handler refuses it is
-// failed; a row without a handler stays unhandled.
-func (db *DB) handle(rows []*row) ([]notify.Change, error) {
-	var changes []notify.Change
+// handle runs each row's handler and returns the rows whose handler
+// decided a change (row.change), sorted for applying (see before). A row
+// whose handler refuses it is failed; a row without a handler stays
+// unhandled.
+func (db *DB) handle(rows []*row) ([]*row, error) {
+	var changed []*row
 	for _, r := range rows {
 		h, ok := db.registry.Handler(r.n.Method)
 		if !ok {
@@ -273,10 +278,10 @@ func (db *DB) handle(rows []*row) ([]notify.Change, error) {
 			return nil, err
 		}
 		r.change = change
-		changes = append(changes, change)
+		changed = append(changed, r)
 	}
-	sort.SliceStable(changes, func(i, j int) bool { return before(changes[i], changes[j]) })
-	return changes, nil
+	sort.SliceStable(changed, func(i, j int) bool { return before(changed[i].change, changed[j].change) })
+	return changed, nil
 }
 
 // insertStatement returns the statement that inserts the rows, or raises
@@ -348,39 +353,22 @@ func readInserted(res pgx.Rows, byKey map[key]*row) error {
 // Postgres refuses leaves its notification failed with the error, and the
 // rest of the transaction intact.
 func (db *DB) applyIsolated(ctx context.Context, tx pgx.Tx, rows []*row) error {
-	changes, err := db.handle(rows)
+	changed, err := db.handle(rows)
 	if err != nil {
 		return err
 	}
-	byEvent := make(map[key]*row, len(rows))
-	for _, r := range rows {
-		if r.change != nil {
-			e := r.change.Ordering()
-			byEvent[key{e.AppID, e.NotifyID}] = r
-		}
-	}
-	for _, c := range changes {
-		e := c.Ordering()
-		r := byEvent[key{e.AppID, e.NotifyID}]
-		stmts, err := statements([]notify.Change{c})
-		if err != nil {
-			return err
-		}
+	for _, r := range changed {
 		sp, err := tx.Begin(ctx)
 		if err != nil {
 			return err
 		}
-		r.out.Status = notify.StatusStale
-		res, err := sp.Query(ctx, stmts[0].sql, stmts[0].args...)
-		if err == nil {
-			if res.Next() { // it answers the changes that applied
-				r.out.Status = notify.StatusApplied
-			}
-			res.Close()
-			err = res.Err()
-		}
+		applied, err := applyChange(ctx, sp, r.change)
 		switch {
 		case err == nil:
+			r.out.Status = notify.StatusStale
+			if applied {
+				r.out.Status = notify.StatusApplied
+			}
 			if err := sp.Commit(ctx); err != nil {
 				return err
 			}

@@ -128,26 +128,8 @@ func (db *DB) FinishSend(ctx context.Context, s *outbound.Send) error {
 // the grants and cancellations that notifications bring. It returns an
 // EUNAVAILABLE *notify.Error when the database cannot be reached.
 func (db *DB) SaveGrant(ctx context.Context, g notify.AuthGrant) (bool, error) {
-	stmts, err := statements([]notify.Change{g})
+	applied, err := applyChange(ctx, db.Pool, g)
 	if err != nil {
-		return false, err
-	}
-	tx, err := db.Pool.Begin(ctx)
-	if err != nil {
-		return false, unavailable(err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	var applied bool
-	res, err := tx.Query(ctx, stmts[0].sql, stmts[0].args...)
-	if err == nil {
-		applied = res.Next()
-		res.Close()
-		err = res.Err()
-	}
-	if err != nil {
-		return false, unavailable(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
 		return false, unavailable(err)
 	}
 	return applied, nil

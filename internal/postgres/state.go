@@ -1,8 +1,11 @@
 package postgres
 
 import (
+	"context"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 )
@@ -214,6 +217,26 @@ func statements(changes []notify.Change) ([]statement, error) {
 		}
 	}
 	return out, nil
+}
+
+// querier is what applyChange runs on: a pool, a transaction, a savepoint.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// applyChange applies one change on q and reports whether it changed state.
+func applyChange(ctx context.Context, q querier, c notify.Change) (bool, error) {
+	stmts, err := statements([]notify.Change{c})
+	if err != nil {
+		return false, err
+	}
+	res, err := q.Query(ctx, stmts[0].sql, stmts[0].args...)
+	if err != nil {
+		return false, err
+	}
+	applied := res.Next() // the statement answers the changes that applied
+	res.Close()
+	return applied, res.Err()
 }
 
 // The column arrays of each statement, one element per change.
