@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: run test build vet fmt clean fuzz demo bench soak
+.PHONY: run test build vet fmt clean fuzz demo bench soak pgo
 
 ## run: the gateway with development keys, on a local Postgres it starts
 run:
@@ -24,6 +24,10 @@ bench:
 ## soak: failure scenarios; SCENARIO=kill9|pgrestart|replicas|steady (default all; steady lasts SOAK_DURATION, 10m)
 soak:
 	@bash deploy/dev/soak.sh $(or $(SCENARIO),all)
+
+## pgo: refresh cmd/gateway/default.pgo, the profile go build optimises the gateway with (a minute)
+pgo:
+	@bash deploy/dev/pgo.sh
 
 ## build: the binaries into bin/
 build:
