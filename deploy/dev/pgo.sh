@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 N=${PGO_N:-150000}
-SECONDS_=${PGO_SECONDS:-12}
+PROFILE_SECONDS=${PGO_SECONDS:-12}
 GW_PORT=18452
 PPROF=127.0.0.1:18453
 PG_PORT=${BENCH_PG_PORT:-55450}
@@ -40,8 +40,8 @@ until grep -q signed "$WORK/loadgen.log" 2>/dev/null; do
   sleep 0.2
 done
 sleep 1
-lib_log "profiling the gateway for ${SECONDS_}s"
-curl -fsS -o "$WORK/cpu.pprof" "http://$PPROF/debug/pprof/profile?seconds=$SECONDS_"
+lib_log "profiling the gateway for ${PROFILE_SECONDS}s"
+curl -fsS -o "$WORK/cpu.pprof" "http://$PPROF/debug/pprof/profile?seconds=$PROFILE_SECONDS"
 wait "$lg" || { cat "$WORK/loadgen.log" >&2; lib_die "loadgen failed"; }
 grep 'notifications/s' "$WORK/loadgen.log" >&2 || true
 cp "$WORK/cpu.pprof" "$OUT"
