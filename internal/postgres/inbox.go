@@ -92,6 +92,7 @@ type row struct {
 	n        *notify.Notification
 	copies   int           // deliveries of it in the batch
 	change   notify.Change // what its handler decided, if it ran and decided
+	stateRow string        // changeRow(change)
 	id       int64
 	inserted bool
 	out      notify.Outcome
@@ -258,9 +259,9 @@ func (db *DB) fresh(ctx context.Context, rows []*row) ([]*row, error) {
 }
 
 // handle runs each row's handler and returns the rows whose handler
-// decided a change (row.change), sorted for applying (see before). A row
-// whose handler refuses it is failed; a row without a handler stays
-// unhandled.
+// decided a change (row.change), sorted for applying: by the state row
+// each locks first, and for one row newest first. A row whose handler
+// refuses it is failed; a row without a handler stays unhandled.
 func (db *DB) handle(rows []*row) ([]*row, error) {
 	var changed []*row
 	for _, r := range rows {
@@ -277,10 +278,16 @@ func (db *DB) handle(rows []*row) ([]*row, error) {
 		case err != nil:
 			return nil, err
 		}
-		r.change = change
+		r.change, r.stateRow = change, changeRow(change)
 		changed = append(changed, r)
 	}
-	sort.SliceStable(changed, func(i, j int) bool { return before(changed[i].change, changed[j].change) })
+	sort.SliceStable(changed, func(i, j int) bool {
+		a, b := changed[i], changed[j]
+		if a.stateRow != b.stateRow {
+			return a.stateRow < b.stateRow
+		}
+		return newer(a.change, b.change)
+	})
 	return changed, nil
 }
 

@@ -151,7 +151,8 @@ type statement struct {
 }
 
 // statements returns the statements that apply changes, which must be
-// sorted by before, in their order:
+// sorted by changeRow and, for one row, newest first (see handle), in their
+// order:
 //   - AuthGrant records a grant unless a newer grant or cancellation is
 //     recorded;
 //   - AuthCancel records a cancellation, wiping the tokens, unless a newer
@@ -343,12 +344,9 @@ func changeKind(c notify.Change) (kind, ref string) {
 	return "", ""
 }
 
-// before orders two changes for applying: by row, then newest first.
-func before(a, b notify.Change) bool {
-	ra, rb := changeRow(a), changeRow(b)
-	if ra != rb {
-		return ra < rb
-	}
+// newer reports whether a is newer than b, by event time then notify_id:
+// changes to one row are applied newest first.
+func newer(a, b notify.Change) bool {
 	ea, eb := a.Ordering(), b.Ordering()
 	return ea.At > eb.At || ea.At == eb.At && ea.NotifyID > eb.NotifyID
 }
