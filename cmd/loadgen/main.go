@@ -6,10 +6,11 @@
 // (-prefix), entities and timestamps; posts them to a running gateway over C
 // keep-alive connections; and prints the throughput (acknowledged
 // notifications per second), the latency percentiles, and how many were
-// acknowledged (200 "success") or failed, by status. With -database-url it
-// then checks in Postgres that every acknowledged notification is stored
-// exactly once, with one history row for the audit and order ones, and
-// reports delivery counts and statuses.
+// acknowledged (200 "success") or failed, by status; with -cpu, what CPU
+// time a notification cost. With -database-url it then checks in Postgres
+// that every acknowledged notification is stored exactly once, with one
+// history row for the audit and order ones, and reports delivery counts
+// and statuses.
 //
 //	loadgen -key .dev/keys/alipay/private_key_pkcs8.pem -n 20000 -c 64 -database-url "$DATABASE_URL"
 //	loadgen ... -resend                  # then the same N again: pure duplicates
@@ -48,12 +49,12 @@ import (
 )
 
 type options struct {
-	url, keyFile, appID, prefix, mix, databaseURL, genKey string
-	n, c, entities                                        int
-	seed, tsBase, startAt                                 int64
-	rate                                                  float64
-	duration, timeout                                     time.Duration
-	resend, json, allowFailures                           bool
+	url, keyFile, appID, prefix, mix, databaseURL, genKey, cpu string
+	n, c, entities                                             int
+	seed, tsBase, startAt                                      int64
+	rate                                                       float64
+	duration, timeout                                          time.Duration
+	resend, json, allowFailures                                bool
 }
 
 func main() {
@@ -84,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-request timeout")
 	fs.StringVar(&o.databaseURL, "database-url", "", "the gateway's database: check that every acknowledged notification is stored once")
 	fs.StringVar(&o.genKey, "gen-key", "", "write a new \"Alipay\" key pair into `DIR` (public_key.txt for the gateway, private_key_pkcs8.pem for -key) and exit")
+	fs.StringVar(&o.cpu, "cpu", "", "`name=pid,...`: per pass, report the CPU time a notification cost the machine, loadgen and these process trees (Linux /proc)")
 	fs.BoolVar(&o.allowFailures, "allow-failures", false, "deliveries that are not acknowledged are expected (a kill, a restart): exit 0 if the check passes")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: loadgen -key FILE [-url URL] [-n N] [-c C] [-resend] [-rate R -duration D] [-database-url URL] [flags]\n       loadgen -gen-key DIR\n\nflags:")
@@ -172,6 +174,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer client.close()
+	var meter *cpuMeter
+	if o.cpu != "" {
+		trees, err := parseCPUFlag(o.cpu)
+		if err == nil {
+			trees["loadgen"] = os.Getpid()
+			meter, err = newCPUMeter("/proc", trees)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "loadgen:", err)
+			return 2
+		}
+	}
 	g := &Generator{AppID: o.appID, Prefix: o.prefix, Seed: o.seed, TSBase: o.tsBase, Entities: o.entities, Mix: mix, Key: key}
 	ids, methods := make([]string, o.n), make([]string, o.n)
 	for i := range o.n {
@@ -214,6 +228,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if ctx.Err() != nil {
 			break
 		}
+		var before cpuSample
+		if meter != nil {
+			if before, err = meter.sample(); err != nil {
+				return fail(err)
+			}
+		}
 		results, elapsed, err := pass(ctx, client, o.n, o.rate, body)
 		if err != nil {
 			return fail(err)
@@ -222,6 +242,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			acked[i] = acked[i] || r.outcome == outcomeSuccess
 		}
 		s := summarize(name, results, elapsed)
+		if meter != nil {
+			after, err := meter.sample()
+			if err != nil {
+				return fail(err)
+			}
+			s.CPU = use(before, after, s.Acked)
+		}
 		failures += s.Sent - s.Acked
 		summaries = append(summaries, s)
 		say("%s", s)

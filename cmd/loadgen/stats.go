@@ -42,6 +42,8 @@ type Summary struct {
 	FirstFailureS *float64 `json:"first_failure_s,omitempty"`
 	LastFailureS  *float64 `json:"last_failure_s,omitempty"`
 	AckedAfter    int      `json:"acked_after_last_failure"`
+	// With -cpu: CPU time per acknowledged notification.
+	CPU *CPUUse `json:"cpu,omitempty"`
 }
 
 // summarize sums up a pass's results over elapsed.
@@ -111,6 +113,9 @@ func (s Summary) String() string {
 	fmt.Fprintf(&b, "\n%s: latency p50 %.1fms p90 %.1fms p99 %.1fms max %.1fms", s.Pass, s.P50, s.P90, s.P99, s.Max)
 	if s.FirstFailureS != nil {
 		fmt.Fprintf(&b, "\n%s: failures from %.1fs to %.1fs, then %d acknowledged", s.Pass, *s.FirstFailureS, *s.LastFailureS, s.AckedAfter)
+	}
+	if s.CPU != nil {
+		fmt.Fprintf(&b, "\n%s: CPU per acknowledged notification: %s", s.Pass, s.CPU)
 	}
 	return b.String()
 }

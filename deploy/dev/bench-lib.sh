@@ -103,6 +103,10 @@ metric() {
     awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.0f\n", s }'
 }
 
+# machine_ticks: the CPUs' busy and idle time so far, in 1/100 s
+# (/proc/stat: user+nice+system+irq+softirq, idle+iowait).
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8, $5 + $6; exit }' /proc/stat; }
+
 # rss_kb PID: resident set size in kB.
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 

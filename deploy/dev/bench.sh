@@ -11,7 +11,10 @@
 #     its database check (every acknowledged one stored exactly once);
 #  4. pgbench, BENCH_NAIVE_CLIENTS (16) clients for BENCH_NAIVE_SECONDS (20)
 #     running deploy/dev/naive.sql on a database `naive` of the same tables;
-#  5. the figures, and the ratio gateway/naive.
+#  5. the figures, and the ratio gateway/naive; and what CPU time a
+#     notification, and a naive transaction, cost the machine (from
+#     /proc: on a machine either design saturates, throughput is the
+#     inverse of that cost).
 # Everything is stopped on exit. Exit status 1 when the check fails.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -54,7 +57,8 @@ lib_log "loadgen: $N notifications, $C connections, then the same $N again"
 out=$WORK/loadgen.json
 set +e
 loadgen -url "http://127.0.0.1:$GW_PORT/alipay/notify" -n "$N" -c "$C" -resend \
-  -prefix "bench-$(date +%s)" -json -database-url "$DB" >"$out"
+  -prefix "bench-$(date +%s)" -json -database-url "$DB" \
+  -cpu "gateway=${GW_PID[gateway]},postgres=$(bash deploy/dev/pg.sh pid "$PGDIR")" >"$out"
 lg_rc=$?
 set -e
 batches=$(metric "$GW_PORT" alipay_gateway_batch_size_count)
@@ -66,11 +70,18 @@ lib_log "pgbench: the naive design, $NAIVE_CLIENTS clients for ${NAIVE_SECONDS}s
 PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d "$NAIVE" -f deploy/dev/naive-schema.sql >&2
 naive_out=$WORK/pgbench.txt
 sql "$NAIVE" CHECKPOINT >/dev/null
+read -r busy0 idle0 < <(machine_ticks)
 "$PGBENCH" -n -c "$NAIVE_CLIENTS" -j 2 -T "$NAIVE_SECONDS" -f deploy/dev/naive.sql "$NAIVE" >"$naive_out" 2>&1 ||
   { cat "$naive_out" >&2; lib_die "pgbench failed"; }
+read -r busy1 idle1 < <(machine_ticks)
 naive_tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$naive_out" | head -n 1)
 naive_lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$naive_out")
 naive_rows=$(sql "$NAIVE" "SELECT count(*) FROM notifications")
+naive_txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$naive_out")
+# CPU a naive transaction: the machine's busy time over pgbench's run
+# (Postgres and pgbench), in µs; /proc/stat counts in 1/100 s.
+naive_cpu=$(awk -v b="$((busy1 - busy0))" -v i="$((idle1 - idle0))" -v n="${naive_txns:-0}" \
+  'BEGIN { if (n > 0) printf "machine %.0fµs (Postgres and pgbench), idle %.0f%%", b * 1e4 / n, 100 * i / (b + i); else print "n/a" }')
 
 new_rate=$(jqf "$out" 'select(.pass=="new") | .per_second')
 res_rate=$(jqf "$out" 'select(.pass=="resend") | .per_second')
@@ -85,9 +96,15 @@ if [[ ${batches:-0} -gt 0 ]]; then
   echo "bench: group commit:	$batches transactions, $(ratio "$batched" "$batches") notifications each on average"
 fi
 echo "bench: gateway RSS after the run: $((rss / 1024)) MiB"
+jq -r 'select(.pass and .cpu) | "bench: CPU a notification (\(.pass)):\t\(.cpu.machine_us | round)µs of the machine (" +
+  (.cpu.procs_us | to_entries | map("\(.key) \(.value | round)µs") | join(", ")) + "), idle \(.cpu.idle_pct | round)%"' "$out"
+echo "bench: CPU a transaction (naive):	$naive_cpu"
 echo "bench: duplicate vs new:	$(ratio "$res_rate" "$new_rate")× the throughput"
 echo "bench: naive (pgbench):	${naive_tps%.*} TPS (1 notification per transaction), latency avg ${naive_lat}ms, $NAIVE_CLIENTS clients, ${NAIVE_SECONDS}s, $naive_rows rows"
 echo "bench: ratio gateway/naive:	$(ratio "$new_rate" "$naive_tps")"
+new_cpu=$(jqf "$out" 'select(.pass=="new") | .cpu.machine_us // 0')
+naive_us=$(awk -v b="$((busy1 - busy0))" -v n="${naive_txns:-0}" 'BEGIN { if (n > 0) printf "%.1f", b * 1e4 / n; else print 0 }')
+echo "bench: CPU ratio naive/gateway:	$(ratio "$naive_us" "$new_cpu") (CPU time a naive transaction costs over what a notification costs: the ratio this machine allows when both designs keep its CPUs busy)"
 if [[ $lg_rc -ne 0 ]]; then
   lib_log "FAIL: loadgen exited $lg_rc (see above; gateway log: $WORK/gateway.log)"
   exit 1

@@ -4,6 +4,7 @@
 #   pg.sh start DIR PORT   create (if needed) and start a cluster, print its URL
 #   pg.sh stop  DIR        stop the cluster (no-op when nothing runs)
 #   pg.sh url   DIR PORT   print the URL only
+#   pg.sh pid   DIR        print the running server's (postmaster's) pid
 #
 # The cluster lives in DIR/data. As root the server runs as the `postgres`
 # user; if that user cannot reach DIR (e.g. under /root), the data dir goes
@@ -22,7 +23,7 @@ die() { echo "pg.sh: $*" >&2; exit 1; }
 log() { echo "pg.sh: $*" >&2; }
 
 usage() {
-  die "usage: pg.sh start DIR PORT | pg.sh stop DIR | pg.sh url DIR PORT"
+  die "usage: pg.sh start DIR PORT | pg.sh stop DIR | pg.sh url DIR PORT | pg.sh pid DIR"
 }
 
 # Locate the server binaries (PG_BINDIR overrides).
@@ -198,6 +199,14 @@ main() {
       (($# == 3)) || usage
       check_port "$3"
       url "$((10#$3))"
+      ;;
+    pid)
+      (($# == 2)) || usage
+      BIN=$(find_bindir)
+      local data
+      data=$(datadir_of "$dir")
+      [[ -n $(running_port "$data") ]] || die "no server running on $data"
+      head -n 1 "$data/postmaster.pid" >&3
       ;;
     *) usage ;;
   esac
