@@ -36,8 +36,8 @@ type Config struct {
 	// at most BatchWait for a batch to fill while another commits, with at
 	// most BatchFlushers transactions in flight.
 	BatchMax      int           `env:"BATCH_MAX" envDefault:"128"`
-	BatchWait     time.Duration `env:"BATCH_WAIT" envDefault:"2ms"`
-	BatchFlushers int           `env:"BATCH_FLUSHERS" envDefault:"4"`
+	BatchWait     time.Duration `env:"BATCH_WAIT" envDefault:"1ms"`
+	BatchFlushers int           `env:"BATCH_FLUSHERS" envDefault:"2"`
 	// PprofAddr, when set, serves net/http/pprof there (keep it on
 	// localhost): for profiling, off by default.
 	PprofAddr string `env:"PPROF_ADDR"`

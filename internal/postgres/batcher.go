@@ -45,16 +45,16 @@ type request struct {
 }
 
 // NewBatcher starts a Batcher over db. Zero fields of cfg take defaults:
-// MaxBatch 128, MaxWait 2ms, Flushers 4, Timeout 15s.
+// MaxBatch 128, MaxWait 1ms, Flushers 2, Timeout 15s.
 func NewBatcher(db *DB, cfg BatcherConfig) *Batcher {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 128
 	}
 	if cfg.MaxWait <= 0 {
-		cfg.MaxWait = 2 * time.Millisecond
+		cfg.MaxWait = time.Millisecond
 	}
 	if cfg.Flushers <= 0 {
-		cfg.Flushers = 4
+		cfg.Flushers = 2
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 15 * time.Second
