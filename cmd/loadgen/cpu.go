@@ -61,8 +61,14 @@ func parseCPUFlag(s string) (map[string]int, error) {
 // read (not Linux) or a pid is not running.
 func newCPUMeter(proc string, trees map[string]int) (*cpuMeter, error) {
 	m := &cpuMeter{proc: proc, trees: trees}
-	if _, err := m.sample(); err != nil {
+	s, err := m.sample()
+	if err != nil {
 		return nil, fmt.Errorf("-cpu: %w", err)
+	}
+	for name, pid := range trees {
+		if _, ok := s.trees[name]; !ok {
+			return nil, fmt.Errorf("-cpu: process %d (%s) not found", pid, name)
+		}
 	}
 	return m, nil
 }
@@ -70,7 +76,8 @@ func newCPUMeter(proc string, trees map[string]int) (*cpuMeter, error) {
 // sample reads the machine's busy and idle ticks and each tree's ticks. A
 // tree's time is that of its live processes, each with the time of the
 // children it has reaped: a Postgres backend that exits is counted in its
-// postmaster's.
+// postmaster's. A tree whose root is gone (a gateway killed mid-pass) is
+// left out, and so has no figure for the pass.
 func (m *cpuMeter) sample() (cpuSample, error) {
 	var s cpuSample
 	stat, err := os.ReadFile(filepath.Join(m.proc, "stat"))
@@ -99,7 +106,7 @@ func (m *cpuMeter) sample() (cpuSample, error) {
 	s.trees = map[string]uint64{}
 	for name, root := range m.trees {
 		if _, ok := procs[root]; !ok {
-			return s, fmt.Errorf("process %d (%s) not found", root, name)
+			continue
 		}
 		var total uint64
 		for todo := []int{root}; len(todo) > 0; {

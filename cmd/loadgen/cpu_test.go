@@ -72,6 +72,26 @@ func TestCPUMeter_Sample(t *testing.T) {
 			t.Errorf("String() = %q", s)
 		}
 	})
+	t.Run("OKGoneMidway", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		writeProc(t, dir, "cpu  1 0 1 1 0 0 0 0 0 0", map[int][5]int{10: {1, 1, 1, 0, 0}, 20: {1, 1, 1, 0, 0}})
+		m, err := newCPUMeter(dir, map[string]int{"gateway": 10, "postgres": 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := m.sample()
+		os.RemoveAll(filepath.Join(dir, "10")) // killed
+		writeProc(t, dir, "cpu  5 0 1 1 0 0 0 0 0 0", map[int][5]int{20: {1, 3, 1, 0, 0}})
+		b, err := m.sample()
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := use(a, b, 1)
+		if _, ok := u.ProcsUS["gateway"]; ok || u.ProcsUS["postgres"] != 20000 {
+			t.Errorf("use = %+v, want no gateway figure and postgres 20000µs", u)
+		}
+	})
 	t.Run("ErrNoProcess", func(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
