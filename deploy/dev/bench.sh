@@ -79,9 +79,10 @@ naive_lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$naive_out")
 naive_rows=$(sql "$NAIVE" "SELECT count(*) FROM notifications")
 naive_txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$naive_out")
 # CPU a naive transaction: the machine's busy time over pgbench's run
-# (Postgres and pgbench), in µs; /proc/stat counts in 1/100 s.
-naive_cpu=$(awk -v b="$((busy1 - busy0))" -v i="$((idle1 - idle0))" -v n="${naive_txns:-0}" \
-  'BEGIN { if (n > 0) printf "machine %.0fµs (Postgres and pgbench), idle %.0f%%", b * 1e4 / n, 100 * i / (b + i); else print "n/a" }')
+# (Postgres and pgbench), in µs (/proc/stat counts in 1/100 s), and the
+# share of the CPUs' time left idle.
+read -r naive_us naive_idle < <(awk -v b="$((busy1 - busy0))" -v i="$((idle1 - idle0))" -v n="${naive_txns:-0}" \
+  'BEGIN { if (n > 0 && b + i > 0) printf "%.1f %.0f\n", b * 1e4 / n, 100 * i / (b + i); else print "0 0" }')
 
 new_rate=$(jqf "$out" 'select(.pass=="new") | .per_second')
 res_rate=$(jqf "$out" 'select(.pass=="resend") | .per_second')
@@ -98,12 +99,11 @@ fi
 echo "bench: gateway RSS after the run: $((rss / 1024)) MiB"
 jq -r 'select(.pass and .cpu) | "bench: CPU a notification (\(.pass)):\t\(.cpu.machine_us | round)µs of the machine (" +
   (.cpu.procs_us | to_entries | map("\(.key) \(.value | round)µs") | join(", ")) + "), idle \(.cpu.idle_pct | round)%"' "$out"
-echo "bench: CPU a transaction (naive):	$naive_cpu"
+echo "bench: CPU a transaction (naive):	machine $(printf %.0f "$naive_us")µs (Postgres and pgbench), idle ${naive_idle}%"
 echo "bench: duplicate vs new:	$(ratio "$res_rate" "$new_rate")× the throughput"
 echo "bench: naive (pgbench):	${naive_tps%.*} TPS (1 notification per transaction), latency avg ${naive_lat}ms, $NAIVE_CLIENTS clients, ${NAIVE_SECONDS}s, $naive_rows rows"
 echo "bench: ratio gateway/naive:	$(ratio "$new_rate" "$naive_tps")"
 new_cpu=$(jqf "$out" 'select(.pass=="new") | .cpu.machine_us // 0')
-naive_us=$(awk -v b="$((busy1 - busy0))" -v n="${naive_txns:-0}" 'BEGIN { if (n > 0) printf "%.1f", b * 1e4 / n; else print 0 }')
 echo "bench: CPU ratio naive/gateway:	$(ratio "$naive_us" "$new_cpu") (CPU time a naive transaction costs over what a notification costs: the ratio this machine allows when both designs keep its CPUs busy)"
 if [[ $lg_rc -ne 0 ]]; then
   lib_log "FAIL: loadgen exited $lg_rc (see above; gateway log: $WORK/gateway.log)"

@@ -123,11 +123,7 @@ func (db *DB) ingest(ctx context.Context, ns []*notify.Notification) ([]notify.O
 	if err != nil {
 		return nil, err
 	}
-	changes := make([]notify.Change, len(changed))
-	for i, r := range changed {
-		changes[i] = r.change
-	}
-	stmts, err := statements(changes)
+	stmts, err := statements(changed)
 	if err != nil {
 		return nil, err
 	}

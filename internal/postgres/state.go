@@ -150,9 +150,9 @@ type statement struct {
 	args []any
 }
 
-// statements returns the statements that apply changes, which must be
-// sorted by changeRow and, for one row, newest first (see handle), in their
-// order:
+// statements returns the statements that apply the rows' changes, which
+// must be sorted by state row and, for one row, newest first (see handle),
+// in their order:
 //   - AuthGrant records a grant unless a newer grant or cancellation is
 //     recorded;
 //   - AuthCancel records a cancellation, wiping the tokens, unless a newer
@@ -168,19 +168,19 @@ type statement struct {
 // (SQLSTATE 21000), so changes go in rounds: round k holds the k-th newest
 // change to each state row, and one statement per kind applies a round.
 // Most batches touch each row once: one round, at most four statements.
-func statements(changes []notify.Change) ([]statement, error) {
+func statements(rows []*row) ([]statement, error) {
 	var rounds [][]notify.Change
 	k, last := 0, ""
-	for _, c := range changes {
-		if r := changeRow(c); r != last {
-			k, last = 0, r
-		} else {
+	for i, r := range rows {
+		if i > 0 && r.stateRow == last {
 			k++
+		} else {
+			k, last = 0, r.stateRow
 		}
 		if k == len(rounds) {
 			rounds = append(rounds, nil)
 		}
-		rounds[k] = append(rounds[k], c)
+		rounds[k] = append(rounds[k], r.change)
 	}
 	var out []statement
 	for _, round := range rounds {
@@ -227,7 +227,7 @@ type querier interface {
 
 // applyChange applies one change on q and reports whether it changed state.
 func applyChange(ctx context.Context, q querier, c notify.Change) (bool, error) {
-	stmts, err := statements([]notify.Change{c})
+	stmts, err := statements([]*row{{change: c}}) // one row: its state row does not matter
 	if err != nil {
 		return false, err
 	}
