@@ -3,6 +3,7 @@ module github.com/alipay-notify-gateway/gateway
 go 1.26.8
 
 require (
+	filippo.io/bigmod v0.1.0
 	github.com/caarlos0/env/v11 v11.4.2
 	github.com/coder/websocket v1.8.15
 	github.com/go-chi/chi/v5 v5.5.0

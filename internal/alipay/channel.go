@@ -285,7 +285,7 @@ func (a *App) verifyChannel(data []byte, sign, signType string, gbk bool) (strin
 	}
 	digest := digestOf(hashID, content)
 	for _, k := range a.Keys {
-		if rsa.VerifyPKCS1v15(k.Pub, hashID, digest, sig) == nil {
+		if k.verify(hashID, digest, sig) {
 			return k.SN, nil
 		}
 	}
@@ -374,7 +374,7 @@ func (v *Verifier) ChannelRegisterAnswer(appID string, body []byte) (string, err
 	digest := digestOf(crypto.SHA256, raw)
 	verified := false
 	for _, k := range app.Keys {
-		if rsa.VerifyPKCS1v15(k.Pub, crypto.SHA256, digest, sig) == nil {
+		if k.verify(crypto.SHA256, digest, sig) {
 			verified = true
 			break
 		}

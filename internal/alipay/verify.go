@@ -19,6 +19,8 @@ import (
 type Key struct {
 	SN  string
 	Pub *rsa.PublicKey
+
+	prepared *rsaKey // set by NewVerifier
 }
 
 // App is one ISV app's verification settings.
@@ -73,8 +75,9 @@ type Verifier struct {
 	apps map[string]*App
 }
 
-// NewVerifier returns a Verifier for apps. It returns an error when an app
-// has no key or is listed twice.
+// NewVerifier returns a Verifier for apps, and prepares each app's keys for
+// verification. It returns an error when an app has no key, a key that
+// crypto/rsa would refuse (see newRSAKey), or is listed twice.
 func NewVerifier(apps []*App) (*Verifier, error) {
 	v := &Verifier{apps: make(map[string]*App, len(apps))}
 	for _, a := range apps {
@@ -86,6 +89,13 @@ func NewVerifier(apps []*App) (*Verifier, error) {
 		}
 		if _, dup := v.apps[a.ID]; dup {
 			return nil, fmt.Errorf("app %s is configured twice", a.ID)
+		}
+		for i := range a.Keys {
+			k, err := newRSAKey(a.Keys[i].Pub)
+			if err != nil {
+				return nil, fmt.Errorf("app %s: Alipay key %d: %w", a.ID, i+1, err)
+			}
+			a.Keys[i].prepared = k
 		}
 		v.apps[a.ID] = a
 	}
@@ -153,10 +163,20 @@ func (v *Verifier) Verify(f Form) (*Match, error) {
 			return nil, notify.Errorf(notify.EUNVERIFIED, "unknown_cert_sn", "alipay_cert_sn %q is not a configured Alipay cert of app %s", sn, appID)
 		}
 	}
-	for _, form := range ContentForms(f) {
-		digest := digestOf(hashID, SignContent(f, form))
-		for _, k := range keys {
-			if rsa.VerifyPKCS1v15(k.Pub, hashID, digest, sig) == nil {
+	// One RSA operation a key, whatever the number of content forms: the
+	// opened signature is compared with each form's encoding in turn.
+	forms := ContentForms(f)
+	digests := make([][]byte, len(forms))
+	for _, k := range keys {
+		em := k.open(sig)
+		if em == nil {
+			continue
+		}
+		for i, form := range forms {
+			if digests[i] == nil {
+				digests[i] = digestOf(hashID, SignContent(f, form))
+			}
+			if isPKCS1v15(em, hashID, digests[i]) {
 				return &Match{App: app, Form: form, CertSN: k.SN}, nil
 			}
 		}
