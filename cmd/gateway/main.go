@@ -161,6 +161,7 @@ func serve() error {
 	channels, err := msgchannel.NewManager(msgchannel.Config{
 		Verifier: verifier,
 		Inbox:    inbox,
+		Arrivals: inbox,
 		Host:     cfg.MsgHost,
 		Logger:   log,
 		Metrics:  m,
@@ -197,6 +198,7 @@ func serve() error {
 		Metrics:      m,
 		Verifier:     verifier,
 		Inbox:        inbox,
+		Arrivals:     inbox,
 		DB:           db,
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBodyBytes,

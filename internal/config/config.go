@@ -33,8 +33,8 @@ type Config struct {
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
 	// Group commit: at most BatchMax notifications per transaction, waiting
-	// at most BatchWait for a batch to fill while another commits, with at
-	// most BatchFlushers transactions in flight.
+	// at most BatchWait for a batch to fill while another commits and more
+	// are being verified, with at most BatchFlushers transactions in flight.
 	BatchMax      int           `env:"BATCH_MAX" envDefault:"128"`
 	BatchWait     time.Duration `env:"BATCH_WAIT" envDefault:"1ms"`
 	BatchFlushers int           `env:"BATCH_FLUSHERS" envDefault:"2"`

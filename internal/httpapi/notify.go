@@ -19,15 +19,8 @@ import (
 // only after its commit.
 func (s *Server) handleNotify(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	var (
-		n   *notify.Notification
-		m   *alipay.Match
-		out notify.Outcome
-	)
-	body, err := readBody(w, r, s.cfg.MaxBodyBytes)
-	if err == nil {
-		n, m, err = s.cfg.Verifier.Notification(body, notify.ChannelHTTP, start)
-	}
+	var out notify.Outcome
+	body, n, m, err := s.receive(w, r, start)
 	if err == nil {
 		// The store's work goes on if Alipay hangs up: a committed
 		// notification is a duplicate on resend, never a loss.
@@ -43,6 +36,21 @@ func (s *Server) handleNotify(w http.ResponseWriter, r *http.Request) {
 		log = s.outage
 	}
 	logNotification(log, r, body, n, m, out, err, status, took)
+}
+
+// receive reads and verifies a notification, counted by Config.Arrivals
+// while it does.
+func (s *Server) receive(w http.ResponseWriter, r *http.Request, start time.Time) ([]byte, *notify.Notification, *alipay.Match, error) {
+	if a := s.cfg.Arrivals; a != nil {
+		a.Arriving()
+		defer a.Arrived()
+	}
+	body, err := readBody(w, r, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return body, nil, nil, err
+	}
+	n, m, err := s.cfg.Verifier.Notification(body, notify.ChannelHTTP, start)
+	return body, n, m, err
 }
 
 // readBody reads at most limit bytes of the body. It returns an ETOOLARGE

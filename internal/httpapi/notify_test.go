@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
@@ -265,5 +266,43 @@ func TestNotify_DatabaseOutage(t *testing.T) {
 	g.mustAccept(t, down) // Alipay's resend, on the same gateway
 	if n := g.count(t, "notifications"); n != 2 {
 		t.Fatalf("%d notifications stored", n)
+	}
+}
+
+// arrivalCounter forwards to a notify.Arrivals and counts the calls.
+type arrivalCounter struct {
+	next          notify.Arrivals
+	on, announced atomic.Int32
+}
+
+func (a *arrivalCounter) Arriving() { a.announced.Add(1); a.on.Add(1); a.next.Arriving() }
+func (a *arrivalCounter) Arrived()  { a.on.Add(-1); a.next.Arrived() }
+
+// TestNotify_Arrivals checks that every delivery, accepted or refused, is
+// announced to the group-commit Batcher while it is read and verified, and
+// counted off once.
+func TestNotify_Arrivals(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, nil)
+	b := postgres.NewBatcher(db, postgres.BatcherConfig{})
+	defer b.Close()
+	counter := &arrivalCounter{next: b}
+	g := startGatewayWith(t, db, httpapi.Config{Inbox: b, Arrivals: counter})
+	bodies := []string{"", "%%%", "a=" + strings.Repeat("x", 17<<10), signed(t, sample(t, "audit-rejected", keyAppID), other)}
+	for _, s := range []string{"audit-rejected", "merchant-confirmed", "appauth-cancelled"} {
+		bodies = append(bodies, signed(t, sample(t, s, keyAppID), keyApp))
+	}
+	var wg sync.WaitGroup
+	for _, body := range bodies {
+		for range 4 {
+			wg.Go(func() { g.post(t, body) })
+		}
+	}
+	wg.Wait()
+	if n, on := counter.announced.Load(), counter.on.Load(); n != int32(4*len(bodies)) || on != 0 {
+		t.Fatalf("%d announced, %d still on their way; want %d and 0", n, on, 4*len(bodies))
+	}
+	if n := g.count(t, "notifications"); n != 3 {
+		t.Fatalf("%d notifications stored; want 3", n)
 	}
 }

@@ -26,6 +26,10 @@ type Config struct {
 	Verifier *alipay.Verifier
 	// Inbox stores and applies notifications; usually the DB itself.
 	Inbox notify.Inbox
+	// Arrivals, when set, is told of each notification while it is read
+	// and verified (the group-commit Batcher, so that a batch waits only
+	// for notifications that are coming).
+	Arrivals notify.Arrivals
 	// DB serves the ops API and the readiness probe.
 	DB     *postgres.DB
 	Logger zerolog.Logger

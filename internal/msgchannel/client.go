@@ -65,6 +65,9 @@ type Config struct {
 	Verifier *alipay.Verifier
 	// Inbox stores and applies the messages.
 	Inbox notify.Inbox
+	// Arrivals, when set, is told of each message while it is verified
+	// (see notify.Arrivals).
+	Arrivals notify.Arrivals
 	// Host is ALIPAY_MSG_HOST: a bare host[:port] (HTTPS and WSS), or a URL
 	// whose scheme says which (http→ws, https→wss), for a local simulator.
 	Host    string

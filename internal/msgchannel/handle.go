@@ -16,7 +16,7 @@ import (
 // applied, then acknowledged SUCCESS, or FAIL when it did not verify or was
 // not stored. Other commands are logged and dropped.
 func (c *Client) handle(conn *websocket.Conn, msg []byte, start time.Time) {
-	n, f, err := c.cfg.Verifier.ChannelMessage(c.app, msg, start)
+	n, f, err := c.receive(msg, start)
 	if f != nil && f.Cmd != alipay.CmdConsume {
 		c.log.Debug().Str("cmd", f.Cmd).Str("stream_id", f.StreamID).Msg("frame ignored: not a CONSUME message")
 		return
@@ -42,6 +42,15 @@ func (c *Client) handle(conn *websocket.Conn, msg []byte, start time.Time) {
 	took := c.cfg.Now().Sub(start)
 	notify.Report(c.cfg.Metrics, notify.ChannelWebSocket, n, out, err, took)
 	c.logMessage(msg, n, f, out, err, status, ackErr, took)
+}
+
+// receive verifies a frame, counted by Config.Arrivals while it does.
+func (c *Client) receive(msg []byte, start time.Time) (*notify.Notification, *alipay.ChannelFrame, error) {
+	if a := c.cfg.Arrivals; a != nil {
+		a.Arriving()
+		defer a.Arrived()
+	}
+	return c.cfg.Verifier.ChannelMessage(c.app, msg, start)
 }
 
 // logMessage writes the one line a message gets, with the HTTP intake's

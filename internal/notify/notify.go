@@ -89,3 +89,13 @@ type Inbox interface {
 	// the database cannot be reached.
 	Ingest(ctx context.Context, n *Notification) (Outcome, error)
 }
+
+// Arrivals is told of the notifications on their way to an Inbox: being
+// read and verified. A batching Inbox (postgres.Batcher) lets a batch wait
+// for them, and commits it at once when none is coming.
+type Arrivals interface {
+	// Arriving counts one more notification on its way.
+	Arriving()
+	// Arrived counts one off: it reached Ingest, or it was refused.
+	Arrived()
+}

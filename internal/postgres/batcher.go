@@ -13,9 +13,10 @@ import (
 type BatcherConfig struct {
 	// MaxBatch caps the notifications in one transaction.
 	MaxBatch int
-	// MaxWait is how long a batch waits to fill while another transaction
-	// is committing. When none is, a batch is flushed at once, so that a
-	// lone notification pays no wait.
+	// MaxWait is how long a batch may wait to fill while another
+	// transaction is committing and notifications are on their way (see
+	// Arriving). Otherwise a batch is flushed at once: a lone notification
+	// pays no wait, and no batch waits for what is not coming.
 	MaxWait time.Duration
 	// Flushers is how many transactions may be in flight at once.
 	Flushers int
@@ -32,8 +33,11 @@ type Batcher struct {
 	db   *DB
 	cfg  BatcherConfig
 	reqs chan *request
-	busy atomic.Int32
-	wg   sync.WaitGroup
+	busy atomic.Int32 // transactions in flight
+	// arriving counts the notifications being read and verified (see
+	// Arriving): those a filling batch may wait for.
+	arriving atomic.Int32
+	wg       sync.WaitGroup
 
 	mu     sync.RWMutex
 	closed bool
@@ -93,6 +97,19 @@ func (b *Batcher) Ingest(ctx context.Context, n *notify.Notification) (notify.Ou
 	}
 }
 
+// Arriving tells b that one more notification is on its way: being read
+// and verified, before its Ingest. With Arrived, it implements
+// notify.Arrivals. A batch waits to fill (up to MaxWait) only while some
+// notification is on its way: when every request is already queued or
+// committing, waiting would only leave the CPUs idle. A notification that
+// is never announced (a source without Arrivals) joins whatever batch is
+// filling when it is queued.
+func (b *Batcher) Arriving() { b.arriving.Add(1) }
+
+// Arrived tells b that a notification announced by Arriving has reached
+// Ingest, or was refused.
+func (b *Batcher) Arrived() { b.arriving.Add(-1) }
+
 // Close stops taking notifications, commits those queued, and returns when
 // every batch is done.
 func (b *Batcher) Close() {
@@ -120,8 +137,9 @@ func (b *Batcher) flusher() {
 }
 
 // fill adds to batch what is queued and, while another transaction is
-// committing, what arrives within MaxWait, up to MaxBatch. With nothing
-// committing there is no reason to wait: the batch goes at once.
+// committing and notifications are on their way, what arrives within
+// MaxWait, up to MaxBatch. With nothing committing, or nothing coming, there
+// is no reason to wait: the batch goes at once.
 func (b *Batcher) fill(batch []*request, timer *time.Timer) []*request {
 	var deadline <-chan time.Time // nil until the batch starts waiting
 	for len(batch) < b.cfg.MaxBatch {
@@ -141,6 +159,9 @@ func (b *Batcher) fill(batch []*request, timer *time.Timer) []*request {
 			timer.Reset(b.cfg.MaxWait)
 			defer timer.Stop()
 			deadline = timer.C
+		}
+		if b.arriving.Load() <= 0 {
+			return batch
 		}
 		select {
 		case r, ok := <-b.reqs:

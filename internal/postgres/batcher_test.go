@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
@@ -202,4 +203,80 @@ func TestIngestBatch_Rounds(t *testing.T) {
 			t.Fatalf("one at a time: %q\nin one batch:  %q", s, got)
 		}
 	})
+}
+
+// TestBatcher_Arriving shows when a batch waits to fill: while a
+// transaction is in flight (here one held on a locked row) and a
+// notification is announced as on its way, and never once nothing is.
+func TestBatcher_Arriving(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, nil)
+	sizes := make(chan int, 8)
+	b := postgres.NewBatcher(db, postgres.BatcherConfig{MaxWait: time.Hour, OnBatch: func(n int) { sizes <- n }})
+	defer b.Close()
+	ctx := context.Background()
+	audit := func(miniApp string, ts int64) *notify.Notification {
+		return note(notify.MethodAuditPassed, `{"mini_app_id":"`+miniApp+`","mini_app_version":"0.0.1"}`, ts)
+	}
+	ingest := func(n *notify.Notification) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			out, err := b.Ingest(ctx, n)
+			if err == nil && out.Status != notify.StatusApplied {
+				err = fmt.Errorf("outcome %+v", out)
+			}
+			done <- err
+		}()
+		return done
+	}
+	if err := <-ingest(audit("locked", 1)); err != nil {
+		t.Fatal(err)
+	}
+	<-sizes
+	// A transaction in flight: a newer change to the locked row waits.
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM mini_apps WHERE mini_app_id = 'locked' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	held := ingest(audit("locked", 2))
+	time.Sleep(100 * time.Millisecond) // for its flusher to take it
+
+	t.Run("WaitsForWhatIsComing", func(t *testing.T) {
+		b.Arriving()
+		first := ingest(audit("a1", 1))
+		select {
+		case err := <-first:
+			t.Fatalf("flushed while a notification was on its way (%v)", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+		b.Arrived()
+		second := ingest(audit("a2", 1))
+		for _, done := range []<-chan error{first, second} {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := <-sizes; n != 2 {
+			t.Fatalf("batch of %d; want the two together", n)
+		}
+	})
+	t.Run("NothingComing", func(t *testing.T) {
+		// MaxWait is an hour: only the rule can end this wait.
+		if err := <-ingest(audit("a3", 1)); err != nil {
+			t.Fatal(err)
+		}
+		if n := <-sizes; n != 1 {
+			t.Fatalf("batch of %d", n)
+		}
+	})
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
 }
