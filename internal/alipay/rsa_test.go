@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/sha256"
+	"fmt"
 	"math/big"
 	"testing"
 )
@@ -21,7 +22,7 @@ func rsaKeys(t testing.TB) map[string]*rsa.PrivateKey {
 		if err != nil {
 			t.Fatal(err)
 		}
-		keys[big.NewInt(int64(bits)).String()+"-65537"] = k
+		keys[fmt.Sprintf("%d-65537", bits)] = k
 	}
 	keys["1024-3"] = keyWithExponent(t, 1024, 3)
 	keys["1024-2147483647"] = keyWithExponent(t, 1024, 1<<31-1)
@@ -108,10 +109,11 @@ func TestKey_Verify(t *testing.T) {
 				if h == crypto.SHA1 {
 					other = crypto.SHA256
 				}
-				bad := map[string]struct {
+				type input struct {
 					h      crypto.Hash
 					d, sig []byte
-				}{
+				}
+				bad := map[string]input{
 					"ErrOtherMessage":     {h, digest(h, append(msg, '.')), sig},
 					"ErrOtherHash":        {other, digest(other, msg), sig},
 					"ErrShortSignature":   {h, d, sig[1:]},
@@ -128,10 +130,7 @@ func TestKey_Verify(t *testing.T) {
 				for bit := 0; bit < size*8; bit += 97 {
 					flipped := append([]byte(nil), sig...)
 					flipped[bit/8] ^= 1 << (bit % 8)
-					bad["ErrFlippedBit"+big.NewInt(int64(bit)).String()] = struct {
-						h      crypto.Hash
-						d, sig []byte
-					}{h, d, flipped}
+					bad[fmt.Sprintf("ErrFlippedBit%d", bit)] = input{h, d, flipped}
 				}
 				for c, in := range bad {
 					t.Run(h.String()+"/"+c, func(t *testing.T) {

@@ -97,13 +97,10 @@ func (b *Batcher) Ingest(ctx context.Context, n *notify.Notification) (notify.Ou
 	}
 }
 
-// Arriving tells b that one more notification is on its way: being read
-// and verified, before its Ingest. With Arrived, it implements
-// notify.Arrivals. A batch waits to fill (up to MaxWait) only while some
-// notification is on its way: when every request is already queued or
-// committing, waiting would only leave the CPUs idle. A notification that
-// is never announced (a source without Arrivals) joins whatever batch is
-// filling when it is queued.
+// Arriving tells b that one more notification is on its way (being read
+// and verified): a filling batch may wait for it (see MaxWait). With
+// Arrived, it implements notify.Arrivals. A notification that is never
+// announced joins whatever batch is filling when it is queued.
 func (b *Batcher) Arriving() { b.arriving.Add(1) }
 
 // Arrived tells b that a notification announced by Arriving has reached
@@ -152,16 +149,13 @@ func (b *Batcher) fill(batch []*request, timer *time.Timer) []*request {
 			continue
 		default:
 		}
+		if deadline == nil && b.busy.Load() == 0 || b.arriving.Load() <= 0 {
+			return batch
+		}
 		if deadline == nil {
-			if b.busy.Load() == 0 {
-				return batch
-			}
 			timer.Reset(b.cfg.MaxWait)
 			defer timer.Stop()
 			deadline = timer.C
-		}
-		if b.arriving.Load() <= 0 {
-			return batch
 		}
 		select {
 		case r, ok := <-b.reqs:
