@@ -18,7 +18,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/config"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
@@ -139,10 +138,6 @@ func serve() error {
 		return err
 	}
 	defer db.Close()
-	verifier, err := alipay.NewVerifier(cfg.Apps)
-	if err != nil {
-		return err
-	}
 	if cfg.Sealer == nil {
 		log.Warn().Msg("TOKEN_ENCRYPTION_KEY is not set: authorization grants will be stored as failed, their tokens not kept")
 	}
@@ -159,7 +154,7 @@ func serve() error {
 	// The WebSocket channel of every app whose ALIPAY_CHANNEL is websocket
 	// or both (none: an idle manager, always ready), into the same inbox.
 	channels, err := msgchannel.NewManager(msgchannel.Config{
-		Verifier: verifier,
+		Verifier: cfg.Verifier,
 		Inbox:    inbox,
 		Arrivals: inbox,
 		Host:     cfg.MsgHost,
@@ -196,7 +191,7 @@ func serve() error {
 		Outbound:     out,
 		ReadyChecks:  []func(context.Context) error{channels.Ready},
 		Metrics:      m,
-		Verifier:     verifier,
+		Verifier:     cfg.Verifier,
 		Inbox:        inbox,
 		Arrivals:     inbox,
 		DB:           db,

@@ -51,6 +51,8 @@ type Config struct {
 
 	// Apps are the loaded, checked apps (from App or GATEWAY_CONFIG).
 	Apps []*alipay.App `env:"-"`
+	// Verifier verifies notifications for Apps, their keys prepared once.
+	Verifier *alipay.Verifier `env:"-"`
 	// Sealer encrypts authorization tokens; nil without TOKEN_ENCRYPTION_KEY.
 	Sealer *notify.Sealer `env:"-"`
 }
@@ -123,7 +125,7 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 		}
 		c.Apps = append(c.Apps, app)
 	}
-	if _, err := alipay.NewVerifier(c.Apps); err != nil {
+	if c.Verifier, err = alipay.NewVerifier(c.Apps); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return &c, nil
