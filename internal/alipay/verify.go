@@ -10,6 +10,7 @@ import (
 	"hash"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 )
@@ -19,8 +20,17 @@ import (
 type Key struct {
 	SN  string
 	Pub *rsa.PublicKey
+	// NotBefore and NotAfter bound a cert's validity (certificate mode);
+	// both are zero for a public key, which does not expire.
+	NotBefore, NotAfter time.Time
 
 	prepared *rsaKey // set by NewVerifier
+}
+
+// ValidAt reports whether k may verify at t: always for a public key, and
+// within its validity for a cert's key.
+func (k Key) ValidAt(t time.Time) bool {
+	return (k.NotBefore.IsZero() || !t.Before(k.NotBefore)) && (k.NotAfter.IsZero() || !t.After(k.NotAfter))
 }
 
 // App is one ISV app's verification settings.

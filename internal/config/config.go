@@ -233,7 +233,7 @@ func (s AppSettings) load(now time.Time) (*alipay.App, error) {
 			if err != nil {
 				return nil, fmt.Errorf("config: %s: ALIPAY_PUBLIC_CERT_FILE %s: %v", where, name, err)
 			}
-			app.Keys = append(app.Keys, alipay.Key{SN: c.SN, Pub: c.Key})
+			app.Keys = append(app.Keys, alipay.Key{SN: c.SN, Pub: c.Key, NotBefore: c.Cert.NotBefore, NotAfter: c.Cert.NotAfter})
 		}
 	default:
 		return nil, fmt.Errorf("config: %s: no Alipay public key or cert: set ALIPAY_PUBLIC_KEY(_FILE), or ALIPAY_ROOT_CERT_FILE and ALIPAY_PUBLIC_CERT_FILE", where)
