@@ -390,7 +390,7 @@ func TestRegistration_Refusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Inbox: &flakyInbox{}, Host: url,
+			m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Inbox: &flakyInbox{}, Host: url, AllowInsecure: true,
 				Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger(), Backoff: []time.Duration{20 * time.Millisecond}})
 			if err != nil {
 				t.Fatal(err)
@@ -422,7 +422,7 @@ func TestManager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := msgchannel.Config{Verifier: v, Inbox: pgtest.New(t, nil), Host: url, Metrics: metrics.New(),
+	cfg := msgchannel.Config{Verifier: v, Inbox: pgtest.New(t, nil), Host: url, AllowInsecure: true, Metrics: metrics.New(),
 		Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()}
 	fast(&cfg)
 	m, err := msgchannel.NewManager(cfg)
@@ -468,6 +468,28 @@ func TestManager(t *testing.T) {
 		!strings.Contains(err.Error(), "private key") {
 		t.Fatalf("no private key: %v", err)
 	}
+}
+
+func TestNewClient_Insecure(t *testing.T) {
+	t.Parallel()
+	v, _ := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.ChannelWebSocket)})
+	app, _ := v.App(appID)
+	t.Run("ErrPlainWebSocket", func(t *testing.T) {
+		_, err := msgchannel.NewClient(msgchannel.Config{App: app, Verifier: v, Inbox: &flakyInbox{}, Host: "http://127.0.0.1:8090"})
+		if err == nil || !strings.Contains(err.Error(), "ALIPAY_MSG_ALLOW_INSECURE") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("OK", func(t *testing.T) {
+		for _, c := range []msgchannel.Config{
+			{App: app, Verifier: v, Inbox: &flakyInbox{}, Host: "openchannel.alipay.com"},
+			{App: app, Verifier: v, Inbox: &flakyInbox{}, Host: "http://127.0.0.1:8090", AllowInsecure: true},
+		} {
+			if _, err := msgchannel.NewClient(c); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }
 
 func TestEndpoints(t *testing.T) {
@@ -526,7 +548,7 @@ func TestUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Inbox: &flakyInbox{}, Host: "http://127.0.0.1:1",
+	m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Inbox: &flakyInbox{}, Host: "http://127.0.0.1:1", AllowInsecure: true,
 		Logger: zerolog.New(zerolog.NewTestWriter(t)), Backoff: []time.Duration{20 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
