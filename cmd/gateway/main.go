@@ -66,7 +66,7 @@ func open(ctx context.Context) (*config.Config, *postgres.DB, zerolog.Logger, er
 		return nil, nil, zerolog.Nop(), err
 	}
 	log := newLogger(cfg.LogLevel)
-	registry := notify.NewRegistry(notify.RegistryConfig{Sealer: cfg.Sealer})
+	registry := notify.NewRegistry(notify.RegistryConfig{Sealer: cfg.Sealer, MaxClockSkew: cfg.MaxClockSkew})
 	db, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: cfg.DatabaseMaxConn, Registry: registry})
 	if err != nil {
 		return nil, nil, log, err
@@ -139,7 +139,7 @@ func serve() error {
 	}
 	defer db.Close()
 	if cfg.Sealer == nil {
-		log.Warn().Msg("TOKEN_ENCRYPTION_KEY is not set: authorization grants will be stored as failed, their tokens not kept")
+		log.Error().Msg("TOKEN_ENCRYPTION_KEY is not set: authorization grants are refused (503 fail, Alipay resends them for about 25 hours) until it is")
 	}
 	if len(cfg.OpsAPITokens) == 0 {
 		log.Warn().Msg("OPS_API_TOKENS is not set: the ops API (/v1) refuses every request")
@@ -154,12 +154,13 @@ func serve() error {
 	// The WebSocket channel of every app whose ALIPAY_CHANNEL is websocket
 	// or both (none: an idle manager, always ready), into the same inbox.
 	channels, err := msgchannel.NewManager(msgchannel.Config{
-		Verifier: cfg.Verifier,
-		Inbox:    inbox,
-		Arrivals: inbox,
-		Host:     cfg.MsgHost,
-		Logger:   log,
-		Metrics:  m,
+		Verifier:      cfg.Verifier,
+		Inbox:         inbox,
+		Arrivals:      inbox,
+		Host:          cfg.MsgHost,
+		AllowInsecure: cfg.MsgAllowInsecure,
+		Logger:        log,
+		Metrics:       m,
 	})
 	if err != nil {
 		inbox.Close()

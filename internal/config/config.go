@@ -45,6 +45,13 @@ type Config struct {
 	GatewayURL string `env:"ALIPAY_GATEWAY_URL" envDefault:"https://openapi.alipay.com/gateway.do"`
 	// MsgHost is the host of Alipay's message service WebSocket channel.
 	MsgHost string `env:"ALIPAY_MSG_HOST" envDefault:"openchannel.alipay.com"`
+	// MsgAllowInsecure lets MsgHost be a plain http:// (ws) URL: for a
+	// local simulator only.
+	MsgAllowInsecure bool `env:"ALIPAY_MSG_ALLOW_INSECURE" envDefault:"false"`
+	// MaxClockSkew is how far ahead of the gateway's clock a notification's
+	// time (utc_timestamp, notify_time, x-timestamp, a grant's auth_time)
+	// may be before the notification is refused.
+	MaxClockSkew time.Duration `env:"MAX_CLOCK_SKEW" envDefault:"5m"`
 
 	// The one-app shortcut; GATEWAY_CONFIG lists several apps instead.
 	App AppSettings `envPrefix:""`
@@ -96,6 +103,9 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 	if c.BatchMax < 1 || c.BatchFlushers < 1 || c.BatchWait < 0 {
 		return nil, errors.New("config: BATCH_MAX and BATCH_FLUSHERS must be at least 1, BATCH_WAIT not negative")
 	}
+	if c.MaxClockSkew <= 0 || c.MaxClockSkew > time.Hour {
+		return nil, errors.New("config: MAX_CLOCK_SKEW must be a positive duration of at most 1h (such as 5m)")
+	}
 	if c.HTTPAddr == "" {
 		return nil, errors.New("config: HTTP_ADDR is empty")
 	}
@@ -125,7 +135,7 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 		}
 		c.Apps = append(c.Apps, app)
 	}
-	if c.Verifier, err = alipay.NewVerifier(c.Apps); err != nil {
+	if c.Verifier, err = alipay.NewVerifierWith(alipay.VerifierConfig{Apps: c.Apps, MaxClockSkew: c.MaxClockSkew}); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return &c, nil
