@@ -562,3 +562,53 @@ func TestUnreachable(t *testing.T) {
 		t.Fatalf("readiness error holds the request's query: %s", msg)
 	}
 }
+
+// TestReplayedData_NoSecondEffect: x-msgId and x-timestamp are outside what
+// x-sign covers, so a captured message could be re-sent under a new msgId
+// and a fresh time. The inbox keeps one notification per signed data, so
+// the replay is acknowledged and changes nothing.
+func TestReplayedData_NoSecondEffect(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil, nil)
+	ctx := waitCtx(t)
+	const passed = `{"mini_app_id":"ws-replay","mini_app_version":"1"}`
+	const rejected = `{"mini_app_id":"ws-replay","mini_app_version":"1","audit_reason":"no"}`
+	now := time.Now().UnixMilli()
+	for _, m := range []struct{ api, content, id string }{
+		{notify.MethodAuditPassed, passed, "ws-a"},
+		{notify.MethodAuditRejected, rejected, "ws-b"},
+		{notify.MethodAuditPassed, passed, "ws-c"}, // the first, replayed later
+	} {
+		now += 1000
+		if err := r.sim.Deliver(appID, m.api, m.content, m.id, now); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.sim.WaitAck(ctx, appID, m.id, alipay.AckSuccess); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := r.db.MiniApp(ctx, "ws-replay")
+	if err != nil || m.AuditStatus != notify.AuditRejected {
+		t.Fatalf("%+v %v", m, err)
+	}
+	if _, err := r.db.Notification(ctx, appID, "ws-c"); notify.ErrorCode(err) != notify.ENOTFOUND {
+		t.Fatalf("the replay was stored: %v", err)
+	}
+}
+
+// TestFutureTimestamp_AckFail: a message dated ahead of the gateway's clock
+// is not trusted: FAIL, nothing stored (Alipay delivers it again).
+func TestFutureTimestamp_AckFail(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil, nil)
+	ctx := waitCtx(t)
+	if err := r.sim.Deliver(appID, notify.MethodAuditPassed, `{"mini_app_id":"ws-future"}`, "ws-f", time.Now().Add(time.Hour).UnixMilli()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.sim.WaitAck(ctx, appID, "ws-f", alipay.AckFail); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.db.Notification(ctx, appID, "ws-f"); notify.ErrorCode(err) != notify.ENOTFOUND {
+		t.Fatalf("stored: %v", err)
+	}
+}

@@ -53,7 +53,7 @@ func OutageLogger(log zerolog.Logger) zerolog.Logger {
 // reason. It never logs a secret: errors carry no sign, token or key.
 func LogOutcome(ev *zerolog.Event, out Outcome, err error) {
 	if err != nil {
-		ev.Str("outcome", "fail").Str("reason", ErrorReason(err)).Str("error", err.Error()).Msg("notification refused")
+		ev.Str("outcome", "fail").Str("reason", ErrorReason(err)).Str("error", ClipTo(err.Error(), 1024)).Msg("notification refused")
 		return
 	}
 	ev = ev.Str("outcome", "success").Str("status", string(out.Status)).Bool("duplicate", out.Duplicate).
