@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/alipay-notify-gateway/gateway/internal/certwatch"
 	"github.com/alipay-notify-gateway/gateway/internal/config"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
@@ -148,6 +149,7 @@ func serve() error {
 	}
 	m := metrics.New()
 	go sampleMetrics(ctx, m, db)
+	certwatch.Start(ctx, certwatch.Config{Apps: cfg.Apps, Metrics: m, Logger: log})
 	// Group commit: concurrent notifications share a transaction; each
 	// request still waits for its own commit.
 	inbox := postgres.NewBatcher(db, postgres.BatcherConfig{

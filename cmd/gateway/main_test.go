@@ -226,12 +226,12 @@ func TestGateway_GracefulStop(t *testing.T) {
 }
 
 // TestGateway_InternalListener runs the real binary with INTERNAL_ADDR:
-// probes, /metrics and the profiler answer there and /readyz and /metrics
-// not on HTTP_ADDR; with the database gone /readyz answers 503 "not ready",
+// probes, /metrics (with the cert's expiry) and the profiler answer there,
+// and /readyz and /metrics not on HTTP_ADDR; with the database gone /readyz answers 503 "not ready",
 // and the reason is logged once however often it is probed.
 func TestGateway_InternalListener(t *testing.T) {
 	t.Parallel()
-	dir, _ := pkiDir(t)
+	dir, p := pkiDir(t)
 	proxy, dbURL := pgtest.NewProxy(t, pgtest.NewSchema(t))
 	public, internal := "http://"+freeAddr(t), "http://"+freeAddr(t)
 	cmd := exec.Command(gatewayBinary(t))
@@ -260,8 +260,10 @@ func TestGateway_InternalListener(t *testing.T) {
 				t.Errorf("GET %s: %d; want %d", url, code, want)
 			}
 		}
-		if _, body := httpGet(t, internal+"/metrics"); !strings.Contains(body, "alipay_gateway_db_pool_connections") {
-			t.Errorf("internal /metrics lacks the gateway's series: %.300s", body)
+		_, body := httpGet(t, internal+"/metrics")
+		want := fmt.Sprintf(`alipay_gateway_cert_expiry_timestamp_seconds{app_id=%q,cert_sn=%q}`, appID, alipay.CertSN(p.Alipay.Cert))
+		if !strings.Contains(body, want) {
+			t.Errorf("internal /metrics lacks %s", want)
 		}
 	})
 	t.Run("Healthcheck", func(t *testing.T) {
