@@ -74,6 +74,7 @@ var metrics = []metric{
 	{"alipay_gateway_last_notification_timestamp_seconds", "gauge", nil},
 	{"alipay_gateway_websocket_connected", "gauge", []string{"app_id"}},
 	{"alipay_gateway_websocket_reconnects_total", "counter", []string{"app_id"}},
+	{"alipay_gateway_cert_expiry_timestamp_seconds", "gauge", []string{"app_id", "cert_sn"}},
 }
 
 // labelValues are the known values of some labels: a matcher naming another
@@ -1223,6 +1224,8 @@ func TestAlerts_Rules(t *testing.T) {
 		"p99 intake latency high":   `histogram_quantile\(0\.99, .*alipay_gateway_intake_duration_seconds_bucket`,
 		"db pool nearly exhausted":  `state="acquired".*state="max"`,
 		"message service connected": `alipay_gateway_websocket_connected`,
+		"cert expiring in 30 days":  `alipay_gateway_cert_expiry_timestamp_seconds.*\) - time\(\) < 30 \* 24 \* 3600`,
+		"cert expired":              `alipay_gateway_cert_expiry_timestamp_seconds.*\) - time\(\) < 0$`,
 	} {
 		found := false
 		for _, e := range exprs {
