@@ -1105,6 +1105,33 @@ func checkPromQL(t *testing.T, where, expr string) []string {
 	return used
 }
 
+// metricsSource is where the gateway defines its metrics.
+const metricsSource = "../internal/metrics/metrics.go"
+
+// TestMetrics_MatchCode: metrics (above) names exactly the metrics that
+// internal/metrics defines (Namespace ns, Name "..."), with their types.
+func TestMetrics_MatchCode(t *testing.T) {
+	t.Parallel()
+	src := string(readFile(t, metricsSource))
+	defined := map[string]string{}
+	re := regexp.MustCompile(`prometheus\.New(Counter|Gauge|Histogram)(?:Vec)?\(prometheus\.[A-Za-z]+Opts\{Namespace: ns, Name: "([a-z0-9_]+)"`)
+	for _, m := range re.FindAllStringSubmatch(src, -1) {
+		defined["alipay_gateway_"+m[2]] = strings.ToLower(m[1])
+	}
+	if len(defined) == 0 {
+		t.Fatalf("%s: no metric definition found (is the check still reading it right?)", metricsSource)
+	}
+	for _, m := range metrics {
+		if typ, ok := defined[m.name]; !ok || typ != m.typ {
+			t.Errorf("metrics lists %s (%s); %s defines it as %q", m.name, m.typ, metricsSource, typ)
+		}
+		delete(defined, m.name)
+	}
+	for name := range defined {
+		t.Errorf("%s defines %s, which metrics does not list", metricsSource, name)
+	}
+}
+
 func TestDashboard_Metrics(t *testing.T) {
 	t.Parallel()
 	var dash map[string]any
