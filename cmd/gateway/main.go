@@ -1,7 +1,8 @@
 // Command gateway is the Alipay notification gateway: it serves Alipay's
 // application-gateway endpoint and the ops API. `gateway migrate` applies the
-// database migrations and exits. Every setting comes from the environment;
-// see README.md.
+// database migrations and exits; `gateway healthcheck URL` probes a running
+// gateway, for container images without a shell. Every setting comes from
+// the environment; see README.md.
 package main
 
 import (
@@ -9,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/alipay-notify-gateway/gateway/internal/certwatch"
 	"github.com/alipay-notify-gateway/gateway/internal/config"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
@@ -38,11 +39,13 @@ func main() {
 		err = serve()
 	case "migrate":
 		err = migrate()
+	case "healthcheck":
+		err = healthcheck(os.Args[2:])
 	case "-h", "--help", "help":
-		fmt.Println("usage: gateway [serve|migrate]\n\nserve    run the gateway (the default)\nmigrate  apply the database migrations and exit\n\nSettings come from the environment: see README.md.")
+		fmt.Println("usage: gateway [serve|migrate|healthcheck URL]\n\nserve        run the gateway (the default)\nmigrate      apply the database migrations and exit\nhealthcheck  GET URL (e.g. http://127.0.0.1:8081/readyz) and exit 0 if it answers 200, 1 if not\n\nSettings come from the environment: see README.md.")
 		return
 	default:
-		err = fmt.Errorf("unknown command %q (want serve or migrate)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, migrate or healthcheck)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
@@ -146,6 +149,7 @@ func serve() error {
 	}
 	m := metrics.New()
 	go sampleMetrics(ctx, m, db)
+	certwatch.Start(ctx, certwatch.Config{Apps: cfg.Apps, Metrics: m, Logger: log})
 	// Group commit: concurrent notifications share a transaction; each
 	// request still waits for its own commit.
 	inbox := postgres.NewBatcher(db, postgres.BatcherConfig{
@@ -188,28 +192,41 @@ func serve() error {
 	if err != nil {
 		return err
 	}
-	handler := httpapi.New(httpapi.Config{
-		Outbound:     out,
-		ReadyChecks:  []func(context.Context) error{channels.Ready},
-		Metrics:      m,
-		Verifier:     cfg.Verifier,
-		Inbox:        inbox,
-		Arrivals:     inbox,
-		DB:           db,
-		Logger:       log,
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		Tokens:       cfg.OpsAPITokens,
-	})
+	hcfg := httpapi.Config{
+		Outbound:         out,
+		ReadyChecks:      []func(context.Context) error{channels.Ready},
+		Metrics:          m,
+		Verifier:         cfg.Verifier,
+		Inbox:            inbox,
+		Arrivals:         inbox,
+		DB:               db,
+		Logger:           log,
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		Tokens:           cfg.OpsAPITokens,
+		InternalListener: cfg.InternalAddr != "",
+	}
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
-		Handler:           handler,
+		Handler:           httpapi.New(hcfg),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.ListenAndServe() }()
+	var internal *http.Server
+	if cfg.InternalAddr != "" {
+		// No WriteTimeout: a CPU profile or trace takes ?seconds=N.
+		internal = &http.Server{
+			Addr:              cfg.InternalAddr,
+			Handler:           httpapi.NewInternal(hcfg),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+		}
+		go func() { errc <- internal.ListenAndServe() }()
+		log.Info().Str("addr", cfg.InternalAddr).Msg("internal listener: /healthz, /readyz, /metrics, /debug/pprof/")
+	}
 	if cfg.PprofAddr != "" {
 		go servePprof(cfg.PprofAddr, log)
 	}
@@ -235,6 +252,12 @@ func serve() error {
 	stopChannels()
 	// Every request and message has had its answer; commit what is queued.
 	inbox.Close()
+	if internal != nil {
+		// Last, so that probes and scrapes are answered while the rest drains.
+		if ierr := internal.Shutdown(sctx); err == nil {
+			err = ierr
+		}
+	}
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("shutdown: %w", err)
 	}
@@ -244,15 +267,29 @@ func serve() error {
 
 // servePprof serves the profiler on its own listener, never on HTTP_ADDR.
 func servePprof(addr string, log zerolog.Logger) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	log.Info().Str("addr", addr).Msg("pprof listening")
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: addr, Handler: httpapi.Pprof(), ReadHeaderTimeout: 10 * time.Second}
 	if err := srv.ListenAndServe(); err != nil {
 		log.Error().Err(err).Msg("pprof stopped")
 	}
+}
+
+// healthcheck GETs args[0] and fails unless it answers 200: the container
+// healthcheck of an image that has no shell or HTTP client.
+func healthcheck(args []string) error {
+	if len(args) != 1 {
+		return errors.New("usage: gateway healthcheck URL (e.g. http://127.0.0.1:8081/readyz)")
+	}
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get(args[0])
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck %s: %s", args[0], resp.Status)
+	}
+	return nil
 }
 
 // startOutbound makes the outbound service when an app has a private key and

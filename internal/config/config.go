@@ -41,6 +41,10 @@ type Config struct {
 	// PprofAddr, when set, serves net/http/pprof there (keep it on
 	// localhost): for profiling, off by default.
 	PprofAddr string `env:"PPROF_ADDR"`
+	// InternalAddr, when set, is the internal listener's address: /healthz,
+	// /readyz, /metrics and net/http/pprof are served there, and HTTP_ADDR
+	// keeps /healthz but no longer serves /readyz or /metrics.
+	InternalAddr string `env:"INTERNAL_ADDR"`
 	// GatewayURL is Alipay's OpenAPI gateway, for outbound calls.
 	GatewayURL string `env:"ALIPAY_GATEWAY_URL" envDefault:"https://openapi.alipay.com/gateway.do"`
 	// MsgHost is the host of Alipay's message service WebSocket channel.
@@ -108,6 +112,9 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 	}
 	if c.HTTPAddr == "" {
 		return nil, errors.New("config: HTTP_ADDR is empty")
+	}
+	if c.InternalAddr != "" && (c.InternalAddr == c.HTTPAddr || c.InternalAddr == c.PprofAddr) {
+		return nil, fmt.Errorf("config: INTERNAL_ADDR %s is also HTTP_ADDR or PPROF_ADDR; give the internal listener an address of its own", c.InternalAddr)
 	}
 	for _, t := range c.OpsAPITokens {
 		if strings.TrimSpace(t) == "" {

@@ -59,7 +59,7 @@ func TestLoad(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.HTTPAddr != ":8080" || c.MaxBodyBytes != 65536 || len(c.Apps) == 0 {
+				if c.HTTPAddr != ":8080" || c.InternalAddr != "" || c.MaxBodyBytes != 65536 || len(c.Apps) == 0 {
 					t.Fatalf("%+v", c)
 				}
 			})
@@ -88,6 +88,8 @@ func TestLoad(t *testing.T) {
 		"ErrBadTokenKey":     {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "TOKEN_ENCRYPTION_KEY", "short"), "TOKEN_ENCRYPTION_KEY"},
 		"ErrBadEncryptKey":   {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "ALIPAY_ENCRYPT_KEY", "???"), "ALIPAY_ENCRYPT_KEY"},
 		"ErrBadBodyLimit":    {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "MAX_BODY_BYTES", "0"), "MAX_BODY_BYTES"},
+		"ErrInternalIsHTTP":  {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "INTERNAL_ADDR", ":8080"), "INTERNAL_ADDR"},
+		"ErrInternalIsPprof": {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "INTERNAL_ADDR", "127.0.0.1:6060", "PPROF_ADDR", "127.0.0.1:6060"), "INTERNAL_ADDR"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := config.Load(tc.env, time.Now())
@@ -101,7 +103,7 @@ func TestLoad(t *testing.T) {
 func TestEnvVars(t *testing.T) {
 	t.Parallel()
 	got := strings.Join(config.EnvVars(), " ")
-	for _, want := range []string{"DATABASE_URL", "HTTP_ADDR", "ALIPAY_APP_ID", "ALIPAY_PUBLIC_CERT_FILE", "GATEWAY_CONFIG", "OPS_API_TOKENS"} {
+	for _, want := range []string{"DATABASE_URL", "HTTP_ADDR", "ALIPAY_APP_ID", "ALIPAY_PUBLIC_CERT_FILE", "GATEWAY_CONFIG", "OPS_API_TOKENS", "INTERNAL_ADDR"} {
 		if !strings.Contains(got, want) {
 			t.Fatalf("%s missing from %s", want, got)
 		}
