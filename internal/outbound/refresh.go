@@ -105,7 +105,7 @@ func (r *Refresher) refresh(ctx context.Context, due *DueRefresh) bool {
 	owner := notify.TokenOwner(due.AppID, due.AuthAppID)
 	token, err := r.s.sealer.Open(due.SealedRefreshToken, owner)
 	if err != nil || token == "" {
-		return fail(notify.Errorf(notify.EINTERNAL, "token_unreadable", "the stored refresh token does not open with TOKEN_ENCRYPTION_KEY"))
+		return fail(notify.Errorf(notify.EINTERNAL, "token_unreadable", "the stored refresh token does not open with TOKEN_ENCRYPTION_KEY or TOKEN_ENCRYPTION_OLD_KEYS"))
 	}
 	var ans tokenAnswer
 	biz := map[string]any{"grant_type": "refresh_token", "refresh_token": token}
