@@ -1,7 +1,8 @@
 // Command gateway is the Alipay notification gateway: it serves Alipay's
 // application-gateway endpoint and the ops API. `gateway migrate` applies the
-// database migrations and exits. Every setting comes from the environment;
-// see README.md.
+// database migrations and exits; `gateway reseal` seals the stored tokens
+// again under the current TOKEN_ENCRYPTION_KEY (see reseal.go). Every
+// setting comes from the environment; see README.md.
 package main
 
 import (
@@ -38,11 +39,18 @@ func main() {
 		err = serve()
 	case "migrate":
 		err = migrate()
+	case "reseal":
+		err = reseal(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":
-		fmt.Println("usage: gateway [serve|migrate]\n\nserve    run the gateway (the default)\nmigrate  apply the database migrations and exit\n\nSettings come from the environment: see README.md.")
+		fmt.Println("usage: gateway [serve|migrate|reseal [--dry-run]]\n\n" +
+			"serve    run the gateway (the default)\n" +
+			"migrate  apply the database migrations and exit\n" +
+			"reseal   seal every stored token not under TOKEN_ENCRYPTION_KEY again under it (after a key rotation);\n" +
+			"         safe while gateways serve; --dry-run counts without writing\n\n" +
+			"Settings come from the environment: see README.md.")
 		return
 	default:
-		err = fmt.Errorf("unknown command %q (want serve or migrate)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, migrate or reseal)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
@@ -140,6 +148,9 @@ func serve() error {
 	defer db.Close()
 	if cfg.Sealer == nil {
 		log.Warn().Msg("TOKEN_ENCRYPTION_KEY is not set: authorization grants will be stored as failed, their tokens not kept")
+	}
+	if len(cfg.TokenOldKeys) > 0 {
+		log.Info().Int("old_keys", len(cfg.TokenOldKeys)).Msg("TOKEN_ENCRYPTION_OLD_KEYS: tokens sealed under an old key open; `gateway reseal` seals them under TOKEN_ENCRYPTION_KEY")
 	}
 	if len(cfg.OpsAPITokens) == 0 {
 		log.Warn().Msg("OPS_API_TOKENS is not set: the ops API (/v1) refuses every request")
