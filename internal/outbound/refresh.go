@@ -2,6 +2,7 @@ package outbound
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
@@ -88,7 +89,9 @@ func (r *Refresher) RefreshDue(ctx context.Context) (refreshed, failed int, err 
 }
 
 // refresh renews one claimed authorization's tokens and reports whether it
-// did. A failure is recorded on the authorization and logged.
+// did. A failure is recorded on the authorization and logged, its tokens
+// left as they are: among them an answer whose token sets all name other
+// merchant apps (another merchant's tokens are never stored as this one's).
 func (r *Refresher) refresh(ctx context.Context, due *DueRefresh) bool {
 	log := r.s.log.With().Str("app_id", due.AppID).Str("auth_app_id", due.AuthAppID).Logger()
 	fail := func(err error) bool {
@@ -116,11 +119,10 @@ func (r *Refresher) refresh(ctx context.Context, due *DueRefresh) bool {
 	if err != nil {
 		return fail(err)
 	}
-	t := sets[0]
-	for _, ts := range sets {
-		if ts.AuthAppID == due.AuthAppID {
-			t = ts
-		}
+	t, ok := setFor(sets, due.AuthAppID)
+	if !ok {
+		return fail(notify.Errorf(EUPSTREAM, "alipay_other_merchant",
+			"Alipay's answer to the refresh of %s carries tokens for %s only: nothing stored", due.AuthAppID, authAppIDs(sets)))
 	}
 	// Alipay has renewed the tokens: keep them even if the caller left.
 	ctx = context.WithoutCancel(ctx)
@@ -146,4 +148,24 @@ func (r *Refresher) refresh(ctx context.Context, due *DueRefresh) bool {
 	}
 	log.Info().Int64("expires_in", t.ExpiresIn.Int64()).Msg("tokens refreshed")
 	return true
+}
+
+// setFor returns the token set of sets that names authAppID. A set named
+// for another merchant app is never taken for this one's.
+func setFor(sets []tokenSet, authAppID string) (tokenSet, bool) {
+	for _, t := range sets {
+		if t.AuthAppID == authAppID {
+			return t, true
+		}
+	}
+	return tokenSet{}, false
+}
+
+// authAppIDs lists the merchant apps that sets name.
+func authAppIDs(sets []tokenSet) string {
+	ids := make([]string, len(sets))
+	for i, t := range sets {
+		ids[i] = t.AuthAppID
+	}
+	return strings.Join(ids, ", ")
 }

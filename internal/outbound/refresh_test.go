@@ -3,6 +3,7 @@ package outbound_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,6 +147,41 @@ func TestRefresher_RefreshDue_Failure(t *testing.T) {
 	if n, failed, _ := r.RefreshDue(ctx); n+failed != 0 {
 		t.Fatal("retried before RetryAfter")
 	}
+}
+
+// TestRefresher_RefreshDue_OtherMerchant: an answer whose tokens name
+// another merchant app is refused, as a failed refresh; the tokens stay.
+func TestRefresher_RefreshDue_OtherMerchant(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, options{})
+	ctx := context.Background()
+	e.sim.SetTokenLifetimes(3600, 7200)
+	old := e.authorize(t)
+	const other = "2021000000000888"
+	e.sim.Fail(tokenApp, openapisim.Fault{AuthAppID: other})
+	t.Run("ErrOtherMerchant", func(t *testing.T) {
+		if n, failed, err := e.svc.Refresher(outbound.RefresherConfig{RetryAfter: time.Hour}).RefreshDue(ctx); n != 0 || failed != 1 || err != nil {
+			t.Fatalf("%d %d %v", n, failed, err)
+		}
+		if refreshCalls(e) != 1 {
+			t.Fatal("Alipay was not asked")
+		}
+		var reason string
+		if err := e.db.Pool.QueryRow(ctx, `SELECT refresh_error FROM authorizations WHERE auth_app_id = $1`, merchant).Scan(&reason); err != nil ||
+			!strings.Contains(reason, "carries tokens for "+other+" only") {
+			t.Fatalf("refresh_error %q %v", reason, err)
+		}
+		if status, token := storedToken(t, e, merchant); status != "authorized" || token != old {
+			t.Fatalf("%s: the token changed", status)
+		}
+		var rows int
+		if err := e.db.Pool.QueryRow(ctx, `SELECT count(*) FROM authorizations WHERE auth_app_id = $1`, other).Scan(&rows); err != nil || rows != 0 {
+			t.Fatalf("%d rows for %s (%v)", rows, other, err)
+		}
+		if _, _, err := e.svc.SendTemplateMessage(ctx, onBehalf(), ""); err != nil {
+			t.Fatalf("the kept token does not work: %v", err)
+		}
+	})
 }
 
 // TestRefresher_RefreshDue_Replicas: refreshers running at once refresh
