@@ -132,6 +132,25 @@ func (e *env) cancel(t *testing.T, ts int64) notify.Outcome {
 	return out
 }
 
+// grant ingests merchant's authorization notification (notify_type
+// open_app_auth_notify) with notify_id id, auth_time authTime (ms) and
+// these tokens.
+func (e *env) grant(t *testing.T, id string, authTime int64, token, refresh string) notify.Outcome {
+	t.Helper()
+	biz := fmt.Sprintf(`{"detail":{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000999","auth_time":%d,`+
+		`"app_auth_token":%q,"app_refresh_token":%q,"expires_in":3600,"re_expires_in":7200}}`, e.app.ID, merchant, authTime, token, refresh)
+	red, secrets := notify.Redact(biz)
+	out, err := e.db.Ingest(context.Background(), &notify.Notification{
+		AppID: e.app.ID, NotifyID: id, Method: notify.MethodAuthGranted, BizContent: red, Secrets: secrets,
+		Params:  map[string]string{"biz_content": red, "notify_type": notify.MethodAuthGranted, "status": "execute_auth", "auth_app_id": merchant},
+		Channel: notify.ChannelHTTP, ContentForm: "v1", ReceivedAt: time.Now(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // row returns a template message's recorded status and sub_code.
 func (e *env) row(t *testing.T, id int64) (status, code, subCode string) {
 	t.Helper()

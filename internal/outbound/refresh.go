@@ -20,6 +20,17 @@ type RefresherConfig struct {
 	RetryAfter time.Duration
 	// MaxPerPass bounds the refreshes of one pass; 100.
 	MaxPerPass int
+	// ClockSkew is how far behind ours Alipay's clock may be; 5 minutes.
+	// A refresh takes its place in the authorization's ordering with the
+	// grants and cancellations at the time its call started less
+	// ClockSkew (see Refreshed.EventAt). A grant dated before that (the
+	// grant refreshed, delivered again, or an older one arriving late) is
+	// then stale and cannot put back the tokens the refresh replaced,
+	// while a cancellation made after the call started is dated after it,
+	// on Alipay's clock, even if that clock lags ours by up to ClockSkew,
+	// and still wins. The price is the mirror case: a grant Alipay dates
+	// within ClockSkew before the call started also wins over the refresh.
+	ClockSkew time.Duration
 }
 
 // Refresher renews the merchants' tokens before they expire
@@ -43,6 +54,9 @@ func (s *Service) Refresher(cfg RefresherConfig) *Refresher {
 	}
 	if cfg.MaxPerPass <= 0 {
 		cfg.MaxPerPass = 100
+	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = 5 * time.Minute
 	}
 	return &Refresher{s: s, cfg: cfg}
 }
@@ -112,6 +126,7 @@ func (r *Refresher) refresh(ctx context.Context, due *DueRefresh) bool {
 	}
 	var ans tokenAnswer
 	biz := map[string]any{"grant_type": "refresh_token", "refresh_token": token}
+	started := r.s.now()
 	if _, err := r.s.call(ctx, c, MethodAuthTokenApp, biz, "", &ans); err != nil {
 		return fail(err)
 	}
@@ -137,6 +152,7 @@ func (r *Refresher) refresh(ctx context.Context, due *DueRefresh) bool {
 	applied, err := r.s.store.CompleteRefresh(ctx, due, Refreshed{
 		UserID: t.UserID, SealedAuthToken: sealed, SealedRefreshToken: sealedRefresh,
 		At: r.s.now(), ExpiresIn: t.ExpiresIn.Int64(), ReExpiresIn: t.ReExpiresIn.Int64(),
+		EventAt: started.Add(-r.cfg.ClockSkew).UnixMilli(),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("refreshed tokens not stored")

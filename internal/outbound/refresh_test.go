@@ -149,6 +149,70 @@ func TestRefresher_RefreshDue_Failure(t *testing.T) {
 	}
 }
 
+// TestRefresher_RefreshDue_Ordering: a refresh moves the authorization's
+// ordering to its call's start less the clock skew: the grant refreshed,
+// delivered again, and an older grant arriving late are stale; a
+// cancellation made after the call started applies, though Alipay's clock
+// dates it a little before.
+func TestRefresher_RefreshDue_Ordering(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	clock := now.Add(-2 * time.Hour)
+	e := newEnv(t, options{now: func() time.Time { return clock }})
+	ctx := context.Background()
+	e.sim.SetTokenLifetimes(3600, 7200)
+	e.authorize(t) // through the flow, two hours ago: tokens Alipay knows
+	token, refresh := e.sim.Tokens(keyAppID, merchant)
+	granted := now.Add(-90 * time.Minute).UnixMilli()
+	if out := e.grant(t, "2023010100000000001", granted, token, refresh); out.Status != notify.StatusApplied {
+		t.Fatalf("%+v", out)
+	}
+	clock = now // the call starts now; the skew is 5 minutes
+	if n, _, err := e.svc.Refresher(outbound.RefresherConfig{}).RefreshDue(ctx); n != 1 || err != nil {
+		t.Fatalf("%d %v", n, err)
+	}
+	refreshed, _ := e.sim.Tokens(keyAppID, merchant)
+
+	t.Run("OK", func(t *testing.T) {
+		var (
+			at int64
+			id string
+		)
+		if err := e.db.Pool.QueryRow(ctx, `SELECT event_at, event_notify_id FROM authorizations`).Scan(&at, &id); err != nil {
+			t.Fatal(err)
+		}
+		if at != now.Add(-5*time.Minute).UnixMilli() || !strings.HasPrefix(id, "refresh:") {
+			t.Fatalf("ordering (%d, %q); want (%d, refresh:...)", at, id, now.Add(-5*time.Minute).UnixMilli())
+		}
+	})
+	t.Run("StaleGrantAgain", func(t *testing.T) {
+		if out := e.grant(t, "2023010100000000002", granted, token, refresh); out.Status != notify.StatusStale {
+			t.Fatalf("%+v", out)
+		}
+		if _, stored := storedToken(t, e, merchant); stored != refreshed {
+			t.Fatal("the refreshed grant, delivered again, put the old tokens back")
+		}
+	})
+	t.Run("StaleOlderGrantLate", func(t *testing.T) {
+		if out := e.grant(t, "2023010100000000003", now.Add(-6*time.Minute).UnixMilli(), "late-token", "late-refresh"); out.Status != notify.StatusStale {
+			t.Fatalf("%+v", out)
+		}
+		if _, stored := storedToken(t, e, merchant); stored != refreshed {
+			t.Fatal("a grant from before the refresh overwrote its tokens")
+		}
+	})
+	t.Run("CancelAfterCallStart", func(t *testing.T) {
+		// Made after the call started, dated 2 minutes before by Alipay's
+		// lagging clock.
+		if out := e.cancel(t, now.Add(-2*time.Minute).UnixMilli()); out.Status != notify.StatusApplied {
+			t.Fatalf("%+v", out)
+		}
+		if status, stored := storedToken(t, e, merchant); status != "cancelled" || stored != "" {
+			t.Fatalf("%s %q", status, stored)
+		}
+	})
+}
+
 // TestRefresher_RefreshDue_OtherMerchant: an answer whose tokens name
 // another merchant app is refused, as a failed refresh; the tokens stay.
 func TestRefresher_RefreshDue_OtherMerchant(t *testing.T) {

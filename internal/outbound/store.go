@@ -42,9 +42,11 @@ type Store interface {
 	// get different authorizations (FOR UPDATE SKIP LOCKED). It returns
 	// nil when none is due.
 	ClaimRefresh(ctx context.Context, appIDs []string, dueBefore time.Time, retryAfter time.Duration) (*DueRefresh, error)
-	// CompleteRefresh stores refreshed tokens in d's authorization, unless
-	// the authorization changed since d was claimed (a cancellation or a
-	// new grant arrived): then it changes nothing and reports false.
+	// CompleteRefresh stores refreshed tokens in d's authorization and
+	// moves its ordering past the grant refreshed, to r.EventAt (so that
+	// no grant older than the refresh applies after it), unless the
+	// authorization changed since d was claimed (a cancellation or a new
+	// grant arrived): then it changes nothing and reports false.
 	CompleteRefresh(ctx context.Context, d *DueRefresh, r Refreshed) (applied bool, err error)
 	// FailRefresh records why refreshing d failed; the tokens stay.
 	FailRefresh(ctx context.Context, d *DueRefresh, reason string) error
@@ -91,8 +93,9 @@ type DueRefresh struct {
 	EventNotifyID      string
 }
 
-// Refreshed is what a refresh stores: the new tokens, sealed, and their
-// lifetimes from At.
+// Refreshed is what a refresh stores: the new tokens, sealed, their
+// lifetimes from At, and the refresh's place in the authorization's
+// ordering.
 type Refreshed struct {
 	UserID             string
 	SealedAuthToken    []byte
@@ -100,4 +103,10 @@ type Refreshed struct {
 	At                 time.Time
 	ExpiresIn          int64 // seconds; 0 when unknown
 	ReExpiresIn        int64 // seconds; 0 when unknown
+	// EventAt (ms since the epoch) orders the refresh with the
+	// authorization's grants and cancellations: the time the refresh call
+	// started less RefresherConfig.ClockSkew. The authorization's event
+	// time becomes EventAt, or the refreshed grant's plus 1 ms when that is
+	// later.
+	EventAt int64
 }

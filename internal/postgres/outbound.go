@@ -164,21 +164,30 @@ func (db *DB) ClaimRefresh(ctx context.Context, appIDs []string, dueBefore time.
 	return &d, nil
 }
 
-// CompleteRefresh stores refreshed tokens in d's authorization, leaving
-// its ordering (event_at, event_notify_id) as it is: a refresh renews the
-// grant, it is not a newer one, so a cancellation ordered after the grant
-// still wins. When the authorization changed since d was claimed (a
-// cancellation or a new grant) it changes nothing and reports false. It
-// returns an EUNAVAILABLE *notify.Error when the database cannot be
-// reached.
+// CompleteRefresh stores refreshed tokens in d's authorization and, in the
+// same conditional UPDATE, moves its ordering past the grant refreshed:
+// event_at becomes GREATEST(event_at + 1, r.EventAt) and event_notify_id
+// "refresh:<r.At in ms>". The refresh has replaced the grant's tokens, so
+// no grant older than the refresh may apply after it: not the grant
+// refreshed, delivered again with a greater notify_id (it is 1 ms older),
+// nor a grant dated before r.EventAt arriving late. What Alipay dates after
+// r.EventAt (the call's start less the clock skew allowed, see
+// outbound.RefresherConfig.ClockSkew) is newer and applies: a cancellation
+// made after the call started, and also a grant dated within the skew
+// before it. At the same millisecond the refresh wins: "refresh:" sorts
+// after Alipay's numeric notify_ids and the flow's "oauth:" ids. When the
+// authorization changed since d was claimed (a cancellation or a new grant)
+// it changes nothing and reports false. It returns an EUNAVAILABLE
+// *notify.Error when the database cannot be reached.
 func (db *DB) CompleteRefresh(ctx context.Context, d *outbound.DueRefresh, r outbound.Refreshed) (bool, error) {
 	at := r.At.UTC()
 	tag, err := db.Pool.Exec(ctx, `UPDATE authorizations SET user_id = COALESCE(NULLIF($5, ''), user_id),
         app_auth_token = $6, app_refresh_token = $7, expires_at = $8, refresh_expires_at = $9,
-        refreshed_at = $10, refresh_error = '', updated_at = now()
+        refreshed_at = $10, refresh_error = '', updated_at = now(),
+        event_at = GREATEST(event_at + 1, $11), event_notify_id = $12
         WHERE app_id = $1 AND auth_app_id = $2 AND status = 'authorized' AND event_at = $3 AND event_notify_id = $4`,
 		d.AppID, d.AuthAppID, d.EventAt, d.EventNotifyID, r.UserID, r.SealedAuthToken, r.SealedRefreshToken,
-		after(&at, r.ExpiresIn), after(&at, r.ReExpiresIn), at)
+		after(&at, r.ExpiresIn), after(&at, r.ReExpiresIn), at, r.EventAt, fmt.Sprintf("refresh:%d", at.UnixMilli()))
 	if err != nil {
 		return false, unavailable(err)
 	}

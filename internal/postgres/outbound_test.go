@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -268,6 +269,79 @@ func TestDB_ClaimRefresh(t *testing.T) {
 			if n != 1 {
 				t.Fatalf("%s claimed %d times", id, n)
 			}
+		}
+	})
+}
+
+// TestDB_CompleteRefresh: a refresh moves the authorization's ordering to
+// its EventAt, or 1 ms past the grant refreshed when that is later, so that
+// no grant older than the refresh applies after it.
+func TestDB_CompleteRefresh(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, nil)
+	ctx := context.Background()
+	ms := time.Now().Add(-time.Hour).UnixMilli()
+	// complete refreshes authAppID's grant g with EventAt eventAt.
+	complete := func(t *testing.T, g notify.AuthGrant, eventAt int64) {
+		t.Helper()
+		d := &outbound.DueRefresh{AppID: obApp, AuthAppID: g.AuthAppID, EventAt: g.At, EventNotifyID: g.NotifyID}
+		ok, err := db.CompleteRefresh(ctx, d, outbound.Refreshed{SealedAuthToken: []byte("refreshed"), SealedRefreshToken: []byte("refreshed-r"),
+			At: time.Now(), ExpiresIn: 3600, EventAt: eventAt})
+		if err != nil || !ok {
+			t.Fatalf("%v %v", ok, err)
+		}
+	}
+	ordering := func(t *testing.T, authAppID string) (int64, string) {
+		t.Helper()
+		var (
+			at int64
+			id string
+		)
+		if err := db.Pool.QueryRow(ctx, `SELECT event_at, event_notify_id FROM authorizations WHERE app_id = $1 AND auth_app_id = $2`,
+			obApp, authAppID).Scan(&at, &id); err != nil {
+			t.Fatal(err)
+		}
+		return at, id
+	}
+	again := func(g notify.AuthGrant, at int64) notify.AuthGrant {
+		g.At, g.AuthTime, g.NotifyID = at, at, g.NotifyID+"~" // a greater notify_id
+		g.SealedAuthToken = []byte("stale")
+		return g
+	}
+	t.Run("OK", func(t *testing.T) {
+		g := obGrant("c1", ms, 3600)
+		mustSave(t, db, g)
+		eventAt := ms + 30*60*1000 // the call started 35 minutes after the grant
+		complete(t, g, eventAt)
+		if at, id := ordering(t, "c1"); at != eventAt || !strings.HasPrefix(id, "refresh:") {
+			t.Fatalf("(%d, %q); want (%d, refresh:...)", at, id, eventAt)
+		}
+		for name, at := range map[string]int64{"the grant again": ms, "an older grant": eventAt - 1, "at the same ms": eventAt} {
+			if mustSave(t, db, again(g, at)) {
+				t.Fatalf("%s applied after the refresh", name)
+			}
+		}
+		if tok, _ := db.AuthToken(ctx, obApp, "c1"); string(tok) != "refreshed" {
+			t.Fatalf("token %q", tok)
+		}
+		if out := obCancel(t, db, "c1", eventAt+1); out.Status != notify.StatusApplied {
+			t.Fatalf("a cancellation dated after the refresh: %+v", out)
+		}
+	})
+	t.Run("OKRecentGrant", func(t *testing.T) {
+		// The call started within the skew after the grant: EventAt is
+		// before it, the ordering moves 1 ms past it.
+		g := obGrant("c2", ms, 3600)
+		mustSave(t, db, g)
+		complete(t, g, ms-60*1000)
+		if at, _ := ordering(t, "c2"); at != ms+1 {
+			t.Fatalf("event_at %d; want %d", at, ms+1)
+		}
+		if mustSave(t, db, again(g, ms)) {
+			t.Fatal("the grant refreshed, delivered again with a greater notify_id, applied")
+		}
+		if !mustSave(t, db, again(g, ms+2)) {
+			t.Fatal("a newer grant did not apply")
 		}
 	})
 }
