@@ -24,6 +24,7 @@ import (
 const (
 	keyAppID  = "2021000000000001"
 	certAppID = "2021000000000002"
+	otherApp  = "2021000000000003" // a second public-key mode app, with options.otherApp
 	merchant  = "2021000000000777"
 	userID    = "2088000000000001"
 )
@@ -49,6 +50,8 @@ type options struct {
 	now      func() time.Time
 	// signKey replaces the app's private key (a misconfigured app).
 	signKey *rsa.PrivateKey
+	// otherApp configures otherApp beside the public-key mode app.
+	otherApp bool
 }
 
 // keyApp returns the public-key mode app and the simulator's view of it.
@@ -85,11 +88,16 @@ func newEnv(t *testing.T, o options) *env {
 	if o.signKey != nil {
 		app.PrivateKey = o.signKey
 	}
+	apps := []*alipay.App{app}
+	if o.otherApp {
+		apps = append(apps, &alipay.App{ID: otherApp, Keys: []alipay.Key{{Pub: &alipayKey.PublicKey}}, PrivateKey: appKey})
+		cfg.Apps = append(cfg.Apps, openapisim.App{ID: otherApp, Pub: &appKey.PublicKey})
+	}
 	sim := openapisim.Start(cfg)
 	t.Cleanup(sim.Close)
 	db := pgtest.New(t, nil)
 	svc, err := outbound.New(outbound.Config{
-		Apps: []*alipay.App{app}, GatewayURL: sim.URL(), Store: db, Sealer: pgtest.Sealer(t),
+		Apps: apps, GatewayURL: sim.URL(), Store: db, Sealer: pgtest.Sealer(t),
 		Logger: zerolog.New(zerolog.NewTestWriter(t)), Timeout: o.timeout, Now: o.now,
 	})
 	if err != nil {

@@ -19,12 +19,14 @@ type Store interface {
 	AuthToken(ctx context.Context, appID, authAppID string) ([]byte, error)
 
 	// StartSend records s as pending and sets its ID and CreatedAt. When
-	// s.IdempotencyKey is already recorded it records nothing and returns
-	// the send recorded under it: two calls with one key never both start.
+	// s.IdempotencyKey is already recorded for s.AppID it records nothing
+	// and returns the send recorded under it: two calls of one app with
+	// one key never both start. Keys are scoped to the app: another app's
+	// send under the same key is another send.
 	StartSend(ctx context.Context, s *Send) (prior *Send, err error)
-	// SendByKey returns the send recorded under an idempotency key, or an
-	// ENOTFOUND *notify.Error.
-	SendByKey(ctx context.Context, key string) (*Send, error)
+	// SendByKey returns the send recorded under an idempotency key for
+	// appID, or an ENOTFOUND *notify.Error.
+	SendByKey(ctx context.Context, appID, key string) (*Send, error)
 	// FinishSend records the outcome of a started send (its Status,
 	// Alipay's codes, Error, Latency) and sets FinishedAt.
 	FinishSend(ctx context.Context, s *Send) error

@@ -14,8 +14,9 @@ import (
 )
 
 // The outbound side's storage: merchant tokens for calls made on a
-// merchant's behalf, the record of template message sends (whose unique
-// idempotency key is what makes a retried send go out once), grants from
+// merchant's behalf, the record of template message sends (whose
+// idempotency key, unique per app, is what makes a retried send go out
+// once), grants from
 // the authorization flow, and the token refresher's claims.
 
 var _ outbound.Store = (*DB)(nil)
@@ -69,10 +70,11 @@ func scanSend(row pgx.Row) (*outbound.Send, error) {
 }
 
 // StartSend records s as pending and sets its ID and CreatedAt. When its
-// idempotency key is already recorded (by an earlier or a concurrent call:
-// the unique index decides), it records nothing and returns the send
-// recorded under the key. It returns an EUNAVAILABLE *notify.Error when the
-// database cannot be reached.
+// idempotency key is already recorded for its app (by an earlier or a
+// concurrent call: the unique index on (app_id, idempotency_key) decides),
+// it records nothing and returns the send recorded under the key. It
+// returns an EUNAVAILABLE *notify.Error when the database cannot be
+// reached.
 func (db *DB) StartSend(ctx context.Context, s *outbound.Send) (*outbound.Send, error) {
 	req, err := s.RequestJSON()
 	if err != nil {
@@ -80,11 +82,11 @@ func (db *DB) StartSend(ctx context.Context, s *outbound.Send) (*outbound.Send, 
 	}
 	err = db.Pool.QueryRow(ctx, `INSERT INTO template_messages (app_id, auth_app_id, idempotency_key, request, request_hash, status)
         VALUES ($1, $2, NULLIF($3, ''), $4, $5, 'pending')
-        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        ON CONFLICT (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING id, created_at`,
 		s.AppID, s.AuthAppID, s.IdempotencyKey, req, s.RequestHash).Scan(&s.ID, &s.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return db.SendByKey(ctx, s.IdempotencyKey)
+		return db.SendByKey(ctx, s.AppID, s.IdempotencyKey)
 	}
 	if err != nil {
 		return nil, unavailable(err)
@@ -93,13 +95,14 @@ func (db *DB) StartSend(ctx context.Context, s *outbound.Send) (*outbound.Send, 
 	return nil, nil
 }
 
-// SendByKey returns the send recorded under key. It returns an ENOTFOUND
-// *notify.Error when there is none, and an EUNAVAILABLE one when the
-// database cannot be reached.
-func (db *DB) SendByKey(ctx context.Context, key string) (*outbound.Send, error) {
-	s, err := scanSend(db.Pool.QueryRow(ctx, `SELECT `+sendColumns+` FROM template_messages WHERE idempotency_key = $1`, key))
+// SendByKey returns the send recorded under key for appID. It returns an
+// ENOTFOUND *notify.Error when there is none, and an EUNAVAILABLE one when
+// the database cannot be reached.
+func (db *DB) SendByKey(ctx context.Context, appID, key string) (*outbound.Send, error) {
+	s, err := scanSend(db.Pool.QueryRow(ctx, `SELECT `+sendColumns+` FROM template_messages
+        WHERE app_id = $1 AND idempotency_key = $2`, appID, key))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notify.Errorf(notify.ENOTFOUND, "not_found", "no template message with Idempotency-Key %q", key)
+		return nil, notify.Errorf(notify.ENOTFOUND, "not_found", "no template message of app %s with Idempotency-Key %q", appID, key)
 	}
 	if err != nil {
 		return nil, unavailable(err)

@@ -131,7 +131,7 @@ func TestDB_StartSend(t *testing.T) {
 		if err := db.FinishSend(ctx, s); err != nil || s.FinishedAt == nil {
 			t.Fatal(err)
 		}
-		got, err := db.SendByKey(ctx, "k1")
+		got, err := db.SendByKey(ctx, obApp, "k1")
 		if err != nil || got.ID != s.ID || got.Status != outbound.SendSent || got.LatencyMS != 12 || got.Request.UserTemplateID != "t" ||
 			string(got.Request.Data) != `{"k": {"value": "v"}}` && string(got.Request.Data) != `{"k":{"value":"v"}}` {
 			t.Fatalf("%+v %v", got, err)
@@ -141,6 +141,24 @@ func TestDB_StartSend(t *testing.T) {
 		prior, err := db.StartSend(ctx, send("k1"))
 		if err != nil || prior == nil || prior.Status != outbound.SendSent {
 			t.Fatalf("%+v %v", prior, err)
+		}
+	})
+	t.Run("OtherApp", func(t *testing.T) {
+		// Keys are the app's: another app's k1 is another send.
+		other := send("k1")
+		other.AppID = "2021000000000052"
+		prior, err := db.StartSend(ctx, other)
+		if err != nil || prior != nil || other.ID == 0 {
+			t.Fatalf("%+v %v", prior, err)
+		}
+		if prior, err := db.StartSend(ctx, send("k1")); err != nil || prior == nil || prior.ID == other.ID || prior.Status != outbound.SendSent {
+			t.Fatalf("the first app's retry: %+v %v", prior, err)
+		}
+		if got, err := db.SendByKey(ctx, other.AppID, "k1"); err != nil || got.ID != other.ID || got.Status != outbound.SendPending {
+			t.Fatalf("%+v %v", got, err)
+		}
+		if _, err := db.SendByKey(ctx, "2021000000000053", "k1"); notify.ErrorCode(err) != notify.ENOTFOUND {
+			t.Fatalf("a third app found k1: %v", err)
 		}
 	})
 	t.Run("NoKey", func(t *testing.T) {
@@ -178,7 +196,7 @@ func TestDB_StartSend(t *testing.T) {
 		}
 	})
 	t.Run("ErrNotFound", func(t *testing.T) {
-		if _, err := db.SendByKey(ctx, "nope"); notify.ErrorCode(err) != notify.ENOTFOUND {
+		if _, err := db.SendByKey(ctx, obApp, "nope"); notify.ErrorCode(err) != notify.ENOTFOUND {
 			t.Fatal(err)
 		}
 	})
