@@ -106,6 +106,20 @@ func newEnv(t *testing.T, o options) *env {
 	return &env{sim: sim, db: db, svc: svc, app: app}
 }
 
+// serviceWith returns another Service of e's app, store and simulator,
+// whose tokens are sealed and opened by sealer.
+func (e *env) serviceWith(t *testing.T, sealer *notify.Sealer) *outbound.Service {
+	t.Helper()
+	svc, err := outbound.New(outbound.Config{
+		Apps: []*alipay.App{e.app}, GatewayURL: e.sim.URL(), Store: e.db, Sealer: sealer,
+		Logger: zerolog.New(zerolog.NewTestWriter(t)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
 // message is a valid template message for userID.
 func message() outbound.TemplateMessage {
 	return outbound.TemplateMessage{ToUserID: userID, UserTemplateID: "MDI4YzIxMDE2M2I5", Page: "pages/index",

@@ -213,6 +213,43 @@ func TestRefresher_RefreshDue_Ordering(t *testing.T) {
 	})
 }
 
+// TestRefresher_RefreshDue_RotatedKey: after TOKEN_ENCRYPTION_KEY is
+// rotated (the old key kept as an old key), the tokens sealed under the
+// old key are used and refreshed; the refreshed ones are sealed under the
+// new key alone.
+func TestRefresher_RefreshDue_RotatedKey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, options{}) // seals with pgtest.Sealer's key
+	ctx := context.Background()
+	e.sim.SetTokenLifetimes(3600, 7200)
+	e.authorize(t)
+	oldKey := []byte("0123456789abcdef0123456789abcdef") // pgtest.Sealer's
+	newKey := []byte("fedcba9876543210fedcba9876543210")
+	rotated, err := notify.NewSealer(newKey, oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newOnly, _ := notify.NewSealer(newKey)
+	svc := e.serviceWith(t, rotated)
+	t.Run("OK", func(t *testing.T) {
+		if _, _, err := svc.SendTemplateMessage(ctx, onBehalf(), ""); err != nil {
+			t.Fatalf("a token under the old key: %v", err)
+		}
+		if n, failed, err := svc.Refresher(outbound.RefresherConfig{}).RefreshDue(ctx); n != 1 || failed != 0 || err != nil {
+			t.Fatalf("%d %d %v", n, failed, err)
+		}
+		if _, _, err := e.serviceWith(t, newOnly).SendTemplateMessage(ctx, onBehalf(), ""); err != nil {
+			t.Fatalf("the refreshed token is not under the new key: %v", err)
+		}
+	})
+	t.Run("ErrOldKeyAlone", func(t *testing.T) {
+		// The tokens are under the new key now: the old key alone cannot
+		// open them.
+		_, _, err := e.svc.SendTemplateMessage(ctx, onBehalf(), "")
+		wantCode(t, err, notify.EINTERNAL, "token_unreadable")
+	})
+}
+
 // TestRefresher_RefreshDue_OtherMerchant: an answer whose tokens name
 // another merchant app is refused, as a failed refresh; the tokens stay.
 func TestRefresher_RefreshDue_OtherMerchant(t *testing.T) {
