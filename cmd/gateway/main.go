@@ -1,8 +1,9 @@
 // Command gateway is the Alipay notification gateway: it serves Alipay's
 // application-gateway endpoint and the ops API. `gateway migrate` applies the
-// database migrations and exits; `gateway healthcheck URL` probes a running
-// gateway, for container images without a shell. Every setting comes from
-// the environment; see README.md.
+// database migrations and exits; `gateway reseal` seals the stored tokens
+// again under the current TOKEN_ENCRYPTION_KEY (see reseal.go); `gateway
+// healthcheck URL` probes a running gateway, for container images without a
+// shell. Every setting comes from the environment; see README.md.
 package main
 
 import (
@@ -39,13 +40,21 @@ func main() {
 		err = serve()
 	case "migrate":
 		err = migrate()
+	case "reseal":
+		err = reseal(os.Args[2:], os.Stdout)
 	case "healthcheck":
 		err = healthcheck(os.Args[2:])
 	case "-h", "--help", "help":
-		fmt.Println("usage: gateway [serve|migrate|healthcheck URL]\n\nserve        run the gateway (the default)\nmigrate      apply the database migrations and exit\nhealthcheck  GET URL (e.g. http://127.0.0.1:8081/readyz) and exit 0 if it answers 200, 1 if not\n\nSettings come from the environment: see README.md.")
+		fmt.Println("usage: gateway [serve|migrate|reseal [--dry-run]|healthcheck URL]\n\n" +
+			"serve        run the gateway (the default)\n" +
+			"migrate      apply the database migrations and exit\n" +
+			"reseal       seal every stored token not under TOKEN_ENCRYPTION_KEY again under it (after a key rotation);\n" +
+			"             safe while gateways serve; --dry-run counts without writing\n" +
+			"healthcheck  GET URL (e.g. http://127.0.0.1:8081/readyz) and exit 0 if it answers 200, 1 if not\n\n" +
+			"Settings come from the environment: see README.md.")
 		return
 	default:
-		err = fmt.Errorf("unknown command %q (want serve, migrate or healthcheck)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, migrate, reseal or healthcheck)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
@@ -143,6 +152,9 @@ func serve() error {
 	defer db.Close()
 	if cfg.Sealer == nil {
 		log.Error().Msg("TOKEN_ENCRYPTION_KEY is not set: authorization grants are refused (503 fail, Alipay resends them for about 25 hours) until it is")
+	}
+	if len(cfg.TokenOldKeys) > 0 {
+		log.Info().Int("old_keys", len(cfg.TokenOldKeys)).Msg("TOKEN_ENCRYPTION_OLD_KEYS: tokens sealed under an old key open; `gateway reseal` seals them under TOKEN_ENCRYPTION_KEY")
 	}
 	if len(cfg.OpsAPITokens) == 0 {
 		log.Warn().Msg("OPS_API_TOKENS is not set: the ops API (/v1) refuses every request")

@@ -21,6 +21,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
 )
@@ -293,5 +294,53 @@ func TestGateway_InternalListener(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit: %v\n%s", err, logs.String())
+	}
+}
+
+// TestGateway_Reseal runs `gateway reseal` after a key rotation: the token
+// sealed under the old key is counted by --dry-run, sealed under the new
+// key by a run, and found current by the next.
+func TestGateway_Reseal(t *testing.T) {
+	t.Parallel()
+	dir, _ := pkiDir(t)
+	dbURL := pgtest.NewSchema(t)
+	env := []string{
+		"DATABASE_URL=" + dbURL, "LOG_LEVEL=warn",
+		"ALIPAY_APP_ID=" + appID,
+		"ALIPAY_ROOT_CERT_FILE=" + filepath.Join(dir, devpki.RootCertFile),
+		"ALIPAY_PUBLIC_CERT_FILE=" + filepath.Join(dir, devpki.AlipayCertFile),
+		"TOKEN_ENCRYPTION_KEY=ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",      // new
+		"TOKEN_ENCRYPTION_OLD_KEYS=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", // old
+	}
+	run := func(t *testing.T, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(gatewayBinary(t), args...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("gateway %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	run(t, "migrate")
+	old, _ := notify.NewSealer([]byte("0123456789abcdef0123456789abcdef"))
+	sealed, _ := old.Seal("token", notify.TokenOwner(appID, "2021000000000777"))
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `INSERT INTO authorizations (app_id, auth_app_id, status, app_auth_token, event_at, event_notify_id)
+        VALUES ($1, '2021000000000777', 'authorized', $2, 1, 'n1')`, appID, sealed); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct{ args, want string }{
+		{"reseal --dry-run", "reseal: 1 tokens to reseal (dry run: nothing written), 0 already current, 0 unreadable with any key; 0 authorizations changed meanwhile\n"},
+		{"reseal", "reseal: 1 tokens resealed, 0 already current, 0 unreadable with any key; 0 authorizations changed meanwhile\n"},
+		{"reseal", "reseal: 0 tokens resealed, 1 already current, 0 unreadable with any key; 0 authorizations changed meanwhile\n"},
+	} {
+		if got := run(t, strings.Fields(step.args)...); got != step.want {
+			t.Fatalf("gateway %s:\n%s\nwant\n%s", step.args, got, step.want)
+		}
 	}
 }

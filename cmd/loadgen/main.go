@@ -51,10 +51,10 @@ import (
 type options struct {
 	url, keyFile, appID, prefix, mix, databaseURL, genKey, cpu, forged string
 	n, c, entities, forgedN                                            int
-	seed, tsBase, startAt                                      int64
-	rate                                                       float64
-	duration, timeout                                          time.Duration
-	resend, json, allowFailures                                bool
+	seed, tsBase, startAt                                              int64
+	rate                                                               float64
+	duration, timeout                                                  time.Duration
+	resend, json, allowFailures                                        bool
 }
 
 func main() {

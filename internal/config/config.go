@@ -29,6 +29,7 @@ type Config struct {
 	MaxBodyBytes    int64         `env:"MAX_BODY_BYTES" envDefault:"65536"`
 	OpsAPITokens    []string      `env:"OPS_API_TOKENS"`
 	TokenKey        string        `env:"TOKEN_ENCRYPTION_KEY"`
+	TokenOldKeys    []string      `env:"TOKEN_ENCRYPTION_OLD_KEYS"` // former TokenKeys: they open tokens, never seal
 	GatewayConfig   string        `env:"GATEWAY_CONFIG"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
@@ -64,7 +65,9 @@ type Config struct {
 	Apps []*alipay.App `env:"-"`
 	// Verifier verifies notifications for Apps, their keys prepared once.
 	Verifier *alipay.Verifier `env:"-"`
-	// Sealer encrypts authorization tokens; nil without TOKEN_ENCRYPTION_KEY.
+	// Sealer encrypts authorization tokens with TOKEN_ENCRYPTION_KEY and
+	// opens them with it or TOKEN_ENCRYPTION_OLD_KEYS; nil without
+	// TOKEN_ENCRYPTION_KEY.
 	Sealer *notify.Sealer `env:"-"`
 }
 
@@ -121,14 +124,8 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 			return nil, errors.New("config: OPS_API_TOKENS holds an empty token")
 		}
 	}
-	if c.TokenKey != "" {
-		key, err := notify.ParseKey(c.TokenKey)
-		if err != nil {
-			return nil, fmt.Errorf("config: TOKEN_ENCRYPTION_KEY: %v", err)
-		}
-		if c.Sealer, err = notify.NewSealer(key); err != nil {
-			return nil, fmt.Errorf("config: TOKEN_ENCRYPTION_KEY: %v", err)
-		}
+	if err := c.loadSealer(); err != nil {
+		return nil, err
 	}
 
 	settings, err := c.appSettings()
@@ -146,6 +143,36 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return &c, nil
+}
+
+// loadSealer makes the Sealer from TOKEN_ENCRYPTION_KEY and
+// TOKEN_ENCRYPTION_OLD_KEYS; none without a key.
+func (c *Config) loadSealer() error {
+	if c.TokenKey == "" {
+		if len(c.TokenOldKeys) > 0 {
+			return errors.New("config: TOKEN_ENCRYPTION_OLD_KEYS is set but TOKEN_ENCRYPTION_KEY is not: old keys only open tokens, the current key seals them")
+		}
+		return nil
+	}
+	key, err := notify.ParseKey(c.TokenKey)
+	if err != nil {
+		return fmt.Errorf("config: TOKEN_ENCRYPTION_KEY: %v", err)
+	}
+	var old [][]byte
+	for i, s := range c.TokenOldKeys {
+		if strings.TrimSpace(s) == "" {
+			return fmt.Errorf("config: TOKEN_ENCRYPTION_OLD_KEYS: key %d is empty", i+1)
+		}
+		k, err := notify.ParseKey(s)
+		if err != nil {
+			return fmt.Errorf("config: TOKEN_ENCRYPTION_OLD_KEYS: key %d: %v", i+1, err)
+		}
+		old = append(old, k)
+	}
+	if c.Sealer, err = notify.NewSealer(key, old...); err != nil {
+		return fmt.Errorf("config: TOKEN_ENCRYPTION_OLD_KEYS: %v", err)
+	}
+	return nil
 }
 
 // Environ returns the process environment as a map, for Load.
