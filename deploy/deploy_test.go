@@ -80,10 +80,12 @@ var metrics = []metric{
 // labelValues are the known values of some labels: a matcher naming another
 // value is a typo. (reason may gain values; add them here.)
 var labelValues = map[string][]string{
-	"outcome": {"applied", "stale", "unhandled", "failed", "duplicate"},
+	"outcome": {"applied", "stale", "unhandled", "failed", "duplicate", "replay", "foreign"},
 	"reason": {"bad_signature", "unknown_app", "unknown_cert_sn", "missing_sign", "sign_type_refused",
 		"body_too_large", "malformed_form", "missing_parameter", "bad_charset", "database_unavailable",
-		"empty_body", "unreadable_body", "duplicate_parameter", "bad_parameter", "timeout", "shutting_down"},
+		"empty_body", "unreadable_body", "duplicate_parameter", "bad_parameter", "timeout", "shutting_down",
+		"too_many_parameters", "cert_expired", "app_mismatch", "future_timestamp", "notify_id_conflict",
+		"token_key_missing"},
 	"state":  {"acquired", "idle", "total", "max"},
 	"result": {"success", "business_error", "transport_error"},
 }
