@@ -443,9 +443,9 @@ func (c *Client) dial(ctx context.Context, token, zone string) (*websocket.Conn,
 	}
 	u := *c.wsBase
 	u.RawQuery = query(params)
-	// As the Java SDK's AlipayMsgClient.doConnect: the zone cookie, and the
-	// form content type.
-	h := http.Header{}
+	// As the Java SDK's AlipayMsgClient.doConnect: the zone cookie, the
+	// form content type, and no User-Agent (an empty one is not sent).
+	h := http.Header{"User-Agent": {""}}
 	if zone != "" {
 		h.Set("Cookie", "zone="+zone+";")
 	}
