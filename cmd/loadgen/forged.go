@@ -15,9 +15,9 @@ import (
 // one must be refused, and refusing it should cost no more than taking a
 // genuine notification.
 const (
-	// forgedPadded is a body of about 60 KiB of empty parameters with an
-	// all-zero sign: sorting and hashing its content forms once cost 58
-	// times a small forged request.
+	// forgedPadded is a body of about 60 KiB of empty parameters (thousands,
+	// each of its own name) with an all-zero sign: sorting and hashing its
+	// content forms once cost 58 times a small forged request.
 	forgedPadded = "padded"
 	// forgedSmall is a notification of the mix with random signature bytes.
 	forgedSmall = "small"
@@ -62,8 +62,8 @@ func (g *Generator) Forged(kind string, i int) ([]byte, error) {
 		var b strings.Builder
 		b.WriteString("app_id=" + g.AppID + "&notify_id=" + g.NotifyID(i) + "-forged&msg_method=alipay.open.mini.version.audit.passed" +
 			"&sign_type=RSA2&utc_timestamp=1&sign=" + url.QueryEscape(base64.StdEncoding.EncodeToString(make([]byte, sigLen))))
-		for b.Len() < forgedBodySize {
-			b.WriteString("&e=")
+		for i := 0; b.Len() < forgedBodySize; i++ {
+			fmt.Fprintf(&b, "&e%d=", i) // distinct names: a name given twice is refused at once
 		}
 		return []byte(b.String()), nil
 	case forgedSmall, forgedBig:
