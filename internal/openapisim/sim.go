@@ -158,6 +158,9 @@ func (s *Sim) Close() {
 
 // Fail makes the next call of method do f. Faults queue up.
 func (s *Sim) Fail(method string, f Fault) {
+	if f.BadSign {
+		otherKey() // made now, not while a client waits for the answer
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults[method] = append(s.faults[method], f)
