@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -89,6 +91,7 @@ func isSecretKey(k string) bool {
 // that a sealed value copied to another row does not open.
 type Sealer struct {
 	aead cipher.AEAD
+	key  []byte // the token key, kept only to derive other keys from
 }
 
 // NewSealer returns a Sealer for a 16, 24 or 32-byte key.
@@ -101,7 +104,19 @@ func NewSealer(key []byte) (*Sealer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sealer{aead: aead}, nil
+	return &Sealer{aead: aead, key: bytes.Clone(key)}, nil
+}
+
+// DeriveKey returns a 32-byte key for another purpose than sealing tokens,
+// HMAC-SHA256(token key, purpose): the same on every replica that has the
+// same TOKEN_ENCRYPTION_KEY, with nothing more to configure, and from which
+// the token key cannot be recovered. Each purpose names itself and its
+// version (for example "auth-state v1"), so that keys for different uses
+// differ.
+func (s *Sealer) DeriveKey(purpose string) []byte {
+	m := hmac.New(sha256.New, s.key)
+	m.Write([]byte(purpose))
+	return m.Sum(nil)
 }
 
 // ParseKey decodes a key given as base64 (standard or URL, padded or not) or
