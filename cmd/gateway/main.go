@@ -268,6 +268,7 @@ func startOutbound(ctx context.Context, cfg *config.Config, db *postgres.DB, m *
 	out, err := outbound.New(outbound.Config{
 		Apps:       cfg.Apps,
 		GatewayURL: cfg.GatewayURL,
+		AuthURL:    cfg.AuthURL,
 		Store:      db,
 		Sealer:     cfg.Sealer,
 		Metrics:    m,

@@ -43,6 +43,11 @@ type Config struct {
 	PprofAddr string `env:"PPROF_ADDR"`
 	// GatewayURL is Alipay's OpenAPI gateway, for outbound calls.
 	GatewayURL string `env:"ALIPAY_GATEWAY_URL" envDefault:"https://openapi.alipay.com/gateway.do"`
+	// AuthURL is Alipay's merchant authorization page, the base of the
+	// links POST /v1/authorization-links hands out (checked by outbound.New
+	// when outbound calls are on).
+	AuthURL string `env:"ALIPAY_AUTH_URL" envDefault:"https://openauth.alipay.com/oauth2/appToAppAuth.htm"`
+
 	// MsgHost is the host of Alipay's message service WebSocket channel.
 	MsgHost string `env:"ALIPAY_MSG_HOST" envDefault:"openchannel.alipay.com"`
 

@@ -59,7 +59,8 @@ func TestLoad(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.HTTPAddr != ":8080" || c.MaxBodyBytes != 65536 || len(c.Apps) == 0 {
+				if c.HTTPAddr != ":8080" || c.MaxBodyBytes != 65536 || len(c.Apps) == 0 ||
+					c.AuthURL != "https://openauth.alipay.com/oauth2/appToAppAuth.htm" {
 					t.Fatalf("%+v", c)
 				}
 			})

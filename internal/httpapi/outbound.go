@@ -121,7 +121,7 @@ var callbackPage = template.Must(template.New("callback").Parse(`<!doctype html>
 func (s *Server) handleAuthCallback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	appID := q.Get("app_id")
-	grants, err := s.cfg.Outbound.CompleteAuthorization(r.Context(), appID, q.Get("app_auth_code"))
+	grants, err := s.cfg.Outbound.CompleteAuthorization(r.Context(), outbound.Callback{AppID: appID, Code: q.Get("app_auth_code"), State: q.Get("state")})
 	page := struct {
 		Title string
 		Lines []string

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +31,7 @@ const outboundMerchant = "2021000000000888"
 type outboundGateway struct {
 	*gateway
 	sim *openapisim.Sim
+	svc *outbound.Service
 }
 
 func newOutboundGateway(t *testing.T) *outboundGateway {
@@ -48,7 +50,7 @@ func newOutboundGateway(t *testing.T) *outboundGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &outboundGateway{gateway: startGatewayWith(t, db, httpapi.Config{Outbound: svc}), sim: sim}
+	return &outboundGateway{gateway: startGatewayWith(t, db, httpapi.Config{Outbound: svc}), sim: sim, svc: svc}
 }
 
 // call makes a request and returns the status, headers and body.
@@ -85,12 +87,22 @@ func errorOf(t *testing.T, body string) map[string]string {
 	return b.Error
 }
 
+// state returns the state of a new authorization link for keyAppID.
+func (g *outboundGateway) state(t *testing.T) string {
+	t.Helper()
+	l, err := g.svc.AuthorizationLink(outbound.LinkRequest{RedirectURI: g.srv.URL + "/alipay/auth/callback"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url.QueryEscape(l.State)
+}
+
 // authorize completes the authorization flow for outboundMerchant through
 // the callback.
 func (g *outboundGateway) authorize(t *testing.T) {
 	t.Helper()
 	code := g.sim.IssueCode(keyAppID, outboundMerchant, "2088000000000888")
-	if status, _, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID+"&app_auth_code="+code+"&source=alipay_app_auth", "", ""); status != 200 {
+	if status, _, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID+"&app_auth_code="+code+"&source=alipay_app_auth&state="+g.state(t), "", ""); status != 200 {
 		t.Fatalf("callback: %d %s", status, body)
 	}
 }
@@ -240,7 +252,7 @@ func TestOutbound_AuthCallback(t *testing.T) {
 	g := newOutboundGateway(t)
 	t.Run("OK", func(t *testing.T) {
 		code := g.sim.IssueCode(keyAppID, outboundMerchant, "2088000000000888")
-		status, h, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID+"&app_auth_code="+code, "", "")
+		status, h, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID+"&app_auth_code="+code+"&state="+g.state(t), "", "")
 		if status != 200 || !strings.Contains(body, "Authorization complete") || !strings.Contains(body, outboundMerchant) ||
 			!strings.HasPrefix(h.Get("Content-Type"), "text/html") {
 			t.Fatalf("%d %s", status, body)
@@ -263,12 +275,12 @@ func TestOutbound_AuthCallback(t *testing.T) {
 		}
 	})
 	t.Run("ErrMissingCode", func(t *testing.T) {
-		if status, _, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID, "", ""); status != 400 || !strings.Contains(body, "Authorization failed") {
+		if status, _, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID+"&state="+g.state(t), "", ""); status != 400 || !strings.Contains(body, "Authorization failed") {
 			t.Fatalf("%d %s", status, body)
 		}
 	})
 	t.Run("ErrBadCode", func(t *testing.T) {
-		status, _, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID+"&app_auth_code=%3Cscript%3E", "", "")
+		status, _, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID+"&app_auth_code=%3Cscript%3E&state="+g.state(t), "", "")
 		if status != 422 || !strings.Contains(body, "isv.code-invalid") || strings.Contains(body, "<script>") {
 			t.Fatalf("%d %s", status, body)
 		}
