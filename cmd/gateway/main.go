@@ -198,6 +198,10 @@ func serve() error {
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Tokens:       cfg.OpsAPITokens,
+
+		// X-Forwarded-For names the client for the callback's rate limit
+		// only when these proxies sent it.
+		TrustedProxies: cfg.TrustedProxies,
 	})
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
