@@ -1,11 +1,15 @@
 package httpapi
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"html/template"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -13,9 +17,6 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 )
 
-// The outbound side's error codes belong in httpStatus (reply.go), the one
-// table of statuses; until they are listed there they are added to it here,
-// once, before any request.
 // maxMessageBody caps a template message request.
 const maxMessageBody = 64 << 10
 
@@ -106,47 +107,121 @@ func writeOutboundError(w http.ResponseWriter, err error) {
 	writeJSON(w, statusOf(err), b)
 }
 
-// callbackPage is the page a merchant sees after authorizing. It never
-// shows a token.
+// callbackPage is the page a merchant's browser gets from the callback. It
+// never shows a token, the code, or an error's text: a failure says only
+// its class's message and a reference that the log line carries too.
 var callbackPage = template.Must(template.New("callback").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{.Title}}</title></head>
+<html lang="zh-CN"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{{.Title}}</title></head>
 <body><h1>{{.Title}}</h1>
 {{range .Lines}}<p>{{.}}</p>
+{{end}}{{with .Ref}}<p><small>参考编号 / Reference: <code>{{.}}</code></small></p>
 {{end}}</body></html>
 `))
 
-// handleAuthCallback serves the redirect after a merchant authorizes an
-// ISV app (?app_auth_code=...&app_id=...): it exchanges the code for the
-// merchant's tokens, stores them sealed, and answers a short page.
+// callbackPageData is what callbackPage shows.
+type callbackPageData struct {
+	Title string
+	Lines []string
+	Ref   string
+}
+
+// A failed callback's page says one of these, by the class of its error's
+// code; each line in Chinese and in English.
+var (
+	pageBadLink   = []string{"授权链接无效或已过期，请重新发起授权。", "This authorization link is invalid or has expired. Please start the authorization again."}
+	pageRefused   = []string{"支付宝未接受本次授权，请重新发起授权。", "Alipay did not accept this authorization. Please start the authorization again."}
+	pageTemporary = []string{"暂时无法完成授权，请稍后再试。", "The authorization could not be completed for now. Please try again later."}
+	pageBusy      = []string{"请求过于频繁，请稍后再试。", "Too many attempts. Please wait a minute and try again."}
+)
+
+// callbackClass returns the page lines and the log's class for a failed
+// callback's err: the link was bad (a bad, missing or expired state, a
+// missing code, an unknown app), Alipay refused the code, too many
+// requests, or anything else, which trying again later may fix.
+func callbackClass(err error) ([]string, string) {
+	switch notify.ErrorCode(err) {
+	case notify.EINVALID, notify.ENOTFOUND:
+		return pageBadLink, "bad_link"
+	case outbound.EBUSINESS:
+		return pageRefused, "refused"
+	case notify.ERATELIMITED:
+		return pageBusy, "rate_limited"
+	}
+	return pageTemporary, "temporary"
+}
+
+// newRef returns a reference for one callback, to find its log line.
+func newRef() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// callbackOnce are the callback's parameters that may be given once only:
+// a second app_id or state could otherwise ride in front of Alipay's.
+var callbackOnce = []string{"app_id", "app_auth_code", "state"}
+
+// handleAuthCallback serves Alipay's redirect after a merchant authorized
+// an ISV app (?app_id=...&app_auth_code=...&state=...): within the rate
+// limit, it has the code exchanged for the merchant's tokens, stored
+// sealed, once the state checks out (outbound.CompleteAuthorization), and
+// answers a short page. A failure's page is generic, with a reference; its
+// log line has the detail, never the code or a token.
 func (s *Server) handleAuthCallback(w http.ResponseWriter, r *http.Request) {
+	ref, client := newRef(), clientKey(r, s.cfg.TrustedProxies)
 	q := r.URL.Query()
 	appID := q.Get("app_id")
-	grants, err := s.cfg.Outbound.CompleteAuthorization(r.Context(), outbound.Callback{AppID: appID, Code: q.Get("app_auth_code"), State: q.Get("state")})
-	page := struct {
-		Title string
-		Lines []string
-	}{Title: "Authorization complete"}
-	status := http.StatusOK
-	if err != nil {
-		status = statusOf(err)
-		page.Title = "Authorization failed"
-		page.Lines = []string{notify.ErrorMessage(err), "Please try authorizing again; if it keeps failing, contact the service provider."}
-		s.log.Warn().Str("app_id", appID).Str("reason", notify.ErrorReason(err)).Str("error", notify.ErrorMessage(err)).
-			Int("status", status).Msg("authorization callback failed")
+	if len(appID) > 64 {
+		appID = appID[:64] + "..."
 	}
-	for _, g := range grants {
-		line := "Your app " + g.AuthAppID + " has authorized app " + g.AppID + "."
-		if !g.Applied {
-			line += " (A newer change of this authorization was already recorded.)"
+	var (
+		grants []outbound.Grant
+		err    error
+	)
+	if ok, why, retry := s.callbacks.allow(client); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int((retry+time.Second-1)/time.Second))))
+		err = notify.Errorf(notify.ERATELIMITED, why, "the callback's rate limit refused the request (%s); retry in %s", why, retry.Round(time.Second))
+	}
+	for _, k := range callbackOnce {
+		if err == nil && len(q[k]) > 1 {
+			err = notify.Errorf(notify.EINVALID, "duplicate_parameter", "%s is given %d times", k, len(q[k]))
 		}
-		page.Lines = append(page.Lines, line)
 	}
 	if err == nil {
-		page.Lines = append(page.Lines, "You can close this page.")
+		grants, err = s.cfg.Outbound.CompleteAuthorization(r.Context(), outbound.Callback{
+			AppID: q.Get("app_id"), Code: q.Get("app_auth_code"), State: q.Get("state"),
+		})
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Referrer-Policy", "no-referrer")
+	page, status := callbackPageData{Title: "授权成功 / Authorization complete"}, http.StatusOK
+	if err != nil {
+		status = statusOf(err)
+		lines, class := callbackClass(err)
+		page = callbackPageData{Title: "授权未完成 / Authorization failed", Lines: lines, Ref: ref}
+		log := s.log
+		if class == "rate_limited" {
+			log = s.limited
+		}
+		log.Warn().Str("ref", ref).Str("app_id", appID).Str("client", client).Str("class", class).
+			Str("reason", notify.ErrorReason(err)).Str("error", err.Error()).Int("status", status).
+			Msg("authorization callback failed")
+	} else {
+		for _, g := range grants {
+			line := "Your app " + g.AuthAppID + " has authorized app " + g.AppID + "."
+			if !g.Applied {
+				line += " (A newer change of this authorization was already recorded.)"
+			}
+			page.Lines = append(page.Lines, line)
+		}
+		page.Lines = append(page.Lines, "You can close this page.")
+		s.log.Info().Str("ref", ref).Str("app_id", appID).Str("client", client).Int("grants", len(grants)).
+			Msg("authorization callback completed")
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "default-src 'none'")
 	w.WriteHeader(status)
 	_ = callbackPage.Execute(w, page)
 }

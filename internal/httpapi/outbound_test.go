@@ -1,16 +1,18 @@
 package httpapi_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
@@ -30,28 +32,55 @@ const outboundMerchant = "2021000000000888"
 // outboundGateway is a gateway with outbound calls to a simulator.
 type outboundGateway struct {
 	*gateway
-	sim *openapisim.Sim
-	svc *outbound.Service
+	sim     *openapisim.Sim
+	svc     *outbound.Service
+	svcLogs *logBuffer    // what the outbound service logged
+	offset  *atomic.Int64 // the outbound clock is ahead of now by this
 }
 
-func newOutboundGateway(t *testing.T) *outboundGateway {
+// otherAppID is a second ISV app, in gateways made with withOtherApp.
+const otherAppID = "2021000000000003"
+
+// outboundOptions change newOutboundGateway's gateway.
+type outboundOptions struct {
+	otherApp bool
+	cfg      httpapi.Config // the callback's limits and trusted proxies
+}
+
+func newOutboundGateway(t *testing.T, opts ...func(*outboundOptions)) *outboundGateway {
 	t.Helper()
-	sim := openapisim.Start(openapisim.Config{
-		Apps:    []openapisim.App{{ID: keyAppID, Pub: &outboundApp.PublicKey}},
-		SignKey: keyApp,
-	})
+	// The callback's rate limit is lifted unless a test sets one.
+	o := outboundOptions{cfg: httpapi.Config{
+		CallbackClientLimit: httpapi.RateLimit{Every: time.Microsecond, Burst: 1000},
+		CallbackGlobalLimit: httpapi.RateLimit{Every: time.Microsecond, Burst: 1000},
+	}}
+	for _, f := range opts {
+		f(&o)
+	}
+	apps := []*alipay.App{{ID: keyAppID, Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}, PrivateKey: outboundApp}}
+	simApps := []openapisim.App{{ID: keyAppID, Pub: &outboundApp.PublicKey}}
+	if o.otherApp {
+		apps = append(apps, &alipay.App{ID: otherAppID, Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}, PrivateKey: outboundApp})
+		simApps = append(simApps, openapisim.App{ID: otherAppID, Pub: &outboundApp.PublicKey})
+	}
+	sim := openapisim.Start(openapisim.Config{Apps: simApps, SignKey: keyApp})
 	t.Cleanup(sim.Close)
 	db := pgtest.New(t, nil)
+	svcLogs, offset := &logBuffer{}, &atomic.Int64{}
 	svc, err := outbound.New(outbound.Config{
-		Apps:       []*alipay.App{{ID: keyAppID, Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}, PrivateKey: outboundApp}},
-		GatewayURL: sim.URL(), Store: db, Sealer: pgtest.Sealer(t),
-		Logger: zerolog.New(zerolog.NewTestWriter(t)), Timeout: 2 * time.Second,
+		Apps: apps, GatewayURL: sim.URL(), Store: db, Sealer: pgtest.Sealer(t),
+		Logger: testLogger(t, svcLogs), Timeout: 2 * time.Second,
+		Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &outboundGateway{gateway: startGatewayWith(t, db, httpapi.Config{Outbound: svc}), sim: sim, svc: svc}
+	o.cfg.Outbound = svc
+	return &outboundGateway{gateway: startGatewayWith(t, db, o.cfg), sim: sim, svc: svc, svcLogs: svcLogs, offset: offset}
 }
+
+// withOtherApp adds otherAppID to the gateway's ISV apps.
+func withOtherApp(o *outboundOptions) { o.otherApp = true }
 
 // call makes a request and returns the status, headers and body.
 func (g *outboundGateway) call(t *testing.T, method, path, token, body string, header ...string) (int, http.Header, string) {
@@ -87,14 +116,21 @@ func errorOf(t *testing.T, body string) map[string]string {
 	return b.Error
 }
 
-// state returns the state of a new authorization link for keyAppID.
+// state returns the state of a new authorization link for keyAppID,
+// query-escaped.
 func (g *outboundGateway) state(t *testing.T) string {
 	t.Helper()
-	l, err := g.svc.AuthorizationLink(outbound.LinkRequest{RedirectURI: g.srv.URL + "/alipay/auth/callback"})
+	return url.QueryEscape(g.link(t, keyAppID).State)
+}
+
+// link returns a new authorization link for appID, made by the service.
+func (g *outboundGateway) link(t *testing.T, appID string) outbound.Link {
+	t.Helper()
+	l, err := g.svc.AuthorizationLink(outbound.LinkRequest{AppID: appID, RedirectURI: g.srv.URL + "/alipay/auth/callback"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return url.QueryEscape(l.State)
+	return l
 }
 
 // authorize completes the authorization flow for outboundMerchant through
@@ -247,14 +283,75 @@ func TestOutbound_GetSubscriptions(t *testing.T) {
 	})
 }
 
+// callback calls the authorization callback with app_id, app_auth_code and
+// state (query-escaped here; left out when empty) and returns the status,
+// headers and page.
+func (g *outboundGateway) callback(t *testing.T, appID, code, state string, extra ...string) (int, http.Header, string) {
+	t.Helper()
+	q := url.Values{"source": {"alipay_app_auth"}}
+	for k, v := range map[string]string{"app_id": appID, "app_auth_code": code, "state": state} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		q.Add(extra[i], extra[i+1])
+	}
+	return g.call(t, "GET", "/alipay/auth/callback?"+q.Encode(), "", "")
+}
+
+// failedPage fails unless page is the generic failure page with lines and
+// a reference that the gateway's log has too, and returns the reference.
+func (g *outboundGateway) failedPage(t *testing.T, page string, lines []string) string {
+	t.Helper()
+	m := regexp.MustCompile(`Reference: <code>([0-9a-f]{12})</code>`).FindStringSubmatch(page)
+	if !strings.Contains(page, "Authorization failed") || m == nil {
+		t.Fatalf("not the failure page: %s", page)
+	}
+	for _, l := range lines {
+		if !strings.Contains(page, l) {
+			t.Fatalf("page lacks %q: %s", l, page)
+		}
+	}
+	// Only the title, the class's lines and the reference.
+	if n := strings.Count(page, "<p>"); n != len(lines)+1 {
+		t.Fatalf("page has %d paragraphs, want %d: %s", n, len(lines)+1, page)
+	}
+	if !strings.Contains(g.logs.String(), `"ref":"`+m[1]+`"`) {
+		t.Fatalf("reference %s is not in the log", m[1])
+	}
+	return m[1]
+}
+
+// logLine returns the gateway's log line with ref.
+func (g *outboundGateway) logLine(t *testing.T, ref string) map[string]any {
+	t.Helper()
+	for _, l := range strings.Split(g.logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["ref"] == ref {
+			return m
+		}
+	}
+	t.Fatalf("no log line with ref %s", ref)
+	return nil
+}
+
+// Page lines, as a merchant's browser shows them.
+var (
+	linesBadLink   = []string{"授权链接无效或已过期", "This authorization link is invalid or has expired. Please start the authorization again."}
+	linesRefused   = []string{"支付宝未接受本次授权", "Alipay did not accept this authorization. Please start the authorization again."}
+	linesTemporary = []string{"暂时无法完成授权", "The authorization could not be completed for now. Please try again later."}
+	linesBusy      = []string{"请求过于频繁", "Too many attempts. Please wait a minute and try again."}
+)
+
 func TestOutbound_AuthCallback(t *testing.T) {
 	t.Parallel()
-	g := newOutboundGateway(t)
+	g := newOutboundGateway(t, withOtherApp)
 	t.Run("OK", func(t *testing.T) {
 		code := g.sim.IssueCode(keyAppID, outboundMerchant, "2088000000000888")
-		status, h, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID+"&app_auth_code="+code+"&state="+g.state(t), "", "")
+		status, h, body := g.callback(t, keyAppID, code, g.link(t, keyAppID).State)
 		if status != 200 || !strings.Contains(body, "Authorization complete") || !strings.Contains(body, outboundMerchant) ||
-			!strings.HasPrefix(h.Get("Content-Type"), "text/html") {
+			!strings.HasPrefix(h.Get("Content-Type"), "text/html") || h.Get("Referrer-Policy") != "no-referrer" || h.Get("Cache-Control") != "no-store" {
 			t.Fatalf("%d %s", status, body)
 		}
 		token, refresh := g.sim.Tokens(keyAppID, outboundMerchant)
@@ -274,20 +371,195 @@ func TestOutbound_AuthCallback(t *testing.T) {
 			t.Fatalf("stored %s, opens to %q (%v)", st, opened, err)
 		}
 	})
-	t.Run("ErrMissingCode", func(t *testing.T) {
-		if status, _, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID+"&state="+g.state(t), "", ""); status != 400 || !strings.Contains(body, "Authorization failed") {
+
+	// Refused states: a 400 and the generic page, and Alipay is never
+	// called, so the code is still good afterwards.
+	good := g.link(t, keyAppID).State
+	g.offset.Store(int64(-2 * time.Hour))
+	expired := g.link(t, keyAppID).State // issued two hours ago, for an hour
+	g.offset.Store(0)
+	raw, _ := base64.StdEncoding.DecodeString(good)
+	raw[10] ^= 0x40 // in the nonce: well-formed, its tag no longer matches
+	forged := base64.StdEncoding.EncodeToString(raw)
+	for _, c := range []struct {
+		name, appID, state, reason string
+	}{
+		{"ErrNoState", keyAppID, "", "missing_state"},
+		{"ErrMalformedState", keyAppID, "definitely not a state", "malformed_state"},
+		{"ErrForgedState", keyAppID, forged, "forged_state"},
+		{"ErrExpiredState", keyAppID, expired, "expired_state"},
+		{"ErrOtherAppState", otherAppID, good, "other_app_state"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			requests := g.sim.Requests()
+			code := g.sim.IssueCode(c.appID, outboundMerchant, "2088000000000888")
+			status, _, body := g.callback(t, c.appID, code, c.state)
+			if status != 400 {
+				t.Fatalf("%d %s", status, body)
+			}
+			ref := g.failedPage(t, body, linesBadLink)
+			if g.sim.Requests() != requests {
+				t.Fatal("a refused state reached Alipay")
+			}
+			line := g.logLine(t, ref)
+			if line["reason"] != c.reason || line["app_id"] != c.appID || line["class"] != "bad_link" || line["status"] != 400.0 {
+				t.Fatalf("log %v", line)
+			}
+			if strings.Contains(g.logs.String()+g.svcLogs.String(), code) {
+				t.Fatal("the code is in the log")
+			}
+			// The code was not used: a good state redeems it.
+			if status, _, body := g.callback(t, c.appID, code, g.link(t, c.appID).State); status != 200 {
+				t.Fatalf("the refused code: %d %s", status, body)
+			}
+		})
+	}
+	t.Run("ErrDuplicateState", func(t *testing.T) {
+		requests := g.sim.Requests()
+		status, _, body := g.callback(t, keyAppID, g.sim.IssueCode(keyAppID, outboundMerchant, ""), good, "state", good)
+		if status != 400 || g.sim.Requests() != requests {
 			t.Fatalf("%d %s", status, body)
 		}
+		if line := g.logLine(t, g.failedPage(t, body, linesBadLink)); line["reason"] != "duplicate_parameter" {
+			t.Fatalf("log %v", line)
+		}
+	})
+	t.Run("ErrMissingCode", func(t *testing.T) {
+		status, _, body := g.callback(t, keyAppID, "", good)
+		if status != 400 {
+			t.Fatalf("%d %s", status, body)
+		}
+		g.failedPage(t, body, linesBadLink)
 	})
 	t.Run("ErrBadCode", func(t *testing.T) {
-		status, _, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID+"&app_auth_code=%3Cscript%3E&state="+g.state(t), "", "")
-		if status != 422 || !strings.Contains(body, "isv.code-invalid") || strings.Contains(body, "<script>") {
+		status, _, body := g.callback(t, keyAppID, "<script>", good)
+		if status != 422 || strings.Contains(body, "isv.code-invalid") || strings.Contains(body, "script") {
 			t.Fatalf("%d %s", status, body)
+		}
+		if line := g.logLine(t, g.failedPage(t, body, linesRefused)); !strings.Contains(line["error"].(string), "isv.code-invalid") {
+			t.Fatalf("the log lacks Alipay's sub_code: %v", line)
 		}
 	})
 	t.Run("ErrUnknownApp", func(t *testing.T) {
-		if status, _, _ := g.call(t, "GET", "/alipay/auth/callback?app_id=2021000000009999&app_auth_code=x", "", ""); status != 404 {
-			t.Fatalf("%d", status)
+		status, _, body := g.callback(t, "2021000000009999", "x", good)
+		if status != 404 || strings.Contains(body, "2021000000009999") {
+			t.Fatalf("%d %s", status, body)
+		}
+		g.failedPage(t, body, linesBadLink)
+	})
+}
+
+// TestOutbound_AuthCallback_ErrorPage: whatever goes wrong behind the
+// callback, the page says only its class; the log has the detail.
+func TestOutbound_AuthCallback_ErrorPage(t *testing.T) {
+	t.Parallel()
+	g := newOutboundGateway(t)
+	leaks := []string{"dial tcp", "connection refused", "127.0.0.1", "HTTP 503", "503", "upstream", "Alipay answered", "gateway.do"}
+	t.Run("ErrUpstream", func(t *testing.T) {
+		g.sim.Fail(openapisim.MethodAuthTokenApp, openapisim.Fault{HTTPStatus: 503})
+		status, _, body := g.callback(t, keyAppID, g.sim.IssueCode(keyAppID, outboundMerchant, ""), g.link(t, keyAppID).State)
+		if status != 502 {
+			t.Fatalf("%d %s", status, body)
+		}
+		ref := g.failedPage(t, body, linesTemporary)
+		for _, l := range leaks {
+			if strings.Contains(body, l) {
+				t.Fatalf("the page shows %q: %s", l, body)
+			}
+		}
+		if line := g.logLine(t, ref); !strings.Contains(line["error"].(string), "HTTP 503") || line["class"] != "temporary" {
+			t.Fatalf("log %v", line)
+		}
+	})
+	t.Run("ErrUnreachable", func(t *testing.T) {
+		state := g.link(t, keyAppID).State
+		g.sim.Close() // Alipay is gone: the dial is refused
+		status, _, body := g.callback(t, keyAppID, "code-never-issued", state)
+		if status != 502 {
+			t.Fatalf("%d %s", status, body)
+		}
+		ref := g.failedPage(t, body, linesTemporary)
+		for _, l := range leaks {
+			if strings.Contains(body, l) {
+				t.Fatalf("the page shows %q: %s", l, body)
+			}
+		}
+		line := g.logLine(t, ref)
+		if e := line["error"].(string); !strings.Contains(e, "connection refused") || line["reason"] != "alipay_unreachable" {
+			t.Fatalf("log %v", line)
+		}
+		if strings.Contains(g.logs.String()+g.svcLogs.String(), "code-never-issued") {
+			t.Fatal("the code is in the log")
+		}
+	})
+}
+
+// TestOutbound_AuthCallback_RateLimit: the callback's limit, per client and
+// in all; a refused request gets 429 and the generic page, and reaches
+// nothing behind.
+func TestOutbound_AuthCallback_RateLimit(t *testing.T) {
+	t.Parallel()
+	t.Run("ErrClientLimit", func(t *testing.T) {
+		g := newOutboundGateway(t, func(o *outboundOptions) { o.cfg = httpapi.Config{} }) // the defaults
+		state := g.link(t, keyAppID).State
+		for i := 0; i < 5; i++ { // the burst; refused states count too
+			if status, _, body := g.callback(t, keyAppID, "", state); status != 400 {
+				t.Fatalf("request %d: %d %s", i+1, status, body)
+			}
+		}
+		requests := g.sim.Requests()
+		code := g.sim.IssueCode(keyAppID, outboundMerchant, "")
+		status, h, body := g.callback(t, keyAppID, code, state)
+		if status != 429 || h.Get("Retry-After") != "6" || g.sim.Requests() != requests {
+			t.Fatalf("%d %v %s", status, h, body)
+		}
+		if line := g.logLine(t, g.failedPage(t, body, linesBusy)); line["reason"] != "client_rate" || line["client"] != "127.0.0.1" {
+			t.Fatalf("log %v", line)
+		}
+		// X-Forwarded-For is not trusted without TRUSTED_PROXIES.
+		req, _ := http.NewRequest("GET", g.srv.URL+"/alipay/auth/callback?app_id="+keyAppID, nil)
+		req.Header.Set("X-Forwarded-For", "198.51.100.9")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 429 {
+			t.Fatalf("a forged X-Forwarded-For got %d", resp.StatusCode)
+		}
+	})
+	t.Run("ErrGlobalLimit", func(t *testing.T) {
+		g := newOutboundGateway(t, func(o *outboundOptions) {
+			o.cfg = httpapi.Config{
+				CallbackGlobalLimit: httpapi.RateLimit{Every: time.Hour, Burst: 7},
+				TrustedProxies:      []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+			}
+		})
+		from := func(client string) int {
+			req, _ := http.NewRequest("GET", g.srv.URL+"/alipay/auth/callback?app_id="+keyAppID, nil)
+			req.Header.Set("X-Forwarded-For", client)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		for i := 0; i < 5; i++ {
+			from("198.51.100.1")
+		}
+		if got := from("198.51.100.1"); got != 429 {
+			t.Fatalf("the sixth from one client: %d", got)
+		}
+		if got := from("198.51.100.2"); got != 400 {
+			t.Fatalf("another client behind the trusted proxy: %d", got)
+		}
+		from("198.51.100.2")
+		if got := from("198.51.100.3"); got != 429 {
+			t.Fatalf("past the global cap: %d", got)
+		}
+		if !strings.Contains(g.logs.String(), `"reason":"global_rate"`) {
+			t.Fatal("no global_rate line")
 		}
 	})
 }
