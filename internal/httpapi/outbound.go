@@ -17,13 +17,35 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 )
 
-// maxMessageBody caps a template message request.
-const maxMessageBody = 64 << 10
+// maxMessageBody caps a template message request, maxLinkBody an
+// authorization link request.
+const (
+	maxMessageBody = 64 << 10
+	maxLinkBody    = 8 << 10
+)
 
 // routesOutbound adds the outbound ops routes (behind the bearer token).
 func (s *Server) routesOutbound(r chi.Router) {
 	r.Post("/template-messages", s.sendTemplateMessage)
 	r.Get("/users/{user_id}/subscriptions", s.getSubscriptions)
+	r.Post("/authorization-links", s.createAuthorizationLink)
+}
+
+// decodeJSON decodes r's body, at most limit bytes of one JSON value with
+// no unknown field, into v. It returns an ETOOLARGE *notify.Error for a
+// longer body and an EINVALID one (bad_json) for anything else wrong, what
+// names it.
+func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any, what string) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return notify.Errorf(notify.ETOOLARGE, "body_too_large", "the body is over %d bytes", limit)
+		}
+		return notify.Errorf(notify.EINVALID, "bad_json", "the body must be %s: %v", what, err)
+	}
+	return nil
 }
 
 // sendTemplateMessage sends a subscription template message; an
@@ -34,15 +56,8 @@ func (s *Server) sendTemplateMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var m outbound.TemplateMessage
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxMessageBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			writeError(w, notify.Errorf(notify.ETOOLARGE, "body_too_large", "the body is over %d bytes", maxMessageBody))
-			return
-		}
-		writeError(w, notify.Errorf(notify.EINVALID, "bad_json", "the body must be a JSON template message: %v", err))
+	if err := decodeJSON(w, r, maxMessageBody, &m, "a JSON template message"); err != nil {
+		writeError(w, err)
 		return
 	}
 	send, replayed, err := s.cfg.Outbound.SendTemplateMessage(r.Context(), m, r.Header.Get("Idempotency-Key"))
@@ -105,6 +120,29 @@ func writeOutboundError(w http.ResponseWriter, err error) {
 	b.Error.Message = notify.ErrorMessage(err)
 	b.Error.AlipayCode, b.Error.AlipaySubCode, b.Error.AlipaySubMsg = be.Code, be.SubCode, be.SubMsg
 	writeJSON(w, statusOf(err), b)
+}
+
+// createAuthorizationLink hands out a merchant authorization link with a
+// signed state: {"app_id", "redirect_uri", "ttl_seconds"} in,
+// {"url", "state", "expires_at"} out.
+func (s *Server) createAuthorizationLink(w http.ResponseWriter, r *http.Request) {
+	if _, err := query(r); err != nil {
+		writeError(w, err)
+		return
+	}
+	var req outbound.LinkRequest
+	if err := decodeJSON(w, r, maxLinkBody, &req, `a JSON object {"app_id", "redirect_uri", "ttl_seconds"}`); err != nil {
+		writeError(w, err)
+		return
+	}
+	link, err := s.cfg.Outbound.AuthorizationLink(req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.log.Info().Str("app_id", req.AppID).Str("redirect_uri", req.RedirectURI).Time("expires_at", link.ExpiresAt).
+		Msg("authorization link issued")
+	writeJSON(w, http.StatusOK, link)
 }
 
 // callbackPage is the page a merchant's browser gets from the callback. It

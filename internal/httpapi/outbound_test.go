@@ -563,3 +563,104 @@ func TestOutbound_AuthCallback_RateLimit(t *testing.T) {
 		}
 	})
 }
+
+// TestOutbound_AuthorizationLinks: POST /v1/authorization-links, and its
+// link's way through Alipay (simulated) back to the callback.
+func TestOutbound_AuthorizationLinks(t *testing.T) {
+	t.Parallel()
+	g := newOutboundGateway(t)
+	callback := g.srv.URL + "/alipay/auth/callback"
+	post := func(t *testing.T, body string) (int, string) {
+		t.Helper()
+		status, _, b := g.call(t, "POST", "/v1/authorization-links", opsToken, body)
+		return status, b
+	}
+	var link outbound.Link
+	t.Run("OK", func(t *testing.T) {
+		status, body := post(t, fmt.Sprintf(`{"redirect_uri":%q}`, callback))
+		var raw map[string]any
+		if status != 200 || json.Unmarshal([]byte(body), &raw) != nil || len(raw) != 3 || json.Unmarshal([]byte(body), &link) != nil {
+			t.Fatalf("%d %s", status, body)
+		}
+		u, err := url.Parse(link.URL)
+		if err != nil || u.Scheme+"://"+u.Host+u.Path != outbound.DefaultAuthURL || u.Query().Get("app_id") != keyAppID ||
+			u.Query().Get("redirect_uri") != callback || u.Query().Get("state") != link.State {
+			t.Fatalf("%s", link.URL)
+		}
+		if d := time.Until(link.ExpiresAt); d < 59*time.Minute || d > time.Hour {
+			t.Fatalf("expires_at %v", link.ExpiresAt)
+		}
+	})
+	t.Run("OKRoundTrip", func(t *testing.T) {
+		// Alipay sends the browser to redirect_uri with app_id,
+		// app_auth_code and the state, unchanged.
+		u, _ := url.Parse(link.URL)
+		redirect, _ := url.Parse(u.Query().Get("redirect_uri"))
+		q := redirect.Query()
+		q.Set("app_id", u.Query().Get("app_id"))
+		q.Set("source", "alipay_app_auth")
+		q.Set("app_auth_code", g.sim.IssueCode(keyAppID, outboundMerchant, "2088000000000888"))
+		q.Set("state", u.Query().Get("state"))
+		redirect.RawQuery = q.Encode()
+		status, _, body := g.call(t, "GET", strings.TrimPrefix(redirect.String(), g.srv.URL), "", "")
+		if status != 200 || !strings.Contains(body, outboundMerchant) {
+			t.Fatalf("%d %s", status, body)
+		}
+	})
+	t.Run("OKRoundTripUnescaped", func(t *testing.T) {
+		// Should Alipay append the state as it is, a "+" reads as a space.
+		var l outbound.Link
+		for l = g.link(t, keyAppID); !strings.ContainsAny(l.State, "+/"); l = g.link(t, keyAppID) {
+		}
+		code := g.sim.IssueCode(keyAppID, outboundMerchant, "2088000000000888")
+		status, _, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID+"&app_auth_code="+code+"&state="+l.State, "", "")
+		if status != 200 {
+			t.Fatalf("%s: %d %s", l.State, status, body)
+		}
+	})
+	t.Run("OKTTL", func(t *testing.T) {
+		status, body := post(t, fmt.Sprintf(`{"app_id":%q,"redirect_uri":"http://localhost:8080/alipay/auth/callback","ttl_seconds":600}`, keyAppID))
+		var l outbound.Link
+		if status != 200 || json.Unmarshal([]byte(body), &l) != nil {
+			t.Fatalf("%d %s", status, body)
+		}
+		if d := time.Until(l.ExpiresAt); d < 9*time.Minute || d > 10*time.Minute {
+			t.Fatalf("expires_at %v", l.ExpiresAt)
+		}
+	})
+	t.Run("ErrInvalid", func(t *testing.T) {
+		for _, body := range []string{
+			`{}`,
+			`{"redirect_uri":""}`,
+			`{"redirect_uri":"http://gw.example.com/alipay/auth/callback"}`,
+			`{"redirect_uri":"/alipay/auth/callback"}`,
+			`{"redirect_uri":"https://gw.example.com/cb#frag"}`,
+			`{"redirect_uri":"https://gw.example.com/cb?state=x"}`,
+			`{"redirect_uri":"https://gw.example.com/cb","ttl_seconds":0}`,
+			`{"redirect_uri":"https://gw.example.com/cb","ttl_seconds":86401}`,
+			`{"redirect_uri":"https://gw.example.com/cb","ttl_seconds":"600"}`,
+			`{"redirect_uri":"https://gw.example.com/cb","scope":"all"}`,
+			`nope`,
+		} {
+			if status, b := post(t, body); status != 400 || errorOf(t, b)["code"] != "invalid" {
+				t.Errorf("%s: %d %s", body, status, b)
+			}
+		}
+		if status, _, _ := g.call(t, "POST", "/v1/authorization-links?app_id=1", opsToken, `{"redirect_uri":"https://gw.example.com/cb"}`); status != 400 {
+			t.Errorf("a query parameter: %d", status)
+		}
+		if status, _ := post(t, `{"redirect_uri":"https://gw.example.com/`+strings.Repeat("a", 9<<10)+`"}`); status != 413 {
+			t.Errorf("a big body: %d", status)
+		}
+	})
+	t.Run("ErrUnknownApp", func(t *testing.T) {
+		if status, b := post(t, `{"app_id":"2021000000009999","redirect_uri":"https://gw.example.com/cb"}`); status != 404 {
+			t.Fatalf("%d %s", status, b)
+		}
+	})
+	t.Run("ErrUnauthorized", func(t *testing.T) {
+		if status, _, _ := g.call(t, "POST", "/v1/authorization-links", "", `{"redirect_uri":"https://gw.example.com/cb"}`); status != 401 {
+			t.Fatalf("%d", status)
+		}
+	})
+}
