@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
 	"strconv"
@@ -199,6 +200,10 @@ func newRef() string {
 // a second app_id or state could otherwise ride in front of Alipay's.
 var callbackOnce = []string{"app_id", "app_auth_code", "state"}
 
+// maxCallbackAppID caps the redirect's app_id (Alipay's are 16 digits, 32
+// at most), so that a long one fills no log.
+const maxCallbackAppID = 64
+
 // handleAuthCallback serves Alipay's redirect after a merchant authorized
 // an ISV app (?app_id=...&app_auth_code=...&state=...): within the rate
 // limit, it has the code exchanged for the merchant's tokens, stored
@@ -208,10 +213,6 @@ var callbackOnce = []string{"app_id", "app_auth_code", "state"}
 func (s *Server) handleAuthCallback(w http.ResponseWriter, r *http.Request) {
 	ref, client := newRef(), clientKey(r, s.cfg.TrustedProxies)
 	q := r.URL.Query()
-	appID := q.Get("app_id")
-	if len(appID) > 64 {
-		appID = appID[:64] + "..."
-	}
 	var (
 		grants []outbound.Grant
 		err    error
@@ -225,41 +226,51 @@ func (s *Server) handleAuthCallback(w http.ResponseWriter, r *http.Request) {
 			err = notify.Errorf(notify.EINVALID, "duplicate_parameter", "%s is given %d times", k, len(q[k]))
 		}
 	}
+	appID := q.Get("app_id")
+	if err == nil && len(appID) > maxCallbackAppID {
+		appID, err = appID[:maxCallbackAppID]+"...", notify.Errorf(notify.EINVALID, "bad_app_id", "app_id is over %d characters", maxCallbackAppID)
+	}
 	if err == nil {
 		grants, err = s.cfg.Outbound.CompleteAuthorization(r.Context(), outbound.Callback{
-			AppID: q.Get("app_id"), Code: q.Get("app_auth_code"), State: q.Get("state"),
+			AppID: appID, Code: q.Get("app_auth_code"), State: q.Get("state"),
 		})
 	}
-	page, status := callbackPageData{Title: "授权成功 / Authorization complete"}, http.StatusOK
+	ev := s.log.Info()
 	if err != nil {
-		status = statusOf(err)
 		lines, class := callbackClass(err)
-		page = callbackPageData{Title: "授权未完成 / Authorization failed", Lines: lines, Ref: ref}
-		log := s.log
 		if class == "rate_limited" {
-			log = s.limited
+			ev = s.limited.Warn()
+		} else {
+			ev = s.log.Warn()
 		}
-		log.Warn().Str("ref", ref).Str("app_id", appID).Str("client", client).Str("class", class).
-			Str("reason", notify.ErrorReason(err)).Str("error", err.Error()).Int("status", status).
+		ev.Str("ref", ref).Str("app_id", appID).Str("client", client).Str("class", class).
+			Str("reason", notify.ErrorReason(err)).Str("error", err.Error()).Int("status", statusOf(err)).
 			Msg("authorization callback failed")
-	} else {
-		for _, g := range grants {
-			line := "Your app " + g.AuthAppID + " has authorized app " + g.AppID + "."
-			if !g.Applied {
-				line += " (A newer change of this authorization was already recorded.)"
-			}
-			page.Lines = append(page.Lines, line)
-		}
-		page.Lines = append(page.Lines, "You can close this page.")
-		s.log.Info().Str("ref", ref).Str("app_id", appID).Str("client", client).Int("grants", len(grants)).
-			Msg("authorization callback completed")
+		writeCallbackPage(w, statusOf(err), callbackPageData{Title: "授权未完成 / Authorization failed", Lines: lines, Ref: ref})
+		return
 	}
+	ev.Str("ref", ref).Str("app_id", appID).Str("client", client).Int("grants", len(grants)).Msg("authorization callback completed")
+	page := callbackPageData{Title: "授权成功 / Authorization complete"}
+	for _, g := range grants {
+		line := fmt.Sprintf("您的应用 %s 已授权给应用 %s。 / Your app %s has authorized app %s.", g.AuthAppID, g.AppID, g.AuthAppID, g.AppID)
+		if !g.Applied {
+			line += " （已有更新的授权变更记录。 / A newer change of this authorization was already recorded.）"
+		}
+		page.Lines = append(page.Lines, line)
+	}
+	page.Lines = append(page.Lines, "您可以关闭此页面。 / You can close this page.")
+	writeCallbackPage(w, http.StatusOK, page)
+}
+
+// writeCallbackPage answers page with status, not to be cached, framed,
+// sniffed or followed by a Referer (the URL holds the code).
+func writeCallbackPage(w http.ResponseWriter, status int, page callbackPageData) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Security-Policy", "default-src 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 	w.WriteHeader(status)
 	_ = callbackPage.Execute(w, page)
 }

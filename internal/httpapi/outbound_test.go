@@ -440,6 +440,15 @@ func TestOutbound_AuthCallback(t *testing.T) {
 			t.Fatalf("the log lacks Alipay's sub_code: %v", line)
 		}
 	})
+	t.Run("ErrLongAppID", func(t *testing.T) {
+		status, _, body := g.callback(t, strings.Repeat("9", 5000), "x", good)
+		if status != 400 {
+			t.Fatalf("%d %s", status, body)
+		}
+		if line := g.logLine(t, g.failedPage(t, body, linesBadLink)); line["reason"] != "bad_app_id" || len(line["app_id"].(string)) > 70 {
+			t.Fatalf("log %v", line)
+		}
+	})
 	t.Run("ErrUnknownApp", func(t *testing.T) {
 		status, _, body := g.callback(t, "2021000000009999", "x", good)
 		if status != 404 || strings.Contains(body, "2021000000009999") {

@@ -186,12 +186,14 @@ type Link struct {
 }
 
 // AuthorizationLink returns a link for a merchant to authorize req's app,
-// with a state that the callback checks (CompleteAuthorization). It
-// returns an EINVALID *notify.Error when app_id is missing among several
-// apps (missing_app_id), when redirect_uri is not an absolute https URL, or
-// http on a loopback host, without credentials or fragment
-// (bad_redirect_uri), or when ttl_seconds is out of range (bad_ttl); and
-// ENOTFOUND for an app that cannot call.
+// with a state that the callback checks (CompleteAuthorization); nothing
+// is stored. It returns an EINVALID *notify.Error when app_id is missing
+// among several apps (missing_app_id), when redirect_uri is not an
+// absolute https URL (http on a loopback host) or holds user info, a
+// fragment, or app_id, app_auth_code or state in its query
+// (bad_redirect_uri), or when ttl_seconds is out of range (bad_ttl);
+// ENOTFOUND for an app that cannot call; and EINTERNAL when the system has
+// no randomness for the nonce.
 func (s *Service) AuthorizationLink(req LinkRequest) (Link, error) {
 	c, err := s.client(req.AppID)
 	if err != nil {
