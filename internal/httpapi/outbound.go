@@ -141,7 +141,7 @@ func (s *Server) createAuthorizationLink(w http.ResponseWriter, r *http.Request)
 		writeError(w, err)
 		return
 	}
-	s.log.Info().Str("app_id", req.AppID).Str("redirect_uri", req.RedirectURI).Time("expires_at", link.ExpiresAt).
+	s.log.Info().Str("app_id", link.AppID).Str("redirect_uri", req.RedirectURI).Time("expires_at", link.ExpiresAt).
 		Msg("authorization link issued")
 	writeJSON(w, http.StatusOK, link)
 }

@@ -183,6 +183,8 @@ type Link struct {
 	URL       string    `json:"url"`
 	State     string    `json:"state"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// AppID is the ISV app the link authorizes (for logs; the URL has it).
+	AppID string `json:"-"`
 }
 
 // AuthorizationLink returns a link for a merchant to authorize req's app,
@@ -221,7 +223,7 @@ func (s *Service) AuthorizationLink(req LinkRequest) (Link, error) {
 	q.Set("redirect_uri", req.RedirectURI)
 	q.Set("state", state)
 	u.RawQuery = q.Encode()
-	return Link{URL: u.String(), State: state, ExpiresAt: exp.UTC()}, nil
+	return Link{URL: u.String(), State: state, ExpiresAt: exp.UTC(), AppID: c.app.ID}, nil
 }
 
 // callbackParams are the redirect's parameters that Alipay adds to the

@@ -224,7 +224,7 @@ func TestService_AuthorizationLink(t *testing.T) {
 			q.Get("redirect_uri") != redirectURI+"?from=ops" || q.Get("state") != l.State {
 			t.Fatalf("%s", l.URL)
 		}
-		if !l.ExpiresAt.Equal(now.Add(time.Hour).Truncate(time.Second)) {
+		if !l.ExpiresAt.Equal(now.Add(time.Hour).Truncate(time.Second)) || l.AppID != keyAppID {
 			t.Fatalf("expires %v", l.ExpiresAt)
 		}
 		// Alipay's limits: base64, at most 100 characters.
