@@ -15,6 +15,7 @@ import (
 	"io"
 	"io/fs"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path"
@@ -73,15 +74,18 @@ var metrics = []metric{
 	{"alipay_gateway_last_notification_timestamp_seconds", "gauge", nil},
 	{"alipay_gateway_websocket_connected", "gauge", []string{"app_id"}},
 	{"alipay_gateway_websocket_reconnects_total", "counter", []string{"app_id"}},
+	{"alipay_gateway_cert_expiry_timestamp_seconds", "gauge", []string{"app_id", "cert_sn"}},
 }
 
 // labelValues are the known values of some labels: a matcher naming another
 // value is a typo. (reason may gain values; add them here.)
 var labelValues = map[string][]string{
-	"outcome": {"applied", "stale", "unhandled", "failed", "duplicate"},
+	"outcome": {"applied", "stale", "unhandled", "failed", "duplicate", "replay", "foreign"},
 	"reason": {"bad_signature", "unknown_app", "unknown_cert_sn", "missing_sign", "sign_type_refused",
 		"body_too_large", "malformed_form", "missing_parameter", "bad_charset", "database_unavailable",
-		"empty_body", "unreadable_body", "duplicate_parameter", "bad_parameter", "timeout", "shutting_down"},
+		"empty_body", "unreadable_body", "duplicate_parameter", "bad_parameter", "timeout", "shutting_down",
+		"too_many_parameters", "cert_expired", "app_mismatch", "future_timestamp", "notify_id_conflict",
+		"token_key_missing"},
 	"state":  {"acquired", "idle", "total", "max"},
 	"result": {"success", "business_error", "transport_error"},
 }
@@ -1103,6 +1107,33 @@ func checkPromQL(t *testing.T, where, expr string) []string {
 	return used
 }
 
+// metricsSource is where the gateway defines its metrics.
+const metricsSource = "../internal/metrics/metrics.go"
+
+// TestMetrics_MatchCode: metrics (above) names exactly the metrics that
+// internal/metrics defines (Namespace ns, Name "..."), with their types.
+func TestMetrics_MatchCode(t *testing.T) {
+	t.Parallel()
+	src := string(readFile(t, metricsSource))
+	defined := map[string]string{}
+	re := regexp.MustCompile(`prometheus\.New(Counter|Gauge|Histogram)(?:Vec)?\(prometheus\.[A-Za-z]+Opts\{Namespace: ns, Name: "([a-z0-9_]+)"`)
+	for _, m := range re.FindAllStringSubmatch(src, -1) {
+		defined["alipay_gateway_"+m[2]] = strings.ToLower(m[1])
+	}
+	if len(defined) == 0 {
+		t.Fatalf("%s: no metric definition found (is the check still reading it right?)", metricsSource)
+	}
+	for _, m := range metrics {
+		if typ, ok := defined[m.name]; !ok || typ != m.typ {
+			t.Errorf("metrics lists %s (%s); %s defines it as %q", m.name, m.typ, metricsSource, typ)
+		}
+		delete(defined, m.name)
+	}
+	for name := range defined {
+		t.Errorf("%s defines %s, which metrics does not list", metricsSource, name)
+	}
+}
+
 func TestDashboard_Metrics(t *testing.T) {
 	t.Parallel()
 	var dash map[string]any
@@ -1222,6 +1253,8 @@ func TestAlerts_Rules(t *testing.T) {
 		"p99 intake latency high":   `histogram_quantile\(0\.99, .*alipay_gateway_intake_duration_seconds_bucket`,
 		"db pool nearly exhausted":  `state="acquired".*state="max"`,
 		"message service connected": `alipay_gateway_websocket_connected`,
+		"cert expiring in 30 days":  `alipay_gateway_cert_expiry_timestamp_seconds.*\) - time\(\) < 30 \* 24 \* 3600`,
+		"cert expired":              `alipay_gateway_cert_expiry_timestamp_seconds.*\) - time\(\) < 0$`,
 	} {
 		found := false
 		for _, e := range exprs {
@@ -1271,10 +1304,34 @@ func TestK8s_Deployment(t *testing.T) {
 		!slices.Equal(digList(sc, "capabilities", "drop"), []any{"ALL"}) {
 		t.Errorf("container securityContext %v; want readOnlyRootFilesystem, no privilege escalation, drop ALL", sc)
 	}
+	// The probes and the scrape go to the internal listener when the
+	// ConfigMap sets INTERNAL_ADDR (HTTP_ADDR serves no /readyz or /metrics
+	// then), else to HTTP_ADDR.
+	ports := map[string]int{}
+	for _, p := range digList(c, "ports") {
+		ports[digString(p, "name")] = digInt(p, "containerPort")
+	}
+	if addr := digString(cm, "data", "HTTP_ADDR"); ports["http"] == 0 || addr != ":"+strconv.Itoa(ports["http"]) {
+		t.Errorf("container port http %d, HTTP_ADDR %q: they differ", ports["http"], addr)
+	}
+	probePort := "http"
+	internalAddr := digString(cm, "data", "INTERNAL_ADDR")
+	if internalAddr != "" {
+		probePort = "internal"
+		if ports["internal"] == 0 || internalAddr != ":"+strconv.Itoa(ports["internal"]) {
+			t.Errorf("container port internal %d, INTERNAL_ADDR %q: they differ", ports["internal"], internalAddr)
+		}
+	}
 	for probe, want := range map[string]string{"readinessProbe": "/readyz", "livenessProbe": "/healthz", "startupProbe": "/healthz"} {
 		if got := digString(c, probe, "httpGet", "path"); got != want {
 			t.Errorf("%s path %q; want %q", probe, got, want)
 		}
+		if got := digString(c, probe, "httpGet", "port"); got != probePort {
+			t.Errorf("%s port %q; want %q (INTERNAL_ADDR %q)", probe, got, probePort, internalAddr)
+		}
+	}
+	if got := digString(pod, "metadata", "annotations", "prometheus.io/port"); got != "" && got != strconv.Itoa(ports[probePort]) {
+		t.Errorf("prometheus.io/port %s; /metrics is on port %s (%d)", got, probePort, ports[probePort])
 	}
 	// Start-up may wait a minute for the database before migrating.
 	if s := digInt(c, "startupProbe", "periodSeconds") * digInt(c, "startupProbe", "failureThreshold"); s < 90 {
@@ -1285,15 +1342,6 @@ func TestK8s_Deployment(t *testing.T) {
 		if r["cpu"] == nil || r["memory"] == nil {
 			t.Errorf("resources.%s: want cpu and memory", kind)
 		}
-	}
-	port := 0
-	for _, p := range digList(c, "ports") {
-		if digString(p, "name") == "http" {
-			port = digInt(p, "containerPort")
-		}
-	}
-	if addr := digString(cm, "data", "HTTP_ADDR"); port == 0 || addr != ":"+strconv.Itoa(port) {
-		t.Errorf("container port http %d, HTTP_ADDR %q: they differ", port, addr)
 	}
 
 	// Graceful stop: preStop sleep + SHUTDOWN_TIMEOUT < grace period.
@@ -1376,6 +1424,11 @@ func TestK8s_Deployment(t *testing.T) {
 	}
 	if digString(svc, "spec", "ports", 0, "targetPort") != "http" {
 		t.Error("the Service does not target port http")
+	}
+	for _, p := range digList(svc, "spec", "ports") {
+		if tp := digString(p, "targetPort"); internalAddr != "" && (tp == "internal" || tp == strconv.Itoa(ports["internal"])) {
+			t.Error("the Service carries the internal port (probes, /metrics, pprof): keep it to the pod IP")
+		}
 	}
 	if !labelsMatch(digMap(pdb, "spec", "selector", "matchLabels"), podLabels) || digInt(pdb, "spec", "minAvailable") != 1 {
 		t.Error("the PodDisruptionBudget does not keep minAvailable 1 of the gateway pods")
@@ -1507,6 +1560,28 @@ func TestCompose_Gateway(t *testing.T) {
 	grace := duration(t, "stop_grace_period", digString(gw, "stop_grace_period"))
 	if shutdown := shutdownTimeout(t, envExample, active); grace <= shutdown {
 		t.Errorf("stop_grace_period %v <= SHUTDOWN_TIMEOUT %v", grace, shutdown)
+	}
+
+	// Published on the host's loopback only; the internal listener, when
+	// set, on every interface of the container (a published port reaches
+	// the container's own address, not its loopback), and probed by the
+	// healthcheck.
+	for _, p := range digList(gw, "ports") {
+		if !strings.HasPrefix(digString(p), "127.0.0.1:") {
+			t.Errorf("gateway: port %q is published beyond the host's loopback", digString(p))
+		}
+	}
+	probeAddr := active["HTTP_ADDR"]
+	if a := active["INTERNAL_ADDR"]; a != "" {
+		probeAddr = a
+		if host, _, err := net.SplitHostPort(a); err != nil || host != "" {
+			t.Errorf("gateway: INTERNAL_ADDR %q: want :PORT, reachable through the published port", a)
+		}
+	}
+	_, port, _ := net.SplitHostPort(probeAddr)
+	want := []any{"CMD", "/gateway", "healthcheck", "http://127.0.0.1:" + port + "/readyz"}
+	if got := digList(gw, "healthcheck", "test"); !slices.Equal(got, want) {
+		t.Errorf("gateway healthcheck %v; want %v (the listener of /readyz, %s)", got, want, probeAddr)
 	}
 }
 

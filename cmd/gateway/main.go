@@ -1,7 +1,9 @@
 // Command gateway is the Alipay notification gateway: it serves Alipay's
 // application-gateway endpoint and the ops API. `gateway migrate` applies the
-// database migrations and exits. Every setting comes from the environment;
-// see README.md.
+// database migrations and exits; `gateway reseal` seals the stored tokens
+// again under the current TOKEN_ENCRYPTION_KEY (see reseal.go); `gateway
+// healthcheck URL` probes a running gateway, for container images without a
+// shell. Every setting comes from the environment; see README.md.
 package main
 
 import (
@@ -9,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/alipay-notify-gateway/gateway/internal/certwatch"
 	"github.com/alipay-notify-gateway/gateway/internal/config"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
@@ -38,11 +40,21 @@ func main() {
 		err = serve()
 	case "migrate":
 		err = migrate()
+	case "reseal":
+		err = reseal(os.Args[2:], os.Stdout)
+	case "healthcheck":
+		err = healthcheck(os.Args[2:])
 	case "-h", "--help", "help":
-		fmt.Println("usage: gateway [serve|migrate]\n\nserve    run the gateway (the default)\nmigrate  apply the database migrations and exit\n\nSettings come from the environment: see README.md.")
+		fmt.Println("usage: gateway [serve|migrate|reseal [--dry-run]|healthcheck URL]\n\n" +
+			"serve        run the gateway (the default)\n" +
+			"migrate      apply the database migrations and exit\n" +
+			"reseal       seal every stored token not under TOKEN_ENCRYPTION_KEY again under it (after a key rotation);\n" +
+			"             safe while gateways serve; --dry-run counts without writing\n" +
+			"healthcheck  GET URL (e.g. http://127.0.0.1:8081/readyz) and exit 0 if it answers 200, 1 if not\n\n" +
+			"Settings come from the environment: see README.md.")
 		return
 	default:
-		err = fmt.Errorf("unknown command %q (want serve or migrate)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, migrate, reseal or healthcheck)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
@@ -66,7 +78,7 @@ func open(ctx context.Context) (*config.Config, *postgres.DB, zerolog.Logger, er
 		return nil, nil, zerolog.Nop(), err
 	}
 	log := newLogger(cfg.LogLevel)
-	registry := notify.NewRegistry(notify.RegistryConfig{Sealer: cfg.Sealer})
+	registry := notify.NewRegistry(notify.RegistryConfig{Sealer: cfg.Sealer, MaxClockSkew: cfg.MaxClockSkew})
 	db, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: cfg.DatabaseMaxConn, Registry: registry})
 	if err != nil {
 		return nil, nil, log, err
@@ -139,13 +151,17 @@ func serve() error {
 	}
 	defer db.Close()
 	if cfg.Sealer == nil {
-		log.Warn().Msg("TOKEN_ENCRYPTION_KEY is not set: authorization grants will be stored as failed, their tokens not kept")
+		log.Error().Msg("TOKEN_ENCRYPTION_KEY is not set: authorization grants are refused (503 fail, Alipay resends them for about 25 hours) until it is")
+	}
+	if len(cfg.TokenOldKeys) > 0 {
+		log.Info().Int("old_keys", len(cfg.TokenOldKeys)).Msg("TOKEN_ENCRYPTION_OLD_KEYS: tokens sealed under an old key open; `gateway reseal` seals them under TOKEN_ENCRYPTION_KEY")
 	}
 	if len(cfg.OpsAPITokens) == 0 {
 		log.Warn().Msg("OPS_API_TOKENS is not set: the ops API (/v1) refuses every request")
 	}
 	m := metrics.New()
 	go sampleMetrics(ctx, m, db)
+	certwatch.Start(ctx, certwatch.Config{Apps: cfg.Apps, Metrics: m, Logger: log})
 	// Group commit: concurrent notifications share a transaction; each
 	// request still waits for its own commit.
 	inbox := postgres.NewBatcher(db, postgres.BatcherConfig{
@@ -154,12 +170,13 @@ func serve() error {
 	// The WebSocket channel of every app whose ALIPAY_CHANNEL is websocket
 	// or both (none: an idle manager, always ready), into the same inbox.
 	channels, err := msgchannel.NewManager(msgchannel.Config{
-		Verifier: cfg.Verifier,
-		Inbox:    inbox,
-		Arrivals: inbox,
-		Host:     cfg.MsgHost,
-		Logger:   log,
-		Metrics:  m,
+		Verifier:      cfg.Verifier,
+		Inbox:         inbox,
+		Arrivals:      inbox,
+		Host:          cfg.MsgHost,
+		AllowInsecure: cfg.MsgAllowInsecure,
+		Logger:        log,
+		Metrics:       m,
 	})
 	if err != nil {
 		inbox.Close()
@@ -187,32 +204,45 @@ func serve() error {
 	if err != nil {
 		return err
 	}
-	handler := httpapi.New(httpapi.Config{
-		Outbound:     out,
-		ReadyChecks:  []func(context.Context) error{channels.Ready},
-		Metrics:      m,
-		Verifier:     cfg.Verifier,
-		Inbox:        inbox,
-		Arrivals:     inbox,
-		DB:           db,
-		Logger:       log,
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		Tokens:       cfg.OpsAPITokens,
+	hcfg := httpapi.Config{
+		Outbound:         out,
+		ReadyChecks:      []func(context.Context) error{channels.Ready},
+		Metrics:          m,
+		Verifier:         cfg.Verifier,
+		Inbox:            inbox,
+		Arrivals:         inbox,
+		DB:               db,
+		Logger:           log,
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		Tokens:           cfg.OpsAPITokens,
+		InternalListener: cfg.InternalAddr != "",
 
 		// X-Forwarded-For names the client for the callback's rate limit
 		// only when these proxies sent it.
 		TrustedProxies: cfg.TrustedProxies,
-	})
+	}
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
-		Handler:           handler,
+		Handler:           httpapi.New(hcfg),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.ListenAndServe() }()
+	var internal *http.Server
+	if cfg.InternalAddr != "" {
+		// No WriteTimeout: a CPU profile or trace takes ?seconds=N.
+		internal = &http.Server{
+			Addr:              cfg.InternalAddr,
+			Handler:           httpapi.NewInternal(hcfg),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+		}
+		go func() { errc <- internal.ListenAndServe() }()
+		log.Info().Str("addr", cfg.InternalAddr).Msg("internal listener: /healthz, /readyz, /metrics, /debug/pprof/")
+	}
 	if cfg.PprofAddr != "" {
 		go servePprof(cfg.PprofAddr, log)
 	}
@@ -238,6 +268,12 @@ func serve() error {
 	stopChannels()
 	// Every request and message has had its answer; commit what is queued.
 	inbox.Close()
+	if internal != nil {
+		// Last, so that probes and scrapes are answered while the rest drains.
+		if ierr := internal.Shutdown(sctx); err == nil {
+			err = ierr
+		}
+	}
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("shutdown: %w", err)
 	}
@@ -247,15 +283,29 @@ func serve() error {
 
 // servePprof serves the profiler on its own listener, never on HTTP_ADDR.
 func servePprof(addr string, log zerolog.Logger) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	log.Info().Str("addr", addr).Msg("pprof listening")
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: addr, Handler: httpapi.Pprof(), ReadHeaderTimeout: 10 * time.Second}
 	if err := srv.ListenAndServe(); err != nil {
 		log.Error().Err(err).Msg("pprof stopped")
 	}
+}
+
+// healthcheck GETs args[0] and fails unless it answers 200: the container
+// healthcheck of an image that has no shell or HTTP client.
+func healthcheck(args []string) error {
+	if len(args) != 1 {
+		return errors.New("usage: gateway healthcheck URL (e.g. http://127.0.0.1:8081/readyz)")
+	}
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get(args[0])
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck %s: %s", args[0], resp.Status)
+	}
+	return nil
 }
 
 // startOutbound makes the outbound service when an app has a private key and

@@ -21,6 +21,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
 )
@@ -95,6 +96,52 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// syncBuffer is a bytes.Buffer the gateway's output may be written to while
+// the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitReady waits up to 30 seconds for base/readyz to answer 200.
+func waitReady(t *testing.T, base string, logs *syncBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if code, _ := httpGet(t, base+"/readyz"); code == 200 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// httpGet returns url's status and body; status 0 when it cannot be reached.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 // TestGateway_GracefulStop runs the real binary in certificate mode, sends
 // notifications while SIGTERM arrives, and checks that every one answered
 // success is stored, and that the process exits cleanly.
@@ -111,27 +158,14 @@ func TestGateway_GracefulStop(t *testing.T) {
 		"ALIPAY_PUBLIC_CERT_FILE=" + filepath.Join(dir, devpki.AlipayCertFile) + "," + filepath.Join(dir, devpki.RotatedCertFile),
 		"TOKEN_ENCRYPTION_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
 	}
-	var logs bytes.Buffer
+	var logs syncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
 	base := "http://" + addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %s", logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitReady(t, base, &logs)
 
 	var (
 		mu    sync.Mutex
@@ -190,4 +224,123 @@ func TestGateway_GracefulStop(t *testing.T) {
 		t.Fatalf("%d acknowledged, %d stored", len(acked), stored)
 	}
 	t.Logf("%d notifications acknowledged before the stop, all stored", len(acked))
+}
+
+// TestGateway_InternalListener runs the real binary with INTERNAL_ADDR:
+// probes, /metrics (with the cert's expiry) and the profiler answer there,
+// and /readyz and /metrics not on HTTP_ADDR; with the database gone /readyz answers 503 "not ready",
+// and the reason is logged once however often it is probed.
+func TestGateway_InternalListener(t *testing.T) {
+	t.Parallel()
+	dir, p := pkiDir(t)
+	proxy, dbURL := pgtest.NewProxy(t, pgtest.NewSchema(t))
+	public, internal := "http://"+freeAddr(t), "http://"+freeAddr(t)
+	cmd := exec.Command(gatewayBinary(t))
+	cmd.Env = []string{
+		"DATABASE_URL=" + dbURL, "HTTP_ADDR=" + strings.TrimPrefix(public, "http://"),
+		"INTERNAL_ADDR=" + strings.TrimPrefix(internal, "http://"),
+		"ALIPAY_APP_ID=" + appID,
+		"ALIPAY_ROOT_CERT_FILE=" + filepath.Join(dir, devpki.RootCertFile),
+		"ALIPAY_PUBLIC_CERT_FILE=" + filepath.Join(dir, devpki.AlipayCertFile),
+	}
+	var logs syncBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitReady(t, internal, &logs)
+
+	t.Run("OK", func(t *testing.T) {
+		for url, want := range map[string]int{
+			internal + "/healthz": 200, internal + "/readyz": 200, internal + "/metrics": 200, internal + "/debug/pprof/": 200,
+			public + "/healthz": 200, public + "/readyz": 404, public + "/metrics": 404, public + "/debug/pprof/": 404,
+			internal + "/v1/notifications": 404,
+		} {
+			if code, _ := httpGet(t, url); code != want {
+				t.Errorf("GET %s: %d; want %d", url, code, want)
+			}
+		}
+		_, body := httpGet(t, internal+"/metrics")
+		want := fmt.Sprintf(`alipay_gateway_cert_expiry_timestamp_seconds{app_id=%q,cert_sn=%q}`, appID, alipay.CertSN(p.Alipay.Cert))
+		if !strings.Contains(body, want) {
+			t.Errorf("internal /metrics lacks %s", want)
+		}
+	})
+	t.Run("Healthcheck", func(t *testing.T) {
+		if out, err := exec.Command(gatewayBinary(t), "healthcheck", internal+"/readyz").CombinedOutput(); err != nil {
+			t.Errorf("healthcheck of the internal /readyz: %v %s", err, out)
+		}
+		out, err := exec.Command(gatewayBinary(t), "healthcheck", public+"/readyz").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "404") {
+			t.Errorf("healthcheck of the public /readyz: %v %q; want exit 1 and 404", err, out)
+		}
+	})
+	t.Run("ErrDatabaseGone", func(t *testing.T) {
+		proxy.Stop()
+		defer proxy.Start()
+		for range 5 {
+			if code, body := httpGet(t, internal+"/readyz"); code != 503 || body != "not ready\n" {
+				t.Fatalf("/readyz with the database gone: %d %q; want 503 %q", code, body, "not ready\n")
+			}
+		}
+		if n := strings.Count(logs.String(), `"message":"not ready"`); n != 1 || !strings.Contains(logs.String(), `"reason":`) {
+			t.Fatalf("%d \"not ready\" log lines for 5 probes; want 1 with the reason:\n%s", n, logs.String())
+		}
+	})
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, logs.String())
+	}
+}
+
+// TestGateway_Reseal runs `gateway reseal` after a key rotation: the token
+// sealed under the old key is counted by --dry-run, sealed under the new
+// key by a run, and found current by the next.
+func TestGateway_Reseal(t *testing.T) {
+	t.Parallel()
+	dir, _ := pkiDir(t)
+	dbURL := pgtest.NewSchema(t)
+	env := []string{
+		"DATABASE_URL=" + dbURL, "LOG_LEVEL=warn",
+		"ALIPAY_APP_ID=" + appID,
+		"ALIPAY_ROOT_CERT_FILE=" + filepath.Join(dir, devpki.RootCertFile),
+		"ALIPAY_PUBLIC_CERT_FILE=" + filepath.Join(dir, devpki.AlipayCertFile),
+		"TOKEN_ENCRYPTION_KEY=ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",      // new
+		"TOKEN_ENCRYPTION_OLD_KEYS=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", // old
+	}
+	run := func(t *testing.T, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(gatewayBinary(t), args...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("gateway %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	run(t, "migrate")
+	old, _ := notify.NewSealer([]byte("0123456789abcdef0123456789abcdef"))
+	sealed, _ := old.Seal("token", notify.TokenOwner(appID, "2021000000000777"))
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `INSERT INTO authorizations (app_id, auth_app_id, status, app_auth_token, event_at, event_notify_id)
+        VALUES ($1, '2021000000000777', 'authorized', $2, 1, 'n1')`, appID, sealed); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct{ args, want string }{
+		{"reseal --dry-run", "reseal: 1 tokens to reseal (dry run: nothing written), 0 already current, 0 unreadable with any key; 0 authorizations changed meanwhile\n"},
+		{"reseal", "reseal: 1 tokens resealed, 0 already current, 0 unreadable with any key; 0 authorizations changed meanwhile\n"},
+		{"reseal", "reseal: 0 tokens resealed, 1 already current, 0 unreadable with any key; 0 authorizations changed meanwhile\n"},
+	} {
+		if got := run(t, strings.Fields(step.args)...); got != step.want {
+			t.Fatalf("gateway %s:\n%s\nwant\n%s", step.args, got, step.want)
+		}
+	}
 }

@@ -49,12 +49,12 @@ import (
 )
 
 type options struct {
-	url, keyFile, appID, prefix, mix, databaseURL, genKey, cpu string
-	n, c, entities                                             int
-	seed, tsBase, startAt                                      int64
-	rate                                                       float64
-	duration, timeout                                          time.Duration
-	resend, json, allowFailures                                bool
+	url, keyFile, appID, prefix, mix, databaseURL, genKey, cpu, forged string
+	n, c, entities, forgedN                                            int
+	seed, tsBase, startAt                                              int64
+	rate                                                               float64
+	duration, timeout                                                  time.Duration
+	resend, json, allowFailures                                        bool
 }
 
 func main() {
@@ -87,6 +87,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.genKey, "gen-key", "", "write a new \"Alipay\" key pair into `DIR` (public_key.txt for the gateway, private_key_pkcs8.pem for -key) and exit")
 	fs.StringVar(&o.cpu, "cpu", "", "`name=pid,...`: per pass, report the CPU time a notification cost the machine, loadgen and these process trees (Linux /proc)")
 	fs.BoolVar(&o.allowFailures, "allow-failures", false, "deliveries that are not acknowledged are expected (a kill, a restart): exit 0 if the check passes")
+	fs.StringVar(&o.forged, "forged", "", "`kinds`: after the other passes, a pass of forged requests of each kind ("+strings.Join(forgedKinds, ", ")+"), every one of which must be refused; with -cpu, what a refusal costs")
+	fs.IntVar(&o.forgedN, "forged-n", 5000, "requests in each -forged pass")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: loadgen -key FILE [-url URL] [-n N] [-c C] [-resend] [-rate R -duration D] [-database-url URL] [flags]\n       loadgen -gen-key DIR\n\nflags:")
 		fs.PrintDefaults()
@@ -105,6 +107,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-duration needs -rate")
 	case o.c < 1 || o.rate < 0:
 		return nil, errors.New("-c must be at least 1 and -rate not negative")
+	case o.forgedN < 1:
+		return nil, errors.New("-forged-n must be at least 1")
+	}
+	if _, err := parseForged(o.forged); err != nil {
+		return nil, err
 	}
 	if o.duration > 0 {
 		o.n = int(math.Ceil(o.rate * o.duration.Seconds()))
@@ -254,6 +261,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		say("%s", s)
 		emit(s)
 	}
+	forged, _ := parseForged(o.forged)
+	for _, kind := range forged {
+		if ctx.Err() != nil {
+			break
+		}
+		s, err := forgedPass(ctx, client, g, kind, o.forgedN, meter)
+		if err != nil {
+			return fail(err)
+		}
+		say("%s", s)
+		emit(s)
+		if s.Acked > 0 {
+			return fail(fmt.Errorf("%d forged requests (%s) were acknowledged", s.Acked, kind))
+		}
+	}
 	if len(summaries) == 2 && summaries[0].PerSecond > 0 {
 		say("a duplicate goes %.2f× as fast as a new notification (%.0f/s vs %.0f/s)",
 			summaries[1].PerSecond/summaries[0].PerSecond, summaries[1].PerSecond, summaries[0].PerSecond)
@@ -280,6 +302,45 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// forgedPass sends n forged requests of kind (a few distinct bodies, made
+// before the pass, cycled) and sums them up: PerSecond counts the refused
+// ones, and CPU is per request.
+func forgedPass(ctx context.Context, cl *client, g *Generator, kind string, n int, meter *cpuMeter) (Summary, error) {
+	bodies := make([][]byte, min(n, 64))
+	for i := range bodies {
+		b, err := g.Forged(kind, i)
+		if err != nil {
+			return Summary{}, err
+		}
+		bodies[i] = b
+	}
+	var before cpuSample
+	var err error
+	if meter != nil {
+		if before, err = meter.sample(); err != nil {
+			return Summary{}, err
+		}
+	}
+	results, elapsed, err := pass(ctx, cl, n, 0, func(i int) ([]byte, error) { return bodies[i%len(bodies)], nil })
+	if err != nil {
+		return Summary{}, err
+	}
+	s := summarize("forged-"+kind, results, elapsed)
+	refused := s.Sent - s.Acked - s.Failed[outcomeConnErr]
+	s.Refused, s.BodyBytes = refused, len(bodies[0])
+	if elapsed > 0 {
+		s.PerSecond = float64(refused) / elapsed.Seconds()
+	}
+	if meter != nil {
+		after, err := meter.sample()
+		if err != nil {
+			return Summary{}, err
+		}
+		s.CPU = use(before, after, refused)
+	}
+	return s, nil
 }
 
 // Files written by -gen-key.

@@ -42,8 +42,13 @@ type Summary struct {
 	FirstFailureS *float64 `json:"first_failure_s,omitempty"`
 	LastFailureS  *float64 `json:"last_failure_s,omitempty"`
 	AckedAfter    int      `json:"acked_after_last_failure"`
-	// With -cpu: CPU time per acknowledged notification.
+	// With -cpu: CPU time per acknowledged notification (per refused
+	// request, in a forged pass).
 	CPU *CPUUse `json:"cpu,omitempty"`
+	// A forged pass: the requests refused with an HTTP status, and the size
+	// of a body. PerSecond counts refusals.
+	Refused   int `json:"refused,omitempty"`
+	BodyBytes int `json:"body_bytes,omitempty"`
 }
 
 // summarize sums up a pass's results over elapsed.
@@ -113,6 +118,13 @@ func (s Summary) String() string {
 	fmt.Fprintf(&b, "\n%s: latency p50 %.1fms p90 %.1fms p99 %.1fms max %.1fms", s.Pass, s.P50, s.P90, s.P99, s.Max)
 	if s.FirstFailureS != nil {
 		fmt.Fprintf(&b, "\n%s: failures from %.1fs to %.1fs, then %d acknowledged", s.Pass, *s.FirstFailureS, *s.LastFailureS, s.AckedAfter)
+	}
+	if s.Refused > 0 {
+		fmt.Fprintf(&b, "\n%s: %d refused (bodies of %d bytes): %.0f refusals/s", s.Pass, s.Refused, s.BodyBytes, s.PerSecond)
+		if s.CPU != nil {
+			fmt.Fprintf(&b, "\n%s: CPU per refused request: %s", s.Pass, s.CPU)
+		}
+		return b.String()
 	}
 	if s.CPU != nil {
 		fmt.Fprintf(&b, "\n%s: CPU per acknowledged notification: %s", s.Pass, s.CPU)

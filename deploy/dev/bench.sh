@@ -8,7 +8,10 @@
 #  2. the gateway built from this tree (or GATEWAY_BIN), LOG_LEVEL=warn;
 #  3. loadgen: BENCH_N (20000) new notifications over BENCH_C (64)
 #     keep-alive connections, then the same N again (pure duplicates), then
-#     its database check (every acknowledged one stored exactly once);
+#     BENCH_FORGED_N (5000) forged requests of each kind (padded: 60 KiB of
+#     empty parameters and a zero sign; small: a wrong signature; big: a
+#     60 KiB biz_content and a zero sign), every one refused, then its
+#     database check (every acknowledged one stored exactly once);
 #  4. pgbench, BENCH_NAIVE_CLIENTS (16) clients for BENCH_NAIVE_SECONDS (20)
 #     running deploy/dev/naive.sql on a database `naive` of the same tables;
 #  5. the figures, and the ratio gateway/naive; and what CPU time a
@@ -20,6 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 N=${BENCH_N:-20000}
+FORGED_N=${BENCH_FORGED_N:-5000}
 C=${BENCH_C:-64}
 NAIVE_CLIENTS=${BENCH_NAIVE_CLIENTS:-16}
 NAIVE_SECONDS=${BENCH_NAIVE_SECONDS:-20}
@@ -57,6 +61,7 @@ lib_log "loadgen: $N notifications, $C connections, then the same $N again"
 out=$WORK/loadgen.json
 set +e
 loadgen -url "http://127.0.0.1:$GW_PORT/alipay/notify" -n "$N" -c "$C" -resend \
+  -forged padded,small,big -forged-n "$FORGED_N" \
   -prefix "bench-$(date +%s)" -json -database-url "$DB" \
   -cpu "gateway=${GW_PID[gateway]},postgres=$(bash deploy/dev/pg.sh pid "$PGDIR")" >"$out"
 lg_rc=$?
@@ -90,15 +95,18 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 
 echo
 echo "bench: gateway $rev, N=$N C=$C; $settings; $(nproc) CPUs, load average before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg)"
-jq -r 'select(.pass) | "bench: gateway \(.pass):\t\(.per_second | floor) notifications/s, p50 \(.p50_ms)ms p90 \(.p90_ms)ms p99 \(.p99_ms)ms max \(.max_ms)ms, acknowledged \(.acked)/\(.sent)" +
+jq -r 'select(.pass and (.refused | not)) | "bench: gateway \(.pass):\t\(.per_second | floor) notifications/s, p50 \(.p50_ms)ms p90 \(.p90_ms)ms p99 \(.p99_ms)ms max \(.max_ms)ms, acknowledged \(.acked)/\(.sent)" +
   (if (.failed | length) > 0 then ", failed \(.failed)" else "" end)' "$out"
 jq -r 'select(.check) | .check | "bench: check:\t\(.stored)/\(.acked) acknowledged stored exactly once, \(.missing) missing, \(.doubled) doubled, effects \(.effects) ok \(.effects_missing) missing \(.effects_doubled) doubled; status \(.statuses); delivery_count \(.delivery_counts)"' "$out"
 if [[ ${batches:-0} -gt 0 ]]; then
   echo "bench: group commit:	$batches transactions, $(ratio "$batched" "$batches") notifications each on average"
 fi
 echo "bench: gateway RSS after the run: $((rss / 1024)) MiB"
-jq -r 'select(.pass and .cpu) | "bench: CPU a notification (\(.pass)):\t\(.cpu.machine_us | round)µs of the machine (" +
+jq -r 'select(.pass and .cpu and (.refused | not)) | "bench: CPU a notification (\(.pass)):\t\(.cpu.machine_us | round)µs of the machine (" +
   (.cpu.procs_us | to_entries | map("\(.key) \(.value | round)µs") | join(", ")) + "), idle \(.cpu.idle_pct | round)%"' "$out"
+new_gw=$(jqf "$out" 'select(.pass=="new") | .cpu.procs_us.gateway // 0')
+jq -r --arg new_gw "$new_gw" 'select(.refused) | "bench: \(.pass):\t\(.per_second | floor) refusals/s, \(.refused) refused (\(.failed | to_entries | map("\(.key) \(.value)") | join(", "))), bodies of \(.body_bytes) bytes" +
+  (if .cpu then "; CPU a refusal: \(.cpu.machine_us | round)µs of the machine, gateway \(.cpu.procs_us.gateway | round)µs (\(if ($new_gw | tonumber) > 0 then (.cpu.procs_us.gateway / ($new_gw | tonumber) * 100 | round | tostring) + "% of a new notification'"'"'s" else "n/a" end))" else "" end)' "$out"
 echo "bench: CPU a transaction (naive):	machine $(printf %.0f "$naive_us")µs (Postgres and pgbench), idle ${naive_idle}%"
 echo "bench: duplicate vs new:	$(ratio "$res_rate" "$new_rate")× the throughput"
 echo "bench: naive (pgbench):	${naive_tps%.*} TPS (1 notification per transaction), latency avg ${naive_lat}ms, $NAIVE_CLIENTS clients, ${NAIVE_SECONDS}s, $naive_rows rows"

@@ -36,7 +36,7 @@ tmp=$(mktemp -d)
 sim_addr=${MSGSIM_ADDR:-127.0.0.1:8090}
 sim_log=.dev/demo-msgsim.log
 # The dev app takes Alipay's messages over HTTP and over the WebSocket channel.
-export ALIPAY_CHANNEL=both ALIPAY_MSG_HOST=http://$sim_addr ALIPAY_APP_PRIVATE_KEY_FILE=$keys/app/private_key_pkcs8.pem
+export ALIPAY_CHANNEL=both ALIPAY_MSG_HOST=http://$sim_addr ALIPAY_MSG_ALLOW_INSECURE=true ALIPAY_APP_PRIVATE_KEY_FILE=$keys/app/private_key_pkcs8.pem
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }

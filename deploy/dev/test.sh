@@ -16,6 +16,17 @@ export TEST_DATABASE_URL
 unset DATABASE_URL
 
 echo "test: Postgres at ${TEST_DATABASE_URL}${started:+ (started for this run)}" >&2
+
+# Alipay's official Node.js SDK, pinned, for the test that holds the
+# gateway's verification to it (internal/alipay/agreement_test.go); that test
+# says SKIPPED when it is missing.
+if [[ ! -d deploy/dev/nodesdk/node_modules/alipay-sdk ]]; then
+  if command -v npm >/dev/null && npm ci --prefix deploy/dev/nodesdk --no-audit --no-fund --loglevel=error >&2; then
+    echo "test: installed the official Node.js SDK (deploy/dev/nodesdk)" >&2
+  else
+    echo "test: the official Node.js SDK is not installed (needs node and npm): its agreement test will be SKIPPED" >&2
+  fi
+fi
 go vet ./...
 unformatted=$(gofmt -l cmd internal migrations)
 if [[ -n $unformatted ]]; then

@@ -3,13 +3,16 @@ package alipay
 import (
 	"bytes"
 	"crypto"
+	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -197,37 +200,49 @@ func (v *Verifier) ChannelMessage(appID string, msg []byte, now time.Time) (*not
 	if f.Cmd != CmdConsume {
 		return nil, f, notify.Errorf(notify.EINVALID, "bad_parameter", "x-cmd %q is not %s", f.Cmd, CmdConsume)
 	}
-	if strings.TrimSpace(f.MsgID) == "" {
+	if f.MsgID == "" {
 		return nil, f, notify.Errorf(notify.EINVALID, "missing_parameter", "x-msgId is missing")
+	}
+	if !ValidNotifyID(f.MsgID) {
+		return nil, f, notify.Errorf(notify.EINVALID, "bad_parameter", "x-msgId %q is not an Alipay message id (letters, digits, '-', '_' or '.', at most 64)", notify.Clip(f.MsgID))
 	}
 	if f.Data == nil {
 		return nil, f, notify.Errorf(notify.EINVALID, "missing_parameter", "data is missing")
 	}
 	app, ok := v.apps[appID]
 	if !ok {
-		return nil, f, notify.Errorf(notify.EUNVERIFIED, "unknown_app", "app_id %q is not a configured app", appID)
+		return nil, f, notify.Errorf(notify.EUNVERIFIED, "unknown_app", "app_id %q is not a configured app", notify.Clip(appID))
 	}
 	gbk, err := isGBK(f.Charset)
 	if err != nil {
 		return nil, f, err
 	}
-	certSN, err := app.verifyChannel(f.Data, f.Sign, f.SignType, gbk)
+	certSN, digest, err := app.verifyChannel(f.Data, f.Sign, f.SignType, gbk, now)
 	if err != nil {
 		return nil, f, err
 	}
 	// Signed, so Alipay's: now the fields it signed can be trusted.
 	if f.AppID != appID {
-		return nil, f, notify.Errorf(notify.EUNVERIFIED, "app_mismatch", "message for app %q arrived on the channel of app %s", f.AppID, appID)
+		return nil, f, notify.Errorf(notify.EUNVERIFIED, "app_mismatch", "message for app %q arrived on the channel of app %s", notify.Clip(f.AppID), appID)
 	}
 	if f.MsgAPI == "" {
 		return nil, f, notify.Errorf(notify.EINVALID, "missing_parameter", "data.header.msgApi is missing")
 	}
+	if !dotted(f.MsgAPI) || len(f.MsgAPI) > identifiers[ParamMsgMethod].max {
+		return nil, f, notify.Errorf(notify.EINVALID, "bad_parameter", "data.header.msgApi %q is not a method name", notify.Clip(f.MsgAPI))
+	}
+	// x-timestamp is outside what x-sign covers: bounded like any time, and
+	// the digest of the signed data (not x-msgId) says whether the inbox
+	// has this message already.
 	var ts int64
 	if f.Timestamp != "" {
 		ts, err = strconv.ParseInt(f.Timestamp, 10, 64)
-		if err != nil || ts < 0 {
-			return nil, f, notify.Errorf(notify.EINVALID, "bad_parameter", "x-timestamp %q is not milliseconds since the epoch", f.Timestamp)
+		if err != nil || ts < 0 || len(f.Timestamp) > identifiers[ParamTimestamp].max {
+			return nil, f, notify.Errorf(notify.EINVALID, "bad_parameter", "x-timestamp %q is not milliseconds since the epoch", notify.Clip(f.Timestamp))
 		}
+	}
+	if err := v.checkTime("x-timestamp", ts, now); err != nil {
+		return nil, f, err
 	}
 	content := string(f.Content)
 	params := map[string]string{
@@ -242,18 +257,19 @@ func (v *Verifier) ChannelMessage(appID string, msg []byte, now time.Time) (*not
 		params[ParamTimestamp] = f.Timestamp
 	}
 	if f.Version != "" {
-		params["version"] = f.Version
+		params[ParamVersion] = f.Version
 	}
 	n := &notify.Notification{
-		AppID:        f.AppID,
-		NotifyID:     f.MsgID,
-		Method:       f.MsgAPI,
-		UTCTimestamp: ts,
-		Params:       params,
-		Channel:      notify.ChannelWebSocket,
-		ContentForm:  ContentFormChannel,
-		CertSN:       certSN,
-		ReceivedAt:   now,
+		AppID:         f.AppID,
+		NotifyID:      f.MsgID,
+		Method:        f.MsgAPI,
+		UTCTimestamp:  ts,
+		Params:        params,
+		Channel:       notify.ChannelWebSocket,
+		ContentForm:   ContentFormChannel,
+		ContentDigest: digest[:],
+		CertSN:        certSN,
+		ReceivedAt:    now,
 	}
 	// A text frame is UTF-8 whatever x-charset says: only the signed bytes
 	// were in x-charset.
@@ -261,45 +277,101 @@ func (v *Verifier) ChannelMessage(appID string, msg []byte, now time.Time) (*not
 	return n, f, nil
 }
 
-// verifyChannel checks sign over data with a's keys and returns the SN of
-// the cert that verified (cert mode).
-func (a *App) verifyChannel(data []byte, sign, signType string, gbk bool) (string, error) {
+// verifyChannel checks sign over data with a's keys valid at now, and
+// returns the SN of the cert that verified (cert mode) and the SHA-256 of
+// the signed bytes.
+func (a *App) verifyChannel(data []byte, sign, signType string, gbk bool, now time.Time) (string, [sha256.Size]byte, error) {
+	var digest [sha256.Size]byte
 	if sign == "" {
-		return "", notify.Errorf(notify.EUNVERIFIED, "missing_sign", "x-sign is missing")
+		return "", digest, notify.Errorf(notify.EUNVERIFIED, "missing_sign", "x-sign is missing")
+	}
+	if len(sign) > MaxSignLen {
+		return "", digest, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "x-sign is %d characters long; a signature is at most %d", len(sign), MaxSignLen)
 	}
 	sig, err := base64.StdEncoding.DecodeString(RepairSign(sign))
 	if err != nil {
-		return "", notify.Errorf(notify.EUNVERIFIED, "bad_signature", "x-sign is not base64")
+		return "", digest, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "x-sign is not base64")
+	}
+	if signType == "" {
+		return "", digest, notify.Errorf(notify.EINVALID, "missing_parameter", "x-signType is missing")
 	}
 	hashID, err := a.hashFor(signType)
 	if err != nil {
-		return "", err
+		return "", digest, err
+	}
+	keys, err := a.keysFor(nil, now)
+	if err != nil {
+		return "", digest, err
 	}
 	content := data
 	if gbk {
 		s, err := ToGBK(string(data))
 		if err != nil {
-			return "", notify.Errorf(notify.EUNVERIFIED, "bad_signature", "data cannot be encoded in x-charset GBK")
+			return "", digest, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "data cannot be encoded in x-charset GBK")
 		}
 		content = []byte(s)
 	}
-	digest := digestOf(hashID, content)
-	for _, k := range a.Keys {
-		if k.verify(hashID, digest, sig) {
-			return k.SN, nil
+	var want []byte // the content's digest, once a signature opens
+	for _, k := range keys {
+		got := pkcs1Digest(k.open(sig), hashID)
+		if got == nil {
+			continue
+		}
+		if want == nil {
+			want = digestOf(hashID, content)
+		}
+		if bytes.Equal(got, want) {
+			if hashID == crypto.SHA256 {
+				copy(digest[:], want)
+			} else {
+				digest = sha256.Sum256(content)
+			}
+			return k.SN, digest, nil
 		}
 	}
-	return "", notify.Errorf(notify.EUNVERIFIED, "bad_signature", "signature does not verify with the key(s) of app %s", a.ID)
+	return "", digest, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "signature does not verify with the key(s) of app %s", a.ID)
 }
 
-// Ack returns the acknowledgement of f with status AckSuccess or AckFail:
-// the same header lines and a CONSUME_ACK for f's x-msgId.
+// Ack returns the acknowledgement of f with status AckSuccess or AckFail,
+// byte for byte as the official Java SDK writes it (ProtocolData.toStr,
+// Message.toStr): f's header lines, always with a stream-id (a new one when
+// f has none, as ProtocolData's constructor makes), and
+//
+//	{"protocol":{"x-type":"message","x-cmd":"CONSUME_ACK","x-msgId":"...","x-version":"1.0","x-status":"..."}}
 func (f *ChannelFrame) Ack(status string) []byte {
 	msgID, _ := json.Marshal(f.MsgID)
 	st, _ := json.Marshal(status)
 	msg := `{"protocol":{"x-type":"message","x-cmd":"` + CmdConsumeAck + `","x-msgId":` + string(msgID) +
-		`,"x-status":` + string(st) + `}}`
-	return EncodeChannelFrame(f.StreamID, f.FromSys, f.FromSysIP, []byte(msg))
+		`,"x-version":"1.0","x-status":` + string(st) + `}}`
+	streamID := f.StreamID
+	if streamID == "" {
+		streamID = NewStreamID()
+	}
+	return EncodeChannelFrame(streamID, f.FromSys, f.FromSysIP, []byte(msg))
+}
+
+// streamSeq numbers the stream ids NewStreamID makes.
+var streamSeq atomic.Uint32
+
+// NewStreamID returns a stream id made as the Java SDK's ProtocolData does
+// (genStreamId): "c", then the time in ms, two random characters and a
+// sequence number, in base 62 (8, 2 and 3 characters).
+func NewStreamID() string {
+	var r [2]byte
+	_, _ = rand.Read(r[:])
+	return "c" + base62(uint64(time.Now().UnixMilli()), 8) + base62(uint64(r[0])<<8|uint64(r[1]), 2) +
+		base62(uint64(streamSeq.Add(1)), 3)
+}
+
+// base62 writes n in base 62 on exactly width characters (the low digits).
+func base62(n uint64, width int) string {
+	const digits = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	b := make([]byte, width)
+	for i := width - 1; i >= 0; i-- {
+		b[i] = digits[n%62]
+		n /= 62
+	}
+	return string(b)
 }
 
 // EncodeChannelFrame returns a frame: the non-empty header lines in the

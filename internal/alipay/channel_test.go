@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -64,7 +65,7 @@ func TestChannelMessage(t *testing.T) {
 
 	ack := string(f.Ack(alipay.AckSuccess))
 	want := "from-sys:openchannel\r\nfrom-sys-ip:10.0.0.1\r\nstream-id:s-1\r\n\r\n" +
-		`{"protocol":{"x-type":"message","x-cmd":"CONSUME_ACK","x-msgId":"m-1","x-status":"SUCCESS"}}`
+		`{"protocol":{"x-type":"message","x-cmd":"CONSUME_ACK","x-msgId":"m-1","x-version":"1.0","x-status":"SUCCESS"}}`
 	if ack != want {
 		t.Fatalf("ack = %q\nwant %q", ack, want)
 	}
@@ -107,6 +108,14 @@ func TestChannelMessage_Refused(t *testing.T) {
 		{"not JSON", appID, replace(`}}`, `}`), notify.EINVALID, "malformed_frame", true},
 		{"NUL byte", appID, replace(`m-1`, "m-\x001"), notify.EINVALID, "malformed_frame", true},
 		{"not UTF-8", appID, replace(`2014072300007148`, "2014\xff"), notify.EINVALID, "malformed_frame", true},
+		{"msgId with &", appID, channelFrame(t, keyApp, "m-1&sign_type=RSA2", "RSA2", channelData), notify.EINVALID, "bad_parameter", false},
+		{"msgId with =", appID, channelFrame(t, keyApp, "m=1", "RSA2", channelData), notify.EINVALID, "bad_parameter", false},
+		{"msgId with a quote", appID, channelFrame(t, keyApp, `m-\"1`, "RSA2", channelData), notify.EINVALID, "bad_parameter", false},
+		{"msgId too long", appID, channelFrame(t, keyApp, strings.Repeat("m", 65), "RSA2", channelData), notify.EINVALID, "bad_parameter", false},
+		{"msgApi not a method", appID, channelFrame(t, keyApp, "m-1", "RSA2", strings.Replace(channelData, "alipay.open.mini.version.audit.passed", "x&y=z", 1)), notify.EINVALID, "bad_parameter", false},
+		{"x-timestamp in the future", appID, replace(`"x-timestamp":"1516797622752"`, `"x-timestamp":"`+fmt.Sprint(time.Now().Add(time.Hour).UnixMilli())+`"`), notify.ETOOEARLY, "future_timestamp", false},
+		{"x-timestamp of 2286", appID, replace(`"x-timestamp":"1516797622752"`, `"x-timestamp":"9999999999999"`), notify.ETOOEARLY, "future_timestamp", false},
+		{"x-timestamp not a number", appID, replace(`"x-timestamp":"1516797622752"`, `"x-timestamp":"15167976&2752"`), notify.EINVALID, "bad_parameter", false},
 		{"content not an object", appID, channelFrame(t, keyApp, "m-1", "RSA2", `{"header":{"appId":"`+appID+`","msgApi":"x"},"content":"abc"}`), notify.EINVALID, "malformed_frame", false},
 	}
 	for _, c := range cases {
@@ -142,15 +151,16 @@ func TestChannelMessage_Variants(t *testing.T) {
 		}
 	})
 	t.Run("a data lookalike in the protocol", func(t *testing.T) {
-		// A naive search for "data":{ would find the one inside x-msgId.
+		// A naive search for "data":{ would find the one inside x-error.
 		v := keyVerifier(t)
-		id := `m-\"data\":{\"header\":{}}`
-		n, _, err := v.ChannelMessage(appID, channelFrame(t, keyApp, id, "RSA2", channelData), time.Now())
+		frame := bytes.Replace(channelFrame(t, keyApp, "m-1", "RSA2", channelData), []byte(`"x-type"`),
+			[]byte(`"x-error":"m-\"data\":{\"header\":{}}","x-type"`), 1)
+		n, _, err := v.ChannelMessage(appID, frame, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n.NotifyID != `m-"data":{"header":{}}` {
-			t.Fatalf("notify_id = %q", n.NotifyID)
+		if n.NotifyID != "m-1" {
+			t.Fatalf("notification = %+v", n)
 		}
 	})
 	t.Run("secrets redacted", func(t *testing.T) {
@@ -170,7 +180,7 @@ func TestChannelMessage_Variants(t *testing.T) {
 	})
 	t.Run("GBK signed", func(t *testing.T) {
 		v := keyVerifier(t)
-		data := `{"header":{"appId":"` + appID + `","msgApi":"m"},"content":{"app_name":"张三的小程序"}}`
+		data := `{"header":{"appId":"` + appID + `","msgApi":"alipay.open.mini.test"},"content":{"app_name":"张三的小程序"}}`
 		gbk, err := alipay.ToGBK(data)
 		if err != nil {
 			t.Fatal(err)

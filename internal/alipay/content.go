@@ -1,6 +1,7 @@
 package alipay
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/rsa"
 	"encoding/base64"
@@ -30,20 +31,26 @@ const (
 	ParamEncryptType = "encrypt_type"
 	ParamTimestamp   = "utc_timestamp"
 	ParamNotifyTime  = "notify_time"
+	ParamVersion     = "version"
+	ParamAuthAppID   = "auth_app_id"
+	ParamStatus      = "status"
 )
 
 // ParseForm parses an application/x-www-form-urlencoded body. It returns an
 // EINVALID *notify.Error for an empty body (or one with no parameter), a
-// body that does not decode, a
-// parameter given twice (which one was signed would be a guess), and a NUL
-// byte (Postgres cannot store one).
+// body of more than MaxParams parameters (counted before parsing), a body
+// that does not decode, a parameter given twice (which one was signed would
+// be a guess), and a NUL byte (Postgres cannot store one).
 func ParseForm(body []byte) (Form, error) {
 	if len(body) == 0 {
 		return nil, notify.Errorf(notify.EINVALID, "empty_body", "empty body")
 	}
+	if n := bytes.Count(body, []byte{'&'}) + 1; n > MaxParams {
+		return nil, notify.Errorf(notify.EINVALID, "too_many_parameters", "body holds %d parameters or more; a notification has at most %d", n, MaxParams)
+	}
 	values, err := url.ParseQuery(string(body))
 	if err != nil {
-		return nil, notify.Errorf(notify.EINVALID, "malformed_form", "body is not a URL-encoded form: %v", err)
+		return nil, notify.Errorf(notify.EINVALID, "malformed_form", "body is not a URL-encoded form: %s", notify.Clip(err.Error()))
 	}
 	if len(values) == 0 {
 		return nil, notify.Errorf(notify.EINVALID, "empty_body", "body holds no parameter")
@@ -51,10 +58,10 @@ func ParseForm(body []byte) (Form, error) {
 	f := make(Form, len(values))
 	for k, vs := range values {
 		if len(vs) != 1 {
-			return nil, notify.Errorf(notify.EINVALID, "duplicate_parameter", "parameter %q appears %d times", k, len(vs))
+			return nil, notify.Errorf(notify.EINVALID, "duplicate_parameter", "parameter %q appears %d times", notify.Clip(k), len(vs))
 		}
 		if strings.IndexByte(k, 0) >= 0 || strings.IndexByte(vs[0], 0) >= 0 {
-			return nil, notify.Errorf(notify.EINVALID, "malformed_form", "parameter %q holds a NUL byte", k)
+			return nil, notify.Errorf(notify.EINVALID, "malformed_form", "parameter %q holds a NUL byte", notify.Clip(k))
 		}
 		f[k] = vs[0]
 	}
@@ -92,32 +99,43 @@ func ContentForms(f Form) []ContentForm {
 // form keeps them), empty values kept, sorted by key in byte order, joined
 // as key=value with &. Values are used as they are, never trimmed.
 func SignContent(f Form, form ContentForm) []byte {
+	return signContent(f, sortedKeys(f), form)
+}
+
+// sortedKeys returns f's keys but sign, sorted in byte order: the order of
+// every content form.
+func sortedKeys(f Form) []string {
 	keys := make([]string, 0, len(f))
-	size := 0
-	for k, v := range f {
-		switch {
-		case k == ParamSign:
-			continue
-		case k == ParamSignType && !form.KeepSignType:
-			continue
-		case k == ParamCertSN && !form.KeepCertSN:
-			continue
+	for k := range f {
+		if k != ParamSign {
+			keys = append(keys, k)
 		}
-		keys = append(keys, k)
-		size += len(k) + len(v) + 2
 	}
 	sort.Strings(keys)
-	var b strings.Builder
-	b.Grow(size)
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte('&')
-		}
-		b.WriteString(k)
-		b.WriteByte('=')
-		b.WriteString(f[k])
+	return keys
+}
+
+// signContent is SignContent over keys, f's keys as sortedKeys returns
+// them, so that several forms share one sort.
+func signContent(f Form, keys []string, form ContentForm) []byte {
+	size := 0
+	for _, k := range keys {
+		size += len(k) + len(f[k]) + 2
 	}
-	return []byte(b.String())
+	b := make([]byte, 0, size)
+	for _, k := range keys {
+		switch {
+		case k == ParamSignType && !form.KeepSignType, k == ParamCertSN && !form.KeepCertSN:
+			continue
+		}
+		if len(b) > 0 {
+			b = append(b, '&')
+		}
+		b = append(b, k...)
+		b = append(b, '=')
+		b = append(b, f[k]...)
+	}
+	return b
 }
 
 // RepairSign restores the '+' characters of a base64 signature that a sender

@@ -16,14 +16,20 @@ import (
 )
 
 // Notification parses, verifies and decodes one notification body: the
-// whole intake check. It returns the notification ready to store, and how it
-// verified. Errors are *notify.Error: EINVALID for a malformed form, a
-// missing parameter or an unknown charset; EUNVERIFIED as Verify returns.
-// A verified notification that cannot be decoded (encrypted with no key)
-// is returned with Failure set, never as an error: it must be kept.
+// whole intake check, cheapest first. It returns the notification ready to
+// store, and how it verified. Errors are *notify.Error: EINVALID for a
+// malformed form, a parameter whose name or identifier value has not the
+// shape Alipay gives it (see checkShapes), a missing parameter or an
+// unknown charset; EUNVERIFIED as verifyAt returns; ETOOEARLY for a
+// verified notification dated more than the allowed skew ahead of now. A
+// verified notification that cannot be decoded (encrypted with no key) is
+// returned with Failure set, never as an error: it must be kept.
 func (v *Verifier) Notification(body []byte, channel string, now time.Time) (*notify.Notification, *Match, error) {
 	f, err := ParseForm(body)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkShapes(f); err != nil {
 		return nil, nil, err
 	}
 	if err := checkRequired(f); err != nil {
@@ -36,13 +42,16 @@ func (v *Verifier) Notification(body []byte, channel string, now time.Time) (*no
 	if !gbk && !validUTF8(f) {
 		return nil, nil, notify.Errorf(notify.EINVALID, "bad_charset", "parameters are not valid UTF-8 (charset %q)", f[ParamCharset])
 	}
-	ts, err := timestampOf(f)
+	ts, what, err := timestampOf(f)
 	if err != nil {
 		return nil, nil, err
 	}
-	m, err := v.Verify(f)
+	m, err := v.verifyAt(f, now)
 	if err != nil {
 		return nil, nil, err
+	}
+	if err := v.checkTime(what, ts, now); err != nil {
+		return nil, m, err
 	}
 	params := f
 	if gbk {
@@ -52,15 +61,16 @@ func (v *Verifier) Notification(body []byte, channel string, now time.Time) (*no
 		}
 	}
 	n := &notify.Notification{
-		AppID:        params[ParamAppID],
-		NotifyID:     params[ParamNotifyID],
-		Method:       methodOf(params),
-		UTCTimestamp: ts,
-		Params:       params,
-		Channel:      channel,
-		ContentForm:  m.Form.Name,
-		CertSN:       m.CertSN,
-		ReceivedAt:   now,
+		AppID:         params[ParamAppID],
+		NotifyID:      params[ParamNotifyID],
+		Method:        methodOf(params),
+		UTCTimestamp:  ts,
+		Params:        params,
+		Channel:       channel,
+		ContentForm:   m.Form.Name,
+		ContentDigest: m.Digest[:],
+		CertSN:        m.CertSN,
+		ReceivedAt:    now,
 	}
 	v.decodeBiz(m.App, n, f[ParamBizContent], gbk)
 	return n, m, nil
@@ -192,22 +202,23 @@ func methodOf(f Form) string {
 var chinaTime = time.FixedZone("CST", 8*3600)
 
 // timestampOf returns utc_timestamp in ms or, for the older style,
-// notify_time ("2006-01-02 15:04:05" in China time). It returns an EINVALID
-// *notify.Error when either is present but unreadable, and 0 when neither is.
-func timestampOf(f Form) (int64, error) {
+// notify_time ("2006-01-02 15:04:05" in China time), and the name of the
+// one it read. It returns an EINVALID *notify.Error when either is present
+// but unreadable, and 0 when neither is.
+func timestampOf(f Form) (int64, string, error) {
 	if s, ok := f[ParamTimestamp]; ok && s != "" {
 		ms, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || ms < 0 {
-			return 0, notify.Errorf(notify.EINVALID, "bad_parameter", "utc_timestamp %q is not milliseconds since the epoch", s)
+			return 0, "", notify.Errorf(notify.EINVALID, "bad_parameter", "utc_timestamp %q is not milliseconds since the epoch", notify.Clip(s))
 		}
-		return ms, nil
+		return ms, ParamTimestamp, nil
 	}
 	if s := f[ParamNotifyTime]; s != "" {
 		t, err := time.ParseInLocation(time.DateTime, s, chinaTime)
 		if err != nil {
-			return 0, notify.Errorf(notify.EINVALID, "bad_parameter", "notify_time %q is not yyyy-MM-dd HH:mm:ss", s)
+			return 0, "", notify.Errorf(notify.EINVALID, "bad_parameter", "notify_time %q is not yyyy-MM-dd HH:mm:ss", notify.Clip(s))
 		}
-		return t.UnixMilli(), nil
+		return t.UnixMilli(), ParamNotifyTime, nil
 	}
-	return 0, nil
+	return 0, "", nil
 }

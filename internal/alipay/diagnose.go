@@ -572,22 +572,30 @@ func (d *diagnosis) verdict(body []byte, f Form) {
 		d.add(LevelError, DiagGatewayRefuses, "the gateway would not start with this configuration (%v)", err)
 		return
 	}
-	m, err := v.Verify(f)
-	if err != nil {
-		d.r.Reason = notify.ErrorReason(err)
-		status := 403
-		if notify.ErrorCode(err) == notify.EINVALID {
-			status = 400
-		}
-		d.add(LevelError, DiagGatewayRefuses, "the gateway answers %d fail: %s: %s", status, d.r.Reason, notify.ErrorMessage(err))
-		if d.r.Reason == "missing_sign" {
-			d.add(LevelError, DiagMissingSign, "the body has no sign parameter: it is not a signed notification (or sign was lost on the way: check the capture is the whole body)")
-		}
+	// The gateway's answer is Notification's (shapes, then the signature,
+	// then the time); the signature's own verdict is verifyAt's.
+	_, _, refused := v.Notification(body, "diagnose", d.in.Now)
+	m, err := v.verifyAt(f, d.in.Now)
+	if err == nil {
+		d.r.Verified, d.r.Form, d.r.CertSN = true, m.Form.Name, m.CertSN
+	}
+	if refused == nil {
 		return
 	}
-	d.r.Verified, d.r.Form, d.r.CertSN = true, m.Form.Name, m.CertSN
-	if _, _, err := v.Notification(body, "diagnose", d.in.Now); err != nil {
-		d.add(LevelError, DiagNotANotification, "the signature verifies, but the gateway still refuses the notification: %s", notify.ErrorMessage(err))
+	d.r.Reason = notify.ErrorReason(refused)
+	status := 403
+	switch notify.ErrorCode(refused) {
+	case notify.EINVALID:
+		status = 400
+	case notify.ETOOEARLY:
+		status = 425
+	}
+	if err == nil {
+		d.add(LevelError, DiagNotANotification, "the signature verifies, but the gateway still refuses the notification: %s", notify.ErrorMessage(refused))
+	}
+	d.add(LevelError, DiagGatewayRefuses, "the gateway answers %d fail: %s: %s", status, d.r.Reason, notify.ErrorMessage(refused))
+	if d.r.Reason == "missing_sign" {
+		d.add(LevelError, DiagMissingSign, "the body has no sign parameter: it is not a signed notification (or sign was lost on the way: check the capture is the whole body)")
 	}
 }
 

@@ -68,19 +68,30 @@ var digestInfoPrefixes = map[crypto.Hash][]byte{
 // (RFC 8017 section 9.2). Like crypto/rsa, it builds the one valid encoding
 // and compares, rather than parse em.
 func isPKCS1v15(em []byte, h crypto.Hash, digest []byte) bool {
+	d := pkcs1Digest(em, h)
+	return d != nil && len(digest) == len(d) && bytes.Equal(d, digest)
+}
+
+// pkcs1Digest returns the digest em carries when everything before it is
+// the one valid EMSA-PKCS1-v1_5 encoding under h for em's length, and nil
+// otherwise. It looks at no content: a forged signature is refused here,
+// before any signed content is built or hashed, so that it costs no more
+// than the RSA operation a genuine one also needs.
+func pkcs1Digest(em []byte, h crypto.Hash) []byte {
 	prefix, ok := digestInfoPrefixes[h]
-	k, t := len(em), len(prefix)+len(digest)
-	if !ok || len(digest) != h.Size() || k < t+11 {
-		return false
+	k, t := len(em), len(prefix)+h.Size()
+	if !ok || k < t+11 || em[0] != 0 || em[1] != 1 || em[k-t-1] != 0 {
+		return nil
 	}
-	want := make([]byte, k)
-	want[1] = 1
-	for i := 2; i < k-t-1; i++ {
-		want[i] = 0xff
+	for _, b := range em[2 : k-t-1] {
+		if b != 0xff {
+			return nil
+		}
 	}
-	copy(want[k-t:], prefix)
-	copy(want[k-len(digest):], digest)
-	return bytes.Equal(em, want)
+	if !bytes.Equal(em[k-t:k-h.Size()], prefix) {
+		return nil
+	}
+	return em[k-h.Size():]
 }
 
 // open returns sig opened with k's key (see rsaKey.open), or nil. A Key

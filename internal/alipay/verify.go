@@ -1,6 +1,7 @@
 package alipay
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/rsa"
 	"crypto/sha1"
@@ -9,7 +10,6 @@ import (
 	"fmt"
 	"hash"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
@@ -83,14 +83,40 @@ func (v *Verifier) Apps() []*App {
 // concurrent use.
 type Verifier struct {
 	apps map[string]*App
+	skew time.Duration
 }
 
-// NewVerifier returns a Verifier for apps, and prepares each app's keys for
-// verification. It returns an error when an app has no key, a key that
-// crypto/rsa would refuse (see newRSAKey), or is listed twice.
+// DefaultMaxClockSkew is how far ahead of the gateway's clock a
+// notification's time may be before it is refused (see
+// VerifierConfig.MaxClockSkew).
+const DefaultMaxClockSkew = 5 * time.Minute
+
+// VerifierConfig is what NewVerifierWith needs.
+type VerifierConfig struct {
+	Apps []*App
+	// MaxClockSkew is how far ahead of the gateway's clock a
+	// notification's utc_timestamp (or notify_time, or a WebSocket
+	// message's x-timestamp) may be: Alipay dates a notification when it
+	// makes it, so a later one means a clock out of step, or a time that
+	// is not Alipay's. Zero means DefaultMaxClockSkew.
+	MaxClockSkew time.Duration
+}
+
+// NewVerifier returns a Verifier for apps with DefaultMaxClockSkew. See
+// NewVerifierWith.
 func NewVerifier(apps []*App) (*Verifier, error) {
-	v := &Verifier{apps: make(map[string]*App, len(apps))}
-	for _, a := range apps {
+	return NewVerifierWith(VerifierConfig{Apps: apps})
+}
+
+// NewVerifierWith returns a Verifier for cfg's apps, and prepares each app's
+// keys for verification. It returns an error when an app has no key, a key
+// that crypto/rsa would refuse (see newRSAKey), or is listed twice.
+func NewVerifierWith(cfg VerifierConfig) (*Verifier, error) {
+	v := &Verifier{apps: make(map[string]*App, len(cfg.Apps)), skew: cfg.MaxClockSkew}
+	if v.skew <= 0 {
+		v.skew = DefaultMaxClockSkew
+	}
+	for _, a := range cfg.Apps {
 		if a.ID == "" {
 			return nil, fmt.Errorf("an app has no app_id")
 		}
@@ -110,6 +136,26 @@ func NewVerifier(apps []*App) (*Verifier, error) {
 		v.apps[a.ID] = a
 	}
 	return v, nil
+}
+
+// MaxClockSkew returns how far ahead of now a notification's time may be.
+func (v *Verifier) MaxClockSkew() time.Duration { return v.skew }
+
+// checkTime returns an ETOOEARLY *notify.Error when ts (ms since the epoch;
+// what is named says which field) is more than the allowed skew ahead of
+// now: such a time is not trusted, since as an ordering it would make every
+// later genuine notification stale. Alipay resends what is refused, so a
+// notification refused because the gateway's clock is behind is taken once
+// the clock has caught up.
+func (v *Verifier) checkTime(what string, ts int64, now time.Time) error {
+	if ts == 0 {
+		return nil
+	}
+	if ahead := time.UnixMilli(ts).Sub(now); ahead > v.skew {
+		return notify.Errorf(notify.ETOOEARLY, "future_timestamp", "%s %s is %s ahead of the gateway's clock (at most %s allowed)",
+			what, time.UnixMilli(ts).UTC().Format(time.RFC3339Nano), ahead.Round(time.Second), v.skew)
+	}
+	return nil
 }
 
 // App returns the app with id.
@@ -133,72 +179,121 @@ type Match struct {
 	App    *App
 	Form   ContentForm
 	CertSN string // the SN of the cert whose key verified, in cert mode
+	// Digest is the SHA-256 of the signed content that verified, as
+	// verified (in the body's charset). One signature verifies one content,
+	// however its parameters are split, so the inbox keeps one row per
+	// digest: the same signed content under another notify_id is a replay.
+	Digest [sha256.Size]byte
 }
 
-// Verify checks f's signature with its app's keys. It returns an EINVALID
-// *notify.Error when app_id is missing, and an EUNVERIFIED one, with the
-// reason, when the app is unknown, the signature missing, undecodable or
-// wrong, the sign type refused, or alipay_cert_sn unknown.
+// Verify checks f's signature with its app's keys, now. See verifyAt.
 func (v *Verifier) Verify(f Form) (*Match, error) {
+	return v.verifyAt(f, time.Now())
+}
+
+// verifyAt checks f's signature with its app's keys valid at now. It
+// returns an EINVALID *notify.Error when app_id or sign_type is missing,
+// and an EUNVERIFIED one, with the reason, when the app is unknown, the
+// signature missing, undecodable or wrong, the sign type refused, or
+// alipay_cert_sn unknown or naming a cert outside its validity.
+//
+// What is cheap comes first: a forged signature is refused once the RSA
+// operation shows it is not a PKCS #1 v1.5 encoding, before any content
+// form is built or hashed.
+func (v *Verifier) verifyAt(f Form, now time.Time) (*Match, error) {
 	appID := f[ParamAppID]
 	if appID == "" {
 		return nil, notify.Errorf(notify.EINVALID, "missing_parameter", "app_id is missing")
 	}
 	app, ok := v.apps[appID]
 	if !ok {
-		return nil, notify.Errorf(notify.EUNVERIFIED, "unknown_app", "app_id %q is not a configured app", appID)
+		return nil, notify.Errorf(notify.EUNVERIFIED, "unknown_app", "app_id %q is not a configured app", notify.Clip(appID))
 	}
 	sign, ok := f[ParamSign]
 	if !ok || sign == "" {
 		return nil, notify.Errorf(notify.EUNVERIFIED, "missing_sign", "sign is missing")
 	}
+	if len(sign) > MaxSignLen {
+		return nil, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "sign is %d characters long; a signature is at most %d", len(sign), MaxSignLen)
+	}
 	sig, err := base64.StdEncoding.DecodeString(RepairSign(sign))
 	if err != nil {
 		return nil, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "sign is not base64")
 	}
-	hashID, err := app.hashFor(f[ParamSignType])
+	signType := f[ParamSignType]
+	if signType == "" {
+		return nil, notify.Errorf(notify.EINVALID, "missing_parameter", "sign_type is missing (Alipay always sends it)")
+	}
+	hashID, err := app.hashFor(signType)
 	if err != nil {
 		return nil, err
 	}
-	keys := app.Keys
-	if sn, ok := f[ParamCertSN]; ok && app.CertMode {
+	keys, err := app.keysFor(f, now)
+	if err != nil {
+		return nil, err
+	}
+	forms := ContentForms(f)
+	var sorted []string // f's keys, sorted once a signature opens
+	for _, k := range keys {
+		digest := pkcs1Digest(k.open(sig), hashID)
+		if digest == nil {
+			continue
+		}
+		if sorted == nil {
+			sorted = sortedKeys(f)
+		}
+		for _, form := range forms {
+			content := signContent(f, sorted, form)
+			if !bytes.Equal(digestOf(hashID, content), digest) {
+				continue
+			}
+			m := &Match{App: app, Form: form, CertSN: k.SN}
+			if hashID == crypto.SHA256 {
+				copy(m.Digest[:], digest)
+			} else {
+				m.Digest = sha256.Sum256(content)
+			}
+			return m, nil
+		}
+	}
+	return nil, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "signature does not verify with the key(s) of app %s", appID)
+}
+
+// keysFor returns the keys of a that may have signed f at now: in
+// certificate mode the cert alipay_cert_sn names when f carries one, else
+// every key within its validity. It returns an EUNVERIFIED *notify.Error
+// when the SN is unknown, or when no cert it could be is valid at now.
+func (a *App) keysFor(f Form, now time.Time) ([]Key, error) {
+	keys := a.Keys
+	if sn, ok := f[ParamCertSN]; ok && a.CertMode {
 		keys = nil
-		for _, k := range app.Keys {
+		for _, k := range a.Keys {
 			if k.SN == sn {
 				keys = []Key{k}
 				break
 			}
 		}
 		if keys == nil {
-			return nil, notify.Errorf(notify.EUNVERIFIED, "unknown_cert_sn", "alipay_cert_sn %q is not a configured Alipay cert of app %s", sn, appID)
+			return nil, notify.Errorf(notify.EUNVERIFIED, "unknown_cert_sn", "alipay_cert_sn %q is not a configured Alipay cert of app %s", notify.Clip(sn), a.ID)
 		}
 	}
-	// One RSA operation a key, whatever the number of content forms: the
-	// opened signature is compared with each form's encoding in turn.
-	forms := ContentForms(f)
-	digests := make([][]byte, len(forms))
+	valid := keys[:0:0]
 	for _, k := range keys {
-		em := k.open(sig)
-		if em == nil {
-			continue
-		}
-		for i, form := range forms {
-			if digests[i] == nil {
-				digests[i] = digestOf(hashID, SignContent(f, form))
-			}
-			if isPKCS1v15(em, hashID, digests[i]) {
-				return &Match{App: app, Form: form, CertSN: k.SN}, nil
-			}
+		if k.ValidAt(now) {
+			valid = append(valid, k)
 		}
 	}
-	return nil, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "signature does not verify with the key(s) of app %s", appID)
+	if len(valid) == 0 {
+		return nil, notify.Errorf(notify.EUNVERIFIED, "cert_expired", "no configured Alipay cert of app %s is valid at %s (expired or not yet valid): configure the current cert", a.ID, now.UTC().Format(time.RFC3339))
+	}
+	return valid, nil
 }
 
 // hashFor returns the hash for a sign_type, refusing what the app does not
-// allow. An empty sign_type means RSA2.
+// allow.
 func (a *App) hashFor(signType string) (crypto.Hash, error) {
 	switch signType {
-	case "RSA2", "":
+	case "RSA2":
 		return crypto.SHA256, nil
 	case "RSA":
 		if a.AllowRSA1 {
@@ -206,7 +301,7 @@ func (a *App) hashFor(signType string) (crypto.Hash, error) {
 		}
 		return 0, notify.Errorf(notify.EUNVERIFIED, "sign_type_refused", "sign_type RSA (SHA1) is not allowed for app %s", a.ID)
 	}
-	return 0, notify.Errorf(notify.EUNVERIFIED, "sign_type_refused", "sign_type %q is not supported", signType)
+	return 0, notify.Errorf(notify.EUNVERIFIED, "sign_type_refused", "sign_type %q is not supported", notify.Clip(signType))
 }
 
 func digestOf(h crypto.Hash, content []byte) []byte {
@@ -221,10 +316,13 @@ func digestOf(h crypto.Hash, content []byte) []byte {
 }
 
 // checkRequired returns an EINVALID *notify.Error naming the first required
-// parameter f lacks.
+// parameter f lacks: app_id, notify_id, msg_method (or notify_type for the
+// older style) and sign_type. Alipay always sends sign_type, and a body
+// without it would let the V1 and V2 content forms be told apart by nothing
+// but a guess.
 func checkRequired(f Form) error {
-	for _, p := range []string{ParamAppID, ParamNotifyID} {
-		if strings.TrimSpace(f[p]) == "" {
+	for _, p := range []string{ParamAppID, ParamNotifyID, ParamSignType} {
+		if f[p] == "" {
 			return notify.Errorf(notify.EINVALID, "missing_parameter", "%s is missing", p)
 		}
 	}

@@ -30,6 +30,7 @@ type Config struct {
 	MaxBodyBytes    int64         `env:"MAX_BODY_BYTES" envDefault:"65536"`
 	OpsAPITokens    []string      `env:"OPS_API_TOKENS"`
 	TokenKey        string        `env:"TOKEN_ENCRYPTION_KEY"`
+	TokenOldKeys    []string      `env:"TOKEN_ENCRYPTION_OLD_KEYS"` // former TokenKeys: they open tokens, never seal
 	GatewayConfig   string        `env:"GATEWAY_CONFIG"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
@@ -42,6 +43,10 @@ type Config struct {
 	// PprofAddr, when set, serves net/http/pprof there (keep it on
 	// localhost): for profiling, off by default.
 	PprofAddr string `env:"PPROF_ADDR"`
+	// InternalAddr, when set, is the internal listener's address: /healthz,
+	// /readyz, /metrics and net/http/pprof are served there, and HTTP_ADDR
+	// keeps /healthz but no longer serves /readyz or /metrics.
+	InternalAddr string `env:"INTERNAL_ADDR"`
 	// GatewayURL is Alipay's OpenAPI gateway, for outbound calls.
 	GatewayURL string `env:"ALIPAY_GATEWAY_URL" envDefault:"https://openapi.alipay.com/gateway.do"`
 	// AuthURL is Alipay's merchant authorization page, the base of the
@@ -54,6 +59,13 @@ type Config struct {
 	TrustedProxyList []string `env:"TRUSTED_PROXIES"`
 	// MsgHost is the host of Alipay's message service WebSocket channel.
 	MsgHost string `env:"ALIPAY_MSG_HOST" envDefault:"openchannel.alipay.com"`
+	// MsgAllowInsecure lets MsgHost be a plain http:// (ws) URL: for a
+	// local simulator only.
+	MsgAllowInsecure bool `env:"ALIPAY_MSG_ALLOW_INSECURE" envDefault:"false"`
+	// MaxClockSkew is how far ahead of the gateway's clock a notification's
+	// time (utc_timestamp, notify_time, x-timestamp, a grant's auth_time)
+	// may be before the notification is refused.
+	MaxClockSkew time.Duration `env:"MAX_CLOCK_SKEW" envDefault:"5m"`
 
 	// The one-app shortcut; GATEWAY_CONFIG lists several apps instead.
 	App AppSettings `envPrefix:""`
@@ -62,7 +74,9 @@ type Config struct {
 	Apps []*alipay.App `env:"-"`
 	// Verifier verifies notifications for Apps, their keys prepared once.
 	Verifier *alipay.Verifier `env:"-"`
-	// Sealer encrypts authorization tokens; nil without TOKEN_ENCRYPTION_KEY.
+	// Sealer encrypts authorization tokens with TOKEN_ENCRYPTION_KEY and
+	// opens them with it or TOKEN_ENCRYPTION_OLD_KEYS; nil without
+	// TOKEN_ENCRYPTION_KEY.
 	Sealer *notify.Sealer `env:"-"`
 	// TrustedProxies are TrustedProxyList, parsed.
 	TrustedProxies []netip.Prefix `env:"-"`
@@ -107,22 +121,22 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 	if c.BatchMax < 1 || c.BatchFlushers < 1 || c.BatchWait < 0 {
 		return nil, errors.New("config: BATCH_MAX and BATCH_FLUSHERS must be at least 1, BATCH_WAIT not negative")
 	}
+	if c.MaxClockSkew <= 0 || c.MaxClockSkew > time.Hour {
+		return nil, errors.New("config: MAX_CLOCK_SKEW must be a positive duration of at most 1h (such as 5m)")
+	}
 	if c.HTTPAddr == "" {
 		return nil, errors.New("config: HTTP_ADDR is empty")
+	}
+	if c.InternalAddr != "" && (c.InternalAddr == c.HTTPAddr || c.InternalAddr == c.PprofAddr) {
+		return nil, fmt.Errorf("config: INTERNAL_ADDR %s is also HTTP_ADDR or PPROF_ADDR; give the internal listener an address of its own", c.InternalAddr)
 	}
 	for _, t := range c.OpsAPITokens {
 		if strings.TrimSpace(t) == "" {
 			return nil, errors.New("config: OPS_API_TOKENS holds an empty token")
 		}
 	}
-	if c.TokenKey != "" {
-		key, err := notify.ParseKey(c.TokenKey)
-		if err != nil {
-			return nil, fmt.Errorf("config: TOKEN_ENCRYPTION_KEY: %v", err)
-		}
-		if c.Sealer, err = notify.NewSealer(key); err != nil {
-			return nil, fmt.Errorf("config: TOKEN_ENCRYPTION_KEY: %v", err)
-		}
+	if err := c.loadSealer(); err != nil {
+		return nil, err
 	}
 
 	for _, p := range c.TrustedProxyList {
@@ -144,7 +158,7 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 		}
 		c.Apps = append(c.Apps, app)
 	}
-	if c.Verifier, err = alipay.NewVerifier(c.Apps); err != nil {
+	if c.Verifier, err = alipay.NewVerifierWith(alipay.VerifierConfig{Apps: c.Apps, MaxClockSkew: c.MaxClockSkew}); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return &c, nil
@@ -163,6 +177,36 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// loadSealer makes the Sealer from TOKEN_ENCRYPTION_KEY and
+// TOKEN_ENCRYPTION_OLD_KEYS; none without a key.
+func (c *Config) loadSealer() error {
+	if c.TokenKey == "" {
+		if len(c.TokenOldKeys) > 0 {
+			return errors.New("config: TOKEN_ENCRYPTION_OLD_KEYS is set but TOKEN_ENCRYPTION_KEY is not: old keys only open tokens, the current key seals them")
+		}
+		return nil
+	}
+	key, err := notify.ParseKey(c.TokenKey)
+	if err != nil {
+		return fmt.Errorf("config: TOKEN_ENCRYPTION_KEY: %v", err)
+	}
+	var old [][]byte
+	for i, s := range c.TokenOldKeys {
+		if strings.TrimSpace(s) == "" {
+			return fmt.Errorf("config: TOKEN_ENCRYPTION_OLD_KEYS: key %d is empty", i+1)
+		}
+		k, err := notify.ParseKey(s)
+		if err != nil {
+			return fmt.Errorf("config: TOKEN_ENCRYPTION_OLD_KEYS: key %d: %v", i+1, err)
+		}
+		old = append(old, k)
+	}
+	if c.Sealer, err = notify.NewSealer(key, old...); err != nil {
+		return fmt.Errorf("config: TOKEN_ENCRYPTION_OLD_KEYS: %v", err)
+	}
+	return nil
 }
 
 // Environ returns the process environment as a map, for Load.

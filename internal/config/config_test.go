@@ -13,6 +13,14 @@ import (
 
 var pki = devpki.MustNewPKI("2021000000000002")
 
+// Token keys: A as base64 and as hex, B as base64, C (AES-128) as hex.
+const (
+	tokenKeyA    = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	tokenKeyAHex = "3031323334353637383961626364656630313233343536373839616263646566"
+	tokenKeyB    = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
+	tokenKeyC    = "30313233343536373839616263646566"
+)
+
 // files writes the test PKI and a public key, and returns their directory.
 func files(t *testing.T) string {
 	t.Helper()
@@ -53,13 +61,15 @@ func TestLoad(t *testing.T) {
 			"Certs": base("ALIPAY_APP_ID", "1", "ALIPAY_ROOT_CERT_FILE", p(devpki.RootCertFile),
 				"ALIPAY_PUBLIC_CERT_FILE", p(devpki.AlipayCertFile)+","+p(devpki.RotatedCertFile)),
 			"YAML": base("GATEWAY_CONFIG", yamlFile),
+			"OldTokenKeys": base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "TOKEN_ENCRYPTION_KEY", tokenKeyA,
+				"TOKEN_ENCRYPTION_OLD_KEYS", tokenKeyB+", "+tokenKeyC),
 		} {
 			t.Run(name, func(t *testing.T) {
 				c, err := config.Load(env, time.Now())
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.HTTPAddr != ":8080" || c.MaxBodyBytes != 65536 || len(c.Apps) == 0 ||
+				if c.HTTPAddr != ":8080" || c.InternalAddr != "" || c.MaxBodyBytes != 65536 || len(c.Apps) == 0 ||
 					c.AuthURL != "https://openauth.alipay.com/oauth2/appToAppAuth.htm" || len(c.TrustedProxies) != 0 {
 					t.Fatalf("%+v", c)
 				}
@@ -90,6 +100,16 @@ func TestLoad(t *testing.T) {
 		"ErrBadEncryptKey":   {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "ALIPAY_ENCRYPT_KEY", "???"), "ALIPAY_ENCRYPT_KEY"},
 		"ErrBadBodyLimit":    {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "MAX_BODY_BYTES", "0"), "MAX_BODY_BYTES"},
 		"ErrBadProxy":        {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "TRUSTED_PROXIES", "10.0.0.0/8,ingress"), "TRUSTED_PROXIES"},
+		"ErrInternalIsHTTP":  {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "INTERNAL_ADDR", ":8080"), "INTERNAL_ADDR"},
+		"ErrInternalIsPprof": {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "INTERNAL_ADDR", "127.0.0.1:6060", "PPROF_ADDR", "127.0.0.1:6060"), "INTERNAL_ADDR"},
+		"ErrBadOldTokenKey": {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "TOKEN_ENCRYPTION_KEY", tokenKeyA,
+			"TOKEN_ENCRYPTION_OLD_KEYS", tokenKeyB+",short"), "TOKEN_ENCRYPTION_OLD_KEYS: key 2"},
+		"ErrEmptyOldTokenKey": {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "TOKEN_ENCRYPTION_KEY", tokenKeyA,
+			"TOKEN_ENCRYPTION_OLD_KEYS", tokenKeyB+","), "TOKEN_ENCRYPTION_OLD_KEYS: key 2 is empty"},
+		"ErrOldTokenKeyIsCurrent": {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "TOKEN_ENCRYPTION_KEY", tokenKeyA,
+			"TOKEN_ENCRYPTION_OLD_KEYS", tokenKeyAHex), "old key 1 is the current key"},
+		"ErrOldTokenKeysAlone": {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "TOKEN_ENCRYPTION_OLD_KEYS", tokenKeyB),
+			"TOKEN_ENCRYPTION_KEY is not"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := config.Load(tc.env, time.Now())
@@ -122,9 +142,47 @@ func TestLoad_TrustedProxies(t *testing.T) {
 func TestEnvVars(t *testing.T) {
 	t.Parallel()
 	got := strings.Join(config.EnvVars(), " ")
-	for _, want := range []string{"DATABASE_URL", "HTTP_ADDR", "ALIPAY_APP_ID", "ALIPAY_PUBLIC_CERT_FILE", "GATEWAY_CONFIG", "OPS_API_TOKENS"} {
+	for _, want := range []string{"DATABASE_URL", "HTTP_ADDR", "ALIPAY_APP_ID", "ALIPAY_PUBLIC_CERT_FILE", "GATEWAY_CONFIG", "OPS_API_TOKENS", "INTERNAL_ADDR"} {
 		if !strings.Contains(got, want) {
 			t.Fatalf("%s missing from %s", want, got)
 		}
 	}
+}
+
+// TestLoad_TokenKeys: TOKEN_ENCRYPTION_KEY seals, TOKEN_ENCRYPTION_OLD_KEYS
+// open too.
+func TestLoad_TokenKeys(t *testing.T) {
+	t.Parallel()
+	b64, _ := devpki.PublicKeyBase64(&pki.Alipay.Key.PublicKey)
+	load := func(kv ...string) *config.Config {
+		t.Helper()
+		env := map[string]string{"DATABASE_URL": "postgres://x@127.0.0.1/db", "ALIPAY_APP_ID": "1", "ALIPAY_PUBLIC_KEY": b64}
+		for i := 0; i+1 < len(kv); i += 2 {
+			env[kv[i]] = kv[i+1]
+		}
+		c, err := config.Load(env, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	t.Run("OK", func(t *testing.T) {
+		underB, err := load("TOKEN_ENCRYPTION_KEY", tokenKeyB).Sealer.Seal("token", "owner")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rotated := load("TOKEN_ENCRYPTION_KEY", tokenKeyA, "TOKEN_ENCRYPTION_OLD_KEYS", tokenKeyC+","+tokenKeyB).Sealer
+		if got, err := rotated.Open(underB, "owner"); err != nil || got != "token" || rotated.IsCurrent(underB, "owner") {
+			t.Fatalf("%q %v", got, err)
+		}
+		underA, _ := rotated.Seal("token", "owner")
+		if got, err := load("TOKEN_ENCRYPTION_KEY", tokenKeyAHex).Sealer.Open(underA, "owner"); err != nil || got != "token" {
+			t.Fatalf("the current key did not seal: %q %v", got, err)
+		}
+	})
+	t.Run("OKEmpty", func(t *testing.T) {
+		if c := load("TOKEN_ENCRYPTION_KEY", tokenKeyA, "TOKEN_ENCRYPTION_OLD_KEYS", ""); c.Sealer == nil || len(c.TokenOldKeys) != 0 {
+			t.Fatalf("%q", c.TokenOldKeys)
+		}
+	})
 }

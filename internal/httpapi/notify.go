@@ -77,7 +77,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 func logNotification(log zerolog.Logger, r *http.Request, body []byte, n *notify.Notification, m *alipay.Match,
 	out notify.Outcome, err error, status int, took time.Duration) {
 	ev := log.Info()
-	if err != nil {
+	if err != nil || out.ReplayOf != "" || out.Foreign {
 		ev = log.Warn()
 		if status >= 500 {
 			ev = log.Error()
@@ -89,8 +89,10 @@ func logNotification(log zerolog.Logger, r *http.Request, body []byte, n *notify
 		ev = ev.Str("notify_id", n.NotifyID).Str("app_id", n.AppID).Str("msg_method", n.Method)
 	} else if f, perr := alipay.ParseForm(body); perr == nil {
 		// Refused before it was a notification: name it as far as it can be.
-		ev = ev.Str("notify_id", f[alipay.ParamNotifyID]).Str("app_id", f[alipay.ParamAppID]).
-			Str("msg_method", cmp.Or(f[alipay.ParamMsgMethod], f[alipay.ParamNotifyType]))
+		// Unverified values: clipped, so that a forged request cannot make a
+		// log line of its size.
+		ev = ev.Str("notify_id", notify.Clip(f[alipay.ParamNotifyID])).Str("app_id", notify.Clip(f[alipay.ParamAppID])).
+			Str("msg_method", notify.Clip(cmp.Or(f[alipay.ParamMsgMethod], f[alipay.ParamNotifyType])))
 	}
 	if m != nil {
 		ev = ev.Str("content_form", m.Form.Name)

@@ -13,6 +13,7 @@ import (
 var httpStatus = map[string]int{
 	notify.EINVALID:      http.StatusBadRequest,
 	notify.EUNVERIFIED:   http.StatusForbidden,
+	notify.ETOOEARLY:     http.StatusTooEarly, // dated ahead of the clock: Alipay resends it
 	notify.ETOOLARGE:     http.StatusRequestEntityTooLarge,
 	notify.EUNAVAILABLE:  http.StatusServiceUnavailable,
 	notify.ENOTFOUND:     http.StatusNotFound,

@@ -1,7 +1,9 @@
 // Package httpapi is the gateway's HTTP surface: Alipay's notification
-// endpoint, the health probes, and the ops REST API (/v1) behind bearer
-// tokens. Handlers decode, call the verifier and the store, and answer
-// through the small helpers of reply.go, where errors meet HTTP statuses.
+// endpoint, the health probes, the ops REST API (/v1) behind bearer tokens,
+// /metrics and the profiler. New is the public handler (HTTP_ADDR);
+// NewInternal the internal listener's (INTERNAL_ADDR). Handlers decode, call
+// the verifier and the store, and answer through the small helpers of
+// reply.go, where errors meet HTTP statuses.
 package httpapi
 
 import (
@@ -47,6 +49,9 @@ type Config struct {
 	ReadyChecks []func(context.Context) error
 	// Outbound calls Alipay's OpenAPI; nil leaves its endpoints out.
 	Outbound *outbound.Service
+	// InternalListener leaves /readyz and /metrics out of the public
+	// handler, for NewInternal's handler on its own listener to serve.
+	InternalListener bool
 	// CallbackClientLimit and CallbackGlobalLimit rate-limit the
 	// authorization callback per client and from all clients, in this
 	// process; the defaults (10 a minute per client, 5 at once; 60 a minute
@@ -66,13 +71,13 @@ type Server struct {
 	cfg     Config
 	log     zerolog.Logger
 	outage  zerolog.Logger // for refusals while the database is unavailable
+	ready   *readyLog
 	limited zerolog.Logger // for the callback's rate-limited requests
 	// callbacks limits the authorization callback.
 	callbacks *limiter
 }
 
-// New returns the gateway's HTTP handler.
-func New(cfg Config) http.Handler {
+func newServer(cfg Config) *Server {
 	if cfg.IngestTimeout == 0 {
 		cfg.IngestTimeout = 15 * time.Second
 	}
@@ -82,17 +87,22 @@ func New(cfg Config) http.Handler {
 	if cfg.CallbackGlobalLimit == (RateLimit{}) {
 		cfg.CallbackGlobalLimit = defaultCallbackGlobalLimit
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, outage: notify.OutageLogger(cfg.Logger),
+	return &Server{cfg: cfg, log: cfg.Logger, outage: notify.OutageLogger(cfg.Logger), ready: &readyLog{log: cfg.Logger},
 		limited:   cfg.Logger.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
 		callbacks: newLimiter(cfg.CallbackClientLimit, cfg.CallbackGlobalLimit, maxLimitedClients, cfg.Now)}
+}
+
+// New returns the public handler: Alipay's endpoints, the ops API and
+// /healthz, and /readyz and /metrics unless cfg.InternalListener.
+func New(cfg Config) http.Handler {
+	s := newServer(cfg)
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.Get("/healthz", s.handleHealth)
-	r.Get("/readyz", s.handleReady)
-	r.Post("/alipay/notify", s.handleNotify)
-	if cfg.Metrics != nil {
-		r.Handle("/metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}))
+	if !cfg.InternalListener {
+		s.routeReadyAndMetrics(r)
 	}
+	r.Post("/alipay/notify", s.handleNotify)
 	if cfg.Outbound != nil {
 		r.Get("/alipay/auth/callback", s.handleAuthCallback)
 	}
@@ -100,23 +110,21 @@ func New(cfg Config) http.Handler {
 	return r
 }
 
-func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	_, _ = w.Write([]byte("ok\n"))
+// NewInternal returns the internal listener's handler: /healthz, /readyz,
+// /metrics and net/http/pprof under /debug/pprof/.
+func NewInternal(cfg Config) http.Handler {
+	s := newServer(cfg)
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.Get("/healthz", s.handleHealth)
+	s.routeReadyAndMetrics(r)
+	r.Mount("/debug/pprof", Pprof())
+	return r
 }
 
-func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
-	checks := append([]func(context.Context) error{s.cfg.DB.Ready}, s.cfg.ReadyChecks...)
-	for _, check := range checks {
-		if err := check(ctx); err != nil {
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
-			return
-		}
+func (s *Server) routeReadyAndMetrics(r chi.Router) {
+	r.Get("/readyz", s.handleReady)
+	if s.cfg.Metrics != nil {
+		r.Handle("/metrics", promhttp.HandlerFor(s.cfg.Metrics.Registry, promhttp.HandlerOpts{}))
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	_, _ = w.Write([]byte("ready\n"))
 }

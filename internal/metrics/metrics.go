@@ -28,6 +28,7 @@ type Metrics struct {
 	wsReconnects     *prometheus.CounterVec
 	oldestFailedAge  prometheus.Gauge
 	poolConnections  *prometheus.GaugeVec
+	certExpiry       *prometheus.GaugeVec
 }
 
 // New returns the gateway's metrics on a fresh registry that also holds the
@@ -36,7 +37,7 @@ func New() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "notifications_total",
-			Help: "Notifications acknowledged with success, by msg_method and outcome (applied, stale, unhandled, failed, duplicate)."},
+			Help: "Notifications acknowledged with success, by msg_method and outcome (applied, stale, unhandled, failed, duplicate, replay: its signed content is stored under another notify_id, foreign: about another app's entity)."},
 			[]string{"msg_method", "outcome"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "refusals_total",
 			Help: "Deliveries answered fail, by reason (bad_signature, unknown_app, unknown_cert_sn, body_too_large, database_unavailable, ...)."},
@@ -60,9 +61,12 @@ func New() *Metrics {
 			Help: "Age of the oldest notification in status failed (0 when there is none)."}),
 		poolConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "db_pool_connections",
 			Help: "Database pool connections by state (acquired, idle, total, max)."}, []string{"state"}),
+		certExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "cert_expiry_timestamp_seconds",
+			Help: "Unix time at which a configured Alipay certificate expires (its NotAfter), by app_id and cert_sn."},
+			[]string{"app_id", "cert_sn"}),
 	}
 	m.Registry.MustRegister(m.notifications, m.refusals, m.intake, m.batchSize, m.outbound, m.lastNotification,
-		m.wsConnected, m.wsReconnects, m.oldestFailedAge, m.poolConnections,
+		m.wsConnected, m.wsReconnects, m.oldestFailedAge, m.poolConnections, m.certExpiry,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -120,6 +124,13 @@ func (m *Metrics) WebSocketConnected(appID string, up bool) {
 func (m *Metrics) WebSocketReconnect(appID string) {
 	if m != nil {
 		m.wsReconnects.WithLabelValues(appID).Inc()
+	}
+}
+
+// CertExpiry records when an app's Alipay cert (by its SN) expires.
+func (m *Metrics) CertExpiry(appID, certSN string, notAfter time.Time) {
+	if m != nil {
+		m.certExpiry.WithLabelValues(appID, certSN).Set(float64(notAfter.Unix()))
 	}
 }
 

@@ -52,8 +52,12 @@ var (
 	DefaultReadLimit     = int64(1 << 20)
 )
 
-// SDKVersion is the sdk_version sent at register and connect.
-const SDKVersion = "alipay-notify-gateway-go-1"
+// SDKVersion is the sdk_version sent at register and connect: the official
+// Java SDK's (AlipayConstants.SDK_VERSION of alipay-sdk-java-all, the
+// release read for this client), since a server may insist on what its own
+// client sends; docs/websocket-wire.md lists where this client differs from
+// that one, and why.
+const SDKVersion = "alipay-sdk-java-4.40.354.ALL"
 
 // Config is one app's channel settings.
 type Config struct {
@@ -70,9 +74,14 @@ type Config struct {
 	Arrivals notify.Arrivals
 	// Host is ALIPAY_MSG_HOST: a bare host[:port] (HTTPS and WSS), or a URL
 	// whose scheme says which (http→ws, https→wss), for a local simulator.
-	Host    string
-	Logger  zerolog.Logger
-	Metrics *metrics.Metrics
+	Host string
+	// AllowInsecure lets Host be a plain http (ws) URL. Off by default:
+	// over plain WebSocket anyone on the path could inject messages, and
+	// x-msgId and x-timestamp are outside what x-sign covers. For a local
+	// simulator only (ALIPAY_MSG_ALLOW_INSECURE).
+	AllowInsecure bool
+	Logger        zerolog.Logger
+	Metrics       *metrics.Metrics
 	// HTTPClient makes the register call and the WebSocket handshake;
 	// nil means a client without a timeout of its own (DialTimeout bounds
 	// both).
@@ -159,6 +168,9 @@ func NewClient(cfg Config) (*Client, error) {
 	reg, ws, err := Endpoints(cfg.Host)
 	if err != nil {
 		return nil, fmt.Errorf("msgchannel: %w", err)
+	}
+	if ws.Scheme == "ws" && !cfg.AllowInsecure {
+		return nil, fmt.Errorf("msgchannel: ALIPAY_MSG_HOST %q is plain http (ws): messages could be injected on the way; use https, or set ALIPAY_MSG_ALLOW_INSECURE=true for a local simulator", cfg.Host)
 	}
 	if len(cfg.Backoff) == 0 {
 		cfg.Backoff = DefaultBackoff
@@ -375,13 +387,13 @@ func (c *Client) readLoop(conn *websocket.Conn) error {
 // register calls register.do and returns the link token and the zone
 // cookie.
 func (c *Client) register(ctx context.Context) (token, zone string, err error) {
-	params, err := alipay.ChannelParams(map[string]string{
+	params, err := alipay.ChannelParams(c.signed(map[string]string{
 		"app_id":      c.app,
 		"charset":     "UTF-8",
 		"timestamp":   strconv.FormatInt(c.cfg.Now().UnixMilli(), 10),
 		"sdk_version": SDKVersion,
 		"nonce":       nonce(),
-	}, c.cfg.App.PrivateKey)
+	}), c.cfg.App.PrivateKey)
 	if err != nil {
 		return "", "", err
 	}
@@ -391,7 +403,10 @@ func (c *Client) register(ctx context.Context) (token, zone string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded;charset=UTF-8")
+	// The headers the Java SDK's WebUtils.getConnection sets.
+	req.Header.Set("Accept", "text/plain,text/xml,text/javascript,text/html")
+	req.Header.Set("User-Agent", "aop-sdk-java")
+	req.Header.Set("Content-Type", contentType)
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return "", "", withoutQuery(err, u.RawQuery)
@@ -416,22 +431,25 @@ func (c *Client) register(ctx context.Context) (token, zone string, err error) {
 // dial opens the WebSocket with the link token, sending the zone cookie
 // back.
 func (c *Client) dial(ctx context.Context, token, zone string) (*websocket.Conn, error) {
-	params, err := alipay.ChannelParams(map[string]string{
+	params, err := alipay.ChannelParams(c.signed(map[string]string{
 		"app_id":      c.app,
 		"charset":     "UTF-8",
 		"link_token":  token,
 		"timestamp":   strconv.FormatInt(c.cfg.Now().UnixMilli(), 10),
 		"sdk_version": SDKVersion,
-	}, c.cfg.App.PrivateKey)
+	}), c.cfg.App.PrivateKey)
 	if err != nil {
 		return nil, err
 	}
 	u := *c.wsBase
 	u.RawQuery = query(params)
+	// As the Java SDK's AlipayMsgClient.doConnect: the zone cookie, and the
+	// form content type.
 	h := http.Header{}
 	if zone != "" {
 		h.Set("Cookie", "zone="+zone+";")
 	}
+	h.Set("Content-Type", contentType)
 	conn, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPClient: c.cfg.HTTPClient, HTTPHeader: h})
 	if err != nil {
 		err = withoutQuery(err, u.RawQuery)
@@ -441,6 +459,20 @@ func (c *Client) dial(ctx context.Context, token, zone string) (*websocket.Conn,
 		return nil, err
 	}
 	return conn, nil
+}
+
+// contentType is the Content-Type the Java SDK sends at register and
+// connect, with the charset it signs in.
+const contentType = "application/x-www-form-urlencoded;charset=UTF-8"
+
+// signed adds to params what the Java SDK adds in certificate mode: the
+// app cert's SN and the Alipay root cert's SN.
+func (c *Client) signed(params map[string]string) map[string]string {
+	if a := c.cfg.App; a.CertMode && a.AppCertSN != "" {
+		params["app_cert_sn"] = a.AppCertSN
+		params["alipay_root_cert_sn"] = a.RootCertSN
+	}
+	return params
 }
 
 // queryless is an error whose text had a request's query (its sign and

@@ -18,7 +18,7 @@ import (
 func (c *Client) handle(conn *websocket.Conn, msg []byte, start time.Time) {
 	n, f, err := c.receive(msg, start)
 	if f != nil && f.Cmd != alipay.CmdConsume {
-		c.log.Debug().Str("cmd", f.Cmd).Str("stream_id", f.StreamID).Msg("frame ignored: not a CONSUME message")
+		c.log.Debug().Str("cmd", notify.Clip(f.Cmd)).Str("stream_id", notify.Clip(f.StreamID)).Msg("frame ignored: not a CONSUME message")
 		return
 	}
 	var out notify.Outcome
@@ -62,7 +62,7 @@ func (c *Client) logMessage(msg []byte, n *notify.Notification, f *alipay.Channe
 		log = c.outage
 	}
 	ev := log.Info()
-	if err != nil || ackErr != nil {
+	if err != nil || ackErr != nil || out.ReplayOf != "" || out.Foreign {
 		ev = log.Warn()
 		if notify.ErrorCode(err) == notify.EUNAVAILABLE || notify.ErrorCode(err) == notify.EINTERNAL {
 			ev = log.Error()
@@ -75,12 +75,15 @@ func (c *Client) logMessage(msg []byte, n *notify.Notification, f *alipay.Channe
 		ev = ev.Str("notify_id", n.NotifyID).Str("app_id", n.AppID).Str("msg_method", n.Method)
 	case f != nil:
 		// Refused before it was a notification: name it as far as it can be.
-		ev = ev.Str("notify_id", f.MsgID).Str("app_id", cmp.Or(f.AppID, c.app)).Str("msg_method", f.MsgAPI)
+		// Unverified values: clipped, so that a forged frame cannot make a
+		// log line of its size.
+		ev = ev.Str("notify_id", notify.Clip(f.MsgID)).Str("app_id", notify.Clip(cmp.Or(f.AppID, c.app))).
+			Str("msg_method", notify.Clip(f.MsgAPI))
 	default:
 		ev = ev.Str("app_id", c.app)
 	}
 	if f != nil {
-		ev = ev.Str("stream_id", f.StreamID)
+		ev = ev.Str("stream_id", notify.Clip(f.StreamID))
 	}
 	if n != nil {
 		ev = ev.Str("content_form", n.ContentForm)

@@ -91,7 +91,7 @@ func newRig(t *testing.T, db *postgres.DB, inbox notify.Inbox, opts ...rigOption
 		inbox = db
 	}
 	app, _ := v.App(appID)
-	cfg := msgchannel.Config{App: app, Verifier: v, Inbox: inbox, Host: url, Metrics: metrics.New(),
+	cfg := msgchannel.Config{App: app, Verifier: v, Inbox: inbox, Host: url, AllowInsecure: true, Metrics: metrics.New(),
 		Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()}
 	fast(&cfg)
 	for _, o := range opts {

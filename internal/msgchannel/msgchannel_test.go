@@ -390,7 +390,7 @@ func TestRegistration_Refusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Inbox: &flakyInbox{}, Host: url,
+			m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Inbox: &flakyInbox{}, Host: url, AllowInsecure: true,
 				Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger(), Backoff: []time.Duration{20 * time.Millisecond}})
 			if err != nil {
 				t.Fatal(err)
@@ -422,7 +422,7 @@ func TestManager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := msgchannel.Config{Verifier: v, Inbox: pgtest.New(t, nil), Host: url, Metrics: metrics.New(),
+	cfg := msgchannel.Config{Verifier: v, Inbox: pgtest.New(t, nil), Host: url, AllowInsecure: true, Metrics: metrics.New(),
 		Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()}
 	fast(&cfg)
 	m, err := msgchannel.NewManager(cfg)
@@ -468,6 +468,28 @@ func TestManager(t *testing.T) {
 		!strings.Contains(err.Error(), "private key") {
 		t.Fatalf("no private key: %v", err)
 	}
+}
+
+func TestNewClient_Insecure(t *testing.T) {
+	t.Parallel()
+	v, _ := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.ChannelWebSocket)})
+	app, _ := v.App(appID)
+	t.Run("ErrPlainWebSocket", func(t *testing.T) {
+		_, err := msgchannel.NewClient(msgchannel.Config{App: app, Verifier: v, Inbox: &flakyInbox{}, Host: "http://127.0.0.1:8090"})
+		if err == nil || !strings.Contains(err.Error(), "ALIPAY_MSG_ALLOW_INSECURE") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("OK", func(t *testing.T) {
+		for _, c := range []msgchannel.Config{
+			{App: app, Verifier: v, Inbox: &flakyInbox{}, Host: "openchannel.alipay.com"},
+			{App: app, Verifier: v, Inbox: &flakyInbox{}, Host: "http://127.0.0.1:8090", AllowInsecure: true},
+		} {
+			if _, err := msgchannel.NewClient(c); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }
 
 func TestEndpoints(t *testing.T) {
@@ -526,7 +548,7 @@ func TestUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Inbox: &flakyInbox{}, Host: "http://127.0.0.1:1",
+	m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Inbox: &flakyInbox{}, Host: "http://127.0.0.1:1", AllowInsecure: true,
 		Logger: zerolog.New(zerolog.NewTestWriter(t)), Backoff: []time.Duration{20 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
@@ -538,5 +560,55 @@ func TestUnreachable(t *testing.T) {
 	})
 	if msg := m.Ready(context.Background()).Error(); strings.Contains(msg, "sign=") || strings.Contains(msg, "nonce=") {
 		t.Fatalf("readiness error holds the request's query: %s", msg)
+	}
+}
+
+// TestReplayedData_NoSecondEffect: x-msgId and x-timestamp are outside what
+// x-sign covers, so a captured message could be re-sent under a new msgId
+// and a fresh time. The inbox keeps one notification per signed data, so
+// the replay is acknowledged and changes nothing.
+func TestReplayedData_NoSecondEffect(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil, nil)
+	ctx := waitCtx(t)
+	const passed = `{"mini_app_id":"ws-replay","mini_app_version":"1"}`
+	const rejected = `{"mini_app_id":"ws-replay","mini_app_version":"1","audit_reason":"no"}`
+	now := time.Now().UnixMilli()
+	for _, m := range []struct{ api, content, id string }{
+		{notify.MethodAuditPassed, passed, "ws-a"},
+		{notify.MethodAuditRejected, rejected, "ws-b"},
+		{notify.MethodAuditPassed, passed, "ws-c"}, // the first, replayed later
+	} {
+		now += 1000
+		if err := r.sim.Deliver(appID, m.api, m.content, m.id, now); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.sim.WaitAck(ctx, appID, m.id, alipay.AckSuccess); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := r.db.MiniApp(ctx, "ws-replay")
+	if err != nil || m.AuditStatus != notify.AuditRejected {
+		t.Fatalf("%+v %v", m, err)
+	}
+	if _, err := r.db.Notification(ctx, appID, "ws-c"); notify.ErrorCode(err) != notify.ENOTFOUND {
+		t.Fatalf("the replay was stored: %v", err)
+	}
+}
+
+// TestFutureTimestamp_AckFail: a message dated ahead of the gateway's clock
+// is not trusted: FAIL, nothing stored (Alipay delivers it again).
+func TestFutureTimestamp_AckFail(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil, nil)
+	ctx := waitCtx(t)
+	if err := r.sim.Deliver(appID, notify.MethodAuditPassed, `{"mini_app_id":"ws-future"}`, "ws-f", time.Now().Add(time.Hour).UnixMilli()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.sim.WaitAck(ctx, appID, "ws-f", alipay.AckFail); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.db.Notification(ctx, appID, "ws-f"); notify.ErrorCode(err) != notify.ENOTFOUND {
+		t.Fatalf("stored: %v", err)
 	}
 }

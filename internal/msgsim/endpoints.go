@@ -61,10 +61,18 @@ func (s *Server) checkSigned(q url.Values, required ...string) (string, error) {
 	return appID, nil
 }
 
+// javaContentType is what the official Java SDK sends as Content-Type at
+// register and connect; a server may insist on it, so the simulator records
+// a violation when a client leaves it out.
+const javaContentType = "application/x-www-form-urlencoded;charset=UTF-8"
+
 // handleRegister answers register.do: a link token and a zone cookie, or
 // Alipay's error answer.
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if ct := r.Header.Get("Content-Type"); ct != javaContentType {
+		s.violation("register with Content-Type %q, not the Java SDK's %q", ct, javaContentType)
+	}
 	appID, err := s.checkSigned(q, "nonce")
 	if err != nil {
 		s.log.Warn().Err(err).Msg("msgsim: registration refused")
@@ -119,6 +127,9 @@ func (s *Server) answer(w http.ResponseWriter, response string) {
 // handleConnect upgrades a signed connect with a live link token of the
 // same app and the zone cookie of its registration.
 func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
+	if ct := r.Header.Get("Content-Type"); ct != javaContentType {
+		s.violation("connect with Content-Type %q, not the Java SDK's %q", ct, javaContentType)
+	}
 	appID, err := s.checkSigned(r.URL.Query(), "link_token")
 	if err == nil {
 		err = s.takeToken(appID, r.URL.Query().Get("link_token"), r)

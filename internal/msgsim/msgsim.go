@@ -513,6 +513,9 @@ func (s *Server) onAck(appID string, f *alipay.ChannelFrame) {
 	if f.Status != alipay.AckSuccess && f.Status != alipay.AckFail {
 		s.violation("ack of %s with x-status %q", f.MsgID, f.Status)
 	}
+	if f.Version != "1.0" {
+		s.violation("ack of %s with x-version %q, not the Java SDK's 1.0", f.MsgID, f.Version)
+	}
 	s.mu.Lock()
 	ack := Ack{AppID: appID, MsgID: f.MsgID, Status: f.Status, StreamID: f.StreamID, At: time.Now()}
 	var found *message

@@ -68,8 +68,13 @@ func now() string { return strconv.FormatInt(time.Now().UnixMilli(), 10) }
 // register calls register.do and returns the answer and its zone cookie.
 func register(t *testing.T, base string, key *rsa.PrivateKey, nonce, ts string) (string, string) {
 	t.Helper()
-	resp, err := http.Get(base + "/websocket/register.do?" + signed(t, key, map[string]string{
-		"app_id": appID, "charset": "UTF-8", "timestamp": ts, "sdk_version": "test", "nonce": nonce}))
+	req, err := http.NewRequest(http.MethodGet, base+"/websocket/register.do?"+signed(t, key, map[string]string{
+		"app_id": appID, "charset": "UTF-8", "timestamp": ts, "sdk_version": "test", "nonce": nonce}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded;charset=UTF-8")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +93,7 @@ func connect(t *testing.T, base, token, cookie string) (*websocket.Conn, int, er
 	t.Helper()
 	u := strings.Replace(base, "http://", "ws://", 1) + "/websocket?" + signed(t, appKey, map[string]string{
 		"app_id": appID, "charset": "UTF-8", "timestamp": now(), "sdk_version": "test", "link_token": token})
-	h := http.Header{}
+	h := http.Header{"Content-Type": {"application/x-www-form-urlencoded;charset=UTF-8"}}
 	if cookie != "" {
 		h.Set("Cookie", cookie)
 	}

@@ -10,6 +10,7 @@ import (
 const (
 	EINVALID      = "invalid"      // malformed input: a bad form, a missing parameter, a bad query
 	EUNVERIFIED   = "unverified"   // the notification's origin could not be proven
+	ETOOEARLY     = "too_early"    // dated ahead of the gateway's clock: not trusted (yet)
 	ETOOLARGE     = "too_large"    // the body is over the configured limit
 	EUNAVAILABLE  = "unavailable"  // a dependency (the database) is down; retrying may help
 	ENOTFOUND     = "not_found"    // no such object

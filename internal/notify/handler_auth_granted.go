@@ -1,12 +1,17 @@
 package notify
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // authGranted handles the older-style authorization notification
 // (notify_type=open_app_auth_notify, status=execute_auth): the merchant app
 // authorized the ISV app, and its tokens come with it. The tokens are sealed
-// before they reach the store; with no Sealer the grant is unusable, as
-// tokens are never stored in clear. Ordered by detail.auth_time.
+// before they reach the store; with no Sealer the grant is refused, as
+// tokens are never stored in clear and a grant is not kept without them.
+// Ordered by detail.auth_time, which may not be ahead of the gateway's
+// clock by more than the allowed skew.
 func (h *handlers) authGranted(n *Notification) (Change, error) {
 	if st := n.Params["status"]; st != "" && st != "execute_auth" {
 		return nil, Unusable("authorization notification with status %q, want execute_auth", st)
@@ -38,8 +43,13 @@ func (h *handlers) authGranted(n *Notification) (Change, error) {
 	if n.Secrets["app_auth_token"] == "" {
 		return nil, Unusable("authorization notification has no app_auth_token (tokens are not kept after intake, so a reprocess cannot recover them)")
 	}
+	authTime := d.AuthTime.Int64()
+	if ahead := time.UnixMilli(authTime).Sub(n.ReceivedAt); authTime != 0 && !n.ReceivedAt.IsZero() && ahead > h.skew {
+		return nil, Errorf(ETOOEARLY, "future_timestamp", "auth_time %s is %s ahead of the gateway's clock (at most %s allowed)",
+			time.UnixMilli(authTime).UTC().Format(time.RFC3339Nano), ahead.Round(time.Second), h.skew)
+	}
 	if h.sealer == nil {
-		return nil, Unusable("TOKEN_ENCRYPTION_KEY is not configured: the tokens were not stored")
+		return nil, Errorf(EUNAVAILABLE, "token_key_missing", "TOKEN_ENCRYPTION_KEY is not configured: an authorization grant is not acknowledged until its tokens can be sealed (Alipay resends it)")
 	}
 	owner := TokenOwner(n.AppID, authAppID)
 	token, err := h.sealer.Seal(n.Secrets["app_auth_token"], owner)
@@ -50,7 +60,6 @@ func (h *handlers) authGranted(n *Notification) (Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	authTime := d.AuthTime.Int64()
 	return AuthGrant{
 		Event:              eventOf(n, authTime),
 		AuthAppID:          authAppID,

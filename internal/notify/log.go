@@ -6,11 +6,18 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Label names a delivery's outcome for metrics: the stored status, or
-// "duplicate" for a notification that was stored already.
+// Label names a delivery's outcome for metrics: the stored status,
+// "duplicate" for a notification that was stored already, "replay" for a
+// signed content stored under another notify_id, "foreign" for a
+// notification about another app's entity.
 func (o Outcome) Label() string {
-	if o.Duplicate {
+	switch {
+	case o.ReplayOf != "":
+		return "replay"
+	case o.Duplicate:
 		return "duplicate"
+	case o.Foreign:
+		return "foreign"
 	}
 	return string(o.Status)
 }
@@ -46,13 +53,17 @@ func OutageLogger(log zerolog.Logger) zerolog.Logger {
 // reason. It never logs a secret: errors carry no sign, token or key.
 func LogOutcome(ev *zerolog.Event, out Outcome, err error) {
 	if err != nil {
-		ev.Str("outcome", "fail").Str("reason", ErrorReason(err)).Str("error", err.Error()).Msg("notification refused")
+		ev.Str("outcome", "fail").Str("reason", ErrorReason(err)).Str("error", ClipTo(err.Error(), 1024)).Msg("notification refused")
 		return
 	}
 	ev = ev.Str("outcome", "success").Str("status", string(out.Status)).Bool("duplicate", out.Duplicate).
 		Int("delivery_count", out.DeliveryCount)
 	if out.Error != "" {
 		ev = ev.Str("reason", out.Error)
+	}
+	if out.ReplayOf != "" {
+		ev.Str("replay_of", out.ReplayOf).Msg("notification accepted: its signed content is stored under another notify_id, so it changes nothing")
+		return
 	}
 	ev.Msg("notification accepted")
 }

@@ -62,6 +62,11 @@ type Notification struct {
 	Channel   string
 	// ContentForm says which signed-content form verified ("v1", "v2", ...).
 	ContentForm string
+	// ContentDigest is the SHA-256 of the signed content that verified
+	// (alipay.Match.Digest): the inbox keeps one notification per digest,
+	// so the same signed content under another notify_id has no second
+	// effect. Nil for a notification stored before digests were kept.
+	ContentDigest []byte
 	// CertSN is the SN of the Alipay cert that verified it (cert mode).
 	CertSN     string
 	ReceivedAt time.Time
@@ -79,6 +84,15 @@ type Outcome struct {
 	// DeliveryCount is how many times this notification has been delivered,
 	// this delivery included.
 	DeliveryCount int
+	// ReplayOf, when set, is the notify_id under which the inbox already
+	// holds this delivery's signed content: it is a replay (the same
+	// signature under another notify_id), stored nowhere and changing
+	// nothing; Duplicate is set, and Status and DeliveryCount are those of
+	// the notification it replays.
+	ReplayOf string
+	// Foreign reports a notification kept as failed because the entity it
+	// is about (a mini-app, an order) belongs to another ISV app.
+	Foreign bool
 }
 
 // Inbox records notifications and applies them. The postgres package

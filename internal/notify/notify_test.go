@@ -2,6 +2,9 @@ package notify_test
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"strings"
@@ -141,6 +144,40 @@ func TestRedact(t *testing.T) {
 	}
 }
 
+var (
+	keyA = []byte("0123456789abcdef0123456789abcdef")
+	keyB = []byte("fedcba9876543210fedcba9876543210")
+	keyC = []byte("0123456789abcdef") // AES-128
+)
+
+// ring returns a Sealer that seals with current and opens with old too.
+func ring(t *testing.T, current []byte, old ...[]byte) *notify.Sealer {
+	t.Helper()
+	s, err := notify.NewSealer(current, old...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// legacySeal seals as the Sealer did before key ids: nonce || ciphertext,
+// the owner as additional data. The nonce is random after prefix.
+func legacySeal(t *testing.T, key []byte, plaintext, owner string, prefix ...byte) []byte {
+	t.Helper()
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, aead.NonceSize())
+	_, _ = rand.Read(nonce)
+	copy(nonce, prefix)
+	return aead.Seal(nonce, nonce, []byte(plaintext), []byte(owner))
+}
+
 func TestSealer(t *testing.T) {
 	t.Parallel()
 	s := sealer(t)
@@ -155,18 +192,133 @@ func TestSealer(t *testing.T) {
 		if got, err := s.Open(nil, "owner-a"); err != nil || got != "" {
 			t.Fatalf("%q %v", got, err)
 		}
+		if !s.IsCurrent(sealed, "owner-a") || !s.IsCurrent(nil, "owner-a") {
+			t.Fatal("a value Seal just made is not current")
+		}
+	})
+	t.Run("OKKeyIDForm", func(t *testing.T) {
+		// 0x01 | key id | 12-byte nonce | ciphertext | 16-byte tag.
+		if len(sealed) != 1+4+12+len("secret")+16 || sealed[0] != 0x01 {
+			t.Fatalf("sealed form % x", sealed)
+		}
+		again, _ := s.Seal("other", "owner-a")
+		if !bytes.Equal(again[1:5], sealed[1:5]) {
+			t.Fatal("one key, two key ids")
+		}
+		if b, _ := ring(t, keyB).Seal("secret", "owner-a"); bytes.Equal(b[1:5], sealed[1:5]) {
+			t.Fatal("two keys, one key id")
+		}
 	})
 	t.Run("ErrOtherOwner", func(t *testing.T) {
 		if _, err := s.Open(sealed, "owner-b"); err == nil {
 			t.Fatal("opened for another owner")
 		}
+		if s.IsCurrent(sealed, "owner-b") {
+			t.Fatal("current for another owner")
+		}
 	})
 	t.Run("ErrOtherKey", func(t *testing.T) {
-		other, _ := notify.NewSealer([]byte("fedcba9876543210fedcba9876543210"))
-		if _, err := other.Open(sealed, "owner-a"); err == nil {
+		if _, err := ring(t, keyB).Open(sealed, "owner-a"); err == nil {
 			t.Fatal("opened with another key")
 		}
 	})
+	t.Run("ErrHeaderChanged", func(t *testing.T) {
+		// The header is authenticated: stripped (as if legacy) or naming
+		// another configured key, the value does not open.
+		other := ring(t, keyB, keyA)
+		renamed := append([]byte(nil), sealed...)
+		b, _ := other.Seal("x", "owner-a")
+		copy(renamed[1:5], b[1:5])
+		for name, v := range map[string][]byte{"stripped": sealed[5:], "renamed": renamed} {
+			if _, err := other.Open(v, "owner-a"); err == nil {
+				t.Fatalf("%s header: opened", name)
+			}
+		}
+	})
+}
+
+// TestSealer_Rotation: the current key seals, old keys open; IsCurrent
+// tells what a re-seal would change.
+func TestSealer_Rotation(t *testing.T) {
+	t.Parallel()
+	underA, err := ring(t, keyA).Seal("token", "owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := ring(t, keyB, keyC, keyA) // B current, C and A old
+	t.Run("OK", func(t *testing.T) {
+		if got, err := rotated.Open(underA, "owner"); err != nil || got != "token" {
+			t.Fatalf("%q %v", got, err)
+		}
+		if rotated.IsCurrent(underA, "owner") {
+			t.Fatal("a value under an old key is current")
+		}
+		underB, _ := rotated.Seal("token", "owner")
+		if !rotated.IsCurrent(underB, "owner") {
+			t.Fatal("a value under the current key is not current")
+		}
+		if _, err := ring(t, keyA).Open(underB, "owner"); err == nil {
+			t.Fatal("the old key alone opened a value sealed under the new one")
+		}
+	})
+	t.Run("OKLegacy", func(t *testing.T) {
+		for name, key := range map[string][]byte{"current": keyB, "old": keyA, "old AES-128": keyC} {
+			legacy := legacySeal(t, key, "token", "owner")
+			if got, err := rotated.Open(legacy, "owner"); err != nil || got != "token" {
+				t.Fatalf("legacy under the %s key: %q %v", name, got, err)
+			}
+			// Even under the current key, the legacy form is to be re-sealed.
+			if rotated.IsCurrent(legacy, "owner") {
+				t.Fatalf("legacy under the %s key is current", name)
+			}
+		}
+	})
+	t.Run("OKLegacyLooksLikeHeader", func(t *testing.T) {
+		// A legacy value whose nonce starts like the current key's header:
+		// the header form fails, the legacy form opens.
+		underB, _ := rotated.Seal("x", "owner")
+		legacy := legacySeal(t, keyB, "token", "owner", underB[:5]...)
+		if got, err := rotated.Open(legacy, "owner"); err != nil || got != "token" {
+			t.Fatalf("%q %v", got, err)
+		}
+		if rotated.IsCurrent(legacy, "owner") {
+			t.Fatal("a legacy value is current")
+		}
+	})
+	t.Run("ErrNotConfigured", func(t *testing.T) {
+		underD, _ := ring(t, []byte("ddddddddddddddddddddddddddddddd1")).Seal("token", "owner")
+		if _, err := rotated.Open(underD, "owner"); err == nil || rotated.IsCurrent(underD, "owner") {
+			t.Fatalf("a value under an unknown key: %v", err)
+		}
+		if _, err := rotated.Open(legacySeal(t, []byte("ddddddddddddddddddddddddddddddd1"), "token", "owner"), "owner"); err == nil {
+			t.Fatal("a legacy value under an unknown key opened")
+		}
+	})
+}
+
+func TestNewSealer(t *testing.T) {
+	t.Parallel()
+	t.Run("OK", func(t *testing.T) {
+		if _, err := notify.NewSealer(keyA, keyB, keyC); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for name, tc := range map[string]struct {
+		current []byte
+		old     [][]byte
+		want    string
+	}{
+		"ErrOldIsCurrent": {keyA, [][]byte{keyB, keyA}, "old key 2 is the current key"},
+		"ErrOldRepeated":  {keyA, [][]byte{keyB, keyC, keyB}, "old key 3 repeats old key 1"},
+		"ErrShortKey":     {keyA, [][]byte{[]byte("short")}, "old key 1"},
+		"ErrShortCurrent": {[]byte("short"), nil, "token key"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := notify.NewSealer(tc.current, tc.old...); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%v; want %q", err, tc.want)
+			}
+		})
+	}
 }
 
 // deriveWant is HMAC-SHA256 of "auth-state v1" under sealer's key, computed

@@ -1,6 +1,10 @@
 package notify
 
-import "sort"
+import (
+	"errors"
+	"sort"
+	"time"
+)
 
 // The methods the gateway has typed handling for. MethodAuthGranted is the
 // notify_type of the older-style notification, which carries no msg_method.
@@ -18,7 +22,10 @@ const (
 // It is a pure function of the notification: the store applies the Change
 // it returns in the notification's transaction. It returns an EINVALID
 // *Error (see Unusable) when the notification cannot be used as it is,
-// which stores it as failed.
+// which stores it as failed; any other *Error (see Refuse) refuses the
+// notification: it is not stored, and the channel answers fail with that
+// error, so that Alipay delivers it again (a grant whose tokens cannot be
+// sealed, a time ahead of the gateway's clock).
 type Handler func(n *Notification) (Change, error)
 
 // Registry maps a method to its handler.
@@ -29,13 +36,20 @@ type Registry struct {
 // RegistryConfig is what the handlers need.
 type RegistryConfig struct {
 	// Sealer encrypts authorization tokens at rest. With none, grants are
-	// stored as failed and their tokens are not kept.
+	// refused (EUNAVAILABLE): a grant is never acknowledged without its
+	// tokens kept, and Alipay resends it once a key is configured.
 	Sealer *Sealer
+	// MaxClockSkew is how far ahead of a notification's ReceivedAt a time
+	// in its biz_content (a grant's auth_time) may be; 5 minutes when zero.
+	MaxClockSkew time.Duration
 }
 
 // NewRegistry returns the registry of every typed handler.
 func NewRegistry(cfg RegistryConfig) *Registry {
-	h := &handlers{sealer: cfg.Sealer}
+	if cfg.MaxClockSkew <= 0 {
+		cfg.MaxClockSkew = 5 * time.Minute
+	}
+	h := &handlers{sealer: cfg.Sealer, skew: cfg.MaxClockSkew}
 	return &Registry{handlers: map[string]Handler{
 		MethodAuthCancelled:       h.authCancelled,
 		MethodAuthGranted:         h.authGranted,
@@ -71,10 +85,18 @@ func (r *Registry) Methods() []string {
 // its own (handler_*.go).
 type handlers struct {
 	sealer *Sealer
+	skew   time.Duration
 }
 
 // Unusable returns the error a handler gives for a verified notification
 // that cannot be used: it is stored as failed with this message.
 func Unusable(format string, args ...any) *Error {
 	return Errorf(EINVALID, "unusable", format, args...)
+}
+
+// Refused reports whether err, a handler's error, refuses the notification
+// (it is not stored) rather than keeps it as failed (Unusable).
+func Refused(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code != EINVALID
 }

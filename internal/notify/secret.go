@@ -86,35 +86,82 @@ func isSecretKey(k string) bool {
 	return false
 }
 
-// Sealer encrypts secrets at rest with AES-GCM. The sealed form is
-// nonce || ciphertext; the additional data binds a secret to its owner so
-// that a sealed value copied to another row does not open.
+// Sealer encrypts secrets at rest with AES-GCM under a key ring: the
+// current key seals; the current and the old keys open, so that the key can
+// be rotated (TOKEN_ENCRYPTION_KEY, TOKEN_ENCRYPTION_OLD_KEYS). The sealed
+// form names its key:
+//
+//	0x01 | key id (4 bytes) | nonce (12 bytes) | ciphertext and tag
+//
+// where the key id is the first 4 bytes of SHA-256 over keyIDLabel and the
+// key. The additional data is the 5-byte header (version and key id)
+// followed by the owner: it binds a secret to its owner, so that a sealed
+// value copied to another row does not open, and to its header. Values
+// sealed before key ids (nonce | ciphertext, with the owner alone as
+// additional data) still open. Trying a key that is not the right one is
+// safe: GCM authenticates, so the wrong key or form fails to open rather
+// than opening to something else.
 type Sealer struct {
+	keys []sealKey // keys[0] is the current key
+}
+
+// sealKey is one key of the ring.
+type sealKey struct {
+	id   [keyIDSize]byte
 	aead cipher.AEAD
 	key  []byte // the token key, kept only to derive other keys from
 }
 
-// NewSealer returns a Sealer for a 16, 24 or 32-byte key.
-func NewSealer(key []byte) (*Sealer, error) {
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("token key: %w", err)
+// The sealed form's header.
+const (
+	sealVersion = 0x01
+	keyIDSize   = 4
+	headerSize  = 1 + keyIDSize
+	keyIDLabel  = "alipay-notify-gateway token key id\x00"
+)
+
+// NewSealer returns a Sealer that seals with current and opens with
+// current and old, each a 16, 24 or 32-byte AES key. It returns an error
+// when a key has another length, or when an old key repeats the current
+// key or another old key.
+func NewSealer(current []byte, old ...[]byte) (*Sealer, error) {
+	all := append([][]byte{current}, old...)
+	s := &Sealer{}
+	for i, key := range all {
+		name := "token key"
+		if i > 0 {
+			name = fmt.Sprintf("old key %d", i)
+		}
+		for j := 0; j < i; j++ {
+			if bytes.Equal(key, all[j]) {
+				if j == 0 {
+					return nil, fmt.Errorf("%s is the current key", name)
+				}
+				return nil, fmt.Errorf("%s repeats old key %d", name, j)
+			}
+		}
+		block, err := aes.NewCipher(key)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(append([]byte(keyIDLabel), key...))
+		s.keys = append(s.keys, sealKey{id: [keyIDSize]byte(sum[:keyIDSize]), aead: aead, key: bytes.Clone(key)})
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	return &Sealer{aead: aead, key: bytes.Clone(key)}, nil
+	return s, nil
 }
 
 // DeriveKey returns a 32-byte key for another purpose than sealing tokens,
-// HMAC-SHA256(token key, purpose): the same on every replica that has the
-// same TOKEN_ENCRYPTION_KEY, with nothing more to configure, and from which
-// the token key cannot be recovered. Each purpose names itself and its
-// version (for example "auth-state v1"), so that keys for different uses
-// differ.
+// HMAC-SHA256(current token key, purpose): the same on every replica that
+// has the same TOKEN_ENCRYPTION_KEY, with nothing more to configure, and
+// from which the token key cannot be recovered. Each purpose names itself
+// and its version (for example "auth-state v1"), so that keys for
+// different uses differ.
 func (s *Sealer) DeriveKey(purpose string) []byte {
-	m := hmac.New(sha256.New, s.key)
+	m := hmac.New(sha256.New, s.keys[0].key)
 	m.Write([]byte(purpose))
 	return m.Sum(nil)
 }
@@ -145,31 +192,82 @@ func ParseKey(s string) ([]byte, error) {
 	return nil, fmt.Errorf("decodes to %d bytes; want 16, 24 or 32", len(key))
 }
 
-// Seal encrypts plaintext bound to owner. An empty plaintext seals to nil.
+// Seal encrypts plaintext bound to owner, under the current key, in the
+// key id form. An empty plaintext seals to nil.
 func (s *Sealer) Seal(plaintext, owner string) ([]byte, error) {
 	if plaintext == "" {
 		return nil, nil
 	}
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plaintext)+s.aead.Overhead())
+	k := s.keys[0]
+	n := k.aead.NonceSize()
+	out := make([]byte, headerSize+n, headerSize+n+len(plaintext)+k.aead.Overhead())
+	out[0] = sealVersion
+	copy(out[1:headerSize], k.id[:])
+	nonce := out[headerSize:]
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	return s.aead.Seal(nonce, nonce, []byte(plaintext), []byte(owner)), nil
+	return k.aead.Seal(out, nonce, []byte(plaintext), additionalData(out[:headerSize], owner)), nil
 }
 
-// Open decrypts what Seal returned for the same owner. A nil sealed value
-// opens to "".
+// Open decrypts what Seal returned for the same owner, under any key of
+// the ring, in the key id form or the legacy one. A nil sealed value opens
+// to "". It returns an error when no key opens it.
 func (s *Sealer) Open(sealed []byte, owner string) (string, error) {
+	plaintext, _, err := s.open(sealed, owner)
+	return plaintext, err
+}
+
+// IsCurrent reports whether sealed opens for owner under the current key,
+// in the key id form: whether it is already as Seal would seal it now, so
+// that re-sealing it would change nothing. An empty value is current.
+func (s *Sealer) IsCurrent(sealed []byte, owner string) bool {
+	_, current, err := s.open(sealed, owner)
+	return err == nil && current
+}
+
+// open decrypts sealed and reports whether it was in the key id form under
+// the current key. It tries the keys whose id the header names, then (for
+// a legacy value, or a header that does not hold) every key in the legacy
+// form.
+func (s *Sealer) open(sealed []byte, owner string) (string, bool, error) {
 	if len(sealed) == 0 {
-		return "", nil
+		return "", true, nil
 	}
-	n := s.aead.NonceSize()
+	if len(sealed) > headerSize && sealed[0] == sealVersion {
+		ad := additionalData(sealed[:headerSize], owner)
+		for i, k := range s.keys {
+			if [keyIDSize]byte(sealed[1:headerSize]) != k.id {
+				continue
+			}
+			if out, err := k.open(sealed[headerSize:], ad); err == nil {
+				return out, i == 0, nil
+			}
+		}
+	}
+	for _, k := range s.keys {
+		if out, err := k.open(sealed, []byte(owner)); err == nil {
+			return out, false, nil
+		}
+	}
+	return "", false, errors.New("sealed value does not open with any configured key")
+}
+
+// open decrypts nonce || ciphertext with additional data ad.
+func (k sealKey) open(sealed, ad []byte) (string, error) {
+	n := k.aead.NonceSize()
 	if len(sealed) < n {
 		return "", errors.New("sealed value too short")
 	}
-	out, err := s.aead.Open(nil, sealed[:n], sealed[n:], []byte(owner))
+	out, err := k.aead.Open(nil, sealed[:n], sealed[n:], ad)
 	if err != nil {
-		return "", errors.New("sealed value does not open with this key")
+		return "", err
 	}
 	return string(out), nil
+}
+
+// additionalData is what a key id form value is bound to: its header, then
+// its owner.
+func additionalData(header []byte, owner string) []byte {
+	return append(append(make([]byte, 0, len(header)+len(owner)), header...), owner...)
 }

@@ -34,8 +34,9 @@ type success struct {
 
 var ok = success{Code: "10000", Msg: "Success"}
 
-// handle answers a checked request by method.
-func (s *Sim) handle(p url.Values, biz map[string]any) any {
+// handle answers a checked request by method, as f (which asks for no
+// failure) says.
+func (s *Sim) handle(p url.Values, biz map[string]any, f Fault) any {
 	g, given, valid := s.token(p)
 	if given && !valid {
 		return errInvalidToken
@@ -46,7 +47,7 @@ func (s *Sim) handle(p url.Values, biz map[string]any) any {
 	case MethodSubscribeQuery:
 		return s.query(biz)
 	case MethodAuthTokenApp:
-		return s.authToken(p.Get("app_id"), biz)
+		return s.authToken(p.Get("app_id"), biz, f.AuthAppID)
 	}
 	return errInvalid.sub("isv.invalid-method", "不存在的方法名")
 }
@@ -131,8 +132,11 @@ type tokenSet struct {
 }
 
 // authToken exchanges an app_auth_code (answering the newer "tokens" list)
-// or a refresh token (answering the tokens at the top level).
-func (s *Sim) authToken(appID string, biz map[string]any) any {
+// or a refresh token (answering the tokens at the top level). With
+// otherAuthAppID it answers new tokens of that merchant app's
+// authorization instead, leaving those of the code's or refresh token's as
+// they were.
+func (s *Sim) authToken(appID string, biz map[string]any, otherAuthAppID string) any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch str(biz, "grant_type") {
@@ -142,6 +146,9 @@ func (s *Sim) authToken(appID string, biz map[string]any) any {
 			return errBusiness.sub("isv.code-invalid", "授权码code无效")
 		}
 		delete(s.codes, str(biz, "code"))
+		if otherAuthAppID != "" {
+			g.authAppID = otherAuthAppID
+		}
 		return struct {
 			success
 			Tokens []tokenSet `json:"tokens"`
@@ -150,6 +157,9 @@ func (s *Sim) authToken(appID string, biz map[string]any) any {
 		g, found := s.refresh[str(biz, "refresh_token")]
 		if !found || g.appID != appID {
 			return errBusiness.sub("isv.refresh-token-invalid", "刷新令牌refresh_token无效")
+		}
+		if otherAuthAppID != "" {
+			g.authAppID = otherAuthAppID
 		}
 		return struct {
 			success

@@ -95,7 +95,7 @@ func (s *Sim) serve(w http.ResponseWriter, r *http.Request) {
 		s.write(w, method, errorAnswer{Code: f.Code, Msg: f.Msg, SubCode: f.SubCode, SubMsg: f.SubMsg}, f)
 		return
 	}
-	s.write(w, method, s.handle(p, biz), f)
+	s.write(w, method, s.handle(p, biz, f), f)
 }
 
 // check verifies the common parameters, the signature, the cert SNs and

@@ -75,6 +75,10 @@ type Fault struct {
 	SignWith *rsa.PrivateKey
 	// CertSN answers with this alipay_cert_sn instead of Config.CertSN.
 	CertSN string
+	// AuthAppID answers alipay.open.auth.token.app with tokens for this
+	// merchant app instead of the one the code or refresh token belongs
+	// to (whose tokens stay valid), as a confused answer would.
+	AuthAppID string
 }
 
 // Call is a request the simulator accepted (its signature verified).

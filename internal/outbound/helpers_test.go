@@ -24,6 +24,7 @@ import (
 const (
 	keyAppID  = "2021000000000001"
 	certAppID = "2021000000000002"
+	otherApp  = "2021000000000003" // a second public-key mode app, with options.otherApp
 	merchant  = "2021000000000777"
 	userID    = "2088000000000001"
 )
@@ -49,6 +50,8 @@ type options struct {
 	now      func() time.Time
 	// signKey replaces the app's private key (a misconfigured app).
 	signKey *rsa.PrivateKey
+	// otherApp configures otherApp beside the public-key mode app.
+	otherApp bool
 }
 
 // keyApp returns the public-key mode app and the simulator's view of it.
@@ -85,17 +88,36 @@ func newEnv(t *testing.T, o options) *env {
 	if o.signKey != nil {
 		app.PrivateKey = o.signKey
 	}
+	apps := []*alipay.App{app}
+	if o.otherApp {
+		apps = append(apps, &alipay.App{ID: otherApp, Keys: []alipay.Key{{Pub: &alipayKey.PublicKey}}, PrivateKey: appKey})
+		cfg.Apps = append(cfg.Apps, openapisim.App{ID: otherApp, Pub: &appKey.PublicKey})
+	}
 	sim := openapisim.Start(cfg)
 	t.Cleanup(sim.Close)
 	db := pgtest.New(t, nil)
 	svc, err := outbound.New(outbound.Config{
-		Apps: []*alipay.App{app}, GatewayURL: sim.URL(), Store: db, Sealer: pgtest.Sealer(t),
+		Apps: apps, GatewayURL: sim.URL(), Store: db, Sealer: pgtest.Sealer(t),
 		Logger: zerolog.New(zerolog.NewTestWriter(t)), Timeout: o.timeout, Now: o.now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &env{sim: sim, db: db, svc: svc, app: app}
+}
+
+// serviceWith returns another Service of e's app, store and simulator,
+// whose tokens are sealed and opened by sealer.
+func (e *env) serviceWith(t *testing.T, sealer *notify.Sealer) *outbound.Service {
+	t.Helper()
+	svc, err := outbound.New(outbound.Config{
+		Apps: []*alipay.App{e.app}, GatewayURL: e.sim.URL(), Store: e.db, Sealer: sealer,
+		Logger: zerolog.New(zerolog.NewTestWriter(t)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
 }
 
 // message is a valid template message for userID.
@@ -143,6 +165,25 @@ func (e *env) cancel(t *testing.T, ts int64) notify.Outcome {
 	out, err := e.db.Ingest(context.Background(), &notify.Notification{
 		AppID: e.app.ID, NotifyID: fmt.Sprintf("cancel-%d", seq.Add(1)), Method: notify.MethodAuthCancelled, UTCTimestamp: ts,
 		BizContent: red, Secrets: secrets, Params: map[string]string{"biz_content": red, "msg_method": notify.MethodAuthCancelled},
+		Channel: notify.ChannelHTTP, ContentForm: "v1", ReceivedAt: time.Now(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// grant ingests merchant's authorization notification (notify_type
+// open_app_auth_notify) with notify_id id, auth_time authTime (ms) and
+// these tokens.
+func (e *env) grant(t *testing.T, id string, authTime int64, token, refresh string) notify.Outcome {
+	t.Helper()
+	biz := fmt.Sprintf(`{"detail":{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000999","auth_time":%d,`+
+		`"app_auth_token":%q,"app_refresh_token":%q,"expires_in":3600,"re_expires_in":7200}}`, e.app.ID, merchant, authTime, token, refresh)
+	red, secrets := notify.Redact(biz)
+	out, err := e.db.Ingest(context.Background(), &notify.Notification{
+		AppID: e.app.ID, NotifyID: id, Method: notify.MethodAuthGranted, BizContent: red, Secrets: secrets,
+		Params:  map[string]string{"biz_content": red, "notify_type": notify.MethodAuthGranted, "status": "execute_auth", "auth_app_id": merchant},
 		Channel: notify.ChannelHTTP, ContentForm: "v1", ReceivedAt: time.Now(),
 	})
 	if err != nil {

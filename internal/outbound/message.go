@@ -86,9 +86,10 @@ func (m *TemplateMessage) hash() string {
 
 // SendTemplateMessage sends m through alipay.open.app.mini.templatemessage.send
 // and records the send and its outcome. With an idempotency key, a second
-// call returns the first call's recorded result (replayed true) and sends
-// nothing; of two concurrent calls with one key, one sends and the other
-// gets an ECONFLICT error.
+// call for the same app returns the first call's recorded result (replayed
+// true) and sends nothing; of two concurrent calls with one key, one sends
+// and the other gets an ECONFLICT error. Keys are scoped to the ISV app:
+// the same key used for two apps sends two messages.
 //
 // It returns the recorded send, and: an EINVALID *notify.Error for a bad
 // message or key, or app_id missing among several apps; ENOTFOUND for an
@@ -112,7 +113,7 @@ func (s *Service) SendTemplateMessage(ctx context.Context, m TemplateMessage, ke
 	m.AppID = c.app.ID
 	hash := m.hash()
 	if key != "" {
-		prior, err := s.store.SendByKey(ctx, key)
+		prior, err := s.store.SendByKey(ctx, m.AppID, key)
 		if err == nil {
 			return s.replay(prior, hash)
 		}

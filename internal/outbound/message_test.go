@@ -229,6 +229,40 @@ func TestService_SendTemplateMessage_Idempotency(t *testing.T) {
 	})
 }
 
+// TestService_SendTemplateMessage_IdempotencyPerApp: an Idempotency-Key is
+// the app's: the same key used for two apps sends two messages, and a
+// retry within each app replays its own.
+func TestService_SendTemplateMessage_IdempotencyPerApp(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, options{otherApp: true})
+	ctx := context.Background()
+	forApp := func(appID string) outbound.TemplateMessage {
+		m := message()
+		m.AppID = appID
+		return m
+	}
+	t.Run("OK", func(t *testing.T) {
+		first, replayed, err := e.svc.SendTemplateMessage(ctx, forApp(keyAppID), "shared-1")
+		if err != nil || replayed {
+			t.Fatalf("%v %v", replayed, err)
+		}
+		other, replayed, err := e.svc.SendTemplateMessage(ctx, forApp(otherApp), "shared-1")
+		if err != nil || replayed || other.ID == first.ID || other.AppID != otherApp {
+			t.Fatalf("the other app's send: %+v %v %v", other, replayed, err)
+		}
+		for _, want := range []*outbound.Send{first, other} {
+			again, replayed, err := e.svc.SendTemplateMessage(ctx, forApp(want.AppID), "shared-1")
+			if err != nil || !replayed || again.ID != want.ID {
+				t.Fatalf("retry for %s: %+v %v %v", want.AppID, again, replayed, err)
+			}
+		}
+		sent := e.sim.Sent()
+		if len(sent) != 2 || sent[0].AppID != keyAppID || sent[1].AppID != otherApp {
+			t.Fatalf("%+v", sent)
+		}
+	})
+}
+
 func TestService_SendTemplateMessage_Abandoned(t *testing.T) {
 	t.Parallel()
 	// A pending send left by a process that died is reported as of unknown
@@ -245,7 +279,7 @@ func TestService_SendTemplateMessage_Abandoned(t *testing.T) {
 	if _, _, err := e.svc.SendTemplateMessage(ctx, m, "probe"); err != nil {
 		t.Fatal(err)
 	}
-	probe, err := e.db.SendByKey(ctx, "probe")
+	probe, err := e.db.SendByKey(ctx, keyAppID, "probe")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -175,7 +175,7 @@ func (s *Service) authToken(ctx context.Context, appID, authAppID string) (strin
 	}
 	token, err := s.sealer.Open(sealed, notify.TokenOwner(appID, authAppID))
 	if err != nil || token == "" {
-		return "", notify.Errorf(notify.EINTERNAL, "token_unreadable", "the stored token of %s does not open with TOKEN_ENCRYPTION_KEY", authAppID)
+		return "", notify.Errorf(notify.EINTERNAL, "token_unreadable", "the stored token of %s does not open with TOKEN_ENCRYPTION_KEY or TOKEN_ENCRYPTION_OLD_KEYS", authAppID)
 	}
 	return token, nil
 }

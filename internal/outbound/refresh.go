@@ -2,6 +2,7 @@ package outbound
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
@@ -19,6 +20,17 @@ type RefresherConfig struct {
 	RetryAfter time.Duration
 	// MaxPerPass bounds the refreshes of one pass; 100.
 	MaxPerPass int
+	// ClockSkew is how far behind ours Alipay's clock may be; 5 minutes.
+	// A refresh takes its place in the authorization's ordering with the
+	// grants and cancellations at the time its call started less
+	// ClockSkew (see Refreshed.EventAt). A grant dated before that (the
+	// grant refreshed, delivered again, or an older one arriving late) is
+	// then stale and cannot put back the tokens the refresh replaced,
+	// while a cancellation made after the call started is dated after it,
+	// on Alipay's clock, even if that clock lags ours by up to ClockSkew,
+	// and still wins. The price is the mirror case: a grant Alipay dates
+	// within ClockSkew before the call started also wins over the refresh.
+	ClockSkew time.Duration
 }
 
 // Refresher renews the merchants' tokens before they expire
@@ -42,6 +54,9 @@ func (s *Service) Refresher(cfg RefresherConfig) *Refresher {
 	}
 	if cfg.MaxPerPass <= 0 {
 		cfg.MaxPerPass = 100
+	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = 5 * time.Minute
 	}
 	return &Refresher{s: s, cfg: cfg}
 }
@@ -88,7 +103,9 @@ func (r *Refresher) RefreshDue(ctx context.Context) (refreshed, failed int, err 
 }
 
 // refresh renews one claimed authorization's tokens and reports whether it
-// did. A failure is recorded on the authorization and logged.
+// did. A failure is recorded on the authorization and logged, its tokens
+// left as they are: among them an answer whose token sets all name other
+// merchant apps (another merchant's tokens are never stored as this one's).
 func (r *Refresher) refresh(ctx context.Context, due *DueRefresh) bool {
 	log := r.s.log.With().Str("app_id", due.AppID).Str("auth_app_id", due.AuthAppID).Logger()
 	fail := func(err error) bool {
@@ -105,10 +122,11 @@ func (r *Refresher) refresh(ctx context.Context, due *DueRefresh) bool {
 	owner := notify.TokenOwner(due.AppID, due.AuthAppID)
 	token, err := r.s.sealer.Open(due.SealedRefreshToken, owner)
 	if err != nil || token == "" {
-		return fail(notify.Errorf(notify.EINTERNAL, "token_unreadable", "the stored refresh token does not open with TOKEN_ENCRYPTION_KEY"))
+		return fail(notify.Errorf(notify.EINTERNAL, "token_unreadable", "the stored refresh token does not open with TOKEN_ENCRYPTION_KEY or TOKEN_ENCRYPTION_OLD_KEYS"))
 	}
 	var ans tokenAnswer
 	biz := map[string]any{"grant_type": "refresh_token", "refresh_token": token}
+	started := r.s.now()
 	if _, err := r.s.call(ctx, c, MethodAuthTokenApp, biz, "", &ans); err != nil {
 		return fail(err)
 	}
@@ -116,11 +134,10 @@ func (r *Refresher) refresh(ctx context.Context, due *DueRefresh) bool {
 	if err != nil {
 		return fail(err)
 	}
-	t := sets[0]
-	for _, ts := range sets {
-		if ts.AuthAppID == due.AuthAppID {
-			t = ts
-		}
+	t, ok := setFor(sets, due.AuthAppID)
+	if !ok {
+		return fail(notify.Errorf(EUPSTREAM, "alipay_other_merchant",
+			"Alipay's answer to the refresh of %s carries tokens for %s only: nothing stored", due.AuthAppID, authAppIDs(sets)))
 	}
 	// Alipay has renewed the tokens: keep them even if the caller left.
 	ctx = context.WithoutCancel(ctx)
@@ -135,6 +152,7 @@ func (r *Refresher) refresh(ctx context.Context, due *DueRefresh) bool {
 	applied, err := r.s.store.CompleteRefresh(ctx, due, Refreshed{
 		UserID: t.UserID, SealedAuthToken: sealed, SealedRefreshToken: sealedRefresh,
 		At: r.s.now(), ExpiresIn: t.ExpiresIn.Int64(), ReExpiresIn: t.ReExpiresIn.Int64(),
+		EventAt: started.Add(-r.cfg.ClockSkew).UnixMilli(),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("refreshed tokens not stored")
@@ -146,4 +164,24 @@ func (r *Refresher) refresh(ctx context.Context, due *DueRefresh) bool {
 	}
 	log.Info().Int64("expires_in", t.ExpiresIn.Int64()).Msg("tokens refreshed")
 	return true
+}
+
+// setFor returns the token set of sets that names authAppID. A set named
+// for another merchant app is never taken for this one's.
+func setFor(sets []tokenSet, authAppID string) (tokenSet, bool) {
+	for _, t := range sets {
+		if t.AuthAppID == authAppID {
+			return t, true
+		}
+	}
+	return tokenSet{}, false
+}
+
+// authAppIDs lists the merchant apps that sets name.
+func authAppIDs(sets []tokenSet) string {
+	ids := make([]string, len(sets))
+	for i, t := range sets {
+		ids[i] = t.AuthAppID
+	}
+	return strings.Join(ids, ", ")
 }

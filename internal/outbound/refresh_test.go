@@ -3,6 +3,7 @@ package outbound_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,6 +147,142 @@ func TestRefresher_RefreshDue_Failure(t *testing.T) {
 	if n, failed, _ := r.RefreshDue(ctx); n+failed != 0 {
 		t.Fatal("retried before RetryAfter")
 	}
+}
+
+// TestRefresher_RefreshDue_Ordering: a refresh moves the authorization's
+// ordering to its call's start less the clock skew: the grant refreshed,
+// delivered again, and an older grant arriving late are stale; a
+// cancellation made after the call started applies, though Alipay's clock
+// dates it a little before.
+func TestRefresher_RefreshDue_Ordering(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	clock := now.Add(-2 * time.Hour)
+	e := newEnv(t, options{now: func() time.Time { return clock }})
+	ctx := context.Background()
+	e.sim.SetTokenLifetimes(3600, 7200)
+	e.authorize(t) // through the flow, two hours ago: tokens Alipay knows
+	token, refresh := e.sim.Tokens(keyAppID, merchant)
+	granted := now.Add(-90 * time.Minute).UnixMilli()
+	if out := e.grant(t, "2023010100000000001", granted, token, refresh); out.Status != notify.StatusApplied {
+		t.Fatalf("%+v", out)
+	}
+	clock = now // the call starts now; the skew is 5 minutes
+	if n, _, err := e.svc.Refresher(outbound.RefresherConfig{}).RefreshDue(ctx); n != 1 || err != nil {
+		t.Fatalf("%d %v", n, err)
+	}
+	refreshed, _ := e.sim.Tokens(keyAppID, merchant)
+
+	t.Run("OK", func(t *testing.T) {
+		var (
+			at int64
+			id string
+		)
+		if err := e.db.Pool.QueryRow(ctx, `SELECT event_at, event_notify_id FROM authorizations`).Scan(&at, &id); err != nil {
+			t.Fatal(err)
+		}
+		if at != now.Add(-5*time.Minute).UnixMilli() || !strings.HasPrefix(id, "refresh:") {
+			t.Fatalf("ordering (%d, %q); want (%d, refresh:...)", at, id, now.Add(-5*time.Minute).UnixMilli())
+		}
+	})
+	t.Run("StaleGrantAgain", func(t *testing.T) {
+		if out := e.grant(t, "2023010100000000002", granted, token, refresh); out.Status != notify.StatusStale {
+			t.Fatalf("%+v", out)
+		}
+		if _, stored := storedToken(t, e, merchant); stored != refreshed {
+			t.Fatal("the refreshed grant, delivered again, put the old tokens back")
+		}
+	})
+	t.Run("StaleOlderGrantLate", func(t *testing.T) {
+		if out := e.grant(t, "2023010100000000003", now.Add(-6*time.Minute).UnixMilli(), "late-token", "late-refresh"); out.Status != notify.StatusStale {
+			t.Fatalf("%+v", out)
+		}
+		if _, stored := storedToken(t, e, merchant); stored != refreshed {
+			t.Fatal("a grant from before the refresh overwrote its tokens")
+		}
+	})
+	t.Run("CancelAfterCallStart", func(t *testing.T) {
+		// Made after the call started, dated 2 minutes before by Alipay's
+		// lagging clock.
+		if out := e.cancel(t, now.Add(-2*time.Minute).UnixMilli()); out.Status != notify.StatusApplied {
+			t.Fatalf("%+v", out)
+		}
+		if status, stored := storedToken(t, e, merchant); status != "cancelled" || stored != "" {
+			t.Fatalf("%s %q", status, stored)
+		}
+	})
+}
+
+// TestRefresher_RefreshDue_RotatedKey: after TOKEN_ENCRYPTION_KEY is
+// rotated (the old key kept as an old key), the tokens sealed under the
+// old key are used and refreshed; the refreshed ones are sealed under the
+// new key alone.
+func TestRefresher_RefreshDue_RotatedKey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, options{}) // seals with pgtest.Sealer's key
+	ctx := context.Background()
+	e.sim.SetTokenLifetimes(3600, 7200)
+	e.authorize(t)
+	oldKey := []byte("0123456789abcdef0123456789abcdef") // pgtest.Sealer's
+	newKey := []byte("fedcba9876543210fedcba9876543210")
+	rotated, err := notify.NewSealer(newKey, oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newOnly, _ := notify.NewSealer(newKey)
+	svc := e.serviceWith(t, rotated)
+	t.Run("OK", func(t *testing.T) {
+		if _, _, err := svc.SendTemplateMessage(ctx, onBehalf(), ""); err != nil {
+			t.Fatalf("a token under the old key: %v", err)
+		}
+		if n, failed, err := svc.Refresher(outbound.RefresherConfig{}).RefreshDue(ctx); n != 1 || failed != 0 || err != nil {
+			t.Fatalf("%d %d %v", n, failed, err)
+		}
+		if _, _, err := e.serviceWith(t, newOnly).SendTemplateMessage(ctx, onBehalf(), ""); err != nil {
+			t.Fatalf("the refreshed token is not under the new key: %v", err)
+		}
+	})
+	t.Run("ErrOldKeyAlone", func(t *testing.T) {
+		// The tokens are under the new key now: the old key alone cannot
+		// open them.
+		_, _, err := e.svc.SendTemplateMessage(ctx, onBehalf(), "")
+		wantCode(t, err, notify.EINTERNAL, "token_unreadable")
+	})
+}
+
+// TestRefresher_RefreshDue_OtherMerchant: an answer whose tokens name
+// another merchant app is refused, as a failed refresh; the tokens stay.
+func TestRefresher_RefreshDue_OtherMerchant(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, options{})
+	ctx := context.Background()
+	e.sim.SetTokenLifetimes(3600, 7200)
+	old := e.authorize(t)
+	const other = "2021000000000888"
+	e.sim.Fail(tokenApp, openapisim.Fault{AuthAppID: other})
+	t.Run("ErrOtherMerchant", func(t *testing.T) {
+		if n, failed, err := e.svc.Refresher(outbound.RefresherConfig{RetryAfter: time.Hour}).RefreshDue(ctx); n != 0 || failed != 1 || err != nil {
+			t.Fatalf("%d %d %v", n, failed, err)
+		}
+		if refreshCalls(e) != 1 {
+			t.Fatal("Alipay was not asked")
+		}
+		var reason string
+		if err := e.db.Pool.QueryRow(ctx, `SELECT refresh_error FROM authorizations WHERE auth_app_id = $1`, merchant).Scan(&reason); err != nil ||
+			!strings.Contains(reason, "carries tokens for "+other+" only") {
+			t.Fatalf("refresh_error %q %v", reason, err)
+		}
+		if status, token := storedToken(t, e, merchant); status != "authorized" || token != old {
+			t.Fatalf("%s: the token changed", status)
+		}
+		var rows int
+		if err := e.db.Pool.QueryRow(ctx, `SELECT count(*) FROM authorizations WHERE auth_app_id = $1`, other).Scan(&rows); err != nil || rows != 0 {
+			t.Fatalf("%d rows for %s (%v)", rows, other, err)
+		}
+		if _, _, err := e.svc.SendTemplateMessage(ctx, onBehalf(), ""); err != nil {
+			t.Fatalf("the kept token does not work: %v", err)
+		}
+	})
 }
 
 // TestRefresher_RefreshDue_Replicas: refreshers running at once refresh

@@ -19,12 +19,14 @@ type Store interface {
 	AuthToken(ctx context.Context, appID, authAppID string) ([]byte, error)
 
 	// StartSend records s as pending and sets its ID and CreatedAt. When
-	// s.IdempotencyKey is already recorded it records nothing and returns
-	// the send recorded under it: two calls with one key never both start.
+	// s.IdempotencyKey is already recorded for s.AppID it records nothing
+	// and returns the send recorded under it: two calls of one app with
+	// one key never both start. Keys are scoped to the app: another app's
+	// send under the same key is another send.
 	StartSend(ctx context.Context, s *Send) (prior *Send, err error)
-	// SendByKey returns the send recorded under an idempotency key, or an
-	// ENOTFOUND *notify.Error.
-	SendByKey(ctx context.Context, key string) (*Send, error)
+	// SendByKey returns the send recorded under an idempotency key for
+	// appID, or an ENOTFOUND *notify.Error.
+	SendByKey(ctx context.Context, appID, key string) (*Send, error)
 	// FinishSend records the outcome of a started send (its Status,
 	// Alipay's codes, Error, Latency) and sets FinishedAt.
 	FinishSend(ctx context.Context, s *Send) error
@@ -42,9 +44,11 @@ type Store interface {
 	// get different authorizations (FOR UPDATE SKIP LOCKED). It returns
 	// nil when none is due.
 	ClaimRefresh(ctx context.Context, appIDs []string, dueBefore time.Time, retryAfter time.Duration) (*DueRefresh, error)
-	// CompleteRefresh stores refreshed tokens in d's authorization, unless
-	// the authorization changed since d was claimed (a cancellation or a
-	// new grant arrived): then it changes nothing and reports false.
+	// CompleteRefresh stores refreshed tokens in d's authorization and
+	// moves its ordering past the grant refreshed, to r.EventAt (so that
+	// no grant older than the refresh applies after it), unless the
+	// authorization changed since d was claimed (a cancellation or a new
+	// grant arrived): then it changes nothing and reports false.
 	CompleteRefresh(ctx context.Context, d *DueRefresh, r Refreshed) (applied bool, err error)
 	// FailRefresh records why refreshing d failed; the tokens stay.
 	FailRefresh(ctx context.Context, d *DueRefresh, reason string) error
@@ -91,8 +95,9 @@ type DueRefresh struct {
 	EventNotifyID      string
 }
 
-// Refreshed is what a refresh stores: the new tokens, sealed, and their
-// lifetimes from At.
+// Refreshed is what a refresh stores: the new tokens, sealed, their
+// lifetimes from At, and the refresh's place in the authorization's
+// ordering.
 type Refreshed struct {
 	UserID             string
 	SealedAuthToken    []byte
@@ -100,4 +105,10 @@ type Refreshed struct {
 	At                 time.Time
 	ExpiresIn          int64 // seconds; 0 when unknown
 	ReExpiresIn        int64 // seconds; 0 when unknown
+	// EventAt (ms since the epoch) orders the refresh with the
+	// authorization's grants and cancellations: the time the refresh call
+	// started less RefresherConfig.ClockSkew. The authorization's event
+	// time becomes EventAt, or the refreshed grant's plus 1 ms when that is
+	// later.
+	EventAt int64
 }

@@ -129,10 +129,13 @@ func unavailable(err error) error {
 }
 
 // conflict reports whether err is a deadlock or a serialization failure,
-// which the same transaction tried again is likely to pass.
+// which the same transaction tried again is likely to pass; or a batch
+// that raced another over one signed content (the unique content_digest),
+// which tried again finds it stored and takes it as a replay.
 func conflict(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001" ||
+		pgErr.Code == "23505" && pgErr.ConstraintName == "notifications_content_digest_key")
 }
 
 // retryable reports whether err is a failure that a later try may not

@@ -243,16 +243,46 @@ func TestIngest_AuthHandlers(t *testing.T) {
 			}
 		}
 	})
-	t.Run("NoTokenKeyKeptFailed", func(t *testing.T) {
-		nokey := pgtest.New(t, notify.NewRegistry(notify.RegistryConfig{}))
-		out := ingest(t, nokey, grant(1))
-		if out.Status != notify.StatusFailed || !strings.Contains(out.Error, "TOKEN_ENCRYPTION_KEY") {
-			t.Fatalf("%+v", out)
+	t.Run("ErrNoTokenKeyRefused", func(t *testing.T) {
+		// Without TOKEN_ENCRYPTION_KEY a grant is refused (503 fail: Alipay
+		// resends it), never acknowledged with its tokens thrown away; once
+		// a key is configured, the resend is kept.
+		url := pgtest.NewSchema(t)
+		open := func(reg *notify.Registry) *postgres.DB {
+			db, err := postgres.Open(ctx, postgres.Config{URL: url, Registry: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(db.Close)
+			if err := db.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return db
 		}
-		var n int
-		_ = nokey.Pool.QueryRow(ctx, "SELECT count(*) FROM authorizations").Scan(&n)
-		if n != 0 {
-			t.Fatal("grant stored without a key")
+		nokey := open(notify.NewRegistry(notify.RegistryConfig{}))
+		n := grant(1)
+		_, err := nokey.Ingest(ctx, n)
+		if notify.ErrorCode(err) != notify.EUNAVAILABLE || notify.ErrorReason(err) != "token_key_missing" {
+			t.Fatalf("err = %v", err)
+		}
+		var rows int
+		_ = nokey.Pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM authorizations) + (SELECT count(*) FROM notifications)").Scan(&rows)
+		if rows != 0 {
+			t.Fatal("something was stored for a refused grant")
+		}
+		withKey := open(notify.NewRegistry(notify.RegistryConfig{Sealer: pgtest.Sealer(t)}))
+		want(t, ingest(t, withKey, n), notify.StatusApplied, false)
+	})
+	t.Run("ErrAuthTimeAhead", func(t *testing.T) {
+		// auth_time orders grants: one ahead of the clock is refused, or it
+		// would make every later grant and cancellation stale.
+		n := grant(time.Now().Add(time.Hour).UnixMilli())
+		_, err := db.Ingest(ctx, n)
+		if notify.ErrorCode(err) != notify.ETOOEARLY {
+			t.Fatalf("err = %v", err)
+		}
+		if _, err := db.Notification(ctx, app, n.NotifyID); notify.ErrorCode(err) != notify.ENOTFOUND {
+			t.Fatalf("stored: %v", err)
 		}
 	})
 }

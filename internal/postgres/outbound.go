@@ -14,8 +14,9 @@ import (
 )
 
 // The outbound side's storage: merchant tokens for calls made on a
-// merchant's behalf, the record of template message sends (whose unique
-// idempotency key is what makes a retried send go out once), grants from
+// merchant's behalf, the record of template message sends (whose
+// idempotency key, unique per app, is what makes a retried send go out
+// once), grants from
 // the authorization flow, and the token refresher's claims.
 
 var _ outbound.Store = (*DB)(nil)
@@ -69,10 +70,11 @@ func scanSend(row pgx.Row) (*outbound.Send, error) {
 }
 
 // StartSend records s as pending and sets its ID and CreatedAt. When its
-// idempotency key is already recorded (by an earlier or a concurrent call:
-// the unique index decides), it records nothing and returns the send
-// recorded under the key. It returns an EUNAVAILABLE *notify.Error when the
-// database cannot be reached.
+// idempotency key is already recorded for its app (by an earlier or a
+// concurrent call: the unique index on (app_id, idempotency_key) decides),
+// it records nothing and returns the send recorded under the key. It
+// returns an EUNAVAILABLE *notify.Error when the database cannot be
+// reached.
 func (db *DB) StartSend(ctx context.Context, s *outbound.Send) (*outbound.Send, error) {
 	req, err := s.RequestJSON()
 	if err != nil {
@@ -80,11 +82,11 @@ func (db *DB) StartSend(ctx context.Context, s *outbound.Send) (*outbound.Send, 
 	}
 	err = db.Pool.QueryRow(ctx, `INSERT INTO template_messages (app_id, auth_app_id, idempotency_key, request, request_hash, status)
         VALUES ($1, $2, NULLIF($3, ''), $4, $5, 'pending')
-        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        ON CONFLICT (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING id, created_at`,
 		s.AppID, s.AuthAppID, s.IdempotencyKey, req, s.RequestHash).Scan(&s.ID, &s.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return db.SendByKey(ctx, s.IdempotencyKey)
+		return db.SendByKey(ctx, s.AppID, s.IdempotencyKey)
 	}
 	if err != nil {
 		return nil, unavailable(err)
@@ -93,13 +95,14 @@ func (db *DB) StartSend(ctx context.Context, s *outbound.Send) (*outbound.Send, 
 	return nil, nil
 }
 
-// SendByKey returns the send recorded under key. It returns an ENOTFOUND
-// *notify.Error when there is none, and an EUNAVAILABLE one when the
-// database cannot be reached.
-func (db *DB) SendByKey(ctx context.Context, key string) (*outbound.Send, error) {
-	s, err := scanSend(db.Pool.QueryRow(ctx, `SELECT `+sendColumns+` FROM template_messages WHERE idempotency_key = $1`, key))
+// SendByKey returns the send recorded under key for appID. It returns an
+// ENOTFOUND *notify.Error when there is none, and an EUNAVAILABLE one when
+// the database cannot be reached.
+func (db *DB) SendByKey(ctx context.Context, appID, key string) (*outbound.Send, error) {
+	s, err := scanSend(db.Pool.QueryRow(ctx, `SELECT `+sendColumns+` FROM template_messages
+        WHERE app_id = $1 AND idempotency_key = $2`, appID, key))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notify.Errorf(notify.ENOTFOUND, "not_found", "no template message with Idempotency-Key %q", key)
+		return nil, notify.Errorf(notify.ENOTFOUND, "not_found", "no template message of app %s with Idempotency-Key %q", appID, key)
 	}
 	if err != nil {
 		return nil, unavailable(err)
@@ -164,21 +167,30 @@ func (db *DB) ClaimRefresh(ctx context.Context, appIDs []string, dueBefore time.
 	return &d, nil
 }
 
-// CompleteRefresh stores refreshed tokens in d's authorization, leaving
-// its ordering (event_at, event_notify_id) as it is: a refresh renews the
-// grant, it is not a newer one, so a cancellation ordered after the grant
-// still wins. When the authorization changed since d was claimed (a
-// cancellation or a new grant) it changes nothing and reports false. It
-// returns an EUNAVAILABLE *notify.Error when the database cannot be
-// reached.
+// CompleteRefresh stores refreshed tokens in d's authorization and, in the
+// same conditional UPDATE, moves its ordering past the grant refreshed:
+// event_at becomes GREATEST(event_at + 1, r.EventAt) and event_notify_id
+// "refresh:<r.At in ms>". The refresh has replaced the grant's tokens, so
+// no grant older than the refresh may apply after it: not the grant
+// refreshed, delivered again with a greater notify_id (it is 1 ms older),
+// nor a grant dated before r.EventAt arriving late. What Alipay dates after
+// r.EventAt (the call's start less the clock skew allowed, see
+// outbound.RefresherConfig.ClockSkew) is newer and applies: a cancellation
+// made after the call started, and also a grant dated within the skew
+// before it. At the same millisecond the refresh wins: "refresh:" sorts
+// after Alipay's numeric notify_ids and the flow's "oauth:" ids. When the
+// authorization changed since d was claimed (a cancellation or a new grant)
+// it changes nothing and reports false. It returns an EUNAVAILABLE
+// *notify.Error when the database cannot be reached.
 func (db *DB) CompleteRefresh(ctx context.Context, d *outbound.DueRefresh, r outbound.Refreshed) (bool, error) {
 	at := r.At.UTC()
 	tag, err := db.Pool.Exec(ctx, `UPDATE authorizations SET user_id = COALESCE(NULLIF($5, ''), user_id),
         app_auth_token = $6, app_refresh_token = $7, expires_at = $8, refresh_expires_at = $9,
-        refreshed_at = $10, refresh_error = '', updated_at = now()
+        refreshed_at = $10, refresh_error = '', updated_at = now(),
+        event_at = GREATEST(event_at + 1, $11), event_notify_id = $12
         WHERE app_id = $1 AND auth_app_id = $2 AND status = 'authorized' AND event_at = $3 AND event_notify_id = $4`,
 		d.AppID, d.AuthAppID, d.EventAt, d.EventNotifyID, r.UserID, r.SealedAuthToken, r.SealedRefreshToken,
-		after(&at, r.ExpiresIn), after(&at, r.ReExpiresIn), at)
+		after(&at, r.ExpiresIn), after(&at, r.ReExpiresIn), at, r.EventAt, fmt.Sprintf("refresh:%d", at.UnixMilli()))
 	if err != nil {
 		return false, unavailable(err)
 	}

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,7 +131,7 @@ func TestDB_StartSend(t *testing.T) {
 		if err := db.FinishSend(ctx, s); err != nil || s.FinishedAt == nil {
 			t.Fatal(err)
 		}
-		got, err := db.SendByKey(ctx, "k1")
+		got, err := db.SendByKey(ctx, obApp, "k1")
 		if err != nil || got.ID != s.ID || got.Status != outbound.SendSent || got.LatencyMS != 12 || got.Request.UserTemplateID != "t" ||
 			string(got.Request.Data) != `{"k": {"value": "v"}}` && string(got.Request.Data) != `{"k":{"value":"v"}}` {
 			t.Fatalf("%+v %v", got, err)
@@ -140,6 +141,24 @@ func TestDB_StartSend(t *testing.T) {
 		prior, err := db.StartSend(ctx, send("k1"))
 		if err != nil || prior == nil || prior.Status != outbound.SendSent {
 			t.Fatalf("%+v %v", prior, err)
+		}
+	})
+	t.Run("OtherApp", func(t *testing.T) {
+		// Keys are the app's: another app's k1 is another send.
+		other := send("k1")
+		other.AppID = "2021000000000052"
+		prior, err := db.StartSend(ctx, other)
+		if err != nil || prior != nil || other.ID == 0 {
+			t.Fatalf("%+v %v", prior, err)
+		}
+		if prior, err := db.StartSend(ctx, send("k1")); err != nil || prior == nil || prior.ID == other.ID || prior.Status != outbound.SendSent {
+			t.Fatalf("the first app's retry: %+v %v", prior, err)
+		}
+		if got, err := db.SendByKey(ctx, other.AppID, "k1"); err != nil || got.ID != other.ID || got.Status != outbound.SendPending {
+			t.Fatalf("%+v %v", got, err)
+		}
+		if _, err := db.SendByKey(ctx, "2021000000000053", "k1"); notify.ErrorCode(err) != notify.ENOTFOUND {
+			t.Fatalf("a third app found k1: %v", err)
 		}
 	})
 	t.Run("NoKey", func(t *testing.T) {
@@ -177,7 +196,7 @@ func TestDB_StartSend(t *testing.T) {
 		}
 	})
 	t.Run("ErrNotFound", func(t *testing.T) {
-		if _, err := db.SendByKey(ctx, "nope"); notify.ErrorCode(err) != notify.ENOTFOUND {
+		if _, err := db.SendByKey(ctx, obApp, "nope"); notify.ErrorCode(err) != notify.ENOTFOUND {
 			t.Fatal(err)
 		}
 	})
@@ -268,6 +287,79 @@ func TestDB_ClaimRefresh(t *testing.T) {
 			if n != 1 {
 				t.Fatalf("%s claimed %d times", id, n)
 			}
+		}
+	})
+}
+
+// TestDB_CompleteRefresh: a refresh moves the authorization's ordering to
+// its EventAt, or 1 ms past the grant refreshed when that is later, so that
+// no grant older than the refresh applies after it.
+func TestDB_CompleteRefresh(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t, nil)
+	ctx := context.Background()
+	ms := time.Now().Add(-time.Hour).UnixMilli()
+	// complete refreshes authAppID's grant g with EventAt eventAt.
+	complete := func(t *testing.T, g notify.AuthGrant, eventAt int64) {
+		t.Helper()
+		d := &outbound.DueRefresh{AppID: obApp, AuthAppID: g.AuthAppID, EventAt: g.At, EventNotifyID: g.NotifyID}
+		ok, err := db.CompleteRefresh(ctx, d, outbound.Refreshed{SealedAuthToken: []byte("refreshed"), SealedRefreshToken: []byte("refreshed-r"),
+			At: time.Now(), ExpiresIn: 3600, EventAt: eventAt})
+		if err != nil || !ok {
+			t.Fatalf("%v %v", ok, err)
+		}
+	}
+	ordering := func(t *testing.T, authAppID string) (int64, string) {
+		t.Helper()
+		var (
+			at int64
+			id string
+		)
+		if err := db.Pool.QueryRow(ctx, `SELECT event_at, event_notify_id FROM authorizations WHERE app_id = $1 AND auth_app_id = $2`,
+			obApp, authAppID).Scan(&at, &id); err != nil {
+			t.Fatal(err)
+		}
+		return at, id
+	}
+	again := func(g notify.AuthGrant, at int64) notify.AuthGrant {
+		g.At, g.AuthTime, g.NotifyID = at, at, g.NotifyID+"~" // a greater notify_id
+		g.SealedAuthToken = []byte("stale")
+		return g
+	}
+	t.Run("OK", func(t *testing.T) {
+		g := obGrant("c1", ms, 3600)
+		mustSave(t, db, g)
+		eventAt := ms + 30*60*1000 // the call started 35 minutes after the grant
+		complete(t, g, eventAt)
+		if at, id := ordering(t, "c1"); at != eventAt || !strings.HasPrefix(id, "refresh:") {
+			t.Fatalf("(%d, %q); want (%d, refresh:...)", at, id, eventAt)
+		}
+		for name, at := range map[string]int64{"the grant again": ms, "an older grant": eventAt - 1, "at the same ms": eventAt} {
+			if mustSave(t, db, again(g, at)) {
+				t.Fatalf("%s applied after the refresh", name)
+			}
+		}
+		if tok, _ := db.AuthToken(ctx, obApp, "c1"); string(tok) != "refreshed" {
+			t.Fatalf("token %q", tok)
+		}
+		if out := obCancel(t, db, "c1", eventAt+1); out.Status != notify.StatusApplied {
+			t.Fatalf("a cancellation dated after the refresh: %+v", out)
+		}
+	})
+	t.Run("OKRecentGrant", func(t *testing.T) {
+		// The call started within the skew after the grant: EventAt is
+		// before it, the ordering moves 1 ms past it.
+		g := obGrant("c2", ms, 3600)
+		mustSave(t, db, g)
+		complete(t, g, ms-60*1000)
+		if at, _ := ordering(t, "c2"); at != ms+1 {
+			t.Fatalf("event_at %d; want %d", at, ms+1)
+		}
+		if mustSave(t, db, again(g, ms)) {
+			t.Fatal("the grant refreshed, delivered again with a greater notify_id, applied")
+		}
+		if !mustSave(t, db, again(g, ms+2)) {
+			t.Fatal("a newer grant did not apply")
 		}
 	})
 }

@@ -170,7 +170,8 @@ func (db *DB) Authorizations(ctx context.Context, f notify.AuthorizationFilter) 
 }
 
 // MiniApp returns a mini-app's audit state with its versions, newest
-// first. It returns an ENOTFOUND *notify.Error when there is none.
+// first: those of the app that owns it. It returns an ENOTFOUND
+// *notify.Error when there is none.
 func (db *DB) MiniApp(ctx context.Context, miniAppID string) (*notify.MiniApp, error) {
 	var m notify.MiniApp
 	err := db.Pool.QueryRow(ctx, `SELECT mini_app_id, app_id, audit_status, mini_app_version, updated_at
@@ -184,7 +185,7 @@ func (db *DB) MiniApp(ctx context.Context, miniAppID string) (*notify.MiniApp, e
 	}
 	rows, err := db.Pool.Query(ctx, `SELECT mini_app_version, audit_status, bundle_id, base_audit, promote_audit,
             audit_reason, base_audit_reason, promote_audit_reason, event_at, updated_at
-        FROM mini_app_versions WHERE mini_app_id = $1 ORDER BY event_at DESC, event_notify_id DESC`, miniAppID)
+        FROM mini_app_versions WHERE mini_app_id = $1 AND app_id = $2 ORDER BY event_at DESC, event_notify_id DESC`, miniAppID, m.AppID)
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -241,8 +242,9 @@ func scanOrder(row pgx.Row) (*notify.MiniAppOrder, error) {
 	return &o, err
 }
 
-// Order returns a mini-app creation order with its history. It returns an
-// ENOTFOUND *notify.Error when there is none.
+// Order returns a mini-app creation order with its history (the owning
+// app's notifications). It returns an ENOTFOUND *notify.Error when there is
+// none.
 func (db *DB) Order(ctx context.Context, orderNo string) (*notify.MiniAppOrder, error) {
 	o, err := scanOrder(db.Pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM mini_app_orders WHERE order_no = $1`, orderNo))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -252,7 +254,7 @@ func (db *DB) Order(ctx context.Context, orderNo string) (*notify.MiniAppOrder, 
 		return nil, unavailable(err)
 	}
 	rows, err := db.Pool.Query(ctx, `SELECT notify_id, msg_method, kind, status, mini_app_id, event_at, applied, received_at
-        FROM mini_app_order_events WHERE order_no = $1 ORDER BY event_at, notify_id`, orderNo)
+        FROM mini_app_order_events WHERE order_no = $1 AND app_id = $2 ORDER BY event_at, notify_id`, orderNo, o.AppID)
 	if err != nil {
 		return nil, unavailable(err)
 	}

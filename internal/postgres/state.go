@@ -17,6 +17,14 @@ import (
 // at once, and answers the (app_id, notify_id) of the changes that changed
 // state; the others are stale. Each takes column arrays in the order of the
 // rows they lock.
+//
+// Every state row has an owner, the ISV app (app_id) whose notification
+// created it, and only that app's notifications change it: an upsert never
+// sets app_id, its WHERE clause requires the row's app_id, and a change
+// about a mini-app (or an order) another app owns writes no state and no
+// history, so that its inbox row reads back as failed (see
+// outcomeFromState). Authorizations are keyed by (app_id, auth_app_id): a
+// merchant's authorization of each ISV app is a row of its own.
 
 const grantAuthorizations = `
 INSERT INTO authorizations AS a (app_id, auth_app_id, user_id, status, authorized_at,
@@ -68,7 +76,6 @@ WITH u AS (
         pid, merchant_id, app_name, event_at, event_notify_id)
     SELECT order_no, app, kind, out_order_no, mini_app_id, status, pid, merchant_id, app_name, ev, nid FROM u
     ON CONFLICT (order_no) DO UPDATE SET
-        app_id = EXCLUDED.app_id,
         kind = EXCLUDED.kind,
         out_order_no = COALESCE(NULLIF(EXCLUDED.out_order_no, ''), o.out_order_no),
         mini_app_id = COALESCE(NULLIF(EXCLUDED.mini_app_id, ''), o.mini_app_id),
@@ -79,7 +86,7 @@ WITH u AS (
         event_at = EXCLUDED.event_at,
         event_notify_id = EXCLUDED.event_notify_id,
         updated_at = now()
-    WHERE (o.event_at, o.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
+    WHERE o.app_id = EXCLUDED.app_id AND (o.event_at, o.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
     RETURNING o.app_id, o.event_notify_id
 ), history AS (
     INSERT INTO mini_app_order_events (order_no, app_id, notify_id, msg_method, kind, status,
@@ -87,6 +94,7 @@ WITH u AS (
     SELECT order_no, app, nid, method, kind, status, mini_app_id, ev,
         EXISTS (SELECT 1 FROM up WHERE up.app_id = u.app AND up.event_notify_id = u.nid)
     FROM u
+    WHERE COALESCE((SELECT o.app_id = u.app FROM mini_app_orders o WHERE o.order_no = u.order_no), true)
     ON CONFLICT (app_id, notify_id) DO NOTHING
 )
 SELECT app_id, event_notify_id FROM up`
@@ -97,15 +105,18 @@ WITH u AS (
                          $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[])
         AS u(mini_app_id, version, app, audit_status, bundle_id, base_audit, promote_audit, audit_reason,
              base_reason, promote_reason, ev, nid, method)
+), mine AS (
+    -- the changes about mini-apps that no other app owns
+    SELECT * FROM u
+    WHERE COALESCE((SELECT m.app_id = u.app FROM mini_apps m WHERE m.mini_app_id = u.mini_app_id), true)
 ), version AS (
     INSERT INTO mini_app_versions AS v (mini_app_id, mini_app_version, app_id, audit_status, bundle_id,
         base_audit, promote_audit, audit_reason, base_audit_reason, promote_audit_reason,
         event_at, event_notify_id)
     SELECT mini_app_id, version, app, audit_status, bundle_id, base_audit, promote_audit, audit_reason,
         base_reason::jsonb, promote_reason::jsonb, ev, nid
-    FROM u WHERE version <> ''
+    FROM mine WHERE version <> ''
     ON CONFLICT (mini_app_id, mini_app_version) DO UPDATE SET
-        app_id = EXCLUDED.app_id,
         audit_status = EXCLUDED.audit_status,
         bundle_id = COALESCE(NULLIF(EXCLUDED.bundle_id, ''), v.bundle_id),
         base_audit = EXCLUDED.base_audit,
@@ -116,19 +127,18 @@ WITH u AS (
         event_at = EXCLUDED.event_at,
         event_notify_id = EXCLUDED.event_notify_id,
         updated_at = now()
-    WHERE (v.event_at, v.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
+    WHERE v.app_id = EXCLUDED.app_id AND (v.event_at, v.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
     RETURNING v.app_id, v.event_notify_id
 ), app AS (
     INSERT INTO mini_apps AS m (mini_app_id, app_id, audit_status, mini_app_version, event_at, event_notify_id)
-    SELECT mini_app_id, app, audit_status, version, ev, nid FROM u
+    SELECT mini_app_id, app, audit_status, version, ev, nid FROM mine
     ON CONFLICT (mini_app_id) DO UPDATE SET
-        app_id = EXCLUDED.app_id,
         audit_status = EXCLUDED.audit_status,
         mini_app_version = EXCLUDED.mini_app_version,
         event_at = EXCLUDED.event_at,
         event_notify_id = EXCLUDED.event_notify_id,
         updated_at = now()
-    WHERE (m.event_at, m.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
+    WHERE m.app_id = EXCLUDED.app_id AND (m.event_at, m.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
     RETURNING m.app_id, m.event_notify_id
 ), applied AS (
     SELECT app_id, event_notify_id FROM version UNION SELECT app_id, event_notify_id FROM app
@@ -139,7 +149,7 @@ WITH u AS (
     SELECT mini_app_id, version, app, nid, method, audit_status, bundle_id, base_audit, promote_audit,
         audit_reason, base_reason::jsonb, promote_reason::jsonb, ev,
         EXISTS (SELECT 1 FROM applied a WHERE a.app_id = u.app AND a.event_notify_id = u.nid)
-    FROM u
+    FROM mine u
     ON CONFLICT (app_id, notify_id) DO NOTHING
 )
 SELECT app_id, event_notify_id FROM applied`
@@ -327,9 +337,9 @@ func changeRow(c notify.Change) string {
 	return ""
 }
 
-// changeKind names a change's kind and, for an authorization, the merchant
-// app: what the inbox insert needs to read the change's outcome back (see
-// insertNotifications).
+// changeKind names a change's kind and the entity it changes (the merchant
+// app of an authorization, the order, the mini-app): what the inbox insert
+// needs to read the change's outcome back (see appliedFromState).
 func changeKind(c notify.Change) (kind, ref string) {
 	switch c := c.(type) {
 	case notify.AuthGrant:
@@ -337,9 +347,9 @@ func changeKind(c notify.Change) (kind, ref string) {
 	case notify.AuthCancel:
 		return "auth", c.AuthAppID
 	case notify.OrderEvent:
-		return "order", ""
+		return "order", c.OrderNo
 	case notify.AuditEvent:
-		return "audit", ""
+		return "audit", c.MiniAppID
 	}
 	return "", ""
 }
