@@ -342,6 +342,19 @@ func TestSealer_DeriveKey(t *testing.T) {
 			t.Fatal("the derived key shows the token key")
 		}
 	})
+	t.Run("OKRing", func(t *testing.T) {
+		// After a rotation the current key derives first, the old key's
+		// derived key comes next, as it was.
+		old := sealer(t).DeriveKey("auth-state v1")
+		next, err := notify.NewSealer([]byte("fedcba9876543210fedcba9876543210"), []byte("0123456789abcdef0123456789abcdef"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys := next.DeriveKeys("auth-state v1")
+		if len(keys) != 2 || !bytes.Equal(keys[1], old) || bytes.Equal(keys[0], old) || !bytes.Equal(keys[0], next.DeriveKey("auth-state v1")) {
+			t.Fatalf("%x", keys)
+		}
+	})
 	t.Run("ErrOtherPurpose", func(t *testing.T) {
 		if bytes.Equal(s.DeriveKey("auth-state v1"), s.DeriveKey("auth-state v2")) {
 			t.Fatal("two purposes share a key")

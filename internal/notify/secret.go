@@ -160,10 +160,19 @@ func NewSealer(current []byte, old ...[]byte) (*Sealer, error) {
 // from which the token key cannot be recovered. Each purpose names itself
 // and its version (for example "auth-state v1"), so that keys for
 // different uses differ.
-func (s *Sealer) DeriveKey(purpose string) []byte {
-	m := hmac.New(sha256.New, s.keys[0].key)
-	m.Write([]byte(purpose))
-	return m.Sum(nil)
+func (s *Sealer) DeriveKey(purpose string) []byte { return s.DeriveKeys(purpose)[0] }
+
+// DeriveKeys returns DeriveKey's key under each key of the ring, the
+// current key's first: what was made with a key derived before a rotation
+// (from a key now in TOKEN_ENCRYPTION_OLD_KEYS) can still be checked.
+func (s *Sealer) DeriveKeys(purpose string) [][]byte {
+	out := make([][]byte, len(s.keys))
+	for i, k := range s.keys {
+		m := hmac.New(sha256.New, k.key)
+		m.Write([]byte(purpose))
+		out[i] = m.Sum(nil)
+	}
+	return out
 }
 
 // ParseKey decodes a key given as base64 (standard or URL, padded or not) or

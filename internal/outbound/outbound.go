@@ -125,7 +125,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{store: cfg.Store, sealer: cfg.Sealer, metrics: cfg.Metrics, log: cfg.Logger, now: cfg.Now,
 		stale: staleAfter(cfg.Timeout), clients: map[string]*client{},
-		authURL: authURL, states: stateSigner{key: cfg.Sealer.DeriveKey(stateKeyPurpose)}}
+		authURL: authURL, states: stateSigner{keys: cfg.Sealer.DeriveKeys(stateKeyPurpose)}}
 	hc := &http.Client{Timeout: cfg.Timeout, Transport: statusCheck{next: cfg.Transport}}
 	for _, a := range cfg.Apps {
 		if a.PrivateKey == nil {

@@ -21,7 +21,8 @@ import (
 //
 // where tag is HMAC-SHA256 under stateKeyPurpose's key (derived from
 // TOKEN_ENCRYPTION_KEY, the same on every replica) of everything before
-// it, truncated to 128 bits. It is not secret, only unforgeable; it may be
+// it, truncated to 128 bits. A state issued before a key rotation, under a
+// key derived from one now in TOKEN_ENCRYPTION_OLD_KEYS, is still good. It is not secret, only unforgeable; it may be
 // used more than once before it expires, each use needing a fresh code from
 // Alipay.
 const (
@@ -38,9 +39,9 @@ const (
 	MaxStateLen = 100
 )
 
-// stateSigner issues and checks states with one key.
+// stateSigner issues states with keys[0] and checks them with any of keys.
 type stateSigner struct {
-	key []byte
+	keys [][]byte
 }
 
 // issue returns a new state for appID that expires at exp. It returns an
@@ -60,14 +61,24 @@ func (s stateSigner) issue(appID string, exp time.Time) (string, error) {
 	b = append(b, nonce...)
 	b = append(b, byte(len(appID)))
 	b = append(b, appID...)
-	b = append(b, s.tag(b)...)
+	b = append(b, tag(s.keys[0], b)...)
 	return base64.StdEncoding.EncodeToString(b), nil
 }
 
-func (s stateSigner) tag(b []byte) []byte {
-	m := hmac.New(sha256.New, s.key)
+// tag is b's truncated HMAC-SHA256 under key.
+func tag(key, b []byte) []byte {
+	m := hmac.New(sha256.New, key)
 	m.Write(b)
 	return m.Sum(nil)[:stateTagLen]
+}
+
+// signed reports whether t is body's tag under one of the keys.
+func (s stateSigner) signed(body, t []byte) bool {
+	ok := false
+	for _, k := range s.keys {
+		ok = hmac.Equal(t, tag(k, body)) || ok
+	}
+	return ok
 }
 
 // check verifies state for the redirect of appID at now. It returns nil
@@ -96,10 +107,10 @@ func (s stateSigner) check(state, appID string, now time.Time) error {
 	if b[0] != stateVersion || int(b[1+8+stateNonceLen]) != len(b)-stateFixedLen {
 		return notify.Errorf(notify.EINVALID, "malformed_state", "the state is not one the gateway issues (version %d)", b[0])
 	}
-	body, tag := b[:len(b)-stateTagLen], b[len(b)-stateTagLen:]
-	if !hmac.Equal(tag, s.tag(body)) {
+	if body, t := b[:len(b)-stateTagLen], b[len(b)-stateTagLen:]; !s.signed(body, t) {
 		return notify.Errorf(notify.EINVALID, "forged_state", "the state's tag does not match: altered, or not issued with this TOKEN_ENCRYPTION_KEY")
 	}
+	body := b[:len(b)-stateTagLen]
 	exp := time.Unix(int64(binary.BigEndian.Uint64(body[1:9])), 0)
 	if !now.Before(exp) {
 		return notify.Errorf(notify.EINVALID, "expired_state", "the link expired at %s, %s ago", exp.UTC().Format(time.RFC3339), now.Sub(exp).Round(time.Second))

@@ -11,7 +11,7 @@ import (
 
 func TestStateSigner_Check(t *testing.T) {
 	t.Parallel()
-	s := stateSigner{key: []byte("0123456789abcdef0123456789abcdef")}
+	s := stateSigner{keys: [][]byte{[]byte("0123456789abcdef0123456789abcdef"), []byte("the old key")}}
 	now := time.Unix(1767225600, 0) // 2026-01-01T00:00:00Z
 	const app = "2021000000000001"
 	issue := func(t *testing.T, appID string, exp time.Time) string {
@@ -42,8 +42,13 @@ func TestStateSigner_Check(t *testing.T) {
 		{"ErrLength", reencode(t, good, func(b []byte) { b[21]++ }), app, now, "malformed_state"},
 		{"ErrForgedExpiry", reencode(t, good, func(b []byte) { b[8]++ }), app, now, "forged_state"},
 		{"ErrForgedTag", reencode(t, good, func(b []byte) { b[len(b)-1]++ }), app, now, "forged_state"},
+		{"OKOldKey", func() string {
+			// Issued before the rotation, when the old key was current.
+			st, _ := stateSigner{keys: [][]byte{[]byte("the old key")}}.issue(app, now.Add(time.Hour))
+			return st
+		}(), app, now, ""},
 		{"ErrOtherKey", func() string {
-			st, _ := stateSigner{key: []byte("another key")}.issue(app, now.Add(time.Hour))
+			st, _ := stateSigner{keys: [][]byte{[]byte("another key")}}.issue(app, now.Add(time.Hour))
 			return st
 		}(), app, now, "forged_state"},
 	} {
@@ -54,6 +59,11 @@ func TestStateSigner_Check(t *testing.T) {
 			}
 		})
 	}
+	t.Run("OKIssuedUnderCurrent", func(t *testing.T) {
+		if err := (stateSigner{keys: s.keys[:1]}).check(good, app, now); err != nil {
+			t.Fatalf("not under the current key: %v", err)
+		}
+	})
 	t.Run("OKFitsAlipay", func(t *testing.T) {
 		// At most 100 characters of standard base64, whatever the app id.
 		if len(long) > MaxStateLen || len(good) > MaxStateLen {
