@@ -185,6 +185,36 @@ func TestService_CompleteAuthorization_OtherApp(t *testing.T) {
 	})
 }
 
+// TestService_CompleteAuthorization_KeyRotation: a link issued before
+// TOKEN_ENCRYPTION_KEY was rotated still works while the old key is in
+// TOKEN_ENCRYPTION_OLD_KEYS.
+func TestService_CompleteAuthorization_KeyRotation(t *testing.T) {
+	t.Parallel()
+	oldKey, newKey := []byte("fedcba9876543210fedcba9876543210"), []byte("0123456789abcdef0123456789abcdef")
+	before := otherKeyState(t) // under oldKey
+	check := func(t *testing.T, current []byte, old ...[]byte) error {
+		t.Helper()
+		sealer, err := notify.NewSealer(current, old...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		app, _ := keyApp()
+		svc, err := outbound.New(outbound.Config{Apps: []*alipay.App{app}, GatewayURL: "http://127.0.0.1:1/gateway.do", Store: nopStore{}, Sealer: sealer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// No code: the state is checked first, so missing_code says it passed.
+		_, err = svc.CompleteAuthorization(context.Background(), outbound.Callback{State: before})
+		return err
+	}
+	t.Run("OK", func(t *testing.T) {
+		wantCode(t, check(t, newKey, oldKey), notify.EINVALID, "missing_code")
+	})
+	t.Run("ErrOldKeyDropped", func(t *testing.T) {
+		wantCode(t, check(t, newKey), notify.EINVALID, "forged_state")
+	})
+}
+
 // otherKeyState is a well-formed state for keyAppID issued under another
 // TOKEN_ENCRYPTION_KEY.
 func otherKeyState(t *testing.T) string {
