@@ -228,7 +228,7 @@ func (s *Server) handleAuthCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	appID := q.Get("app_id")
 	if err == nil && len(appID) > maxCallbackAppID {
-		appID, err = appID[:maxCallbackAppID]+"...", notify.Errorf(notify.EINVALID, "bad_app_id", "app_id is over %d characters", maxCallbackAppID)
+		err = notify.Errorf(notify.EINVALID, "bad_app_id", "app_id is over %d characters", maxCallbackAppID)
 	}
 	if err == nil {
 		grants, err = s.cfg.Outbound.CompleteAuthorization(r.Context(), outbound.Callback{
@@ -243,7 +243,7 @@ func (s *Server) handleAuthCallback(w http.ResponseWriter, r *http.Request) {
 		} else {
 			ev = s.log.Warn()
 		}
-		ev.Str("ref", ref).Str("app_id", appID).Str("client", client).Str("class", class).
+		ev.Str("ref", ref).Str("app_id", notify.ClipTo(appID, maxCallbackAppID)).Str("client", client).Str("class", class).
 			Str("reason", notify.ErrorReason(err)).Str("error", err.Error()).Int("status", statusOf(err)).
 			Msg("authorization callback failed")
 		writeCallbackPage(w, statusOf(err), callbackPageData{Title: "授权未完成 / Authorization failed", Lines: lines, Ref: ref})

@@ -445,7 +445,7 @@ func TestOutbound_AuthCallback(t *testing.T) {
 		if status != 400 {
 			t.Fatalf("%d %s", status, body)
 		}
-		if line := g.logLine(t, g.failedPage(t, body, linesBadLink)); line["reason"] != "bad_app_id" || len(line["app_id"].(string)) > 70 {
+		if line := g.logLine(t, g.failedPage(t, body, linesBadLink)); line["reason"] != "bad_app_id" || len(line["app_id"].(string)) > 100 {
 			t.Fatalf("log %v", line)
 		}
 	})
