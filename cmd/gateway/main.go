@@ -216,6 +216,10 @@ func serve() error {
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		Tokens:           cfg.OpsAPITokens,
 		InternalListener: cfg.InternalAddr != "",
+
+		// X-Forwarded-For names the client for the callback's rate limit
+		// only when these proxies sent it.
+		TrustedProxies: cfg.TrustedProxies,
 	}
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
@@ -318,6 +322,7 @@ func startOutbound(ctx context.Context, cfg *config.Config, db *postgres.DB, m *
 	out, err := outbound.New(outbound.Config{
 		Apps:       cfg.Apps,
 		GatewayURL: cfg.GatewayURL,
+		AuthURL:    cfg.AuthURL,
 		Store:      db,
 		Sealer:     cfg.Sealer,
 		Metrics:    m,

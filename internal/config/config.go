@@ -8,6 +8,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"reflect"
 	"sort"
@@ -48,6 +49,14 @@ type Config struct {
 	InternalAddr string `env:"INTERNAL_ADDR"`
 	// GatewayURL is Alipay's OpenAPI gateway, for outbound calls.
 	GatewayURL string `env:"ALIPAY_GATEWAY_URL" envDefault:"https://openapi.alipay.com/gateway.do"`
+	// AuthURL is Alipay's merchant authorization page, the base of the
+	// links POST /v1/authorization-links hands out (checked by outbound.New
+	// when outbound calls are on).
+	AuthURL string `env:"ALIPAY_AUTH_URL" envDefault:"https://openauth.alipay.com/oauth2/appToAppAuth.htm"`
+	// TrustedProxyList are the reverse proxies (IPs or CIDRs) whose
+	// X-Forwarded-For names the client, for the authorization callback's
+	// rate limit; none by default: the connection's address is the client.
+	TrustedProxyList []string `env:"TRUSTED_PROXIES"`
 	// MsgHost is the host of Alipay's message service WebSocket channel.
 	MsgHost string `env:"ALIPAY_MSG_HOST" envDefault:"openchannel.alipay.com"`
 	// MsgAllowInsecure lets MsgHost be a plain http:// (ws) URL: for a
@@ -69,6 +78,8 @@ type Config struct {
 	// opens them with it or TOKEN_ENCRYPTION_OLD_KEYS; nil without
 	// TOKEN_ENCRYPTION_KEY.
 	Sealer *notify.Sealer `env:"-"`
+	// TrustedProxies are TrustedProxyList, parsed.
+	TrustedProxies []netip.Prefix `env:"-"`
 }
 
 // AppSettings is one ISV app's settings, as environment variables or as one
@@ -128,6 +139,14 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 		return nil, err
 	}
 
+	for _, p := range c.TrustedProxyList {
+		prefix, err := parsePrefix(strings.TrimSpace(p))
+		if err != nil {
+			return nil, fmt.Errorf("config: TRUSTED_PROXIES: %q: want an IP address or a CIDR such as 10.0.0.0/8", p)
+		}
+		c.TrustedProxies = append(c.TrustedProxies, prefix)
+	}
+
 	settings, err := c.appSettings()
 	if err != nil {
 		return nil, err
@@ -143,6 +162,21 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return &c, nil
+}
+
+// parsePrefix parses a CIDR, or an IP address as the prefix of that one
+// address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // loadSealer makes the Sealer from TOKEN_ENCRYPTION_KEY and

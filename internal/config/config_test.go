@@ -69,7 +69,8 @@ func TestLoad(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.HTTPAddr != ":8080" || c.InternalAddr != "" || c.MaxBodyBytes != 65536 || len(c.Apps) == 0 {
+				if c.HTTPAddr != ":8080" || c.InternalAddr != "" || c.MaxBodyBytes != 65536 || len(c.Apps) == 0 ||
+					c.AuthURL != "https://openauth.alipay.com/oauth2/appToAppAuth.htm" || len(c.TrustedProxies) != 0 {
 					t.Fatalf("%+v", c)
 				}
 			})
@@ -98,6 +99,7 @@ func TestLoad(t *testing.T) {
 		"ErrBadTokenKey":     {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "TOKEN_ENCRYPTION_KEY", "short"), "TOKEN_ENCRYPTION_KEY"},
 		"ErrBadEncryptKey":   {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "ALIPAY_ENCRYPT_KEY", "???"), "ALIPAY_ENCRYPT_KEY"},
 		"ErrBadBodyLimit":    {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "MAX_BODY_BYTES", "0"), "MAX_BODY_BYTES"},
+		"ErrBadProxy":        {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "TRUSTED_PROXIES", "10.0.0.0/8,ingress"), "TRUSTED_PROXIES"},
 		"ErrInternalIsHTTP":  {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "INTERNAL_ADDR", ":8080"), "INTERNAL_ADDR"},
 		"ErrInternalIsPprof": {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "INTERNAL_ADDR", "127.0.0.1:6060", "PPROF_ADDR", "127.0.0.1:6060"), "INTERNAL_ADDR"},
 		"ErrBadOldTokenKey": {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "TOKEN_ENCRYPTION_KEY", tokenKeyA,
@@ -115,6 +117,25 @@ func TestLoad(t *testing.T) {
 				t.Fatalf("err = %v; want one line containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestLoad_TrustedProxies(t *testing.T) {
+	t.Parallel()
+	b64, _ := devpki.PublicKeyBase64(&pki.Alipay.Key.PublicKey)
+	c, err := config.Load(map[string]string{
+		"DATABASE_URL": "postgres://x@127.0.0.1/db", "ALIPAY_APP_ID": "1", "ALIPAY_PUBLIC_KEY": b64,
+		"TRUSTED_PROXIES": "10.1.2.3/8, 192.168.0.7,fd00::/8,::ffff:172.16.0.1",
+	}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range c.TrustedProxies {
+		got = append(got, p.String())
+	}
+	if strings.Join(got, " ") != "10.0.0.0/8 192.168.0.7/32 fd00::/8 172.16.0.1/32" {
+		t.Fatalf("%v", got)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -42,8 +43,32 @@ var (
 
 // gateway is a running gateway on a fresh schema.
 type gateway struct {
-	db  *postgres.DB
-	srv *httptest.Server
+	db   *postgres.DB
+	srv  *httptest.Server
+	logs *logBuffer // what the gateway logged
+}
+
+// logBuffer collects log lines; it is safe for concurrent use.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// testLogger logs to t and to logs.
+func testLogger(t testing.TB, logs *logBuffer) zerolog.Logger {
+	return zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), logs))
 }
 
 func newGateway(t *testing.T) *gateway {
@@ -87,12 +112,13 @@ func startGatewayWith(t *testing.T, db *postgres.DB, cfg httpapi.Config, certEnc
 	if cfg.Inbox == nil {
 		cfg.Inbox = db
 	}
-	cfg.Verifier, cfg.DB, cfg.Logger = v, db, zerolog.New(zerolog.NewTestWriter(t))
+	logs := &logBuffer{}
+	cfg.Verifier, cfg.DB, cfg.Logger = v, db, testLogger(t, logs)
 	cfg.MaxBodyBytes, cfg.Tokens = 16<<10, []string{opsToken}
 	h := httpapi.New(cfg)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &gateway{db: db, srv: srv}
+	return &gateway{db: db, srv: srv, logs: logs}
 }
 
 // post sends body to /alipay/notify and returns the status and reply.

@@ -1,11 +1,16 @@
 package httpapi
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -13,16 +18,35 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 )
 
-// The outbound side's error codes belong in httpStatus (reply.go), the one
-// table of statuses; until they are listed there they are added to it here,
-// once, before any request.
-// maxMessageBody caps a template message request.
-const maxMessageBody = 64 << 10
+// maxMessageBody caps a template message request, maxLinkBody an
+// authorization link request.
+const (
+	maxMessageBody = 64 << 10
+	maxLinkBody    = 8 << 10
+)
 
 // routesOutbound adds the outbound ops routes (behind the bearer token).
 func (s *Server) routesOutbound(r chi.Router) {
 	r.Post("/template-messages", s.sendTemplateMessage)
 	r.Get("/users/{user_id}/subscriptions", s.getSubscriptions)
+	r.Post("/authorization-links", s.createAuthorizationLink)
+}
+
+// decodeJSON decodes r's body, at most limit bytes of one JSON value with
+// no unknown field, into v. It returns an ETOOLARGE *notify.Error for a
+// longer body and an EINVALID one (bad_json) for anything else wrong, what
+// names it.
+func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any, what string) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return notify.Errorf(notify.ETOOLARGE, "body_too_large", "the body is over %d bytes", limit)
+		}
+		return notify.Errorf(notify.EINVALID, "bad_json", "the body must be %s: %v", what, err)
+	}
+	return nil
 }
 
 // sendTemplateMessage sends a subscription template message; an
@@ -33,15 +57,8 @@ func (s *Server) sendTemplateMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var m outbound.TemplateMessage
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxMessageBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			writeError(w, notify.Errorf(notify.ETOOLARGE, "body_too_large", "the body is over %d bytes", maxMessageBody))
-			return
-		}
-		writeError(w, notify.Errorf(notify.EINVALID, "bad_json", "the body must be a JSON template message: %v", err))
+	if err := decodeJSON(w, r, maxMessageBody, &m, "a JSON template message"); err != nil {
+		writeError(w, err)
 		return
 	}
 	send, replayed, err := s.cfg.Outbound.SendTemplateMessage(r.Context(), m, r.Header.Get("Idempotency-Key"))
@@ -106,47 +123,154 @@ func writeOutboundError(w http.ResponseWriter, err error) {
 	writeJSON(w, statusOf(err), b)
 }
 
-// callbackPage is the page a merchant sees after authorizing. It never
-// shows a token.
+// createAuthorizationLink hands out a merchant authorization link with a
+// signed state: {"app_id", "redirect_uri", "ttl_seconds"} in,
+// {"url", "state", "expires_at"} out.
+func (s *Server) createAuthorizationLink(w http.ResponseWriter, r *http.Request) {
+	if _, err := query(r); err != nil {
+		writeError(w, err)
+		return
+	}
+	var req outbound.LinkRequest
+	if err := decodeJSON(w, r, maxLinkBody, &req, `a JSON object {"app_id", "redirect_uri", "ttl_seconds"}`); err != nil {
+		writeError(w, err)
+		return
+	}
+	link, err := s.cfg.Outbound.AuthorizationLink(req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.log.Info().Str("app_id", link.AppID).Str("redirect_uri", req.RedirectURI).Time("expires_at", link.ExpiresAt).
+		Msg("authorization link issued")
+	writeJSON(w, http.StatusOK, link)
+}
+
+// callbackPage is the page a merchant's browser gets from the callback. It
+// never shows a token, the code, or an error's text: a failure says only
+// its class's message and a reference that the log line carries too.
 var callbackPage = template.Must(template.New("callback").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{.Title}}</title></head>
+<html lang="zh-CN"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{{.Title}}</title></head>
 <body><h1>{{.Title}}</h1>
 {{range .Lines}}<p>{{.}}</p>
+{{end}}{{with .Ref}}<p><small>参考编号 / Reference: <code>{{.}}</code></small></p>
 {{end}}</body></html>
 `))
 
-// handleAuthCallback serves the redirect after a merchant authorizes an
-// ISV app (?app_auth_code=...&app_id=...): it exchanges the code for the
-// merchant's tokens, stores them sealed, and answers a short page.
-func (s *Server) handleAuthCallback(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	appID := q.Get("app_id")
-	grants, err := s.cfg.Outbound.CompleteAuthorization(r.Context(), appID, q.Get("app_auth_code"))
-	page := struct {
-		Title string
-		Lines []string
-	}{Title: "Authorization complete"}
-	status := http.StatusOK
-	if err != nil {
-		status = statusOf(err)
-		page.Title = "Authorization failed"
-		page.Lines = []string{notify.ErrorMessage(err), "Please try authorizing again; if it keeps failing, contact the service provider."}
-		s.log.Warn().Str("app_id", appID).Str("reason", notify.ErrorReason(err)).Str("error", notify.ErrorMessage(err)).
-			Int("status", status).Msg("authorization callback failed")
+// callbackPageData is what callbackPage shows.
+type callbackPageData struct {
+	Title string
+	Lines []string
+	Ref   string
+}
+
+// A failed callback's page says one of these, by the class of its error's
+// code; each line in Chinese and in English.
+var (
+	pageBadLink   = []string{"授权链接无效或已过期，请重新发起授权。", "This authorization link is invalid or has expired. Please start the authorization again."}
+	pageRefused   = []string{"支付宝未接受本次授权，请重新发起授权。", "Alipay did not accept this authorization. Please start the authorization again."}
+	pageTemporary = []string{"暂时无法完成授权，请稍后再试。", "The authorization could not be completed for now. Please try again later."}
+	pageBusy      = []string{"请求过于频繁，请稍后再试。", "Too many attempts. Please wait a minute and try again."}
+)
+
+// callbackClass returns the page lines and the log's class for a failed
+// callback's err: the link was bad (a bad, missing or expired state, a
+// missing code, an unknown app), Alipay refused the code, too many
+// requests, or anything else, which trying again later may fix.
+func callbackClass(err error) ([]string, string) {
+	switch notify.ErrorCode(err) {
+	case notify.EINVALID, notify.ENOTFOUND:
+		return pageBadLink, "bad_link"
+	case outbound.EBUSINESS:
+		return pageRefused, "refused"
+	case notify.ERATELIMITED:
+		return pageBusy, "rate_limited"
 	}
+	return pageTemporary, "temporary"
+}
+
+// newRef returns a reference for one callback, to find its log line.
+func newRef() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// callbackOnce are the callback's parameters that may be given once only:
+// a second app_id or state could otherwise ride in front of Alipay's.
+var callbackOnce = []string{"app_id", "app_auth_code", "state"}
+
+// maxCallbackAppID caps the redirect's app_id (Alipay's are 16 digits, 32
+// at most), so that a long one fills no log.
+const maxCallbackAppID = 64
+
+// handleAuthCallback serves Alipay's redirect after a merchant authorized
+// an ISV app (?app_id=...&app_auth_code=...&state=...): within the rate
+// limit, it has the code exchanged for the merchant's tokens, stored
+// sealed, once the state checks out (outbound.CompleteAuthorization), and
+// answers a short page. A failure's page is generic, with a reference; its
+// log line has the detail, never the code or a token.
+func (s *Server) handleAuthCallback(w http.ResponseWriter, r *http.Request) {
+	ref, client := newRef(), clientKey(r, s.cfg.TrustedProxies)
+	q := r.URL.Query()
+	var (
+		grants []outbound.Grant
+		err    error
+	)
+	if ok, why, retry := s.callbacks.allow(client); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int((retry+time.Second-1)/time.Second))))
+		err = notify.Errorf(notify.ERATELIMITED, why, "the callback's rate limit refused the request (%s); retry in %s", why, retry.Round(time.Second))
+	}
+	for _, k := range callbackOnce {
+		if err == nil && len(q[k]) > 1 {
+			err = notify.Errorf(notify.EINVALID, "duplicate_parameter", "%s is given %d times", k, len(q[k]))
+		}
+	}
+	appID := q.Get("app_id")
+	if err == nil && len(appID) > maxCallbackAppID {
+		err = notify.Errorf(notify.EINVALID, "bad_app_id", "app_id is over %d characters", maxCallbackAppID)
+	}
+	if err == nil {
+		grants, err = s.cfg.Outbound.CompleteAuthorization(r.Context(), outbound.Callback{
+			AppID: appID, Code: q.Get("app_auth_code"), State: q.Get("state"),
+		})
+	}
+	ev := s.log.Info()
+	if err != nil {
+		lines, class := callbackClass(err)
+		if class == "rate_limited" {
+			ev = s.limited.Warn()
+		} else {
+			ev = s.log.Warn()
+		}
+		ev.Str("ref", ref).Str("app_id", notify.ClipTo(appID, maxCallbackAppID)).Str("client", client).Str("class", class).
+			Str("reason", notify.ErrorReason(err)).Str("error", err.Error()).Int("status", statusOf(err)).
+			Msg("authorization callback failed")
+		writeCallbackPage(w, statusOf(err), callbackPageData{Title: "授权未完成 / Authorization failed", Lines: lines, Ref: ref})
+		return
+	}
+	ev.Str("ref", ref).Str("app_id", appID).Str("client", client).Int("grants", len(grants)).Msg("authorization callback completed")
+	page := callbackPageData{Title: "授权成功 / Authorization complete"}
 	for _, g := range grants {
-		line := "Your app " + g.AuthAppID + " has authorized app " + g.AppID + "."
+		line := fmt.Sprintf("您的应用 %s 已授权给应用 %s。 / Your app %s has authorized app %s.", g.AuthAppID, g.AppID, g.AuthAppID, g.AppID)
 		if !g.Applied {
-			line += " (A newer change of this authorization was already recorded.)"
+			line += " （已有更新的授权变更记录。 / A newer change of this authorization was already recorded.）"
 		}
 		page.Lines = append(page.Lines, line)
 	}
-	if err == nil {
-		page.Lines = append(page.Lines, "You can close this page.")
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Referrer-Policy", "no-referrer")
+	page.Lines = append(page.Lines, "您可以关闭此页面。 / You can close this page.")
+	writeCallbackPage(w, http.StatusOK, page)
+}
+
+// writeCallbackPage answers page with status, not to be cached, framed,
+// sniffed or followed by a Referer (the URL holds the code).
+func writeCallbackPage(w http.ResponseWriter, status int, page callbackPageData) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 	w.WriteHeader(status)
 	_ = callbackPage.Execute(w, page)
 }

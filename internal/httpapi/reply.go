@@ -20,6 +20,7 @@ var httpStatus = map[string]int{
 	notify.EUNAUTHORIZED: http.StatusUnauthorized,
 	notify.ECONFLICT:     http.StatusConflict,
 	notify.EINTERNAL:     http.StatusInternalServerError,
+	notify.ERATELIMITED:  http.StatusTooManyRequests,
 	outbound.EBUSINESS:   http.StatusUnprocessableEntity, // Alipay refused the call
 	outbound.EUPSTREAM:   http.StatusBadGateway,          // Alipay could not be reached, or its answer not trusted
 }

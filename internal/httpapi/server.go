@@ -9,6 +9,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -51,21 +52,44 @@ type Config struct {
 	// InternalListener leaves /readyz and /metrics out of the public
 	// handler, for NewInternal's handler on its own listener to serve.
 	InternalListener bool
+	// CallbackClientLimit and CallbackGlobalLimit rate-limit the
+	// authorization callback per client and from all clients, in this
+	// process; the defaults (10 a minute per client, 5 at once; 60 a minute
+	// in all, 20 at once) when zero.
+	CallbackClientLimit RateLimit
+	CallbackGlobalLimit RateLimit
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client, for the callback's limit (TRUSTED_PROXIES); with none the
+	// connection's address is the client.
+	TrustedProxies []netip.Prefix
+	// Now is the clock of the callback's limit; time.Now when nil.
+	Now func() time.Time
 }
 
 // Server holds the handlers' dependencies.
 type Server struct {
-	cfg    Config
-	log    zerolog.Logger
-	outage zerolog.Logger // for refusals while the database is unavailable
-	ready  *readyLog
+	cfg     Config
+	log     zerolog.Logger
+	outage  zerolog.Logger // for refusals while the database is unavailable
+	ready   *readyLog
+	limited zerolog.Logger // for the callback's rate-limited requests
+	// callbacks limits the authorization callback.
+	callbacks *limiter
 }
 
 func newServer(cfg Config) *Server {
 	if cfg.IngestTimeout == 0 {
 		cfg.IngestTimeout = 15 * time.Second
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, outage: notify.OutageLogger(cfg.Logger), ready: &readyLog{log: cfg.Logger}}
+	if cfg.CallbackClientLimit == (RateLimit{}) {
+		cfg.CallbackClientLimit = defaultCallbackClientLimit
+	}
+	if cfg.CallbackGlobalLimit == (RateLimit{}) {
+		cfg.CallbackGlobalLimit = defaultCallbackGlobalLimit
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, outage: notify.OutageLogger(cfg.Logger), ready: &readyLog{log: cfg.Logger},
+		limited:   cfg.Logger.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
+		callbacks: newLimiter(cfg.CallbackClientLimit, cfg.CallbackGlobalLimit, maxLimitedClients, cfg.Now)}
 }
 
 // New returns the public handler: Alipay's endpoints, the ops API and

@@ -17,6 +17,7 @@ const (
 	EUNAUTHORIZED = "unauthorized" // the caller did not prove who it is
 	ECONFLICT     = "conflict"     // the object is not in a state that allows the operation
 	EINTERNAL     = "internal"     // a bug or an unexpected failure
+	ERATELIMITED  = "rate_limited" // too many requests from a client, or from all; retrying later may help
 )
 
 // Error is an application error. Reason is a short, stable, snake_case word

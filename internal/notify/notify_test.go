@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -318,6 +319,53 @@ func TestNewSealer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// deriveWant is HMAC-SHA256 of "auth-state v1" under sealer's key, computed
+// independently (Python's hmac module).
+const deriveWant = "a2aa27e5e37d23384f1dbf9f3df7252218e84c17cdbdf0b070ca85ef1fa6e06f"
+
+func TestSealer_DeriveKey(t *testing.T) {
+	t.Parallel()
+	s := sealer(t)
+	t.Run("OK", func(t *testing.T) {
+		k := s.DeriveKey("auth-state v1")
+		// A change of the derivation would refuse every state in flight:
+		// it is pinned.
+		if got := hex.EncodeToString(k); len(k) != 32 || got != deriveWant {
+			t.Fatalf("%s", got)
+		}
+		if again := sealer(t).DeriveKey("auth-state v1"); !bytes.Equal(again, k) {
+			t.Fatal("another Sealer with the same key derives another key")
+		}
+		if bytes.Contains(k, []byte("0123456789abcdef")) {
+			t.Fatal("the derived key shows the token key")
+		}
+	})
+	t.Run("OKRing", func(t *testing.T) {
+		// After a rotation the current key derives first, the old key's
+		// derived key comes next, as it was.
+		old := sealer(t).DeriveKey("auth-state v1")
+		next, err := notify.NewSealer([]byte("fedcba9876543210fedcba9876543210"), []byte("0123456789abcdef0123456789abcdef"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys := next.DeriveKeys("auth-state v1")
+		if len(keys) != 2 || !bytes.Equal(keys[1], old) || bytes.Equal(keys[0], old) || !bytes.Equal(keys[0], next.DeriveKey("auth-state v1")) {
+			t.Fatalf("%x", keys)
+		}
+	})
+	t.Run("ErrOtherPurpose", func(t *testing.T) {
+		if bytes.Equal(s.DeriveKey("auth-state v1"), s.DeriveKey("auth-state v2")) {
+			t.Fatal("two purposes share a key")
+		}
+	})
+	t.Run("ErrOtherKey", func(t *testing.T) {
+		other, _ := notify.NewSealer([]byte("fedcba9876543210fedcba9876543210"))
+		if bytes.Equal(s.DeriveKey("auth-state v1"), other.DeriveKey("auth-state v1")) {
+			t.Fatal("two token keys derive the same key")
+		}
+	})
 }
 
 func TestParseKey(t *testing.T) {

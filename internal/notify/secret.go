@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -108,6 +109,7 @@ type Sealer struct {
 type sealKey struct {
 	id   [keyIDSize]byte
 	aead cipher.AEAD
+	key  []byte // the token key, kept only to derive other keys from
 }
 
 // The sealed form's header.
@@ -147,9 +149,30 @@ func NewSealer(current []byte, old ...[]byte) (*Sealer, error) {
 			return nil, err
 		}
 		sum := sha256.Sum256(append([]byte(keyIDLabel), key...))
-		s.keys = append(s.keys, sealKey{id: [keyIDSize]byte(sum[:keyIDSize]), aead: aead})
+		s.keys = append(s.keys, sealKey{id: [keyIDSize]byte(sum[:keyIDSize]), aead: aead, key: bytes.Clone(key)})
 	}
 	return s, nil
+}
+
+// DeriveKey returns a 32-byte key for another purpose than sealing tokens,
+// HMAC-SHA256(current token key, purpose): the same on every replica that
+// has the same TOKEN_ENCRYPTION_KEY, with nothing more to configure, and
+// from which the token key cannot be recovered. Each purpose names itself
+// and its version (for example "auth-state v1"), so that keys for
+// different uses differ.
+func (s *Sealer) DeriveKey(purpose string) []byte { return s.DeriveKeys(purpose)[0] }
+
+// DeriveKeys returns DeriveKey's key under each key of the ring, the
+// current key's first: what was made with a key derived before a rotation
+// (from a key now in TOKEN_ENCRYPTION_OLD_KEYS) can still be checked.
+func (s *Sealer) DeriveKeys(purpose string) [][]byte {
+	out := make([][]byte, len(s.keys))
+	for i, k := range s.keys {
+		m := hmac.New(sha256.New, k.key)
+		m.Write([]byte(purpose))
+		out[i] = m.Sum(nil)
+	}
+	return out
 }
 
 // ParseKey decodes a key given as base64 (standard or URL, padded or not) or

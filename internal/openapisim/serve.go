@@ -38,6 +38,9 @@ func (e errorAnswer) sub(code, msg string) errorAnswer {
 
 // serve checks a request as Alipay's gateway does, then answers it.
 func (s *Sim) serve(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.requests++
+	s.mu.Unlock()
 	if r.Method != http.MethodPost {
 		http.Error(w, "POST only", http.StatusMethodNotAllowed)
 		return

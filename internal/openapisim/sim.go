@@ -116,6 +116,7 @@ type Sim struct {
 
 	mu            sync.Mutex
 	faults        map[string][]Fault
+	requests      int // every HTTP request, accepted or not
 	calls         []Call
 	sent          []Message
 	codes         map[string]grant // app_auth_code -> grant, single use
@@ -164,6 +165,15 @@ func (s *Sim) Fail(method string, f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults[method] = append(s.faults[method], f)
+}
+
+// Requests returns how many HTTP requests reached the simulator, whatever
+// they were: a test that no call reached Alipay checks that this did not
+// change.
+func (s *Sim) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests
 }
 
 // Calls returns the accepted calls of method, oldest first.

@@ -199,9 +199,14 @@ func TestSim_CertMode(t *testing.T) {
 		}
 	})
 	t.Run("ErrCertSN", func(t *testing.T) {
+		requests, calls := sim.Requests(), len(sim.Calls(openapisim.MethodSubscribeQuery))
 		_, raw := post(t, c, sim, request(t, openapisim.MethodSubscribeQuery, query, appKey, url.Values{"app_cert_sn": {"other"}, "alipay_root_cert_sn": {"rootsn"}}))
 		if field(t, raw["error_response"], "sub_code") != "isv.app-cert-sn-mismatch" {
 			t.Fatalf("%v", raw)
+		}
+		// Refused, so not a call; but a request all the same.
+		if sim.Requests() != requests+1 || len(sim.Calls(openapisim.MethodSubscribeQuery)) != calls {
+			t.Fatalf("requests %d -> %d, calls %d -> %d", requests, sim.Requests(), calls, len(sim.Calls(openapisim.MethodSubscribeQuery)))
 		}
 	})
 }

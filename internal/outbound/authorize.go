@@ -3,6 +3,10 @@ package outbound
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 )
@@ -63,28 +67,47 @@ func (a *tokenAnswer) sets() ([]tokenSet, error) {
 	return out, nil
 }
 
-// CompleteAuthorization exchanges the app_auth_code of the redirect after a
-// merchant authorized appID (alipay.open.auth.token.app,
-// grant_type=authorization_code) and stores the tokens sealed, ordered
-// with the authorization notifications as of now. It returns the grants
-// (one per merchant app the code covers) and: an EINVALID *notify.Error
-// when code is empty, or appID is among several apps; ENOTFOUND for an
-// app that cannot call; a *BusinessError when Alipay refused the code
-// (used, expired, unknown); EUPSTREAM when the call failed; and the
+// Callback is the query of Alipay's redirect after a merchant authorized
+// an ISV app: /alipay/auth/callback?app_id=...&app_auth_code=...&state=...
+type Callback struct {
+	// AppID is the ISV app; empty means the only app.
+	AppID string
+	// Code is the app_auth_code: good once, for 24 hours. Never logged.
+	Code string
+	// State is the link's state, as AuthorizationLink issued it.
+	State string
+}
+
+// CompleteAuthorization checks the redirect cb after a merchant authorized
+// an ISV app, then exchanges its app_auth_code (alipay.open.auth.token.app,
+// grant_type=authorization_code) and stores the tokens sealed, ordered with
+// the authorization notifications as of now. Alipay is called only once the
+// app is known, the state checks out for it and the code is there.
+//
+// It returns the grants (one per merchant app the code covers) and: an
+// EINVALID *notify.Error when app_id is missing among several apps, when
+// the state is missing, malformed, forged, expired or issued for another
+// app (reasons missing_state, malformed_state, forged_state, expired_state,
+// other_app_state), or when the code is missing (missing_code); ENOTFOUND
+// for an app that cannot call; a *BusinessError when Alipay refused the
+// code (used, expired, unknown); EUPSTREAM when the call failed; and the
 // Store's EUNAVAILABLE.
-func (s *Service) CompleteAuthorization(ctx context.Context, appID, code string) ([]Grant, error) {
-	if code == "" {
-		return nil, notify.Errorf(notify.EINVALID, "missing_code", "app_auth_code is missing")
-	}
-	c, err := s.client(appID)
+func (s *Service) CompleteAuthorization(ctx context.Context, cb Callback) ([]Grant, error) {
+	c, err := s.client(cb.AppID)
 	if err != nil {
 		return nil, err
+	}
+	if err := s.states.check(cb.State, c.app.ID, s.now()); err != nil {
+		return nil, err
+	}
+	if cb.Code == "" {
+		return nil, notify.Errorf(notify.EINVALID, "missing_code", "app_auth_code is missing")
 	}
 	// A code is good once: finish the exchange and store what it gave even
 	// if the browser goes away.
 	ctx = context.WithoutCancel(ctx)
 	var ans tokenAnswer
-	biz := map[string]any{"grant_type": "authorization_code", "code": code}
+	biz := map[string]any{"grant_type": "authorization_code", "code": cb.Code}
 	if _, err := s.call(ctx, c, MethodAuthTokenApp, biz, "", &ans); err != nil {
 		return nil, err
 	}
@@ -128,4 +151,147 @@ func (s *Service) saveGrant(ctx context.Context, appID string, t tokenSet) (Gran
 		ReExpiresIn:        g.ReExpiresIn,
 	})
 	return g, err
+}
+
+// Authorization links' lifetimes: DefaultLinkTTL when the request names
+// none, from MinLinkTTL to MaxLinkTTL.
+const (
+	DefaultLinkTTL = time.Hour
+	MinLinkTTL     = time.Minute
+	MaxLinkTTL     = 24 * time.Hour
+	// maxRedirectURI caps a redirect_uri's length.
+	maxRedirectURI = 2048
+)
+
+// LinkRequest asks for a merchant authorization link (POST
+// /v1/authorization-links).
+type LinkRequest struct {
+	// AppID is the ISV app to authorize; empty means the only app.
+	AppID string `json:"app_id"`
+	// RedirectURI is where Alipay sends the merchant's browser afterwards:
+	// the gateway's /alipay/auth/callback, or a page that forwards its query
+	// there. It must be the app's authorization callback address
+	// (授权回调地址) in the Alipay console; Alipay checks that, not the gateway.
+	RedirectURI string `json:"redirect_uri"`
+	// TTLSeconds is how long the link stays good; DefaultLinkTTL when nil.
+	TTLSeconds *int64 `json:"ttl_seconds"`
+}
+
+// Link is a merchant authorization link: Alipay's authorization page
+// (ALIPAY_AUTH_URL) with app_id, redirect_uri and a signed state.
+type Link struct {
+	URL       string    `json:"url"`
+	State     string    `json:"state"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// AppID is the ISV app the link authorizes (for logs; the URL has it).
+	AppID string `json:"-"`
+}
+
+// AuthorizationLink returns a link for a merchant to authorize req's app,
+// with a state that the callback checks (CompleteAuthorization); nothing
+// is stored. It returns an EINVALID *notify.Error when app_id is missing
+// among several apps (missing_app_id), when redirect_uri is not an
+// absolute https URL (http on a loopback host) or holds user info, a
+// fragment, or app_id, app_auth_code or state in its query
+// (bad_redirect_uri), or when ttl_seconds is out of range (bad_ttl);
+// ENOTFOUND for an app that cannot call; and EINTERNAL when the system has
+// no randomness for the nonce.
+func (s *Service) AuthorizationLink(req LinkRequest) (Link, error) {
+	c, err := s.client(req.AppID)
+	if err != nil {
+		return Link{}, err
+	}
+	if err := checkRedirectURI(req.RedirectURI); err != nil {
+		return Link{}, err
+	}
+	ttl := DefaultLinkTTL
+	if req.TTLSeconds != nil {
+		lo, hi := int64(MinLinkTTL/time.Second), int64(MaxLinkTTL/time.Second)
+		if *req.TTLSeconds < lo || *req.TTLSeconds > hi {
+			return Link{}, notify.Errorf(notify.EINVALID, "bad_ttl", "ttl_seconds must be from %d to %d", lo, hi)
+		}
+		ttl = time.Duration(*req.TTLSeconds) * time.Second
+	}
+	exp := s.now().Add(ttl).Truncate(time.Second)
+	state, err := s.states.issue(c.app.ID, exp)
+	if err != nil {
+		return Link{}, err
+	}
+	u := *s.authURL
+	q := u.Query()
+	q.Set("app_id", c.app.ID)
+	q.Set("redirect_uri", req.RedirectURI)
+	q.Set("state", state)
+	u.RawQuery = q.Encode()
+	return Link{URL: u.String(), State: state, ExpiresAt: exp.UTC(), AppID: c.app.ID}, nil
+}
+
+// callbackParams are the redirect's parameters that Alipay adds to the
+// redirect_uri: the redirect_uri may not hold them itself.
+var callbackParams = []string{"app_id", "app_auth_code", "state"}
+
+// checkRedirectURI returns an EINVALID *notify.Error (bad_redirect_uri)
+// unless u is an absolute https URL, or http on a loopback host (for
+// development), with a host, no user info, no fragment, and none of the
+// parameters Alipay adds on the redirect.
+func checkRedirectURI(u string) error {
+	bad := func(format string, args ...any) error {
+		return notify.Errorf(notify.EINVALID, "bad_redirect_uri", "redirect_uri "+format, args...)
+	}
+	if u == "" {
+		return bad("is required")
+	}
+	if len(u) > maxRedirectURI {
+		return bad("is over %d characters", maxRedirectURI)
+	}
+	p, err := url.Parse(u)
+	if err != nil || !p.IsAbs() || p.Host == "" || p.Opaque != "" {
+		return bad("must be an absolute URL such as https://gateway.example.com/alipay/auth/callback")
+	}
+	switch {
+	case p.Scheme == "https":
+	case p.Scheme == "http" && loopback(p.Hostname()):
+	default:
+		return bad("must be https (http only on localhost)")
+	}
+	if p.User != nil {
+		return bad("may not hold a user name or password")
+	}
+	if strings.Contains(u, "#") {
+		return bad("may not hold a fragment (#...)")
+	}
+	q, err := url.ParseQuery(p.RawQuery)
+	if err != nil {
+		return bad("has a malformed query")
+	}
+	for _, k := range callbackParams {
+		if q.Has(k) {
+			return bad("may not hold %s: Alipay adds it on the redirect", k)
+		}
+	}
+	return nil
+}
+
+// loopback reports whether host is localhost or a loopback address.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ParseAuthURL parses an authorization page URL (ALIPAY_AUTH_URL): an
+// absolute http or https URL with a host, no user info and no fragment. Its
+// own query parameters are kept in links. It returns an error naming s
+// otherwise.
+func ParseAuthURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return nil, fmt.Errorf("%q: want an absolute http(s) URL such as %s", s, DefaultAuthURL)
+	}
+	return u, nil
 }

@@ -130,12 +130,31 @@ func message() outbound.TemplateMessage {
 // token.
 func (e *env) authorize(t *testing.T) string {
 	t.Helper()
-	grants, err := e.svc.CompleteAuthorization(context.Background(), e.app.ID, e.sim.IssueCode(e.app.ID, merchant, "2088000000000999"))
+	grants, err := e.svc.CompleteAuthorization(context.Background(), outbound.Callback{
+		AppID: e.app.ID, Code: e.sim.IssueCode(e.app.ID, merchant, "2088000000000999"), State: e.state(t, e.app.ID),
+	})
 	if err != nil || len(grants) != 1 || !grants[0].Applied {
 		t.Fatalf("authorize: %+v %v", grants, err)
 	}
 	token, _ := e.sim.Tokens(e.app.ID, merchant)
 	return token
+}
+
+// nopStore is a Store for a Service whose tests never reach it.
+type nopStore struct{ outbound.Store }
+
+// redirectURI is the callback authorization links send merchants back to.
+const redirectURI = "https://gw.example.com/alipay/auth/callback"
+
+// state returns the state of a new authorization link for appID (the only
+// app when empty).
+func (e *env) state(t *testing.T, appID string) string {
+	t.Helper()
+	l, err := e.svc.AuthorizationLink(outbound.LinkRequest{AppID: appID, RedirectURI: redirectURI})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.State
 }
 
 // cancel ingests merchant's alipay.open.auth.appauth.cancelled at ts (ms).

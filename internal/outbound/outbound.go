@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
 	"time"
 
@@ -47,8 +48,12 @@ type Config struct {
 	Apps []*alipay.App
 	// GatewayURL is Alipay's OpenAPI gateway (ALIPAY_GATEWAY_URL).
 	GatewayURL string
-	Store      Store
-	// Sealer opens and seals the merchants' tokens (TOKEN_ENCRYPTION_KEY).
+	// AuthURL is the merchant authorization page that links point at
+	// (ALIPAY_AUTH_URL); DefaultAuthURL when empty.
+	AuthURL string
+	Store   Store
+	// Sealer opens and seals the merchants' tokens (TOKEN_ENCRYPTION_KEY),
+	// and gives the key that signs authorization links' states.
 	Sealer  *notify.Sealer
 	Metrics *metrics.Metrics
 	Logger  zerolog.Logger
@@ -71,7 +76,13 @@ type Service struct {
 	stale   time.Duration      // a pending send older than this is taken as abandoned
 	clients map[string]*client // by app id
 	ids     []string           // the app ids that can call, sorted
+	authURL *url.URL           // the authorization page of links
+	states  stateSigner
 }
+
+// DefaultAuthURL is Alipay's third-party app authorization page
+// (appToAppAuth.htm), for the links of AuthorizationLink.
+const DefaultAuthURL = "https://openauth.alipay.com/oauth2/appToAppAuth.htm"
 
 // Configured reports whether any of apps can make outbound calls (it has
 // an app private key).
@@ -86,8 +97,9 @@ func Configured(apps []*alipay.App) bool {
 
 // New returns the Service for the apps of cfg that have a private key. It
 // returns an error when no app has one, when Store, Sealer or GatewayURL is
-// missing, or when a certificate-mode app lacks its app cert SN
-// (ALIPAY_APP_CERT_FILE) or root cert SN.
+// missing, when AuthURL is not an absolute http(s) URL, or when a
+// certificate-mode app lacks its app cert SN (ALIPAY_APP_CERT_FILE) or root
+// cert SN.
 func New(cfg Config) (*Service, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("outbound: no store")
@@ -98,6 +110,13 @@ func New(cfg Config) (*Service, error) {
 	if cfg.GatewayURL == "" {
 		return nil, errors.New("outbound: ALIPAY_GATEWAY_URL is empty")
 	}
+	if cfg.AuthURL == "" {
+		cfg.AuthURL = DefaultAuthURL
+	}
+	authURL, err := ParseAuthURL(cfg.AuthURL)
+	if err != nil {
+		return nil, fmt.Errorf("outbound: ALIPAY_AUTH_URL: %w", err)
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 15 * time.Second
 	}
@@ -105,7 +124,8 @@ func New(cfg Config) (*Service, error) {
 		cfg.Now = time.Now
 	}
 	s := &Service{store: cfg.Store, sealer: cfg.Sealer, metrics: cfg.Metrics, log: cfg.Logger, now: cfg.Now,
-		stale: staleAfter(cfg.Timeout), clients: map[string]*client{}}
+		stale: staleAfter(cfg.Timeout), clients: map[string]*client{},
+		authURL: authURL, states: stateSigner{keys: cfg.Sealer.DeriveKeys(stateKeyPurpose)}}
 	hc := &http.Client{Timeout: cfg.Timeout, Transport: statusCheck{next: cfg.Transport}}
 	for _, a := range cfg.Apps {
 		if a.PrivateKey == nil {

@@ -295,7 +295,7 @@ func TestRefresher_RefreshDue_Replicas(t *testing.T) {
 	const merchants = 6
 	for i := 0; i < merchants; i++ {
 		code := e.sim.IssueCode(keyAppID, fmt.Sprintf("20210000000010%02d", i), "2088000000000999")
-		if _, err := e.svc.CompleteAuthorization(ctx, keyAppID, code); err != nil {
+		if _, err := e.svc.CompleteAuthorization(ctx, outbound.Callback{AppID: keyAppID, Code: code, State: e.state(t, "")}); err != nil {
 			t.Fatal(err)
 		}
 	}
