@@ -29,6 +29,13 @@ func (v *Verifier) Notification(body []byte, channel string, now time.Time) (*no
 	if err != nil {
 		return nil, nil, err
 	}
+	return v.FormNotification(f, channel, now)
+}
+
+// FormNotification is Notification for a body parsed already (ParseForm),
+// for a caller that also needs the form (to name a refused notification in
+// its log line without parsing the body twice).
+func (v *Verifier) FormNotification(f Form, channel string, now time.Time) (*notify.Notification, *Match, error) {
 	if err := checkShapes(f); err != nil {
 		return nil, nil, err
 	}

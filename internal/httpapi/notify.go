@@ -20,7 +20,7 @@ import (
 func (s *Server) handleNotify(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	var out notify.Outcome
-	body, n, m, err := s.receive(w, r, start)
+	body, f, n, m, err := s.receive(w, r, start)
 	if err == nil {
 		// The store's work goes on if Alipay hangs up: a committed
 		// notification is a duplicate on resend, never a loss.
@@ -35,22 +35,26 @@ func (s *Server) handleNotify(w http.ResponseWriter, r *http.Request) {
 	if notify.ErrorCode(err) == notify.EUNAVAILABLE {
 		log = s.outage
 	}
-	logNotification(log, r, body, n, m, out, err, status, took)
+	logNotification(log, r, len(body), f, n, m, out, err, status, took)
 }
 
 // receive reads and verifies a notification, counted by Config.Arrivals
 // while it does.
-func (s *Server) receive(w http.ResponseWriter, r *http.Request, start time.Time) ([]byte, *notify.Notification, *alipay.Match, error) {
+func (s *Server) receive(w http.ResponseWriter, r *http.Request, start time.Time) ([]byte, alipay.Form, *notify.Notification, *alipay.Match, error) {
 	if a := s.cfg.Arrivals; a != nil {
 		a.Arriving()
 		defer a.Arrived()
 	}
 	body, err := readBody(w, r, s.cfg.MaxBodyBytes)
 	if err != nil {
-		return body, nil, nil, err
+		return body, nil, nil, nil, err
 	}
-	n, m, err := s.cfg.Verifier.Notification(body, notify.ChannelHTTP, start)
-	return body, n, m, err
+	f, err := alipay.ParseForm(body)
+	if err != nil {
+		return body, nil, nil, nil, err
+	}
+	n, m, err := s.cfg.Verifier.FormNotification(f, notify.ChannelHTTP, start)
+	return body, f, n, m, err
 }
 
 // readBody reads at most limit bytes of the body. It returns an ETOOLARGE
@@ -74,7 +78,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 
 // logNotification writes the one line a delivery gets. It never logs sign,
 // tokens or keys: only identifiers, the outcome and why.
-func logNotification(log zerolog.Logger, r *http.Request, body []byte, n *notify.Notification, m *alipay.Match,
+func logNotification(log zerolog.Logger, r *http.Request, bodyLen int, f alipay.Form, n *notify.Notification, m *alipay.Match,
 	out notify.Outcome, err error, status int, took time.Duration) {
 	ev := log.Info()
 	if err != nil || out.ReplayOf != "" || out.Foreign {
@@ -84,10 +88,10 @@ func logNotification(log zerolog.Logger, r *http.Request, body []byte, n *notify
 		}
 	}
 	ev = ev.Str("channel", notify.ChannelHTTP).Str("remote", r.RemoteAddr).Int("status_code", status).
-		Dur("duration", took).Int("body_bytes", len(body))
+		Dur("duration", took).Int("body_bytes", bodyLen)
 	if n != nil {
 		ev = ev.Str("notify_id", n.NotifyID).Str("app_id", n.AppID).Str("msg_method", n.Method)
-	} else if f, perr := alipay.ParseForm(body); perr == nil {
+	} else if f != nil {
 		// Refused before it was a notification: name it as far as it can be.
 		// Unverified values: clipped, so that a forged request cannot make a
 		// log line of its size.

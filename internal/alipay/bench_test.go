@@ -1,0 +1,63 @@
+package alipay_test
+
+import (
+	"crypto"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+)
+
+// BenchmarkVerifier_Notification compares the whole intake check of genuine
+// notifications with that of forged ones of the same sizes: a refusal
+// should cost no more than an acceptance (make bench measures the same over
+// HTTP, with the storage).
+func BenchmarkVerifier_Notification(b *testing.B) {
+	v := keyVerifier(b)
+	big := func(f alipay.Form) alipay.Form {
+		f["biz_content"] = `{"mini_app_id":"2014072300007148","note":"` + strings.Repeat("x", 60<<10) + `"}`
+		return f
+	}
+	genuine := func(f alipay.Form) []byte {
+		s, err := alipay.Sign(f, keyApp, alipay.FormV1, crypto.SHA256)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return []byte(s.Encode())
+	}
+	forged := func(f alipay.Form) []byte {
+		f["sign"] = base64.StdEncoding.EncodeToString(make([]byte, keyApp.Size()))
+		return []byte(f.Encode())
+	}
+	var padded strings.Builder
+	padded.WriteString(string(forged(baseForm())))
+	for i := 0; padded.Len() < 60<<10; i++ {
+		fmt.Fprintf(&padded, "&e%d=", i)
+	}
+	for _, c := range []struct {
+		name string
+		body []byte
+		ok   bool
+	}{
+		{"GenuineSmall", genuine(baseForm()), true},
+		{"GenuineBig", genuine(big(baseForm())), true},
+		{"ForgedSmall", forged(baseForm()), false},
+		{"ForgedBig", forged(big(baseForm())), false},
+		{"ForgedPadded", []byte(padded.String()), false},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(c.body)))
+			now := time.Now()
+			for b.Loop() {
+				_, _, err := v.Notification(c.body, notify.ChannelHTTP, now)
+				if (err == nil) != c.ok {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
