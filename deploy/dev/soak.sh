@@ -203,8 +203,9 @@ scenario_replicas() {
     fail replicas-same "$figures"
   fi
 
-  # Pair i: audit.passed at ts T+1+i to A, audit.rejected at T+i to B, same mini-app.
-  local pa=pairA-$RUN pb=pairB-$RUN ts=$((RUN * 1000 + 1000000)) out_pa=$WORK/pairs-a.json out_pb=$WORK/pairs-b.json rc_pa=0 rc_pb=0
+  # Pair i: audit.passed at ts T+1+i to A, audit.rejected at T+i to B, same mini-app (T in the
+  # past: a time ahead of the gateways' clock is refused).
+  local pa=pairA-$RUN pb=pairB-$RUN ts=$((RUN * 1000 - 1000000)) out_pa=$WORK/pairs-a.json out_pb=$WORK/pairs-b.json rc_pa=0 rc_pb=0
   local pairs=(-n "$PAIRS" -c 32 -seed 14 -entities "$PAIRS" -database-url "$db" -start-at "$(start_at "$PAIRS")")
   run_loadgen "$out_pa" -url "$(url "$PORT_A")" "${pairs[@]}" -prefix "$pa" -mix audit-passed -ts-base $((ts + 1)) &
   la=$!
