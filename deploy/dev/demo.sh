@@ -146,7 +146,7 @@ grep -F "\"notify_id\":\"$first\"" "$log" | tail -n 1 | grep -o '"duplicate":[a-
   sed 's/^/gateway log: /' || true
 
 say "sending a tampered notification (biz_content changed after signing)"
-send --sample audit-passed --print | sed 's/2014072300007148/2014072300009999/' >"$tmp/tampered.txt"
+send --sample audit-passed --print | sed 's/2014072300007148/2014072300009999/' | tr -d '\n' >"$tmp/tampered.txt"
 printf '%-22s ' "audit-passed (tampered)"
 curl -sS -o "$tmp/reply" -w 'HTTP %{http_code} ' -H 'Content-Type: application/x-www-form-urlencoded' \
   --data-binary "@$tmp/tampered.txt" "$base/alipay/notify"
@@ -181,13 +181,19 @@ for name in merchant-confirmed fastregister-changed audit-rejected baseaudit-pas
   printf '%-22s ack %s  gateway: %s\n' "$name" "$(acked "${ids[$name]}")" "$(gwlog "${ids[$name]}")"
 done
 say "a new message over the WebSocket only"
-ws1="ws-demo-$(date +%s)-1" ws2="ws-demo-$(date +%s)-2" # new ids each run: the dev database is kept between runs
-sim deliver -d app_id="$app_id" -d sample=audit-passed -d msg_id="$ws1" -d timestamp="$(date +%s%3N)" >/dev/null
+# New ids and new content each run: the dev database is kept between runs, and the inbox knows a message by
+# its signed data too (the same data under a new x-msgId is a replay: acknowledged, no second effect).
+run=$(date +%s)
+ws1="ws-demo-$run-1" ws2="ws-demo-$run-2"
+audit() { echo "{\"mini_app_id\":\"2014072300007148\",\"mini_app_version\":\"0.1.$run$1\"}"; }
+sim deliver -d app_id="$app_id" -d msg_api=alipay.open.mini.version.audit.passed --data-urlencode content="$(audit 1)" \
+  -d msg_id="$ws1" -d timestamp="$(date +%s%3N)" >/dev/null
 printf '%-22s ack %s  gateway: %s\n' "audit-passed (new)" "$(acked "$ws1")" "$(gwlog "$ws1")"
 say "the connection dropped: the gateway registers and connects again"
 sim drop -d app_id="$app_id"
 echo
-sim deliver -d app_id="$app_id" -d sample=audit-passed -d msg_id="$ws2" -d timestamp="$(date +%s%3N)" >/dev/null
+sim deliver -d app_id="$app_id" -d msg_api=alipay.open.mini.version.audit.passed --data-urlencode content="$(audit 2)" \
+  -d msg_id="$ws2" -d timestamp="$(date +%s%3N)" >/dev/null
 printf '%-22s ack %s  gateway: %s\n' "after the drop" "$(acked "$ws2")" "$(gwlog "$ws2")"
 curl -sS "$base/metrics" | grep '^alipay_gateway_websocket_' || true
 say "a forged message over the WebSocket (its x-sign does not sign its data)"
