@@ -8,7 +8,7 @@
 // and reconnects, registering again, after any loss: at once, then after
 // 5 s, then 10 s, cycling, as the official Java SDK does. Each CONSUME
 // message goes the way of an HTTP notification: verified
-// (alipay.Verifier.ChannelMessage), stored and applied in one transaction
+// (alipay.Verifier.VerifyChannelMessage), stored and applied in one transaction
 // (notify.Inbox.Ingest), and only then acknowledged SUCCESS. A message that
 // does not verify is never stored: it is acknowledged FAIL. So is one the
 // inbox could not store (the database is down), so that Alipay delivers it
@@ -387,7 +387,7 @@ func (c *Client) readLoop(conn *websocket.Conn) error {
 // register calls register.do and returns the link token and the zone
 // cookie.
 func (c *Client) register(ctx context.Context) (token, zone string, err error) {
-	params, err := alipay.ChannelParams(c.signed(map[string]string{
+	params, err := SignParams(c.signed(map[string]string{
 		"app_id":      c.app,
 		"charset":     "UTF-8",
 		"timestamp":   strconv.FormatInt(c.cfg.Now().UnixMilli(), 10),
@@ -416,7 +416,7 @@ func (c *Client) register(ctx context.Context) (token, zone string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	token, err = c.cfg.Verifier.ChannelRegisterAnswer(c.app, body)
+	token, err = RegisterAnswer(c.cfg.Verifier, c.app, body)
 	if err != nil {
 		return "", "", fmt.Errorf("HTTP %d: %w", resp.StatusCode, err)
 	}
@@ -431,7 +431,7 @@ func (c *Client) register(ctx context.Context) (token, zone string, err error) {
 // dial opens the WebSocket with the link token, sending the zone cookie
 // back.
 func (c *Client) dial(ctx context.Context, token, zone string) (*websocket.Conn, error) {
-	params, err := alipay.ChannelParams(c.signed(map[string]string{
+	params, err := SignParams(c.signed(map[string]string{
 		"app_id":      c.app,
 		"charset":     "UTF-8",
 		"link_token":  token,

@@ -8,7 +8,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 )
 
@@ -17,7 +16,7 @@ import (
 // not stored. Other commands are logged and dropped.
 func (c *Client) handle(conn *websocket.Conn, msg []byte, start time.Time) {
 	n, f, err := c.receive(msg, start)
-	if f != nil && f.Cmd != alipay.CmdConsume {
+	if f != nil && f.Cmd != CmdConsume {
 		c.log.Debug().Str("cmd", notify.Clip(f.Cmd)).Str("stream_id", notify.Clip(f.StreamID)).Msg("frame ignored: not a CONSUME message")
 		return
 	}
@@ -29,9 +28,9 @@ func (c *Client) handle(conn *websocket.Conn, msg []byte, start time.Time) {
 		out, err = c.cfg.Inbox.Ingest(ctx, n)
 		cancel()
 	}
-	status := alipay.AckSuccess
+	status := AckSuccess
 	if err != nil {
-		status = alipay.AckFail
+		status = AckFail
 	}
 	var ackErr error
 	if f != nil && f.MsgID != "" {
@@ -45,17 +44,25 @@ func (c *Client) handle(conn *websocket.Conn, msg []byte, start time.Time) {
 }
 
 // receive verifies a frame, counted by Config.Arrivals while it does.
-func (c *Client) receive(msg []byte, start time.Time) (*notify.Notification, *alipay.ChannelFrame, error) {
+func (c *Client) receive(msg []byte, start time.Time) (*notify.Notification, *Frame, error) {
 	if a := c.cfg.Arrivals; a != nil {
 		a.Arriving()
 		defer a.Arrived()
 	}
-	return c.cfg.Verifier.ChannelMessage(c.app, msg, start)
+	f, err := ParseFrame(msg)
+	if err != nil {
+		return nil, f, err
+	}
+	if f.Cmd != CmdConsume {
+		return nil, f, nil // not a message: handle ignores it
+	}
+	n, err := c.cfg.Verifier.VerifyChannelMessage(c.app, f.Message(), start)
+	return n, f, err
 }
 
 // logMessage writes the one line a message gets, with the HTTP intake's
 // fields. It never logs x-sign, tokens or keys.
-func (c *Client) logMessage(msg []byte, n *notify.Notification, f *alipay.ChannelFrame, out notify.Outcome,
+func (c *Client) logMessage(msg []byte, n *notify.Notification, f *Frame, out notify.Outcome,
 	err error, ack string, ackErr error, took time.Duration) {
 	log := c.cfg.Logger
 	if notify.ErrorCode(err) == notify.EUNAVAILABLE {

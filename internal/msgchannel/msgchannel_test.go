@@ -38,7 +38,7 @@ func TestSamples_SameStateAsHTTP(t *testing.T) {
 		}
 		// One at a time, in the same order as over HTTP: order matters to
 		// state.
-		if _, err := r.sim.WaitAck(ctx, appID, id, alipay.AckSuccess); err != nil {
+		if _, err := r.sim.WaitAck(ctx, appID, id, msgchannel.AckSuccess); err != nil {
 			t.Fatal(err)
 		}
 		httpIngest(t, r.v, httpDB, s, id)
@@ -144,7 +144,7 @@ func TestForgedMessage_RefusedAndNothingChanges(t *testing.T) {
 	if err := r.sim.DeliverForged(appID, s.Method, s.Form["biz_content"], "forged-1", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "forged-1", alipay.AckFail); err != nil {
+	if _, err := r.sim.WaitAck(ctx, appID, "forged-1", msgchannel.AckFail); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.db.Notification(ctx, appID, "forged-1"); notify.ErrorCode(err) != notify.ENOTFOUND {
@@ -157,7 +157,7 @@ func TestForgedMessage_RefusedAndNothingChanges(t *testing.T) {
 	if err := r.sim.Deliver(appID, s.Method, s.Form["biz_content"], "genuine-1", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "genuine-1", alipay.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, appID, "genuine-1", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
 	if got := len(r.sim.AcksOf(appID, "forged-1")); got != 1 {
@@ -176,7 +176,7 @@ func TestDroppedConnection_ReconnectsAndLosesNothing(t *testing.T) {
 	if err := r.sim.Deliver(appID, ss[1].Method, ss[1].Form["biz_content"], "before-drop", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "before-drop", alipay.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, appID, "before-drop", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.client.Ready(); err != nil {
@@ -203,13 +203,13 @@ func TestDroppedConnection_ReconnectsAndLosesNothing(t *testing.T) {
 	if err := r.sim.WaitConnects(ctx, appID, 2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "during-drop", alipay.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, appID, "during-drop", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.sim.Deliver(appID, ss[3].Method, ss[3].Form["biz_content"], "after-drop", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "after-drop", alipay.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, appID, "after-drop", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
 	if r.client.Reconnects() < 1 || counter(t, r.metrics, "alipay_gateway_websocket_reconnects_total", appID) < 1 {
@@ -223,7 +223,7 @@ func TestDroppedConnection_ReconnectsAndLosesNothing(t *testing.T) {
 	}
 	// Nothing acknowledged SUCCESS is missing from the inbox.
 	for _, a := range r.sim.Acks() {
-		if a.Status != alipay.AckSuccess {
+		if a.Status != msgchannel.AckSuccess {
 			continue
 		}
 		if _, err := r.db.Notification(ctx, appID, a.MsgID); err != nil {
@@ -246,7 +246,7 @@ func TestBothChannels_OneEffect(t *testing.T) {
 	if err := r.sim.Deliver(appID, ss[1].Method, ss[1].Form["biz_content"], "both-1", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "both-1", alipay.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, appID, "both-1", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
 	n, err := r.db.Notification(ctx, appID, "both-1")
@@ -261,7 +261,7 @@ func TestBothChannels_OneEffect(t *testing.T) {
 	if err := r.sim.Deliver(appID, ss[2].Method, ss[2].Form["biz_content"], "both-2", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "both-2", alipay.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, appID, "both-2", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
 	if out := httpIngest(t, r.v, r.db, ss[2], "both-2"); !out.Duplicate || out.DeliveryCount != 2 {
@@ -301,14 +301,14 @@ func TestDatabaseOutage_AckFailThenRedelivered(t *testing.T) {
 	if err := r.sim.Deliver(appID, s.Method, s.Form["biz_content"], "outage-1", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "outage-1", alipay.AckFail); err != nil {
+	if _, err := r.sim.WaitAck(ctx, appID, "outage-1", msgchannel.AckFail); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "outage-1", alipay.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, appID, "outage-1", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
 	acks := r.sim.AcksOf(appID, "outage-1")
-	if len(acks) != 3 || acks[0].Status != alipay.AckFail || acks[1].Status != alipay.AckFail || acks[2].Status != alipay.AckSuccess {
+	if len(acks) != 3 || acks[0].Status != msgchannel.AckFail || acks[1].Status != msgchannel.AckFail || acks[2].Status != msgchannel.AckSuccess {
 		t.Fatalf("acks %+v; want FAIL, FAIL, SUCCESS", acks)
 	}
 	if got := r.sim.Sends(appID, "outage-1"); got != 3 {
@@ -351,7 +351,7 @@ func TestShutdown_FinishesInFlightThenCloses(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("Run did not return after the in-flight message was done")
 	}
-	if acks := r.sim.AcksOf(appID, "inflight-1"); len(acks) != 1 || acks[0].Status != alipay.AckSuccess {
+	if acks := r.sim.AcksOf(appID, "inflight-1"); len(acks) != 1 || acks[0].Status != msgchannel.AckSuccess {
 		t.Fatalf("acks %+v; want one SUCCESS, sent before the close", acks)
 	}
 	if _, err := db.Notification(ctx, appID, "inflight-1"); err != nil {
@@ -444,7 +444,7 @@ func TestManager(t *testing.T) {
 		if err := sim.Deliver(id, "alipay.open.mini.version.audit.passed", `{"mini_app_id":"3000000000000`+strconv.Itoa(i)+`"}`, msgID, sampleTS); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := sim.WaitAck(ctx, id, msgID, alipay.AckSuccess); err != nil {
+		if _, err := sim.WaitAck(ctx, id, msgID, msgchannel.AckSuccess); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -536,7 +536,7 @@ func TestPing(t *testing.T) {
 	if err := r.sim.Deliver(appID, s.Method, s.Form["biz_content"], "after-silence", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "after-silence", alipay.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, appID, "after-silence", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -583,7 +583,7 @@ func TestReplayedData_NoSecondEffect(t *testing.T) {
 		if err := r.sim.Deliver(appID, m.api, m.content, m.id, now); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.sim.WaitAck(ctx, appID, m.id, alipay.AckSuccess); err != nil {
+		if _, err := r.sim.WaitAck(ctx, appID, m.id, msgchannel.AckSuccess); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -605,7 +605,7 @@ func TestFutureTimestamp_AckFail(t *testing.T) {
 	if err := r.sim.Deliver(appID, notify.MethodAuditPassed, `{"mini_app_id":"ws-future"}`, "ws-f", time.Now().Add(time.Hour).UnixMilli()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "ws-f", alipay.AckFail); err != nil {
+	if _, err := r.sim.WaitAck(ctx, appID, "ws-f", msgchannel.AckFail); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.db.Notification(ctx, appID, "ws-f"); notify.ErrorCode(err) != notify.ENOTFOUND {

@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/msgchannel"
 )
 
 // checkSigned checks a register or connect request's parameters: each
@@ -214,12 +215,12 @@ func (s *Server) readAcks(sc *simConn) {
 			s.violation("binary frame from app %s", sc.app)
 			continue
 		}
-		f, err := alipay.ParseChannelFrame(b)
+		f, err := msgchannel.ParseFrame(b)
 		if err != nil {
 			s.violation("unreadable frame from app %s: %v", sc.app, err)
 			continue
 		}
-		if f.Cmd != alipay.CmdConsumeAck || f.Type != "message" {
+		if f.Cmd != msgchannel.CmdConsumeAck || f.Type != "message" {
 			s.violation("frame from app %s with x-type %q x-cmd %q", sc.app, f.Type, f.Cmd)
 			continue
 		}

@@ -37,7 +37,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/rs/zerolog"
 
-	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/msgchannel"
 )
 
 // Config is the simulator's settings.
@@ -490,7 +490,7 @@ func (s *Server) sendDue() {
 		m.sends++
 		m.conn, m.sentAt, m.failAt = conn, now, time.Time{}
 		due = append(due, send{m: m, conn: conn, stream: stream,
-			frame: alipay.EncodeChannelFrame(stream, "msgsim", "127.0.0.1", m.msg)})
+			frame: msgchannel.EncodeFrame(stream, "msgsim", "127.0.0.1", m.msg)})
 	}
 	if len(due) > 0 {
 		s.notifyLocked()
@@ -509,8 +509,8 @@ func (s *Server) sendDue() {
 }
 
 // onAck records an acknowledgement read on appID's connection.
-func (s *Server) onAck(appID string, f *alipay.ChannelFrame) {
-	if f.Status != alipay.AckSuccess && f.Status != alipay.AckFail {
+func (s *Server) onAck(appID string, f *msgchannel.Frame) {
+	if f.Status != msgchannel.AckSuccess && f.Status != msgchannel.AckFail {
 		s.violation("ack of %s with x-status %q", f.MsgID, f.Status)
 	}
 	if f.Version != "1.0" {
@@ -528,7 +528,7 @@ func (s *Server) onAck(appID string, f *alipay.ChannelFrame) {
 	s.acks = append(s.acks, ack)
 	if found != nil {
 		switch {
-		case f.Status == alipay.AckSuccess || found.forged:
+		case f.Status == msgchannel.AckSuccess || found.forged:
 			found.done = true
 		default:
 			found.failAt = time.Now()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+	"github.com/alipay-notify-gateway/gateway/internal/msgchannel"
 	"github.com/alipay-notify-gateway/gateway/internal/msgsim"
 )
 
@@ -52,7 +53,7 @@ func start(t *testing.T) (*msgsim.Server, string) {
 
 func signed(t *testing.T, key *rsa.PrivateKey, params map[string]string) string {
 	t.Helper()
-	p, err := alipay.ChannelParams(params, key)
+	p, err := msgchannel.SignParams(params, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func connect(t *testing.T, base, token, cookie string) (*websocket.Conn, int, er
 func session(t *testing.T, base string) *websocket.Conn {
 	t.Helper()
 	answer, zone := register(t, base, appKey, strconv.FormatInt(time.Now().UnixNano(), 10), now())
-	tok, err := verifier.ChannelRegisterAnswer(appID, []byte(answer))
+	tok, err := msgchannel.RegisterAnswer(verifier, appID, []byte(answer))
 	if err != nil {
 		t.Fatalf("%v: %s", err, answer)
 	}
@@ -123,7 +124,7 @@ func session(t *testing.T, base string) *websocket.Conn {
 	return c
 }
 
-func read(t *testing.T, c *websocket.Conn) (*alipay.ChannelFrame, []byte) {
+func read(t *testing.T, c *websocket.Conn) (*msgchannel.Frame, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -131,14 +132,14 @@ func read(t *testing.T, c *websocket.Conn) (*alipay.ChannelFrame, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := alipay.ParseChannelFrame(b)
+	f, err := msgchannel.ParseFrame(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return f, b
 }
 
-func ack(t *testing.T, c *websocket.Conn, f *alipay.ChannelFrame, status string) {
+func ack(t *testing.T, c *websocket.Conn, f *msgchannel.Frame, status string) {
 	t.Helper()
 	if err := c.Write(context.Background(), websocket.MessageText, f.Ack(status)); err != nil {
 		t.Fatal(err)
@@ -155,7 +156,7 @@ func TestRegister(t *testing.T) {
 	t.Parallel()
 	sim, base := start(t)
 	answer, zone := register(t, base, appKey, "n1", now())
-	if _, err := verifier.ChannelRegisterAnswer(appID, []byte(answer)); err != nil || zone == "" {
+	if _, err := msgchannel.RegisterAnswer(verifier, appID, []byte(answer)); err != nil || zone == "" {
 		t.Fatalf("answer %s, zone %q: %v", answer, zone, err)
 	}
 	for name, c := range map[string]struct {
@@ -171,7 +172,7 @@ func TestRegister(t *testing.T) {
 		if !strings.Contains(answer, c.wantInAnswer) || zone != "" {
 			t.Errorf("%s: answer %s, zone %q", name, answer, zone)
 		}
-		if _, err := verifier.ChannelRegisterAnswer(appID, []byte(answer)); err == nil {
+		if _, err := msgchannel.RegisterAnswer(verifier, appID, []byte(answer)); err == nil {
 			t.Errorf("%s: the refusal reads as a success", name)
 		}
 	}
@@ -191,7 +192,7 @@ func TestConnect(t *testing.T) {
 	t.Parallel()
 	sim, base := start(t)
 	answer, zone := register(t, base, appKey, "n1", now())
-	tok, err := verifier.ChannelRegisterAnswer(appID, []byte(answer))
+	tok, err := msgchannel.RegisterAnswer(verifier, appID, []byte(answer))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,8 +221,8 @@ func TestDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := session(t, base)
-	f, raw := read(t, c)
-	n, _, err := verifier.ChannelMessage(appID, raw, time.Now())
+	f, _ := read(t, c)
+	n, err := verifier.VerifyChannelMessage(appID, f.Message(), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,12 +236,12 @@ func TestDelivery(t *testing.T) {
 		t.Fatalf("redelivery %+v", again)
 	}
 	// FAIL: sent again after RetryAfter.
-	ack(t, c, again, alipay.AckFail)
+	ack(t, c, again, msgchannel.AckFail)
 	third, _ := read(t, c)
 	if third.MsgID != "m1" {
 		t.Fatalf("after FAIL: %+v", third)
 	}
-	ack(t, c, third, alipay.AckSuccess)
+	ack(t, c, third, msgchannel.AckSuccess)
 	if err := sim.WaitIdle(ctx(t), appID); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +249,7 @@ func TestDelivery(t *testing.T) {
 		t.Fatalf("sent %d times", got)
 	}
 	acks := sim.AcksOf(appID, "m1")
-	if len(acks) != 2 || acks[0].Status != alipay.AckFail || acks[1].Status != alipay.AckSuccess || !acks[1].StreamOK {
+	if len(acks) != 2 || acks[0].Status != msgchannel.AckFail || acks[1].Status != msgchannel.AckSuccess || !acks[1].StreamOK {
 		t.Fatalf("acks %+v", acks)
 	}
 
@@ -256,8 +257,8 @@ func TestDelivery(t *testing.T) {
 	if err := sim.DeliverForged(appID, "alipay.open.mini.version.audit.passed", content, "forged", 0); err != nil {
 		t.Fatal(err)
 	}
-	forged, raw := read(t, c)
-	_, _, err = verifier.ChannelMessage(appID, raw, time.Now())
+	forged, _ := read(t, c)
+	_, err = verifier.VerifyChannelMessage(appID, forged.Message(), time.Now())
 	if err == nil {
 		t.Fatal("a forged message verifies")
 	}
@@ -265,7 +266,7 @@ func TestDelivery(t *testing.T) {
 	// An ack with a stream-id the message was not sent with is a violation.
 	bad := *forged
 	bad.StreamID = "nope"
-	ack(t, c, &bad, alipay.AckFail)
+	ack(t, c, &bad, msgchannel.AckFail)
 	deadline := time.Now().Add(5 * time.Second)
 	for len(sim.Violations()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -292,7 +293,11 @@ func TestMessageFrame_AsAlipaySendsIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, f, err := verifier.ChannelMessage(appID, alipay.EncodeChannelFrame("s", "sys", "1.2.3.4", msg), time.Now())
+	f, err := msgchannel.ParseFrame(msgchannel.EncodeFrame("s", "sys", "1.2.3.4", msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := verifier.VerifyChannelMessage(appID, f.Message(), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
