@@ -17,9 +17,6 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
 )
 
-// chinaTime is Alipay's local time, for notify_time (UTC+8, no DST).
-var chinaTime = time.FixedZone("CST", 8*3600)
-
 func runSend(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("send",
 		"send --url URL [--sample NAME | --method M --biz JSON] (--key FILE | --cert-key FILE --cert FILE) [--app-id ID] [--notify-id ID] [--v2] [--now] [--print]",
@@ -183,7 +180,7 @@ func setNow(f alipay.Form, t time.Time) {
 		f[alipay.ParamTimestamp] = strconv.FormatInt(t.UnixMilli(), 10)
 	}
 	if _, ok := f[alipay.ParamNotifyTime]; ok {
-		f[alipay.ParamNotifyTime] = t.In(chinaTime).Format(time.DateTime)
+		f[alipay.ParamNotifyTime] = t.In(alipay.ChinaTime).Format(time.DateTime)
 	}
 }
 

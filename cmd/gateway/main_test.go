@@ -24,6 +24,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
+	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
 
 const appID = "2021000000000002"
@@ -323,7 +324,7 @@ func TestGateway_Reseal(t *testing.T) {
 		return string(out)
 	}
 	run(t, "migrate")
-	old, _ := notify.NewSealer([]byte("0123456789abcdef0123456789abcdef"))
+	old, _ := seal.New([]byte("0123456789abcdef0123456789abcdef"))
 	sealed, _ := old.Seal("token", notify.TokenOwner(appID, "2021000000000777"))
 	conn, err := pgx.Connect(context.Background(), dbURL)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
 
 // resealBatch is how many authorizations reseal reads at a time.
@@ -81,7 +82,7 @@ func reseal(args []string, stdout io.Writer) error {
 // bytes it read. With dryRun it only counts. It logs each unreadable token
 // by authorization (never the token), and returns the counts so far and
 // the store's error, or ctx's.
-func resealTokens(ctx context.Context, store resealStore, sealer *notify.Sealer, dryRun bool, batch int, log zerolog.Logger) (resealCounts, error) {
+func resealTokens(ctx context.Context, store resealStore, sealer *seal.Sealer, dryRun bool, batch int, log zerolog.Logger) (resealCounts, error) {
 	var n resealCounts
 	afterApp, afterAuth := "", ""
 	for {
@@ -132,7 +133,7 @@ func resealTokens(ctx context.Context, store resealStore, sealer *notify.Sealer,
 // current key when it opens but is not current, and counts it in n. A
 // token that is empty, current or unreadable comes back as it is. It
 // returns Seal's error.
-func resealOne(sealer *notify.Sealer, sealed []byte, owner string, n *resealCounts) ([]byte, error) {
+func resealOne(sealer *seal.Sealer, sealed []byte, owner string, n *resealCounts) ([]byte, error) {
 	if len(sealed) == 0 {
 		return sealed, nil
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
 
 const resealApp = "2021000000000061"
@@ -24,9 +25,9 @@ var (
 	keyX = []byte("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx") // configured nowhere
 )
 
-func mustSealer(t *testing.T, current []byte, old ...[]byte) *notify.Sealer {
+func mustSealer(t *testing.T, current []byte, old ...[]byte) *seal.Sealer {
 	t.Helper()
-	s, err := notify.NewSealer(current, old...)
+	s, err := seal.New(current, old...)
 	if err != nil {
 		t.Fatal(err)
 	}

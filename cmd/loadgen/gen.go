@@ -99,7 +99,7 @@ func (g *Generator) Form(i int) (alipay.Form, error) {
 		d["app_auth_code"] = "P" + token(r, "")
 		d["app_auth_token"], d["app_refresh_token"] = token(r, "BB"), token(r, "BB")
 		f["auth_app_id"] = authAppID
-		f[alipay.ParamNotifyTime] = time.UnixMilli(ts).In(chinaTime).Format(time.DateTime)
+		f[alipay.ParamNotifyTime] = time.UnixMilli(ts).In(alipay.ChinaTime).Format(time.DateTime)
 	default:
 		return nil, fmt.Errorf("sample %s: the load generator does not know it", s.Name)
 	}
@@ -127,9 +127,6 @@ func (g *Generator) Body(i int) ([]byte, error) {
 	}
 	return []byte(signed.Encode()), nil
 }
-
-// chinaTime is Alipay's notify_time zone (UTC+8).
-var chinaTime = time.FixedZone("CST", 8*3600)
 
 // id returns a stable identifier of entity e of kind: prefix then digits
 // digits, derived from the seed, so that runs with the same seed (and

@@ -12,6 +12,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
+	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
 
 const testAppID = "2021000000000001"
@@ -48,7 +49,7 @@ func TestBodyVerifies(t *testing.T) {
 	t.Parallel()
 	g := testGenerator(t, "")
 	v := testVerifier(t, g)
-	sealer, err := notify.NewSealer(bytes.Repeat([]byte{7}, 32))
+	sealer, err := seal.New(bytes.Repeat([]byte{7}, 32))
 	if err != nil {
 		t.Fatalf("NewSealer: %v", err)
 	}

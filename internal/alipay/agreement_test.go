@@ -83,7 +83,7 @@ func awkward(i int) (alipay.Form, alipay.ContentForm) {
 	}
 	if r.IntN(4) == 0 {
 		f["notify_type"] = "open_app_auth_notify"
-		f["notify_time"] = time.UnixMilli(now).In(time.FixedZone("CST", 8*3600)).Format(time.DateTime)
+		f["notify_time"] = time.UnixMilli(now).In(alipay.ChinaTime).Format(time.DateTime)
 		f["version"] = pick("1.0", "")
 		f["status"] = "execute_auth"
 	} else {

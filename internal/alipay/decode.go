@@ -13,6 +13,7 @@ import (
 	"golang.org/x/text/encoding/simplifiedchinese"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/redact"
 )
 
 // Notification parses, verifies and decodes one notification body: the
@@ -122,7 +123,7 @@ func (v *Verifier) decodeBiz(app *App, n *notify.Notification, raw string, gbk b
 	if gbk {
 		plain = fromGBK(plain)
 	}
-	biz, secrets := notify.Redact(plain)
+	biz, secrets := redact.Secrets(plain)
 	n.BizContent = biz
 	n.Secrets = secrets
 	if !n.Encrypted && secrets != nil {
@@ -204,9 +205,10 @@ func methodOf(f Form) string {
 	return f[ParamNotifyType]
 }
 
-// chinaTime is Alipay's local time (UTC+8, no daylight saving), fixed so that
-// a container without tzdata still reads notify_time right.
-var chinaTime = time.FixedZone("CST", 8*3600)
+// ChinaTime is Alipay's local time (UTC+8, no daylight saving), in which it
+// writes notify_time and its OpenAPI timestamps: a fixed zone, so that a
+// container without tzdata reads and writes them right.
+var ChinaTime = time.FixedZone("CST", 8*3600)
 
 // timestampOf returns utc_timestamp in ms or, for the older style,
 // notify_time ("2006-01-02 15:04:05" in China time), and the name of the
@@ -221,7 +223,7 @@ func timestampOf(f Form) (int64, string, error) {
 		return ms, ParamTimestamp, nil
 	}
 	if s := f[ParamNotifyTime]; s != "" {
-		t, err := time.ParseInLocation(time.DateTime, s, chinaTime)
+		t, err := time.ParseInLocation(time.DateTime, s, ChinaTime)
 		if err != nil {
 			return 0, "", notify.Errorf(notify.EINVALID, "bad_parameter", "notify_time %q is not yyyy-MM-dd HH:mm:ss", notify.Clip(s))
 		}

@@ -214,7 +214,7 @@ func TestVerifier_FutureTimestamp(t *testing.T) {
 	})
 	t.Run("ErrNotifyTimeAhead", func(t *testing.T) {
 		f := alipay.Form{"notify_id": "g-1", "notify_type": "open_app_auth_notify",
-			"notify_time": now.Add(time.Hour).In(time.FixedZone("CST", 8*3600)).Format(time.DateTime),
+			"notify_time": now.Add(time.Hour).In(alipay.ChinaTime).Format(time.DateTime),
 			"app_id":      appID, "sign_type": "RSA2", "biz_content": `{}`, "charset": "utf-8"}
 		_, _, err := v.Notification([]byte(sign(t, f, keyApp, alipay.FormV1).Encode()), notify.ChannelHTTP, now)
 		wantCode(t, err, notify.ETOOEARLY, "future_timestamp")

@@ -53,21 +53,23 @@ type App struct {
 	PrivateKey *rsa.PrivateKey
 	AppCertSN  string
 	RootCertSN string
-	// Channel is how Alipay delivers to this app: ChannelHTTP,
-	// ChannelWebSocket or ChannelBoth.
-	Channel string
+	// Delivery is how Alipay delivers this app's notifications (the
+	// ALIPAY_CHANNEL setting): DeliverHTTP, DeliverWebSocket or
+	// DeliverBoth. How one notification arrived is notify.ChannelHTTP or
+	// notify.ChannelWebSocket.
+	Delivery string
 }
 
-// Delivery channels of an app.
+// How Alipay delivers an app's notifications.
 const (
-	ChannelHTTP      = "http"
-	ChannelWebSocket = "websocket"
-	ChannelBoth      = "both"
+	DeliverHTTP      = "http"
+	DeliverWebSocket = "websocket"
+	DeliverBoth      = "both"
 )
 
 // UsesWebSocket reports whether Alipay delivers to a over the WebSocket.
 func (a *App) UsesWebSocket() bool {
-	return a.Channel == ChannelWebSocket || a.Channel == ChannelBoth
+	return a.Delivery == DeliverWebSocket || a.Delivery == DeliverBoth
 }
 
 // Apps returns the configured apps, sorted by id.

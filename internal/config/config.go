@@ -19,7 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
-	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
 
 // Config is every setting of the gateway.
@@ -77,7 +77,7 @@ type Config struct {
 	// Sealer encrypts authorization tokens with TOKEN_ENCRYPTION_KEY and
 	// opens them with it or TOKEN_ENCRYPTION_OLD_KEYS; nil without
 	// TOKEN_ENCRYPTION_KEY.
-	Sealer *notify.Sealer `env:"-"`
+	Sealer *seal.Sealer `env:"-"`
 	// TrustedProxies are TrustedProxyList, parsed.
 	TrustedProxies []netip.Prefix `env:"-"`
 }
@@ -188,7 +188,7 @@ func (c *Config) loadSealer() error {
 		}
 		return nil
 	}
-	key, err := notify.ParseKey(c.TokenKey)
+	key, err := seal.ParseKey(c.TokenKey)
 	if err != nil {
 		return fmt.Errorf("config: TOKEN_ENCRYPTION_KEY: %v", err)
 	}
@@ -197,13 +197,13 @@ func (c *Config) loadSealer() error {
 		if strings.TrimSpace(s) == "" {
 			return fmt.Errorf("config: TOKEN_ENCRYPTION_OLD_KEYS: key %d is empty", i+1)
 		}
-		k, err := notify.ParseKey(s)
+		k, err := seal.ParseKey(s)
 		if err != nil {
 			return fmt.Errorf("config: TOKEN_ENCRYPTION_OLD_KEYS: key %d: %v", i+1, err)
 		}
 		old = append(old, k)
 	}
-	if c.Sealer, err = notify.NewSealer(key, old...); err != nil {
+	if c.Sealer, err = seal.New(key, old...); err != nil {
 		return fmt.Errorf("config: TOKEN_ENCRYPTION_OLD_KEYS: %v", err)
 	}
 	return nil
@@ -317,7 +317,7 @@ func (s AppSettings) load(now time.Time) (*alipay.App, error) {
 		return nil, fmt.Errorf("config: %s: no Alipay public key or cert: set ALIPAY_PUBLIC_KEY(_FILE), or ALIPAY_ROOT_CERT_FILE and ALIPAY_PUBLIC_CERT_FILE", where)
 	}
 	if s.EncryptKey != "" {
-		key, err := notify.ParseKey(s.EncryptKey)
+		key, err := seal.ParseKey(s.EncryptKey)
 		if err != nil {
 			return nil, fmt.Errorf("config: %s: ALIPAY_ENCRYPT_KEY: %v", where, err)
 		}
@@ -333,10 +333,10 @@ func (s AppSettings) load(now time.Time) (*alipay.App, error) {
 // channel setting.
 func (s AppSettings) loadAppSide(app *alipay.App, where string) error {
 	switch s.Channel {
-	case "", alipay.ChannelHTTP:
-		app.Channel = alipay.ChannelHTTP
-	case alipay.ChannelWebSocket, alipay.ChannelBoth:
-		app.Channel = s.Channel
+	case "", alipay.DeliverHTTP:
+		app.Delivery = alipay.DeliverHTTP
+	case alipay.DeliverWebSocket, alipay.DeliverBoth:
+		app.Delivery = s.Channel
 	default:
 		return fmt.Errorf("config: %s: ALIPAY_CHANNEL %q: want http, websocket or both", where, s.Channel)
 	}
@@ -349,8 +349,8 @@ func (s AppSettings) loadAppSide(app *alipay.App, where string) error {
 			return fmt.Errorf("config: %s: ALIPAY_APP_PRIVATE_KEY_FILE %s: %v", where, s.AppPrivateKeyFile, err)
 		}
 	}
-	if app.Channel != alipay.ChannelHTTP && app.PrivateKey == nil {
-		return fmt.Errorf("config: %s: ALIPAY_CHANNEL %s needs ALIPAY_APP_PRIVATE_KEY_FILE (the app key signs the channel's register and connect)", where, app.Channel)
+	if app.Delivery != alipay.DeliverHTTP && app.PrivateKey == nil {
+		return fmt.Errorf("config: %s: ALIPAY_CHANNEL %s needs ALIPAY_APP_PRIVATE_KEY_FILE (the app key signs the channel's register and connect)", where, app.Delivery)
 	}
 	if app.CertMode && app.PrivateKey != nil && s.AppCertFile == "" {
 		return fmt.Errorf("config: %s: certificate mode with ALIPAY_APP_PRIVATE_KEY_FILE needs ALIPAY_APP_CERT_FILE (appCertPublicKey_%s.crt) for outbound calls", where, s.ID)

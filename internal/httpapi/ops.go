@@ -13,6 +13,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/view"
 )
 
 // openAPI is the ops API's OpenAPI 3 document.
@@ -97,7 +98,7 @@ func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	f := notify.NotificationFilter{MsgMethod: q.Get("msg_method"), AppID: q.Get("app_id"), Status: notify.Status(q.Get("status")), Cursor: q.Get("cursor")}
+	f := view.NotificationFilter{MsgMethod: q.Get("msg_method"), AppID: q.Get("app_id"), Status: notify.Status(q.Get("status")), Cursor: q.Get("cursor")}
 	if f.Status != "" && !f.Status.Valid() {
 		writeError(w, notify.Errorf(notify.EINVALID, "bad_query", "status must be applied, stale, unhandled or failed"))
 		return
@@ -145,7 +146,7 @@ func (s *Server) listAuthorizations(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	f := notify.AuthorizationFilter{Status: q.Get("status"), AppID: q.Get("app_id"), Cursor: q.Get("cursor")}
+	f := view.AuthorizationFilter{Status: q.Get("status"), AppID: q.Get("app_id"), Cursor: q.Get("cursor")}
 	if f.Status != "" && f.Status != "authorized" && f.Status != "cancelled" {
 		writeError(w, notify.Errorf(notify.EINVALID, "bad_query", "status must be authorized or cancelled"))
 		return
@@ -196,7 +197,7 @@ func (s *Server) listOrders(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	f := notify.OrderFilter{OutOrderNo: q.Get("out_order_no"), Kind: q.Get("kind"), Status: q.Get("status"), Cursor: q.Get("cursor")}
+	f := view.OrderFilter{OutOrderNo: q.Get("out_order_no"), Kind: q.Get("kind"), Status: q.Get("status"), Cursor: q.Get("cursor")}
 	if f.Kind != "" && f.Kind != notify.OrderKindMerchantConfirmed && f.Kind != notify.OrderKindFastRegister {
 		writeError(w, notify.Errorf(notify.EINVALID, "bad_query", "kind must be merchant_confirmed or fast_register"))
 		return

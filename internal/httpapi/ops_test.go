@@ -19,6 +19,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
+	"github.com/alipay-notify-gateway/gateway/internal/view"
 )
 
 // get calls the ops API and decodes the JSON answer into v (when not nil).
@@ -57,13 +58,13 @@ func TestOps_SevenKinds(t *testing.T) {
 		ids[s.Name] = f["notify_id"]
 		g.mustAccept(t, signed(t, f, keyApp))
 	}
-	var n notify.StoredNotification
+	var n view.StoredNotification
 	g.mustGet(t, "/v1/notifications/"+ids["audit-rejected"], &n)
 	var biz map[string]any
 	if n.Status != "applied" || n.DeliveryCount != 1 || n.MsgMethod != notify.MethodAuditRejected || json.Unmarshal(n.BizContent, &biz) != nil || biz["mini_app_version"] != "0.0.1" {
 		t.Fatalf("%+v", n)
 	}
-	var a notify.Authorization
+	var a view.Authorization
 	g.mustGet(t, "/v1/authorizations/2013072300101234", &a)
 	if a.Status != "authorized" || !a.HasToken || a.UserID != "2088100000034011" {
 		t.Fatalf("authorization %+v", a)
@@ -73,7 +74,7 @@ func TestOps_SevenKinds(t *testing.T) {
 	if b, _ := json.Marshal(grant); strings.Contains(string(b), "202301BB0c4f2a9c1ff34b1f8f0d7ea6f4d2fX01") {
 		t.Fatal("the API returned a token")
 	}
-	var o notify.MiniAppOrder
+	var o view.MiniAppOrder
 	g.mustGet(t, "/v1/mini-app-orders/2394834823942343", &o)
 	if o.Kind != "merchant_confirmed" || o.Status != "PROCESS" || o.MiniAppID != "20218324729872" || len(o.History) != 1 {
 		t.Fatalf("order %+v", o)
@@ -82,14 +83,14 @@ func TestOps_SevenKinds(t *testing.T) {
 	if o.Kind != "fast_register" || o.Status != "CREATE_MINI_APP_SUCCESS" || o.AppName != "张三的试用小程序" {
 		t.Fatalf("order %+v", o)
 	}
-	var m notify.MiniApp
+	var m view.MiniApp
 	g.mustGet(t, "/v1/mini-apps/2014072300007148", &m)
 	// All three audit samples share utc_timestamp; ties go by notify_id, so
 	// the app-level state is the one with the greatest notify_id.
 	if len(m.Versions) != 2 || m.Versions[0].MiniAppVersion == "" {
 		t.Fatalf("mini-app %+v", m)
 	}
-	var h struct{ Items []notify.AuditEntry }
+	var h struct{ Items []view.AuditEntry }
 	g.mustGet(t, "/v1/mini-apps/2014072300007148/audit-history", &h)
 	if len(h.Items) != 3 {
 		t.Fatalf("history %+v", h)
@@ -105,14 +106,14 @@ func TestOps_OutOfOrder(t *testing.T) {
 		return f["notify_id"]
 	}
 	statusOf := func(id string) notify.Status {
-		var n notify.StoredNotification
+		var n view.StoredNotification
 		g.mustGet(t, "/v1/notifications/"+id, &n)
 		return n.Status
 	}
 	t.Run("Audit", func(t *testing.T) {
 		send(notify.MethodAuditPassed, `{"mini_app_id":"ooo","mini_app_version":"2"}`, 2000)
 		old := send(notify.MethodAuditRejected, `{"mini_app_id":"ooo","mini_app_version":"2"}`, 1000)
-		var m notify.MiniApp
+		var m view.MiniApp
 		g.mustGet(t, "/v1/mini-apps/ooo", &m)
 		if m.AuditStatus != "audit_passed" || statusOf(old) != "stale" {
 			t.Fatalf("%+v", m)
@@ -121,7 +122,7 @@ func TestOps_OutOfOrder(t *testing.T) {
 	t.Run("Order", func(t *testing.T) {
 		send(notify.MethodMerchantConfirmed, `{"order_no":"ooo","status":"AGREED"}`, 2000)
 		old := send(notify.MethodMerchantConfirmed, `{"order_no":"ooo","status":"PROCESS"}`, 1000)
-		var o notify.MiniAppOrder
+		var o view.MiniAppOrder
 		g.mustGet(t, "/v1/mini-app-orders/ooo", &o)
 		if o.Status != "AGREED" || statusOf(old) != "stale" {
 			t.Fatalf("%+v", o)
@@ -132,7 +133,7 @@ func TestOps_OutOfOrder(t *testing.T) {
 		f := sample(t, "auth-granted", keyAppID)
 		f["biz_content"] = strings.Replace(strings.Replace(f["biz_content"], "2013072300101234", "ooo", 1), "1516797623000", "1000", 1)
 		g.mustAccept(t, signed(t, f, keyApp))
-		var a notify.Authorization
+		var a view.Authorization
 		g.mustGet(t, "/v1/authorizations/ooo", &a)
 		if a.Status != "cancelled" || statusOf(f["notify_id"]) != "stale" {
 			t.Fatalf("%+v", a)
@@ -154,9 +155,9 @@ func TestOps_Storm(t *testing.T) {
 			t.Fatalf("got %d", c)
 		}
 	}
-	var n notify.StoredNotification
+	var n view.StoredNotification
 	g.mustGet(t, "/v1/notifications/"+f["notify_id"], &n)
-	var h struct{ Items []notify.AuditEntry }
+	var h struct{ Items []view.AuditEntry }
 	g.mustGet(t, "/v1/mini-apps/2014072300007148/audit-history", &h)
 	if n.DeliveryCount != 32 || n.Status != "applied" || len(h.Items) != 1 {
 		t.Fatalf("%+v, %d history entries", n, len(h.Items))
@@ -192,7 +193,7 @@ func TestOps_Reprocess(t *testing.T) {
 	notJSON := form(keyAppID, notify.MethodAuditPassed, "not json", 1)
 	before.mustAccept(t, signed(t, notJSON, keyApp))
 
-	var n notify.StoredNotification
+	var n view.StoredNotification
 	before.mustGet(t, "/v1/notifications/"+unhandled["notify_id"], &n)
 	if n.Status != "unhandled" {
 		t.Fatalf("%+v", n)
@@ -201,7 +202,7 @@ func TestOps_Reprocess(t *testing.T) {
 	if n.Status != "failed" || !strings.Contains(n.Error, "ALIPAY_ENCRYPT_KEY") {
 		t.Fatalf("%+v", n)
 	}
-	var failed struct{ Items []notify.StoredNotification }
+	var failed struct{ Items []view.StoredNotification }
 	before.mustGet(t, "/v1/notifications?status=failed", &failed)
 	if len(failed.Items) != 1 { // the non-JSON one is unhandled by the old release
 		t.Fatalf("failed list %+v", failed)
@@ -214,7 +215,7 @@ func TestOps_Reprocess(t *testing.T) {
 			}
 		}
 	}
-	var o notify.MiniAppOrder
+	var o view.MiniAppOrder
 	after.mustGet(t, "/v1/mini-app-orders/2394834823942343", &o)
 	if o.Status != "PROCESS" || len(o.History) != 1 {
 		t.Fatalf("%+v", o)
@@ -283,7 +284,7 @@ func TestOps_ListAndCursor(t *testing.T) {
 		cursor := ""
 		for pages := 0; pages < 50; pages++ {
 			var p struct {
-				Items      []notify.StoredNotification
+				Items      []view.StoredNotification
 				NextCursor string `json:"next_cursor"`
 			}
 			q := url.Values{"limit": {fmt.Sprint(limit)}}
@@ -351,7 +352,7 @@ func TestOps_ListAndCursor(t *testing.T) {
 		cursor := ""
 		for {
 			var p struct {
-				Items      []notify.MiniAppOrder
+				Items      []view.MiniAppOrder
 				NextCursor string `json:"next_cursor"`
 			}
 			g.mustGet(t, "/v1/mini-app-orders?limit=3&kind=merchant_confirmed&cursor="+cursor, &p)
@@ -365,7 +366,7 @@ func TestOps_ListAndCursor(t *testing.T) {
 		if len(all) != 7 || !sort.StringsAreSorted(all) {
 			t.Fatalf("%v", all)
 		}
-		var p struct{ Items []notify.MiniAppOrder }
+		var p struct{ Items []view.MiniAppOrder }
 		g.mustGet(t, "/v1/mini-app-orders?out_order_no=out-1", &p)
 		if len(p.Items) != 3 {
 			t.Fatalf("%d orders with out-1", len(p.Items))
@@ -373,7 +374,7 @@ func TestOps_ListAndCursor(t *testing.T) {
 	})
 	t.Run("Authorizations", func(t *testing.T) {
 		g.mustAccept(t, signed(t, form(keyAppID, notify.MethodAuthCancelled, `{"auth_app_id":"a1"}`, 1), keyApp))
-		var p struct{ Items []notify.Authorization }
+		var p struct{ Items []view.Authorization }
 		g.mustGet(t, "/v1/authorizations?status=cancelled", &p)
 		if len(p.Items) != 1 || p.Items[0].AuthAppID != "a1" {
 			t.Fatalf("%+v", p)

@@ -126,7 +126,7 @@ func TestFrame_Ack(t *testing.T) {
 
 func TestRegisterAnswer(t *testing.T) {
 	t.Parallel()
-	v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.ChannelWebSocket)})
+	v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.DeliverWebSocket)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func FuzzParseFrame(f *testing.F) {
 	f.Add(signedFrame(f, "m-1", frameData))
 	f.Add([]byte("stream-id:1\r\n\r\n{\"protocol\":{\"x-cmd\":\"CONSUME\"},\"data\":{\"header\":{}}}"))
 	f.Add([]byte("\r\n\r\n{\"protocol\":{},\"data\":null}"))
-	v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.ChannelWebSocket)})
+	v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.DeliverWebSocket)})
 	if err != nil {
 		f.Fatal(err)
 	}

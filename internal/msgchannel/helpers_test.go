@@ -42,8 +42,8 @@ func fast(cfg *msgchannel.Config) {
 	cfg.DrainTimeout = 5 * time.Second
 }
 
-func newApp(id string, key *rsa.PrivateKey, channel string) *alipay.App {
-	return &alipay.App{ID: id, Keys: []alipay.Key{{Pub: &platformKey.PublicKey}}, PrivateKey: key, Channel: channel}
+func newApp(id string, key *rsa.PrivateKey, delivery string) *alipay.App {
+	return &alipay.App{ID: id, Keys: []alipay.Key{{Pub: &platformKey.PublicKey}}, PrivateKey: key, Delivery: delivery}
 }
 
 // newSim starts a simulator that knows the app's public key.
@@ -83,7 +83,7 @@ func newRig(t *testing.T, db *postgres.DB, inbox notify.Inbox, opts ...rigOption
 		db = pgtest.New(t, nil)
 	}
 	sim, url := newSim(t, platformKey, appID)
-	v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.ChannelWebSocket)})
+	v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.DeliverWebSocket)})
 	if err != nil {
 		t.Fatal(err)
 	}

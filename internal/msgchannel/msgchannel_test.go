@@ -17,6 +17,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/view"
 )
 
 const sampleTS = 1516797622752 // the samples' utc_timestamp
@@ -274,7 +275,7 @@ func TestBothChannels_OneEffect(t *testing.T) {
 	if n.DeliveryCount != 2 || n.Channel != notify.ChannelWebSocket {
 		t.Fatalf("after WebSocket then HTTP: %+v", n)
 	}
-	list, _, err := r.db.Notifications(ctx, notify.NotificationFilter{AppID: appID})
+	list, _, err := r.db.Notifications(ctx, view.NotificationFilter{AppID: appID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +387,7 @@ func TestRegistration_Refusals(t *testing.T) {
 			if !c.appKey {
 				key = otherKey
 			}
-			v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, key, alipay.ChannelWebSocket)})
+			v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, key, alipay.DeliverWebSocket)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -415,9 +416,9 @@ func TestManager(t *testing.T) {
 	const wsApp, bothApp, httpApp = "2021000000000011", "2021000000000012", "2021000000000013"
 	sim, url := newSim(t, platformKey, wsApp, bothApp)
 	v, err := alipay.NewVerifier([]*alipay.App{
-		newApp(wsApp, appKey, alipay.ChannelWebSocket),
-		newApp(bothApp, appKey, alipay.ChannelBoth),
-		newApp(httpApp, nil, alipay.ChannelHTTP),
+		newApp(wsApp, appKey, alipay.DeliverWebSocket),
+		newApp(bothApp, appKey, alipay.DeliverBoth),
+		newApp(httpApp, nil, alipay.DeliverHTTP),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -454,7 +455,7 @@ func TestManager(t *testing.T) {
 	}
 
 	// No app on the WebSocket: nothing to run, always ready.
-	v2, _ := alipay.NewVerifier([]*alipay.App{newApp(httpApp, nil, alipay.ChannelHTTP)})
+	v2, _ := alipay.NewVerifier([]*alipay.App{newApp(httpApp, nil, alipay.DeliverHTTP)})
 	none, err := msgchannel.NewManager(msgchannel.Config{Verifier: v2, Inbox: &flakyInbox{}, Host: "openchannel.alipay.com"})
 	if err != nil {
 		t.Fatal(err)
@@ -463,7 +464,7 @@ func TestManager(t *testing.T) {
 		t.Fatal("a manager without apps is not idle")
 	}
 	// An app on the WebSocket without a private key cannot start.
-	v3, _ := alipay.NewVerifier([]*alipay.App{newApp(wsApp, nil, alipay.ChannelWebSocket)})
+	v3, _ := alipay.NewVerifier([]*alipay.App{newApp(wsApp, nil, alipay.DeliverWebSocket)})
 	if _, err := msgchannel.NewManager(msgchannel.Config{Verifier: v3, Inbox: &flakyInbox{}, Host: url}); err == nil ||
 		!strings.Contains(err.Error(), "private key") {
 		t.Fatalf("no private key: %v", err)
@@ -472,7 +473,7 @@ func TestManager(t *testing.T) {
 
 func TestNewClient_Insecure(t *testing.T) {
 	t.Parallel()
-	v, _ := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.ChannelWebSocket)})
+	v, _ := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.DeliverWebSocket)})
 	app, _ := v.App(appID)
 	t.Run("ErrPlainWebSocket", func(t *testing.T) {
 		_, err := msgchannel.NewClient(msgchannel.Config{App: app, Verifier: v, Inbox: &flakyInbox{}, Host: "http://127.0.0.1:8090"})
@@ -544,7 +545,7 @@ func TestPing(t *testing.T) {
 // TestUnreachable: readiness says why, without the request's sign.
 func TestUnreachable(t *testing.T) {
 	t.Parallel()
-	v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.ChannelWebSocket)})
+	v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.DeliverWebSocket)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"sort"
 	"time"
+
+	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
 
 // The methods the gateway has typed handling for. MethodAuthGranted is the
@@ -38,7 +40,7 @@ type RegistryConfig struct {
 	// Sealer encrypts authorization tokens at rest. With none, grants are
 	// refused (EUNAVAILABLE): a grant is never acknowledged without its
 	// tokens kept, and Alipay resends it once a key is configured.
-	Sealer *Sealer
+	Sealer *seal.Sealer
 	// MaxClockSkew is how far ahead of a notification's ReceivedAt a time
 	// in its biz_content (a grant's auth_time) may be; 5 minutes when zero.
 	MaxClockSkew time.Duration
@@ -84,7 +86,7 @@ func (r *Registry) Methods() []string {
 // handlers holds what the handler functions share; each lives in a file of
 // its own (handler_*.go).
 type handlers struct {
-	sealer *Sealer
+	sealer *seal.Sealer
 	skew   time.Duration
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
+	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
 
 func TestService_CompleteAuthorization(t *testing.T) {
@@ -194,7 +195,7 @@ func TestService_CompleteAuthorization_KeyRotation(t *testing.T) {
 	before := otherKeyState(t) // under oldKey
 	check := func(t *testing.T, current []byte, old ...[]byte) error {
 		t.Helper()
-		sealer, err := notify.NewSealer(current, old...)
+		sealer, err := seal.New(current, old...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -219,7 +220,7 @@ func TestService_CompleteAuthorization_KeyRotation(t *testing.T) {
 // TOKEN_ENCRYPTION_KEY.
 func otherKeyState(t *testing.T) string {
 	t.Helper()
-	sealer, err := notify.NewSealer([]byte("fedcba9876543210fedcba9876543210"))
+	sealer, err := seal.New([]byte("fedcba9876543210fedcba9876543210"))
 	if err != nil {
 		t.Fatal(err)
 	}

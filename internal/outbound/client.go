@@ -25,10 +25,6 @@ const publicKeySN = "alipay-public-key"
 // maxAnswer caps the size of an answer read from Alipay.
 const maxAnswer = 1 << 20
 
-// beijing is the zone of the timestamp parameter Alipay expects. A fixed
-// zone: the host may have no tz database.
-var beijing = time.FixedZone("CST", 8*3600)
-
 // client is one app's OpenAPI client.
 type client struct {
 	app *alipay.App
@@ -52,7 +48,7 @@ func newClient(a *alipay.App, gateway string, hc *http.Client) (*client, error) 
 	// production=false: the production client downloads the cert of an
 	// unknown alipay_cert_sn and trusts it unchecked; the sandbox client
 	// refuses it. The gateway is ours either way.
-	opts := []sw.OptionFunc{sw.WithHTTPClient(hc), sw.WithSandboxGateway(gateway), sw.WithTimeLocation(beijing)}
+	opts := []sw.OptionFunc{sw.WithHTTPClient(hc), sw.WithSandboxGateway(gateway), sw.WithTimeLocation(alipay.ChinaTime)}
 	for _, k := range a.Keys {
 		sn := k.SN
 		if !a.CertMode || sn == "" {

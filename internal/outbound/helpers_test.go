@@ -17,6 +17,8 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/redact"
+	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
 
 // Test apps: keyAppID calls in public-key mode, certAppID in certificate
@@ -108,7 +110,7 @@ func newEnv(t *testing.T, o options) *env {
 
 // serviceWith returns another Service of e's app, store and simulator,
 // whose tokens are sealed and opened by sealer.
-func (e *env) serviceWith(t *testing.T, sealer *notify.Sealer) *outbound.Service {
+func (e *env) serviceWith(t *testing.T, sealer *seal.Sealer) *outbound.Service {
 	t.Helper()
 	svc, err := outbound.New(outbound.Config{
 		Apps: []*alipay.App{e.app}, GatewayURL: e.sim.URL(), Store: e.db, Sealer: sealer,
@@ -161,7 +163,7 @@ func (e *env) state(t *testing.T, appID string) string {
 func (e *env) cancel(t *testing.T, ts int64) notify.Outcome {
 	t.Helper()
 	biz := fmt.Sprintf(`{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000999","app_auth_token":"whatever"}`, e.app.ID, merchant)
-	red, secrets := notify.Redact(biz)
+	red, secrets := redact.Secrets(biz)
 	out, err := e.db.Ingest(context.Background(), &notify.Notification{
 		AppID: e.app.ID, NotifyID: fmt.Sprintf("cancel-%d", seq.Add(1)), Method: notify.MethodAuthCancelled, UTCTimestamp: ts,
 		BizContent: red, Secrets: secrets, Params: map[string]string{"biz_content": red, "msg_method": notify.MethodAuthCancelled},
@@ -180,7 +182,7 @@ func (e *env) grant(t *testing.T, id string, authTime int64, token, refresh stri
 	t.Helper()
 	biz := fmt.Sprintf(`{"detail":{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000999","auth_time":%d,`+
 		`"app_auth_token":%q,"app_refresh_token":%q,"expires_in":3600,"re_expires_in":7200}}`, e.app.ID, merchant, authTime, token, refresh)
-	red, secrets := notify.Redact(biz)
+	red, secrets := redact.Secrets(biz)
 	out, err := e.db.Ingest(context.Background(), &notify.Notification{
 		AppID: e.app.ID, NotifyID: id, Method: notify.MethodAuthGranted, BizContent: red, Secrets: secrets,
 		Params:  map[string]string{"biz_content": red, "notify_type": notify.MethodAuthGranted, "status": "execute_auth", "auth_app_id": merchant},

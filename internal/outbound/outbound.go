@@ -28,6 +28,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
 
 // Error codes of the outbound side, besides notify's. The HTTP layer maps
@@ -54,7 +55,7 @@ type Config struct {
 	Store   Store
 	// Sealer opens and seals the merchants' tokens (TOKEN_ENCRYPTION_KEY),
 	// and gives the key that signs authorization links' states.
-	Sealer  *notify.Sealer
+	Sealer  *seal.Sealer
 	Metrics *metrics.Metrics
 	Logger  zerolog.Logger
 	// Timeout bounds one call to Alipay; 15s when zero.
@@ -69,7 +70,7 @@ type Config struct {
 // use.
 type Service struct {
 	store   Store
-	sealer  *notify.Sealer
+	sealer  *seal.Sealer
 	metrics *metrics.Metrics
 	log     zerolog.Logger
 	now     func() time.Time

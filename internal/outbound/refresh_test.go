@@ -12,6 +12,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
+	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
 
 const tokenApp = openapisim.MethodAuthTokenApp
@@ -225,11 +226,11 @@ func TestRefresher_RefreshDue_RotatedKey(t *testing.T) {
 	e.authorize(t)
 	oldKey := []byte("0123456789abcdef0123456789abcdef") // pgtest.Sealer's
 	newKey := []byte("fedcba9876543210fedcba9876543210")
-	rotated, err := notify.NewSealer(newKey, oldKey)
+	rotated, err := seal.New(newKey, oldKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	newOnly, _ := notify.NewSealer(newKey)
+	newOnly, _ := seal.New(newKey)
 	svc := e.serviceWith(t, rotated)
 	t.Run("OK", func(t *testing.T) {
 		if _, _, err := svc.SendTemplateMessage(ctx, onBehalf(), ""); err != nil {

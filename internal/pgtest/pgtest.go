@@ -15,6 +15,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
 
 // URL returns the test server's URL, failing the test when there is none.
@@ -81,8 +82,8 @@ func New(t testing.TB, reg *notify.Registry) *postgres.DB {
 }
 
 // Sealer returns a token sealer with a fixed test key.
-func Sealer(t testing.TB) *notify.Sealer {
-	s, err := notify.NewSealer([]byte("0123456789abcdef0123456789abcdef"))
+func Sealer(t testing.TB) *seal.Sealer {
+	s, err := seal.New([]byte("0123456789abcdef0123456789abcdef"))
 	if err != nil {
 		t.Fatal(err)
 	}

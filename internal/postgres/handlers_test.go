@@ -11,6 +11,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/redact"
 )
 
 const app = "2021000000000001"
@@ -20,7 +21,7 @@ var seq atomic.Int64
 // note returns a notification of method with biz at ts (ms), as the
 // verifier would hand it over (secrets already taken out of biz).
 func note(method, biz string, ts int64) *notify.Notification {
-	red, secrets := notify.Redact(biz)
+	red, secrets := redact.Secrets(biz)
 	return &notify.Notification{
 		AppID: app, NotifyID: fmt.Sprintf("n-%d", seq.Add(1)), Method: method, UTCTimestamp: ts,
 		BizContent: red, Secrets: secrets, Params: map[string]string{"biz_content": red, "msg_method": method},

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/view"
 )
 
 // Ingest records n and applies it in one transaction, and returns once that
@@ -558,7 +559,7 @@ func (db *DB) applyIsolated(ctx context.Context, tx pgx.Tx, rows []*row) error {
 // current keys. A notification in any other status is returned unchanged:
 // reprocessing is idempotent. It returns an ENOTFOUND *notify.Error for an
 // unknown notification.
-func (db *DB) Reprocess(ctx context.Context, appID, notifyID string, redecode func(*notify.Notification)) (*notify.StoredNotification, error) {
+func (db *DB) Reprocess(ctx context.Context, appID, notifyID string, redecode func(*notify.Notification)) (*view.StoredNotification, error) {
 	stored, err := db.Notification(ctx, appID, notifyID)
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/view"
 )
 
 // Listing limits.
@@ -23,8 +24,8 @@ const (
 const notificationColumns = `id, notify_id, app_id, msg_method, utc_timestamp, received_at, processed_at,
     status, error, delivery_count, channel, encrypted, content_form, biz_content, params`
 
-func scanNotification(row pgx.Row) (*notify.StoredNotification, error) {
-	var n notify.StoredNotification
+func scanNotification(row pgx.Row) (*view.StoredNotification, error) {
+	var n view.StoredNotification
 	var params []byte
 	err := row.Scan(&n.ID, &n.NotifyID, &n.AppID, &n.MsgMethod, &n.UTCTimestamp, &n.ReceivedAt, &n.ProcessedAt,
 		&n.Status, &n.Error, &n.DeliveryCount, &n.Channel, &n.Encrypted, &n.ContentForm, &n.Biz, &params)
@@ -51,7 +52,7 @@ func bizJSON(biz string) json.RawMessage {
 // Notification returns the notification notifyID (of appID, when given; of
 // the most recently received app otherwise). It returns an ENOTFOUND
 // *notify.Error when there is none.
-func (db *DB) Notification(ctx context.Context, appID, notifyID string) (*notify.StoredNotification, error) {
+func (db *DB) Notification(ctx context.Context, appID, notifyID string) (*view.StoredNotification, error) {
 	n, err := scanNotification(db.Pool.QueryRow(ctx, `SELECT `+notificationColumns+` FROM notifications
         WHERE notify_id = $1 AND ($2 = '' OR app_id = $2) ORDER BY received_at DESC, id DESC LIMIT 1`, notifyID, appID))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -66,7 +67,7 @@ func (db *DB) Notification(ctx context.Context, appID, notifyID string) (*notify
 // Notifications lists notifications newest first, a page at a time, and
 // returns the cursor of the next page ("" after the last). It returns an
 // EINVALID *notify.Error for a cursor it did not make.
-func (db *DB) Notifications(ctx context.Context, f notify.NotificationFilter) ([]*notify.StoredNotification, string, error) {
+func (db *DB) Notifications(ctx context.Context, f view.NotificationFilter) ([]*view.StoredNotification, string, error) {
 	limit := clampLimit(f.Limit)
 	var after struct {
 		At time.Time `json:"t"`
@@ -91,7 +92,7 @@ func (db *DB) Notifications(ctx context.Context, f notify.NotificationFilter) ([
 		return nil, "", unavailable(err)
 	}
 	defer rows.Close()
-	var out []*notify.StoredNotification
+	var out []*view.StoredNotification
 	for rows.Next() {
 		n, err := scanNotification(rows)
 		if err != nil {
@@ -115,8 +116,8 @@ func (db *DB) Notifications(ctx context.Context, f notify.NotificationFilter) ([
 const authorizationColumns = `auth_app_id, app_id, user_id, status, authorized_at, cancelled_at,
     expires_at, refresh_expires_at, app_auth_token IS NOT NULL, updated_at`
 
-func scanAuthorization(row pgx.Row) (*notify.Authorization, error) {
-	var a notify.Authorization
+func scanAuthorization(row pgx.Row) (*view.Authorization, error) {
+	var a view.Authorization
 	err := row.Scan(&a.AuthAppID, &a.AppID, &a.UserID, &a.Status, &a.AuthorizedAt, &a.CancelledAt,
 		&a.ExpiresAt, &a.RefreshExpiresAt, &a.HasToken, &a.UpdatedAt)
 	return &a, err
@@ -125,7 +126,7 @@ func scanAuthorization(row pgx.Row) (*notify.Authorization, error) {
 // Authorization returns the authorization of authAppID (for appID when
 // given; the most recently updated otherwise). It returns an ENOTFOUND
 // *notify.Error when there is none.
-func (db *DB) Authorization(ctx context.Context, appID, authAppID string) (*notify.Authorization, error) {
+func (db *DB) Authorization(ctx context.Context, appID, authAppID string) (*view.Authorization, error) {
 	a, err := scanAuthorization(db.Pool.QueryRow(ctx, `SELECT `+authorizationColumns+` FROM authorizations
         WHERE auth_app_id = $1 AND ($2 = '' OR app_id = $2) ORDER BY updated_at DESC LIMIT 1`, authAppID, appID))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -138,7 +139,7 @@ func (db *DB) Authorization(ctx context.Context, appID, authAppID string) (*noti
 }
 
 // Authorizations lists authorizations by auth_app_id, a page at a time.
-func (db *DB) Authorizations(ctx context.Context, f notify.AuthorizationFilter) ([]*notify.Authorization, string, error) {
+func (db *DB) Authorizations(ctx context.Context, f view.AuthorizationFilter) ([]*view.Authorization, string, error) {
 	limit := clampLimit(f.Limit)
 	var after struct {
 		AuthAppID string `json:"a"`
@@ -172,8 +173,8 @@ func (db *DB) Authorizations(ctx context.Context, f notify.AuthorizationFilter) 
 // MiniApp returns a mini-app's audit state with its versions, newest
 // first: those of the app that owns it. It returns an ENOTFOUND
 // *notify.Error when there is none.
-func (db *DB) MiniApp(ctx context.Context, miniAppID string) (*notify.MiniApp, error) {
-	var m notify.MiniApp
+func (db *DB) MiniApp(ctx context.Context, miniAppID string) (*view.MiniApp, error) {
+	var m view.MiniApp
 	err := db.Pool.QueryRow(ctx, `SELECT mini_app_id, app_id, audit_status, mini_app_version, updated_at
         FROM mini_apps WHERE mini_app_id = $1`, miniAppID).
 		Scan(&m.MiniAppID, &m.AppID, &m.AuditStatus, &m.MiniAppVersion, &m.UpdatedAt)
@@ -189,9 +190,9 @@ func (db *DB) MiniApp(ctx context.Context, miniAppID string) (*notify.MiniApp, e
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	m.Versions = []notify.AppVersion{}
-	vs, err := collect(rows, func(row pgx.Row) (notify.AppVersion, error) {
-		var v notify.AppVersion
+	m.Versions = []view.AppVersion{}
+	vs, err := collect(rows, func(row pgx.Row) (view.AppVersion, error) {
+		var v view.AppVersion
 		var at int64
 		err := row.Scan(&v.MiniAppVersion, &v.AuditStatus, &v.BundleID, &v.BaseAudit, &v.PromoteAudit,
 			&v.AuditReason, &v.BaseAuditReason, &v.PromoteAuditReason, &at, &v.UpdatedAt)
@@ -209,15 +210,15 @@ func (db *DB) MiniApp(ctx context.Context, miniAppID string) (*notify.MiniApp, e
 // AuditHistory returns every audit notification of a mini-app, newest first
 // (stale ones included, marked applied=false). It returns an ENOTFOUND
 // *notify.Error when the mini-app is unknown.
-func (db *DB) AuditHistory(ctx context.Context, miniAppID string) ([]notify.AuditEntry, error) {
+func (db *DB) AuditHistory(ctx context.Context, miniAppID string) ([]view.AuditEntry, error) {
 	rows, err := db.Pool.Query(ctx, `SELECT notify_id, msg_method, mini_app_version, audit_status, bundle_id,
             base_audit, promote_audit, audit_reason, base_audit_reason, promote_audit_reason, event_at, applied, received_at
         FROM mini_app_audit_events WHERE mini_app_id = $1 ORDER BY event_at DESC, notify_id DESC`, miniAppID)
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	out, err := collect(rows, func(row pgx.Row) (notify.AuditEntry, error) {
-		var e notify.AuditEntry
+	out, err := collect(rows, func(row pgx.Row) (view.AuditEntry, error) {
+		var e view.AuditEntry
 		var at int64
 		err := row.Scan(&e.NotifyID, &e.MsgMethod, &e.MiniAppVersion, &e.AuditStatus, &e.BundleID,
 			&e.BaseAudit, &e.PromoteAudit, &e.AuditReason, &e.BaseAuditReason, &e.PromoteAuditReason, &at, &e.Applied, &e.ReceivedAt)
@@ -236,8 +237,8 @@ func (db *DB) AuditHistory(ctx context.Context, miniAppID string) ([]notify.Audi
 
 const orderColumns = `order_no, app_id, kind, out_order_no, mini_app_id, status, pid, merchant_id, app_name, updated_at`
 
-func scanOrder(row pgx.Row) (*notify.MiniAppOrder, error) {
-	var o notify.MiniAppOrder
+func scanOrder(row pgx.Row) (*view.MiniAppOrder, error) {
+	var o view.MiniAppOrder
 	err := row.Scan(&o.OrderNo, &o.AppID, &o.Kind, &o.OutOrderNo, &o.MiniAppID, &o.Status, &o.PID, &o.MerchantID, &o.AppName, &o.UpdatedAt)
 	return &o, err
 }
@@ -245,7 +246,7 @@ func scanOrder(row pgx.Row) (*notify.MiniAppOrder, error) {
 // Order returns a mini-app creation order with its history (the owning
 // app's notifications). It returns an ENOTFOUND *notify.Error when there is
 // none.
-func (db *DB) Order(ctx context.Context, orderNo string) (*notify.MiniAppOrder, error) {
+func (db *DB) Order(ctx context.Context, orderNo string) (*view.MiniAppOrder, error) {
 	o, err := scanOrder(db.Pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM mini_app_orders WHERE order_no = $1`, orderNo))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notify.Errorf(notify.ENOTFOUND, "not_found", "no mini-app order %q", orderNo)
@@ -258,8 +259,8 @@ func (db *DB) Order(ctx context.Context, orderNo string) (*notify.MiniAppOrder, 
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	o.History, err = collect(rows, func(row pgx.Row) (notify.OrderHistory, error) {
-		var h notify.OrderHistory
+	o.History, err = collect(rows, func(row pgx.Row) (view.OrderHistory, error) {
+		var h view.OrderHistory
 		var at int64
 		err := row.Scan(&h.NotifyID, &h.MsgMethod, &h.Kind, &h.Status, &h.MiniAppID, &at, &h.Applied, &h.ReceivedAt)
 		h.EventAt = time.UnixMilli(at).UTC()
@@ -272,7 +273,7 @@ func (db *DB) Order(ctx context.Context, orderNo string) (*notify.MiniAppOrder, 
 }
 
 // Orders lists mini-app creation orders by order_no, a page at a time.
-func (db *DB) Orders(ctx context.Context, f notify.OrderFilter) ([]*notify.MiniAppOrder, string, error) {
+func (db *DB) Orders(ctx context.Context, f view.OrderFilter) ([]*view.MiniAppOrder, string, error) {
 	limit := clampLimit(f.Limit)
 	var after struct {
 		OrderNo string `json:"o"`

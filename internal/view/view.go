@@ -1,12 +1,15 @@
-package notify
+// Package view holds the read models of the ops API: what the store answers
+// and the API returns as JSON (internal/httpapi/openapi.json), and the
+// filters of its listings. They are views of the state, not the domain:
+// nothing decides anything from them.
+package view
 
 import (
 	"encoding/json"
 	"time"
-)
 
-// The read models below are what the ops API returns; their JSON is the
-// API's (see internal/httpapi/openapi.json).
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+)
 
 // StoredNotification is a notification as the inbox holds it.
 type StoredNotification struct {
@@ -16,7 +19,7 @@ type StoredNotification struct {
 	UTCTimestamp  *int64          `json:"utc_timestamp"`
 	ReceivedAt    time.Time       `json:"received_at"`
 	ProcessedAt   time.Time       `json:"processed_at"`
-	Status        Status          `json:"status"`
+	Status        notify.Status   `json:"status"`
 	Error         string          `json:"error"`
 	DeliveryCount int             `json:"delivery_count"`
 	Channel       string          `json:"channel"`
@@ -113,7 +116,7 @@ type OrderHistory struct {
 type NotificationFilter struct {
 	MsgMethod string
 	AppID     string
-	Status    Status
+	Status    notify.Status
 	Since     *time.Time // received at or after
 	Until     *time.Time // received before
 	Limit     int

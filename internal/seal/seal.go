@@ -1,4 +1,10 @@
-package notify
+// Package seal encrypts merchants' tokens at rest (AES-GCM), under a key
+// ring: TOKEN_ENCRYPTION_KEY seals, the keys of TOKEN_ENCRYPTION_OLD_KEYS
+// only open, and every sealed value names the key that sealed it, so that
+// the key can be rotated (gateway reseal). It also derives, from the same
+// key, keys for other purposes every replica shares (the authorization
+// link's state).
+package seal
 
 import (
 	"bytes"
@@ -9,82 +15,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 )
-
-// SecretKeys are the biz_content fields that hold credentials. They are
-// taken out of a notification before it is stored or logged.
-var SecretKeys = []string{"app_auth_token", "app_refresh_token", "app_auth_code"}
-
-// Redacted replaces a secret in stored biz_content.
-const Redacted = "[redacted]"
-
-// Redact takes the SecretKeys fields out of the JSON object biz, at any
-// depth. It returns biz with each such string replaced by Redacted, and the
-// values it took out. A biz that is not JSON, or holds no secret, comes back
-// unchanged with nil secrets.
-func Redact(biz string) (string, map[string]string) {
-	found := false
-	for _, k := range SecretKeys {
-		if strings.Contains(biz, k) {
-			found = true
-			break
-		}
-	}
-	if !found {
-		return biz, nil
-	}
-	dec := json.NewDecoder(strings.NewReader(biz))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return biz, nil
-	}
-	secrets := map[string]string{}
-	redact(v, secrets)
-	if len(secrets) == 0 {
-		return biz, nil
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return biz, nil
-	}
-	return strings.TrimSuffix(buf.String(), "\n"), secrets
-}
-
-func redact(v any, secrets map[string]string) {
-	switch t := v.(type) {
-	case map[string]any:
-		for k, child := range t {
-			if isSecretKey(k) {
-				if s, ok := child.(string); ok {
-					secrets[k] = s
-					t[k] = Redacted
-				}
-				continue
-			}
-			redact(child, secrets)
-		}
-	case []any:
-		for _, child := range t {
-			redact(child, secrets)
-		}
-	}
-}
-
-func isSecretKey(k string) bool {
-	for _, s := range SecretKeys {
-		if k == s {
-			return true
-		}
-	}
-	return false
-}
 
 // Sealer encrypts secrets at rest with AES-GCM under a key ring: the
 // current key seals; the current and the old keys open, so that the key can
@@ -120,11 +54,11 @@ const (
 	keyIDLabel  = "alipay-notify-gateway token key id\x00"
 )
 
-// NewSealer returns a Sealer that seals with current and opens with
+// New returns a Sealer that seals with current and opens with
 // current and old, each a 16, 24 or 32-byte AES key. It returns an error
 // when a key has another length, or when an old key repeats the current
 // key or another old key.
-func NewSealer(current []byte, old ...[]byte) (*Sealer, error) {
+func New(current []byte, old ...[]byte) (*Sealer, error) {
 	all := append([][]byte{current}, old...)
 	s := &Sealer{}
 	for i, key := range all {
