@@ -80,4 +80,3 @@ func isSecretKey(k string) bool {
 	}
 	return false
 }
-
