@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
@@ -127,7 +128,11 @@ func (s *Service) SendTemplateMessage(ctx context.Context, m TemplateMessage, ke
 			return nil, false, err
 		}
 	}
-	send := &Send{AppID: m.AppID, AuthAppID: m.AuthAppID, IdempotencyKey: key, Request: m, RequestHash: hash, Status: SendPending}
+	req, err := json.Marshal(m) // as stored: the message, never a token
+	if err != nil {
+		return nil, false, fmt.Errorf("outbound: unable to encode the message: %w", err)
+	}
+	send := &Send{AppID: m.AppID, AuthAppID: m.AuthAppID, IdempotencyKey: key, Request: req, RequestHash: hash, Status: SendPending}
 	prior, err := s.store.StartSend(ctx, send)
 	if err != nil {
 		return nil, false, err
@@ -173,6 +178,14 @@ func (s *Service) SendTemplateMessage(ctx context.Context, m TemplateMessage, ke
 
 // replay answers a call whose idempotency key is already recorded.
 func (s *Service) replay(prior *Send, hash string) (*Send, bool, error) {
+	// The request as the first call answered it: in the message's field
+	// order, which the store's JSON does not keep.
+	var m TemplateMessage
+	if json.Unmarshal(prior.Request, &m) == nil {
+		if req, err := json.Marshal(m); err == nil {
+			prior.Request = req
+		}
+	}
 	if prior.RequestHash != hash {
 		return nil, false, notify.Errorf(notify.ECONFLICT, "idempotency_key_reused", "Idempotency-Key %q was used for a different request", prior.IdempotencyKey)
 	}

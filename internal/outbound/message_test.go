@@ -2,6 +2,7 @@ package outbound_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -273,7 +274,8 @@ func TestService_SendTemplateMessage_Abandoned(t *testing.T) {
 	ctx := context.Background()
 	m := message()
 	m.AppID = keyAppID
-	s := &outbound.Send{AppID: keyAppID, IdempotencyKey: "dead-1", Request: m, Status: outbound.SendPending}
+	req, _ := json.Marshal(m)
+	s := &outbound.Send{AppID: keyAppID, IdempotencyKey: "dead-1", Request: req, Status: outbound.SendPending}
 	// Record a pending send as a dead process would have left it, with the
 	// request hash the Service computes (taken from a real send of m).
 	if _, _, err := e.svc.SendTemplateMessage(ctx, m, "probe"); err != nil {

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -10,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
-	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 )
 
 // The outbound side's storage: merchant tokens for calls made on a
@@ -18,8 +16,6 @@ import (
 // idempotency key, unique per app, is what makes a retried send go out
 // once), grants from
 // the authorization flow, and the token refresher's claims.
-
-var _ outbound.Store = (*DB)(nil)
 
 // AuthToken returns the sealed app_auth_token of authAppID's authorization
 // of appID. It returns an ENOTFOUND *notify.Error when none is recorded, an
@@ -53,9 +49,9 @@ func (db *DB) AuthToken(ctx context.Context, appID, authAppID string) ([]byte, e
 const sendColumns = `id, app_id, auth_app_id, COALESCE(idempotency_key, ''), request, request_hash, status,
     code, msg, sub_code, sub_msg, error, COALESCE(latency_ms, 0), created_at, finished_at`
 
-func scanSend(row pgx.Row) (*outbound.Send, error) {
+func scanSend(row pgx.Row) (*notify.TemplateSend, error) {
 	var (
-		s   outbound.Send
+		s   notify.TemplateSend
 		req []byte
 	)
 	err := row.Scan(&s.ID, &s.AppID, &s.AuthAppID, &s.IdempotencyKey, &req, &s.RequestHash, &s.Status,
@@ -63,9 +59,7 @@ func scanSend(row pgx.Row) (*outbound.Send, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(req, &s.Request); err != nil {
-		return nil, fmt.Errorf("store: template message %d: request: %w", s.ID, err)
-	}
+	s.Request = req
 	return &s, nil
 }
 
@@ -75,30 +69,26 @@ func scanSend(row pgx.Row) (*outbound.Send, error) {
 // it records nothing and returns the send recorded under the key. It
 // returns an EUNAVAILABLE *notify.Error when the database cannot be
 // reached.
-func (db *DB) StartSend(ctx context.Context, s *outbound.Send) (*outbound.Send, error) {
-	req, err := s.RequestJSON()
-	if err != nil {
-		return nil, fmt.Errorf("store: unable to encode the request: %w", err)
-	}
-	err = db.Pool.QueryRow(ctx, `INSERT INTO template_messages (app_id, auth_app_id, idempotency_key, request, request_hash, status)
+func (db *DB) StartSend(ctx context.Context, s *notify.TemplateSend) (*notify.TemplateSend, error) {
+	err := db.Pool.QueryRow(ctx, `INSERT INTO template_messages (app_id, auth_app_id, idempotency_key, request, request_hash, status)
         VALUES ($1, $2, NULLIF($3, ''), $4, $5, 'pending')
         ON CONFLICT (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING id, created_at`,
-		s.AppID, s.AuthAppID, s.IdempotencyKey, req, s.RequestHash).Scan(&s.ID, &s.CreatedAt)
+		s.AppID, s.AuthAppID, s.IdempotencyKey, []byte(s.Request), s.RequestHash).Scan(&s.ID, &s.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return db.SendByKey(ctx, s.AppID, s.IdempotencyKey)
 	}
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	s.Status = outbound.SendPending
+	s.Status = notify.SendPending
 	return nil, nil
 }
 
 // SendByKey returns the send recorded under key for appID. It returns an
 // ENOTFOUND *notify.Error when there is none, and an EUNAVAILABLE one when
 // the database cannot be reached.
-func (db *DB) SendByKey(ctx context.Context, appID, key string) (*outbound.Send, error) {
+func (db *DB) SendByKey(ctx context.Context, appID, key string) (*notify.TemplateSend, error) {
 	s, err := scanSend(db.Pool.QueryRow(ctx, `SELECT `+sendColumns+` FROM template_messages
         WHERE app_id = $1 AND idempotency_key = $2`, appID, key))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -113,7 +103,7 @@ func (db *DB) SendByKey(ctx context.Context, appID, key string) (*outbound.Send,
 // FinishSend records the outcome of a send that StartSend recorded, and
 // sets its FinishedAt. It returns an EUNAVAILABLE *notify.Error when the
 // database cannot be reached.
-func (db *DB) FinishSend(ctx context.Context, s *outbound.Send) error {
+func (db *DB) FinishSend(ctx context.Context, s *notify.TemplateSend) error {
 	var finished time.Time
 	err := db.Pool.QueryRow(ctx, `UPDATE template_messages SET status = $2, code = $3, msg = $4, sub_code = $5,
         sub_msg = $6, error = $7, latency_ms = $8, finished_at = now() WHERE id = $1 RETURNING finished_at`,
@@ -145,8 +135,8 @@ func (db *DB) SaveGrant(ctx context.Context, g notify.AuthGrant) (bool, error) {
 // picked FOR UPDATE SKIP LOCKED: replicas claiming at once get different
 // ones. It returns an EUNAVAILABLE *notify.Error when the database cannot
 // be reached.
-func (db *DB) ClaimRefresh(ctx context.Context, appIDs []string, dueBefore time.Time, retryAfter time.Duration) (*outbound.DueRefresh, error) {
-	var d outbound.DueRefresh
+func (db *DB) ClaimRefresh(ctx context.Context, appIDs []string, dueBefore time.Time, retryAfter time.Duration) (*notify.DueRefresh, error) {
+	var d notify.DueRefresh
 	err := db.Pool.QueryRow(ctx, `UPDATE authorizations AS a SET refresh_attempted_at = now()
         FROM (SELECT app_id, auth_app_id FROM authorizations
               WHERE status = 'authorized' AND app_refresh_token IS NOT NULL AND app_id = ANY($1)
@@ -182,7 +172,7 @@ func (db *DB) ClaimRefresh(ctx context.Context, appIDs []string, dueBefore time.
 // authorization changed since d was claimed (a cancellation or a new grant)
 // it changes nothing and reports false. It returns an EUNAVAILABLE
 // *notify.Error when the database cannot be reached.
-func (db *DB) CompleteRefresh(ctx context.Context, d *outbound.DueRefresh, r outbound.Refreshed) (bool, error) {
+func (db *DB) CompleteRefresh(ctx context.Context, d *notify.DueRefresh, r notify.Refreshed) (bool, error) {
 	at := r.At.UTC()
 	tag, err := db.Pool.Exec(ctx, `UPDATE authorizations SET user_id = COALESCE(NULLIF($5, ''), user_id),
         app_auth_token = $6, app_refresh_token = $7, expires_at = $8, refresh_expires_at = $9,
@@ -200,7 +190,7 @@ func (db *DB) CompleteRefresh(ctx context.Context, d *outbound.DueRefresh, r out
 // FailRefresh records why refreshing d failed, unless the authorization
 // changed since. It returns an EUNAVAILABLE *notify.Error when the database
 // cannot be reached.
-func (db *DB) FailRefresh(ctx context.Context, d *outbound.DueRefresh, reason string) error {
+func (db *DB) FailRefresh(ctx context.Context, d *notify.DueRefresh, reason string) error {
 	_, err := db.Pool.Exec(ctx, `UPDATE authorizations SET refresh_error = $5
         WHERE app_id = $1 AND auth_app_id = $2 AND event_at = $3 AND event_notify_id = $4`,
 		d.AppID, d.AuthAppID, d.EventAt, d.EventNotifyID, reason)

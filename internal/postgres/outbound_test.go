@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -9,7 +10,6 @@ import (
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
-	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
 )
@@ -112,9 +112,21 @@ func TestDB_AuthToken(t *testing.T) {
 	}
 }
 
-func send(key string) *outbound.Send {
-	return &outbound.Send{AppID: obApp, IdempotencyKey: key, RequestHash: "h",
-		Request: outbound.TemplateMessage{ToUserID: "2088000000000001", UserTemplateID: "t", Page: "p", Data: []byte(`{"k":{"value":"v"}}`)}}
+func send(key string) *notify.TemplateSend {
+	return &notify.TemplateSend{AppID: obApp, IdempotencyKey: key, RequestHash: "h",
+		Request: []byte(`{"to_user_id":"2088000000000001","user_template_id":"t","page":"p","data":{"k":{"value":"v"}}}`)}
+}
+
+// request reads back a stored send's request.
+func request(t *testing.T, s *notify.TemplateSend) (req struct {
+	UserTemplateID string          `json:"user_template_id"`
+	Data           json.RawMessage `json:"data"`
+}) {
+	t.Helper()
+	if err := json.Unmarshal(s.Request, &req); err != nil {
+		t.Fatal(err)
+	}
+	return req
 }
 
 func TestDB_StartSend(t *testing.T) {
@@ -127,19 +139,19 @@ func TestDB_StartSend(t *testing.T) {
 		if err != nil || prior != nil || s.ID == 0 || s.CreatedAt.IsZero() {
 			t.Fatalf("%+v %+v %v", s, prior, err)
 		}
-		s.Status, s.Code, s.Msg, s.LatencyMS = outbound.SendSent, "10000", "Success", 12
+		s.Status, s.Code, s.Msg, s.LatencyMS = notify.SendSent, "10000", "Success", 12
 		if err := db.FinishSend(ctx, s); err != nil || s.FinishedAt == nil {
 			t.Fatal(err)
 		}
 		got, err := db.SendByKey(ctx, obApp, "k1")
-		if err != nil || got.ID != s.ID || got.Status != outbound.SendSent || got.LatencyMS != 12 || got.Request.UserTemplateID != "t" ||
-			string(got.Request.Data) != `{"k": {"value": "v"}}` && string(got.Request.Data) != `{"k":{"value":"v"}}` {
+		if err != nil || got.ID != s.ID || got.Status != notify.SendSent || got.LatencyMS != 12 || request(t, got).UserTemplateID != "t" ||
+			string(request(t, got).Data) != `{"k": {"value": "v"}}` && string(request(t, got).Data) != `{"k":{"value":"v"}}` {
 			t.Fatalf("%+v %v", got, err)
 		}
 	})
 	t.Run("Duplicate", func(t *testing.T) {
 		prior, err := db.StartSend(ctx, send("k1"))
-		if err != nil || prior == nil || prior.Status != outbound.SendSent {
+		if err != nil || prior == nil || prior.Status != notify.SendSent {
 			t.Fatalf("%+v %v", prior, err)
 		}
 	})
@@ -151,10 +163,10 @@ func TestDB_StartSend(t *testing.T) {
 		if err != nil || prior != nil || other.ID == 0 {
 			t.Fatalf("%+v %v", prior, err)
 		}
-		if prior, err := db.StartSend(ctx, send("k1")); err != nil || prior == nil || prior.ID == other.ID || prior.Status != outbound.SendSent {
+		if prior, err := db.StartSend(ctx, send("k1")); err != nil || prior == nil || prior.ID == other.ID || prior.Status != notify.SendSent {
 			t.Fatalf("the first app's retry: %+v %v", prior, err)
 		}
-		if got, err := db.SendByKey(ctx, other.AppID, "k1"); err != nil || got.ID != other.ID || got.Status != outbound.SendPending {
+		if got, err := db.SendByKey(ctx, other.AppID, "k1"); err != nil || got.ID != other.ID || got.Status != notify.SendPending {
 			t.Fatalf("%+v %v", got, err)
 		}
 		if _, err := db.SendByKey(ctx, "2021000000000053", "k1"); notify.ErrorCode(err) != notify.ENOTFOUND {
@@ -223,7 +235,7 @@ func TestDB_ClaimRefresh(t *testing.T) {
 		if d2, _ := db.ClaimRefresh(ctx, []string{obApp}, window, time.Hour); d2 != nil {
 			t.Fatalf("claimed twice: %+v", d2)
 		}
-		ok, err := db.CompleteRefresh(ctx, d, outbound.Refreshed{SealedAuthToken: []byte("new"), SealedRefreshToken: []byte("new-r"),
+		ok, err := db.CompleteRefresh(ctx, d, notify.Refreshed{SealedAuthToken: []byte("new"), SealedRefreshToken: []byte("new-r"),
 			At: now, ExpiresIn: 30 * 86400, ReExpiresIn: 31 * 86400})
 		if err != nil || !ok {
 			t.Fatal(err)
@@ -244,7 +256,7 @@ func TestDB_ClaimRefresh(t *testing.T) {
 			t.Fatalf("%+v %v", d, err)
 		}
 		obCancel(t, db, "soon2", ms+5)
-		if ok, err := db.CompleteRefresh(ctx, d, outbound.Refreshed{SealedAuthToken: []byte("x"), At: now}); err != nil || ok {
+		if ok, err := db.CompleteRefresh(ctx, d, notify.Refreshed{SealedAuthToken: []byte("x"), At: now}); err != nil || ok {
 			t.Fatalf("refreshed a cancelled authorization: %v %v", ok, err)
 		}
 		if err := db.FailRefresh(ctx, d, "whatever"); err != nil {
@@ -302,8 +314,8 @@ func TestDB_CompleteRefresh(t *testing.T) {
 	// complete refreshes authAppID's grant g with EventAt eventAt.
 	complete := func(t *testing.T, g notify.AuthGrant, eventAt int64) {
 		t.Helper()
-		d := &outbound.DueRefresh{AppID: obApp, AuthAppID: g.AuthAppID, EventAt: g.At, EventNotifyID: g.NotifyID}
-		ok, err := db.CompleteRefresh(ctx, d, outbound.Refreshed{SealedAuthToken: []byte("refreshed"), SealedRefreshToken: []byte("refreshed-r"),
+		d := &notify.DueRefresh{AppID: obApp, AuthAppID: g.AuthAppID, EventAt: g.At, EventNotifyID: g.NotifyID}
+		ok, err := db.CompleteRefresh(ctx, d, notify.Refreshed{SealedAuthToken: []byte("refreshed"), SealedRefreshToken: []byte("refreshed-r"),
 			At: time.Now(), ExpiresIn: 3600, EventAt: eventAt})
 		if err != nil || !ok {
 			t.Fatalf("%v %v", ok, err)
