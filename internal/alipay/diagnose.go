@@ -369,7 +369,7 @@ func (d *diagnosis) loadCerts() {
 }
 
 func (d *diagnosis) loadCert(s Source, roots *RootBundle) {
-	certs, _, err := parseCerts(s.Data)
+	leaf, err := ParseLeafCert(s.Data)
 	if err != nil {
 		why := err.Error()
 		if _, kerr := ParsePublicKey(s.Data); kerr == nil {
@@ -379,7 +379,6 @@ func (d *diagnosis) loadCert(s Source, roots *RootBundle) {
 		d.addKey(KeyInfo{Name: s.Name, Role: RoleAlipay, Desc: "unreadable", Problem: why}, nil)
 		return
 	}
-	leaf := certs[0]
 	sn := CertSN(leaf)
 	info := KeyInfo{Name: s.Name, Role: RoleAlipay, Desc: describeCert(leaf), SN: sn}
 	name := s.Name + " (SN " + sn + ")"
@@ -446,10 +445,10 @@ func looksLikeAppCert(name string) bool {
 
 // firstCert returns the first certificate in data, PEM or bare base64 DER.
 func firstCert(data []byte) *x509.Certificate {
-	if certs, _, err := parseCerts(data); err == nil {
-		return certs[0]
+	if c, err := ParseLeafCert(data); err == nil {
+		return c
 	}
-	der, err := base64.StdEncoding.DecodeString(string(removeSpace(bytes.TrimSpace(data))))
+	der, err := base64.StdEncoding.DecodeString(string(stripSpace(bytes.TrimSpace(data))))
 	if err != nil {
 		return nil
 	}
@@ -458,6 +457,18 @@ func firstCert(data []byte) *x509.Certificate {
 		return nil
 	}
 	return c
+}
+
+// stripSpace drops every ASCII white space byte (line breaks in a pasted
+// cert).
+func stripSpace(b []byte) []byte {
+	return bytes.Map(func(r rune) rune {
+		switch r {
+		case ' ', '\t', '\r', '\n':
+			return -1
+		}
+		return r
+	}, b)
 }
 
 func describeKey(pub *rsa.PublicKey) string {
@@ -555,7 +566,7 @@ func (d *diagnosis) run(body []byte) {
 
 // summarize copies the notification's identifying parameters.
 func (d *diagnosis) summarize(f Form) {
-	d.r.AppID, d.r.NotifyID, d.r.Method = f[ParamAppID], f[ParamNotifyID], methodOf(f)
+	d.r.AppID, d.r.NotifyID, d.r.Method = f[ParamAppID], f[ParamNotifyID], f.Method()
 	d.r.SignType, d.r.Charset, d.r.AlipayCertSN = f[ParamSignType], f[ParamCharset], f[ParamCertSN]
 }
 
@@ -573,9 +584,9 @@ func (d *diagnosis) verdict(body []byte, f Form) {
 		return
 	}
 	// The gateway's answer is Notification's (shapes, then the signature,
-	// then the time); the signature's own verdict is verifyAt's.
+	// then the time); the signature's own verdict is VerifyAt's.
 	_, _, refused := v.Notification(body, "diagnose", d.in.Now)
-	m, err := v.verifyAt(f, d.in.Now)
+	m, err := v.VerifyAt(f, d.in.Now)
 	if err == nil {
 		d.r.Verified, d.r.Form, d.r.CertSN = true, m.Form.Name, m.CertSN
 	}
@@ -612,7 +623,7 @@ func (d *diagnosis) matchedKey(ok []Attempt) {
 
 // decodeSign decodes sign as the gateway does (spaces restored to '+').
 func decodeSign(sign string) []byte {
-	sig, err := base64.StdEncoding.DecodeString(RepairSign(sign))
+	sig, err := DecodeSign(sign)
 	if err != nil {
 		return nil
 	}
@@ -702,7 +713,7 @@ func (d *diagnosis) candByName(name string) *candidate {
 func (d *diagnosis) tryAll(f Form, sig []byte, h crypto.Hash) []Attempt {
 	var ok []Attempt
 	for _, form := range ContentForms(f) {
-		digest := digestOf(h, SignContent(f, form))
+		digest := Digest(h, SignContent(f, form))
 		for _, c := range d.alipayCands() {
 			a := Attempt{Form: form.Name, Hash: hashName(h), Key: c.name, OK: rsa.VerifyPKCS1v15(c.pub, h, digest, sig) == nil}
 			d.r.Attempts = append(d.r.Attempts, a)
@@ -728,7 +739,7 @@ func (d *diagnosis) tryVariant(f Form, v variant, sig []byte, h crypto.Hash, can
 		if v.content != nil {
 			content = v.content(f, form)
 		}
-		digest := digestOf(h, content)
+		digest := Digest(h, content)
 		for _, c := range cands {
 			a := Attempt{Form: form.Name, Variant: v.name, Hash: hashName(h), Key: c.name, OK: rsa.VerifyPKCS1v15(c.pub, h, digest, sig) == nil}
 			d.r.Attempts = append(d.r.Attempts, a)
@@ -768,7 +779,7 @@ func (d *diagnosis) tryVariants(f Form, sig []byte, h crypto.Hash) *Attempt {
 			}), form)
 		}})
 	}
-	if gbk, err := isGBK(f[ParamCharset]); err == nil {
+	if gbk, err := IsGBK(f[ParamCharset]); err == nil {
 		nonASCII := hasValue(f, func(v string) bool {
 			for i := 0; i < len(v); i++ {
 				if v[i] >= 0x80 {
@@ -778,7 +789,7 @@ func (d *diagnosis) tryVariants(f Form, sig []byte, h crypto.Hash) *Attempt {
 			return false
 		})
 		switch {
-		case nonASCII && !gbk && validUTF8(f):
+		case nonASCII && !gbk && f.ValidUTF8():
 			vs = append(vs, variant{name: "content in GBK", code: DiagCharsetMismatch, content: func(f Form, form ContentForm) []byte {
 				s, err := ToGBK(string(SignContent(f, form)))
 				if err != nil {
@@ -788,7 +799,7 @@ func (d *diagnosis) tryVariants(f Form, sig []byte, h crypto.Hash) *Attempt {
 			}})
 		case nonASCII && gbk:
 			vs = append(vs, variant{name: "content in UTF-8", code: DiagCharsetMismatch, content: func(f Form, form ContentForm) []byte {
-				return []byte(fromGBK(string(SignContent(f, form))))
+				return []byte(FromGBK(string(SignContent(f, form))))
 			}})
 		}
 	}
