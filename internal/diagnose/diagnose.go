@@ -1,4 +1,4 @@
-package alipay
+package diagnose
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 )
 
@@ -213,15 +214,15 @@ type candidate struct {
 type variant struct {
 	name    string
 	code    string
-	content func(Form, ContentForm) []byte // nil: SignContent
-	sig     []byte                         // nil: the received signature
+	content func(alipay.Form, alipay.ContentForm) []byte // nil: alipay.SignContent
+	sig     []byte                                       // nil: the received signature
 }
 
 type diagnosis struct {
 	in        DiagnoseInput
 	r         Report
 	cands     []*candidate
-	usable    []Key
+	usable    []alipay.Key
 	certMode  bool
 	rootSN    string
 	refusedSN map[string]string // SN of a refused cert -> why
@@ -314,15 +315,15 @@ func (d *diagnosis) addKey(k KeyInfo, c *candidate) {
 }
 
 func (d *diagnosis) loadPublicKey(s Source) {
-	pub, err := ParsePublicKey(s.Data)
+	pub, err := alipay.ParsePublicKey(s.Data)
 	if err == nil {
-		d.usable = append(d.usable, Key{Pub: pub})
+		d.usable = append(d.usable, alipay.Key{Pub: pub})
 		d.addKey(KeyInfo{Name: s.Name, Role: RoleAlipay, Desc: describeKey(pub), Usable: true},
 			&candidate{name: s.Name, src: s.Name, pub: pub, kind: kindUsable})
 		return
 	}
 	// Why it does not parse: the usual mix-ups first.
-	if priv, perr := ParsePrivateKey(s.Data); perr == nil {
+	if priv, perr := alipay.ParsePrivateKey(s.Data); perr == nil {
 		pub := &priv.PublicKey
 		d.add(LevelError, DiagKeyIsPrivate, "%s is a private key, not a public key (%v). Alipay's public key (支付宝公钥) is shown in the console; a private key there is most likely your app's private key (应用私钥): keep it secret, and take it out of the gateway's settings.", s.Name, err)
 		d.addKey(KeyInfo{Name: s.Name, Role: RoleAlipay, Desc: "RSA private key; its public half: " + describeKey(pub), Problem: "a private key, not a public key"},
@@ -331,9 +332,9 @@ func (d *diagnosis) loadPublicKey(s Source) {
 	}
 	if cert := firstCert(s.Data); cert != nil {
 		d.add(LevelError, DiagKeyIsCert, "%s is a certificate (%s), not a public key: certificates are for certificate mode: set ALIPAY_ROOT_CERT_FILE to alipayRootCert.crt and ALIPAY_PUBLIC_CERT_FILE to alipayCertPublicKey_RSA2.crt instead of ALIPAY_PUBLIC_KEY*.", s.Name, err)
-		info := KeyInfo{Name: s.Name, Role: RoleAlipay, Desc: describeCert(cert), SN: CertSN(cert), Problem: "a certificate, not a public key"}
+		info := KeyInfo{Name: s.Name, Role: RoleAlipay, Desc: describeCert(cert), SN: alipay.CertSN(cert), Problem: "a certificate, not a public key"}
 		if pub, ok := cert.PublicKey.(*rsa.PublicKey); ok {
-			d.addKey(info, &candidate{name: s.Name + " (the cert's key)", src: s.Name, pub: pub, sn: CertSN(cert), kind: kindPastedCert})
+			d.addKey(info, &candidate{name: s.Name + " (the cert's key)", src: s.Name, pub: pub, sn: alipay.CertSN(cert), kind: kindPastedCert})
 		} else {
 			d.addKey(info, nil)
 		}
@@ -346,13 +347,13 @@ func (d *diagnosis) loadPublicKey(s Source) {
 func (d *diagnosis) loadCerts() {
 	d.certMode = true
 	in := d.in
-	var roots *RootBundle
+	var roots *alipay.RootBundle
 	switch {
 	case in.RootCert == nil:
 		d.add(LevelError, DiagRootMissing, "certificates are configured without the root bundle (ALIPAY_ROOT_CERT_FILE, alipayRootCert.crt): the gateway refuses to start. Their keys are still tried here.")
 	default:
 		var err error
-		roots, err = ParseRootBundle(in.RootCert.Data)
+		roots, err = alipay.ParseRootBundle(in.RootCert.Data)
 		if err != nil {
 			d.add(LevelError, DiagRootUnreadable, "%s: %v: the gateway refuses to start", in.RootCert.Name, err)
 			roots = nil
@@ -368,18 +369,18 @@ func (d *diagnosis) loadCerts() {
 	}
 }
 
-func (d *diagnosis) loadCert(s Source, roots *RootBundle) {
-	leaf, err := ParseLeafCert(s.Data)
+func (d *diagnosis) loadCert(s Source, roots *alipay.RootBundle) {
+	leaf, err := alipay.ParseLeafCert(s.Data)
 	if err != nil {
 		why := err.Error()
-		if _, kerr := ParsePublicKey(s.Data); kerr == nil {
+		if _, kerr := alipay.ParsePublicKey(s.Data); kerr == nil {
 			why += "; it is a public key: that is public-key mode (ALIPAY_PUBLIC_KEY_FILE)"
 		}
 		d.add(LevelError, DiagCertUnreadable, "%s: %s: the gateway refuses to start", s.Name, why)
 		d.addKey(KeyInfo{Name: s.Name, Role: RoleAlipay, Desc: "unreadable", Problem: why}, nil)
 		return
 	}
-	sn := CertSN(leaf)
+	sn := alipay.CertSN(leaf)
 	info := KeyInfo{Name: s.Name, Role: RoleAlipay, Desc: describeCert(leaf), SN: sn}
 	name := s.Name + " (SN " + sn + ")"
 	if looksLikeAppCert(s.Name) {
@@ -388,9 +389,9 @@ func (d *diagnosis) loadCert(s Source, roots *RootBundle) {
 	pub, isRSA := leaf.PublicKey.(*rsa.PublicKey)
 	var refusal string
 	if roots != nil {
-		c, err := ParseAlipayCert(s.Data, roots, d.in.Now)
+		c, err := alipay.ParseAlipayCert(s.Data, roots, d.in.Now)
 		if err == nil {
-			d.usable = append(d.usable, Key{SN: c.SN, Pub: c.Key})
+			d.usable = append(d.usable, alipay.Key{SN: c.SN, Pub: c.Key})
 			info.Usable = true
 			d.addKey(info, &candidate{name: name, src: s.Name, pub: c.Key, sn: c.SN, kind: kindUsable})
 			return
@@ -403,8 +404,8 @@ func (d *diagnosis) loadCert(s Source, roots *RootBundle) {
 			d.add(LevelError, DiagCertExpired, "%s (SN %s) expired on %s: the gateway refuses to start with it. Alipay signs with a newer cert by now: download the current alipayCertPublicKey_RSA2.crt from the console (and the new alipayRootCert.crt if it changed); keep the old one configured next to the new one only while it is valid.", s.Name, sn, leaf.NotAfter.UTC().Format(time.RFC3339))
 		case d.in.Now.Before(leaf.NotBefore):
 			d.add(LevelError, DiagCertNotYetValid, "%s (SN %s) is not valid before %s: the gateway refuses to start with it (check the host's clock)", s.Name, sn, leaf.NotBefore.UTC().Format(time.RFC3339))
-		case errors.Is(err, ErrChain):
-			d.add(LevelError, DiagCertUnchained, "%s (SN %s, issuer %s) does not chain to the roots in %s: %s. The gateway refuses to start with it: a cert that does not chain to Alipay's root is not Alipay's (or the root bundle is not the one that goes with it; download both from the console; the cert file must hold the intermediate after the cert).", s.Name, sn, leaf.Issuer, d.in.RootCert.Name, strings.TrimPrefix(strings.TrimPrefix(refusal, ErrChain.Error()), ": "))
+		case errors.Is(err, alipay.ErrChain):
+			d.add(LevelError, DiagCertUnchained, "%s (SN %s, issuer %s) does not chain to the roots in %s: %s. The gateway refuses to start with it: a cert that does not chain to Alipay's root is not Alipay's (or the root bundle is not the one that goes with it; download both from the console; the cert file must hold the intermediate after the cert).", s.Name, sn, leaf.Issuer, d.in.RootCert.Name, strings.TrimPrefix(strings.TrimPrefix(refusal, alipay.ErrChain.Error()), ": "))
 		default:
 			d.add(LevelError, DiagCertUnreadable, "%s: %v: the gateway refuses to start", s.Name, err)
 		}
@@ -421,11 +422,11 @@ func (d *diagnosis) loadCert(s Source, roots *RootBundle) {
 }
 
 func (d *diagnosis) loadAppKey(s Source) {
-	pub, err := ParsePublicKey(s.Data)
+	pub, err := alipay.ParsePublicKey(s.Data)
 	if err != nil {
 		if cert := firstCert(s.Data); cert != nil {
 			if p, ok := cert.PublicKey.(*rsa.PublicKey); ok {
-				d.addKey(KeyInfo{Name: s.Name, Role: RoleApp, Desc: describeCert(cert), SN: CertSN(cert)},
+				d.addKey(KeyInfo{Name: s.Name, Role: RoleApp, Desc: describeCert(cert), SN: alipay.CertSN(cert)},
 					&candidate{name: s.Name + " (app)", src: s.Name, pub: p, kind: kindApp})
 				return
 			}
@@ -445,7 +446,7 @@ func looksLikeAppCert(name string) bool {
 
 // firstCert returns the first certificate in data, PEM or bare base64 DER.
 func firstCert(data []byte) *x509.Certificate {
-	if c, err := ParseLeafCert(data); err == nil {
+	if c, err := alipay.ParseLeafCert(data); err == nil {
 		return c
 	}
 	der, err := base64.StdEncoding.DecodeString(string(stripSpace(bytes.TrimSpace(data))))
@@ -481,21 +482,21 @@ func describeKey(pub *rsa.PublicKey) string {
 }
 
 func describeCert(c *x509.Certificate) string {
-	return fmt.Sprintf("cert SN %s, subject %q, valid %s to %s", CertSN(c), c.Subject.String(),
+	return fmt.Sprintf("cert SN %s, subject %q, valid %s to %s", alipay.CertSN(c), c.Subject.String(),
 		c.NotBefore.UTC().Format(time.DateOnly), c.NotAfter.UTC().Format(time.DateOnly))
 }
 
 func (d *diagnosis) run(body []byte) {
-	f, err := ParseForm(body)
+	f, err := alipay.ParseForm(body)
 	if err != nil {
 		d.r.Reason = notify.ErrorReason(err)
 		d.add(LevelError, DiagGatewayRefuses, "the gateway answers 400 fail: %s", notify.ErrorMessage(err))
 		d.add(LevelError, DiagMalformedForm, "the body is not a form the gateway accepts: %s. Give the raw body exactly as posted (application/x-www-form-urlencoded), not a log's rendering of it.", notify.ErrorMessage(err))
 		// A body that was URL-decoded once already (as a log prints it)
 		// often no longer parses ("%" in a value).
-		if raw := splitRaw(body); raw != nil && raw[ParamSign] != "" {
+		if raw := splitRaw(body); raw != nil && raw[alipay.ParamSign] != "" {
 			d.summarize(raw)
-			if sig := decodeSign(raw[ParamSign]); sig != nil {
+			if sig := decodeSign(raw[alipay.ParamSign]); sig != nil {
 				if a := d.tryVariant(raw, variant{name: "body taken as already decoded"}, sig, d.hashes(raw)[0], d.alipayCands()); a != nil {
 					d.add(LevelError, DiagBodyDecodedTwice, "%s", decodedTwiceText(a))
 				}
@@ -505,11 +506,11 @@ func (d *diagnosis) run(body []byte) {
 	}
 	d.summarize(f)
 	d.verdict(body, f)
-	sign := f[ParamSign]
+	sign := f[alipay.ParamSign]
 	if sign == "" {
 		return
 	}
-	if f[ParamAppID] == "" {
+	if f[alipay.ParamAppID] == "" {
 		d.add(LevelError, DiagMissingAppID, "app_id is missing: the gateway answers 400 before checking the signature")
 	}
 
@@ -544,8 +545,8 @@ func (d *diagnosis) run(body []byte) {
 		return
 	}
 	// Whoever captured the body may have decoded it once already.
-	if raw := splitRaw(body); raw != nil && raw[ParamSign] != "" && bytes.ContainsAny(body, "%+") {
-		if a := d.tryVariant(raw, variant{name: "body taken as already decoded"}, decodeSign(raw[ParamSign]), hashes[0], d.alipayCands()); a != nil {
+	if raw := splitRaw(body); raw != nil && raw[alipay.ParamSign] != "" && bytes.ContainsAny(body, "%+") {
+		if a := d.tryVariant(raw, variant{name: "body taken as already decoded"}, decodeSign(raw[alipay.ParamSign]), hashes[0], d.alipayCands()); a != nil {
 			d.add(LevelError, DiagBodyDecodedTwice, "%s", decodedTwiceText(a))
 			d.keyKindNotes(d.candByName(a.Key))
 			return
@@ -565,19 +566,19 @@ func (d *diagnosis) run(body []byte) {
 }
 
 // summarize copies the notification's identifying parameters.
-func (d *diagnosis) summarize(f Form) {
-	d.r.AppID, d.r.NotifyID, d.r.Method = f[ParamAppID], f[ParamNotifyID], f.Method()
-	d.r.SignType, d.r.Charset, d.r.AlipayCertSN = f[ParamSignType], f[ParamCharset], f[ParamCertSN]
+func (d *diagnosis) summarize(f alipay.Form) {
+	d.r.AppID, d.r.NotifyID, d.r.Method = f[alipay.ParamAppID], f[alipay.ParamNotifyID], f.Method()
+	d.r.SignType, d.r.Charset, d.r.AlipayCertSN = f[alipay.ParamSignType], f[alipay.ParamCharset], f[alipay.ParamCertSN]
 }
 
 // verdict asks the gateway's own Verifier.
-func (d *diagnosis) verdict(body []byte, f Form) {
-	id := f[ParamAppID]
+func (d *diagnosis) verdict(body []byte, f alipay.Form) {
+	id := f[alipay.ParamAppID]
 	if id == "" {
 		id = "(none)"
 	}
-	app := &App{ID: id, Keys: d.usable, CertMode: d.certMode, AllowRSA1: d.in.AllowRSA1}
-	v, err := NewVerifier([]*App{app})
+	app := &alipay.App{ID: id, Keys: d.usable, CertMode: d.certMode, AllowRSA1: d.in.AllowRSA1}
+	v, err := alipay.NewVerifier([]*alipay.App{app})
 	if err != nil {
 		d.r.Reason = DiagNoKeys
 		d.add(LevelError, DiagGatewayRefuses, "the gateway would not start with this configuration (%v)", err)
@@ -623,7 +624,7 @@ func (d *diagnosis) matchedKey(ok []Attempt) {
 
 // decodeSign decodes sign as the gateway does (spaces restored to '+').
 func decodeSign(sign string) []byte {
-	sig, err := DecodeSign(sign)
+	sig, err := alipay.DecodeSign(sign)
 	if err != nil {
 		return nil
 	}
@@ -632,7 +633,7 @@ func decodeSign(sign string) []byte {
 
 // checkSign reports a sign that is not base64 or has the wrong length.
 func (d *diagnosis) checkSign(sign string, sig []byte) {
-	repaired := RepairSign(sign)
+	repaired := alipay.RepairSign(sign)
 	if sig == nil {
 		text := "sign is not standard base64, even with spaces restored to '+'"
 		switch {
@@ -663,8 +664,8 @@ func (d *diagnosis) checkSign(sign string, sig []byte) {
 }
 
 // hashes returns the hashes to try, the one sign_type declares first.
-func (d *diagnosis) hashes(f Form) [2]crypto.Hash {
-	if f[ParamSignType] == "RSA" {
+func (d *diagnosis) hashes(f alipay.Form) [2]crypto.Hash {
+	if f[alipay.ParamSignType] == "RSA" {
 		return [2]crypto.Hash{crypto.SHA1, crypto.SHA256}
 	}
 	return [2]crypto.Hash{crypto.SHA256, crypto.SHA1}
@@ -710,10 +711,10 @@ func (d *diagnosis) candByName(name string) *candidate {
 
 // tryAll tries every Alipay key against every content form with hash h, as
 // received, recording each attempt, and returns those that verified.
-func (d *diagnosis) tryAll(f Form, sig []byte, h crypto.Hash) []Attempt {
+func (d *diagnosis) tryAll(f alipay.Form, sig []byte, h crypto.Hash) []Attempt {
 	var ok []Attempt
-	for _, form := range ContentForms(f) {
-		digest := Digest(h, SignContent(f, form))
+	for _, form := range alipay.ContentForms(f) {
+		digest := alipay.Digest(h, alipay.SignContent(f, form))
 		for _, c := range d.alipayCands() {
 			a := Attempt{Form: form.Name, Hash: hashName(h), Key: c.name, OK: rsa.VerifyPKCS1v15(c.pub, h, digest, sig) == nil}
 			d.r.Attempts = append(d.r.Attempts, a)
@@ -727,19 +728,19 @@ func (d *diagnosis) tryAll(f Form, sig []byte, h crypto.Hash) []Attempt {
 
 // tryVariant tries one variant with the given keys and hash and returns the
 // first attempt that verified.
-func (d *diagnosis) tryVariant(f Form, v variant, sig []byte, h crypto.Hash, cands []*candidate) *Attempt {
+func (d *diagnosis) tryVariant(f alipay.Form, v variant, sig []byte, h crypto.Hash, cands []*candidate) *Attempt {
 	if v.sig != nil {
 		sig = v.sig
 	}
 	if sig == nil {
 		return nil
 	}
-	for _, form := range ContentForms(f) {
-		content := SignContent(f, form)
+	for _, form := range alipay.ContentForms(f) {
+		content := alipay.SignContent(f, form)
 		if v.content != nil {
 			content = v.content(f, form)
 		}
-		digest := Digest(h, content)
+		digest := alipay.Digest(h, content)
 		for _, c := range cands {
 			a := Attempt{Form: form.Name, Variant: v.name, Hash: hashName(h), Key: c.name, OK: rsa.VerifyPKCS1v15(c.pub, h, digest, sig) == nil}
 			d.r.Attempts = append(d.r.Attempts, a)
@@ -753,25 +754,25 @@ func (d *diagnosis) tryVariant(f Form, v variant, sig []byte, h crypto.Hash, can
 
 // tryVariants tries the senders' and capturers' usual mistakes and reports
 // the first that explains the signature.
-func (d *diagnosis) tryVariants(f Form, sig []byte, h crypto.Hash) *Attempt {
-	sign := f[ParamSign]
+func (d *diagnosis) tryVariants(f alipay.Form, sig []byte, h crypto.Hash) *Attempt {
+	sign := f[alipay.ParamSign]
 	var vs []variant
 	if hasValue(f, func(v string) bool { return v == "" }) {
-		vs = append(vs, variant{name: "empty values dropped", code: DiagEmptyValuesDropped, content: func(f Form, form ContentForm) []byte {
-			return SignContent(mapValues(f, func(v string) (string, bool) { return v, v != "" }), form)
+		vs = append(vs, variant{name: "empty values dropped", code: DiagEmptyValuesDropped, content: func(f alipay.Form, form alipay.ContentForm) []byte {
+			return alipay.SignContent(mapValues(f, func(v string) (string, bool) { return v, v != "" }), form)
 		}})
 	}
 	if hasValue(f, func(v string) bool { return strings.TrimSpace(v) != v }) {
-		vs = append(vs, variant{name: "values trimmed", code: DiagValuesTrimmed, content: func(f Form, form ContentForm) []byte {
-			return SignContent(mapValues(f, func(v string) (string, bool) { return strings.TrimSpace(v), true }), form)
+		vs = append(vs, variant{name: "values trimmed", code: DiagValuesTrimmed, content: func(f alipay.Form, form alipay.ContentForm) []byte {
+			return alipay.SignContent(mapValues(f, func(v string) (string, bool) { return strings.TrimSpace(v), true }), form)
 		}})
-		vs = append(vs, variant{name: "values trimmed, empty values dropped", code: DiagValuesTrimmed, content: func(f Form, form ContentForm) []byte {
-			return SignContent(mapValues(f, func(v string) (string, bool) { v = strings.TrimSpace(v); return v, v != "" }), form)
+		vs = append(vs, variant{name: "values trimmed, empty values dropped", code: DiagValuesTrimmed, content: func(f alipay.Form, form alipay.ContentForm) []byte {
+			return alipay.SignContent(mapValues(f, func(v string) (string, bool) { v = strings.TrimSpace(v); return v, v != "" }), form)
 		}})
 	}
 	if hasValue(f, func(v string) bool { return strings.ContainsAny(v, "%+") }) {
-		vs = append(vs, variant{name: "values URL-decoded again", code: DiagValuesEncodedTwice, content: func(f Form, form ContentForm) []byte {
-			return SignContent(mapValues(f, func(v string) (string, bool) {
+		vs = append(vs, variant{name: "values URL-decoded again", code: DiagValuesEncodedTwice, content: func(f alipay.Form, form alipay.ContentForm) []byte {
+			return alipay.SignContent(mapValues(f, func(v string) (string, bool) {
 				if u, err := url.QueryUnescape(v); err == nil {
 					return u, true
 				}
@@ -779,7 +780,7 @@ func (d *diagnosis) tryVariants(f Form, sig []byte, h crypto.Hash) *Attempt {
 			}), form)
 		}})
 	}
-	if gbk, err := IsGBK(f[ParamCharset]); err == nil {
+	if gbk, err := alipay.IsGBK(f[alipay.ParamCharset]); err == nil {
 		nonASCII := hasValue(f, func(v string) bool {
 			for i := 0; i < len(v); i++ {
 				if v[i] >= 0x80 {
@@ -790,16 +791,16 @@ func (d *diagnosis) tryVariants(f Form, sig []byte, h crypto.Hash) *Attempt {
 		})
 		switch {
 		case nonASCII && !gbk && f.ValidUTF8():
-			vs = append(vs, variant{name: "content in GBK", code: DiagCharsetMismatch, content: func(f Form, form ContentForm) []byte {
-				s, err := ToGBK(string(SignContent(f, form)))
+			vs = append(vs, variant{name: "content in GBK", code: DiagCharsetMismatch, content: func(f alipay.Form, form alipay.ContentForm) []byte {
+				s, err := alipay.ToGBK(string(alipay.SignContent(f, form)))
 				if err != nil {
 					return nil
 				}
 				return []byte(s)
 			}})
 		case nonASCII && gbk:
-			vs = append(vs, variant{name: "content in UTF-8", code: DiagCharsetMismatch, content: func(f Form, form ContentForm) []byte {
-				return []byte(FromGBK(string(SignContent(f, form))))
+			vs = append(vs, variant{name: "content in UTF-8", code: DiagCharsetMismatch, content: func(f alipay.Form, form alipay.ContentForm) []byte {
+				return []byte(alipay.FromGBK(string(alipay.SignContent(f, form))))
 			}})
 		}
 	}
@@ -831,13 +832,13 @@ func decodedTwiceText(a *Attempt) string {
 }
 
 // explainVariant reports the variant that verified.
-func (d *diagnosis) explainVariant(f Form, v variant, a *Attempt) {
+func (d *diagnosis) explainVariant(f alipay.Form, v variant, a *Attempt) {
 	var text string
 	switch v.code {
 	case DiagEmptyValuesDropped:
 		var empty []string
 		for k, val := range f {
-			if val == "" && k != ParamSign {
+			if val == "" && k != alipay.ParamSign {
 				empty = append(empty, k)
 			}
 		}
@@ -848,7 +849,7 @@ func (d *diagnosis) explainVariant(f Form, v variant, a *Attempt) {
 	case DiagValuesEncodedTwice:
 		text = "it verifies once the values are URL-decoded a second time: the sender signed the values but URL-encoded them twice in the body (so '%' escapes remain after one decoding). The gateway decodes exactly once, as Alipay's SDKs do: the sender must encode once."
 	case DiagCharsetMismatch:
-		text = fmt.Sprintf("it verifies with the signed string converted to another charset (%s): the sender signed in one charset and sent in another (charset=%q). Alipay signs the bytes in the charset it declares.", v.name, f[ParamCharset])
+		text = fmt.Sprintf("it verifies with the signed string converted to another charset (%s): the sender signed in one charset and sent in another (charset=%q). Alipay signs the bytes in the charset it declares.", v.name, f[alipay.ParamCharset])
 	case DiagSignEncodedTwice:
 		text = "it verifies once sign is URL-decoded again: the sender URL-encoded sign twice (%2B became %252B). Encode exactly once."
 	case DiagSignURLSafe:
@@ -876,7 +877,7 @@ func (d *diagnosis) keyKindNotes(c *candidate) {
 // explainCrypto explains a signature that is cryptographically good with a
 // configured (or refused, or misconfigured) key but that the gateway
 // refuses.
-func (d *diagnosis) explainCrypto(f Form, ok []Attempt) {
+func (d *diagnosis) explainCrypto(f alipay.Form, ok []Attempt) {
 	// Prefer an attempt with a usable key.
 	best := ok[0]
 	for _, a := range ok {
@@ -886,7 +887,7 @@ func (d *diagnosis) explainCrypto(f Form, ok []Attempt) {
 		}
 	}
 	c := d.candByName(best.Key)
-	st := f[ParamSignType]
+	st := f[alipay.ParamSignType]
 	where := fmt.Sprintf("[%s, %s, %s]", best.Form, best.Hash, best.Key)
 	switch {
 	case best.Hash == "SHA1" && st == "RSA":
@@ -914,8 +915,8 @@ func (d *diagnosis) explainCrypto(f Form, ok []Attempt) {
 
 // unknownCertSN reports an alipay_cert_sn none of the usable certs has;
 // verifier is the usable cert that verifies the signature anyway, if any.
-func (d *diagnosis) unknownCertSN(f Form, verifier *candidate) {
-	sn := f[ParamCertSN]
+func (d *diagnosis) unknownCertSN(f alipay.Form, verifier *candidate) {
+	sn := f[alipay.ParamCertSN]
 	var sns []string
 	for _, k := range d.usable {
 		sns = append(sns, k.SN)
@@ -937,13 +938,13 @@ func (d *diagnosis) unknownCertSN(f Form, verifier *candidate) {
 func (d *diagnosis) contentFormNote(name string, failed bool) {
 	var text string
 	switch name {
-	case FormV1.Name:
+	case alipay.FormV1.Name:
 		text = "content form v1: sign_type left out of the signed string (as Alipay's payment notifications and the Java SDK's rsaCheckV1)"
-	case FormV2.Name:
+	case alipay.FormV2.Name:
 		text = "content form v2: sign_type kept in the signed string (as the Java SDK's rsaCheckV2 and the Node SDK try first)"
-	case FormV1CertSN.Name:
+	case alipay.FormV1CertSN.Name:
 		text = "content form v1+cert_sn: sign_type left out, alipay_cert_sn kept in the signed string"
-	case FormV2CertSN.Name:
+	case alipay.FormV2CertSN.Name:
 		text = "content form v2+cert_sn: sign_type and alipay_cert_sn both kept in the signed string"
 	default:
 		return
@@ -958,15 +959,15 @@ func (d *diagnosis) contentFormNote(name string, failed bool) {
 
 // explainVerified adds what is worth knowing about a notification that
 // verifies.
-func (d *diagnosis) explainVerified(f Form) {
+func (d *diagnosis) explainVerified(f alipay.Form) {
 	d.contentFormNote(d.r.Form, false)
-	if f[ParamSignType] == "RSA" {
+	if f[alipay.ParamSignType] == "RSA" {
 		d.add(LevelWarning, DiagSHA1Allowed, "sign_type is RSA (SHA1withRSA): accepted only because RSA1 is allowed for this app (ALIPAY_ALLOW_RSA1); move the app to RSA2")
 	}
-	if _, ok := f[ParamCertSN]; ok && !d.certMode {
-		d.add(LevelInfo, DiagCertSNIgnored, "alipay_cert_sn %q is present but the gateway is in public-key mode: it is ignored", f[ParamCertSN])
+	if _, ok := f[alipay.ParamCertSN]; ok && !d.certMode {
+		d.add(LevelInfo, DiagCertSNIgnored, "alipay_cert_sn %q is present but the gateway is in public-key mode: it is ignored", f[alipay.ParamCertSN])
 	}
-	if _, ok := f[ParamCertSN]; !ok && d.certMode {
+	if _, ok := f[alipay.ParamCertSN]; !ok && d.certMode {
 		d.add(LevelInfo, DiagNoCertSN, "no alipay_cert_sn: in cert mode the gateway tries every configured cert")
 	}
 	if hasValue(f, func(v string) bool { return strings.Contains(v, "%") }) {
@@ -976,7 +977,7 @@ func (d *diagnosis) explainVerified(f Form) {
 
 // wrongKey reports a signature that verifies with no key, no form, no hash
 // and no variant.
-func (d *diagnosis) wrongKey(f Form, sig []byte) {
+func (d *diagnosis) wrongKey(f alipay.Form, sig []byte) {
 	if d.r.Reason == "unknown_cert_sn" {
 		d.unknownCertSN(f, nil)
 	}
@@ -988,7 +989,7 @@ func (d *diagnosis) wrongKey(f Form, sig []byte) {
 		tried = append(tried, c.name)
 	}
 	forms := "V1/V2"
-	if _, ok := f[ParamCertSN]; ok {
+	if _, ok := f[alipay.ParamCertSN]; ok {
 		forms += ", with and without alipay_cert_sn"
 	}
 	text := fmt.Sprintf("the signature verifies with none of the keys (%s), in any content form (%s), with either hash (SHA256/SHA1) or any usual sender mistake: it was signed with another key, or the notification was altered after it was signed.", strings.Join(tried, "; "), forms)
@@ -1000,9 +1001,9 @@ func (d *diagnosis) wrongKey(f Form, sig []byte) {
 	d.add(LevelError, DiagWrongKey, "%s", text)
 }
 
-func hasValue(f Form, pred func(string) bool) bool {
+func hasValue(f alipay.Form, pred func(string) bool) bool {
 	for k, v := range f {
-		if k != ParamSign && pred(v) {
+		if k != alipay.ParamSign && pred(v) {
 			return true
 		}
 	}
@@ -1011,10 +1012,10 @@ func hasValue(f Form, pred func(string) bool) bool {
 
 // mapValues returns a copy of f with each value (but sign) mapped; a value
 // mapped to false is dropped.
-func mapValues(f Form, fn func(string) (string, bool)) Form {
-	out := make(Form, len(f))
+func mapValues(f alipay.Form, fn func(string) (string, bool)) alipay.Form {
+	out := make(alipay.Form, len(f))
 	for k, v := range f {
-		if k == ParamSign {
+		if k == alipay.ParamSign {
 			out[k] = v
 			continue
 		}
@@ -1028,8 +1029,8 @@ func mapValues(f Form, fn func(string) (string, bool)) Form {
 // splitRaw splits a body on '&' and '=' without URL-decoding, for a body
 // that was decoded once already. It returns nil for a body that does not
 // split into distinct valid UTF-8 keys.
-func splitRaw(body []byte) Form {
-	f := Form{}
+func splitRaw(body []byte) alipay.Form {
+	f := alipay.Form{}
 	for _, kv := range strings.Split(string(body), "&") {
 		if kv == "" {
 			continue
