@@ -17,6 +17,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+	"github.com/alipay-notify-gateway/gateway/internal/diagnose"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
 )
 
@@ -428,11 +429,11 @@ func TestVerify(t *testing.T) {
 	t.Run("JSON", func(t *testing.T) {
 		t.Parallel()
 		code, out, _ := ctl(t, "verify", badFile, "--key", pub, "--json")
-		var r alipay.Report
+		var r diagnose.Report
 		if err := json.Unmarshal([]byte(out), &r); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
-		if code != 1 || r.Verified || !r.Has(alipay.DiagWrongKey) || len(r.Attempts) == 0 {
+		if code != 1 || r.Verified || !r.Has(diagnose.DiagWrongKey) || len(r.Attempts) == 0 {
 			t.Errorf("exit %d, report %+v", code, r)
 		}
 	})

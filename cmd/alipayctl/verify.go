@@ -10,7 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/diagnose"
 )
 
 func runVerify(args []string, stdout, stderr io.Writer) error {
@@ -33,7 +33,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
-	var in alipay.DiagnoseInput
+	var in diagnose.DiagnoseInput
 	var fromEnv bool
 	var err error
 	if *keyFile != "" || *pubKey != "" || *root != "" || *certs != "" {
@@ -70,7 +70,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		in.AppPublicKeys = []alipay.Source{{Name: *appKey, Data: data}}
+		in.AppPublicKeys = []diagnose.Source{{Name: *appKey, Data: data}}
 	}
 
 	var body []byte
@@ -83,7 +83,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	r := alipay.Diagnose(body, in)
+	r := diagnose.Diagnose(body, in)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -105,30 +105,30 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 
 // keysFrom reads the key settings into in; prefix is put before a file
 // name in the report ("ALIPAY_PUBLIC_KEY_FILE ").
-func keysFrom(in *alipay.DiagnoseInput, pub, pubName, keyFile, keyPrefix, root, rootPrefix string, certs []string, certPrefix string) error {
+func keysFrom(in *diagnose.DiagnoseInput, pub, pubName, keyFile, keyPrefix, root, rootPrefix string, certs []string, certPrefix string) error {
 	if pub != "" {
-		in.PublicKeys = append(in.PublicKeys, alipay.Source{Name: pubName, Data: []byte(pub)})
+		in.PublicKeys = append(in.PublicKeys, diagnose.Source{Name: pubName, Data: []byte(pub)})
 	}
 	if keyFile != "" {
 		data, err := os.ReadFile(keyFile)
 		if err != nil {
 			return err
 		}
-		in.PublicKeys = append(in.PublicKeys, alipay.Source{Name: keyPrefix + keyFile, Data: data})
+		in.PublicKeys = append(in.PublicKeys, diagnose.Source{Name: keyPrefix + keyFile, Data: data})
 	}
 	if root != "" {
 		data, err := os.ReadFile(root)
 		if err != nil {
 			return err
 		}
-		in.RootCert = &alipay.Source{Name: rootPrefix + root, Data: data}
+		in.RootCert = &diagnose.Source{Name: rootPrefix + root, Data: data}
 	}
 	for _, c := range certs {
 		data, err := os.ReadFile(c)
 		if err != nil {
 			return err
 		}
-		in.Certs = append(in.Certs, alipay.Source{Name: certPrefix + c, Data: data})
+		in.Certs = append(in.Certs, diagnose.Source{Name: certPrefix + c, Data: data})
 	}
 	return nil
 }
@@ -144,7 +144,7 @@ func splitList(s string) []string {
 }
 
 // printReport writes a report for people.
-func printReport(w io.Writer, r alipay.Report) {
+func printReport(w io.Writer, r diagnose.Report) {
 	fmt.Fprintf(w, "notification  app_id=%s notify_id=%s method=%s sign_type=%s charset=%s", dash(r.AppID), dash(r.NotifyID), dash(r.Method), dash(r.SignType), dash(r.Charset))
 	if r.AlipayCertSN != "" {
 		fmt.Fprintf(w, " alipay_cert_sn=%s", r.AlipayCertSN)
@@ -155,7 +155,7 @@ func printReport(w io.Writer, r alipay.Report) {
 	for _, k := range r.Keys {
 		state := "usable"
 		switch {
-		case k.Role == alipay.RoleApp:
+		case k.Role == diagnose.RoleApp:
 			state = "your app's key, for comparison"
 		case !k.Usable:
 			state = "NOT USABLE: " + k.Problem

@@ -145,6 +145,22 @@ func RepairSign(sign string) string {
 	return strings.ReplaceAll(sign, " ", "+")
 }
 
+// DecodeSign decodes sign as the gateway does before it verifies: spaces
+// restored to '+' (RepairSign), then standard padded base64. It returns
+// base64's error (a base64.CorruptInputError) when sign does not decode.
+// It does not bound sign's length: the Verifier refuses a sign over
+// MaxSignLen before decoding it.
+func DecodeSign(sign string) ([]byte, error) {
+	return base64.StdEncoding.DecodeString(RepairSign(sign))
+}
+
+// ValidUTF8 reports whether every key and value of f is valid UTF-8, as
+// the gateway requires of a body whose charset is not GBK. It returns no
+// error.
+func (f Form) ValidUTF8() bool {
+	return validUTF8(f)
+}
+
 // validUTF8 reports whether every key and value of f is valid UTF-8.
 func validUTF8(f Form) bool {
 	for k, v := range f {

@@ -170,6 +170,14 @@ func EncryptBiz(key []byte, plaintext string) (string, error) {
 	return base64.StdEncoding.EncodeToString(ct), nil
 }
 
+// IsGBK reports whether a charset parameter names GBK (GBK, GB2312 or
+// GB18030, in any case) rather than UTF-8 (UTF-8, UTF8 or empty), as the
+// gateway reads it. It returns an EINVALID *notify.Error (bad_charset) for
+// a charset that is neither.
+func IsGBK(charset string) (bool, error) {
+	return isGBK(charset)
+}
+
 // isGBK reports whether charset names GBK (or a GB superset). It returns an
 // EINVALID *notify.Error for a charset that is neither UTF-8 nor GBK.
 func isGBK(charset string) (bool, error) {
@@ -180,6 +188,14 @@ func isGBK(charset string) (bool, error) {
 		return true, nil
 	}
 	return false, notify.Errorf(notify.EINVALID, "bad_charset", "charset %q is not supported", charset)
+}
+
+// FromGBK converts GBK (GB18030) bytes to UTF-8, as the gateway converts
+// a GBK body's parameters before it stores them. It returns no error: when
+// s does not decode, it returns s with its invalid UTF-8 replaced by U+FFFD.
+// ToGBK is its inverse.
+func FromGBK(s string) string {
+	return fromGBK(s)
 }
 
 // fromGBK converts GBK (GB18030) bytes to UTF-8.
@@ -194,6 +210,13 @@ func fromGBK(s string) string {
 // ToGBK converts UTF-8 to GBK bytes. For tests and the CLI.
 func ToGBK(s string) (string, error) {
 	return simplifiedchinese.GBK.NewEncoder().String(s)
+}
+
+// Method returns the notification's method as the gateway names it:
+// msg_method, or notify_type for the older-style notifications that carry
+// none ("" when f has neither). It returns no error.
+func (f Form) Method() string {
+	return methodOf(f)
 }
 
 // methodOf returns msg_method, or notify_type for the older-style

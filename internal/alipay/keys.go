@@ -178,6 +178,21 @@ func parseDERPrivateKey(der []byte) (*rsa.PrivateKey, error) {
 	return nil, fmt.Errorf("%w: not a PKCS#1 or PKCS#8 private key", ErrInvalidPrivateKey)
 }
 
+// ParseLeafCert returns the first certificate of a PEM file, as the
+// gateway reads an Alipay cert file (the signing cert, ahead of its
+// intermediates), without checking its chain or validity: for reporting
+// on a cert the gateway may refuse. Blocks of other types, and
+// certificates Go cannot parse, are skipped. It returns an error ("no
+// certificate found") when no certificate is left; bare base64 DER is not
+// read.
+func ParseLeafCert(data []byte) (*x509.Certificate, error) {
+	certs, _, err := parseCerts(data)
+	if err != nil {
+		return nil, err
+	}
+	return certs[0], nil
+}
+
 // parseCerts parses every CERTIFICATE block of a PEM file. A block that Go
 // cannot parse (Alipay's root bundle holds an SM2 root) is counted in
 // skipped, not returned as an error.

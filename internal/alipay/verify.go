@@ -6,7 +6,6 @@ import (
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/sha256"
-	"encoding/base64"
 	"fmt"
 	"hash"
 	"sort"
@@ -193,6 +192,18 @@ func (v *Verifier) Verify(f Form) (*Match, error) {
 	return v.verifyAt(f, time.Now())
 }
 
+// VerifyAt checks f's signature with its app's keys valid at now: the
+// signature check alone, without the shape, parameter, charset and time
+// checks Notification adds. It returns the errors verifyAt returns: an
+// EINVALID *notify.Error when app_id or sign_type is missing, and an
+// EUNVERIFIED one, with the reason (unknown_app, missing_sign,
+// bad_signature, sign_type_refused, unknown_cert_sn, cert_expired),
+// otherwise. For the failed-verify diagnosis (internal/diagnose), whose
+// verdict is the gateway's.
+func (v *Verifier) VerifyAt(f Form, now time.Time) (*Match, error) {
+	return v.verifyAt(f, now)
+}
+
 // verifyAt checks f's signature with its app's keys valid at now. It
 // returns an EINVALID *notify.Error when app_id or sign_type is missing,
 // and an EUNVERIFIED one, with the reason, when the app is unknown, the
@@ -218,7 +229,7 @@ func (v *Verifier) verifyAt(f Form, now time.Time) (*Match, error) {
 	if len(sign) > MaxSignLen {
 		return nil, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "sign is %d characters long; a signature is at most %d", len(sign), MaxSignLen)
 	}
-	sig, err := base64.StdEncoding.DecodeString(RepairSign(sign))
+	sig, err := DecodeSign(sign)
 	if err != nil {
 		return nil, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "sign is not base64")
 	}
@@ -304,6 +315,13 @@ func (a *App) hashFor(signType string) (crypto.Hash, error) {
 		return 0, notify.Errorf(notify.EUNVERIFIED, "sign_type_refused", "sign_type RSA (SHA1) is not allowed for app %s", a.ID)
 	}
 	return 0, notify.Errorf(notify.EUNVERIFIED, "sign_type_refused", "sign_type %q is not supported", notify.Clip(signType))
+}
+
+// Digest returns the digest the gateway checks a signature of content
+// against: SHA-1 for crypto.SHA1 (sign_type RSA), SHA-256 for any other
+// hash (RSA2). It returns no error.
+func Digest(h crypto.Hash, content []byte) []byte {
+	return digestOf(h, content)
 }
 
 func digestOf(h crypto.Hash, content []byte) []byte {

@@ -1,4 +1,4 @@
-package alipay_test
+package diagnose_test
 
 import (
 	"crypto"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+	"github.com/alipay-notify-gateway/gateway/internal/diagnose"
 )
 
 // Diagnose fixtures: one PKI. In public-key mode its Alipay cert's key plays
@@ -50,21 +51,21 @@ func dgPub(t *testing.T, k *rsa.PrivateKey) []byte {
 }
 
 // keyMode is the configuration of public-key mode with Alipay's key.
-func keyMode(t *testing.T) alipay.DiagnoseInput {
-	return alipay.DiagnoseInput{PublicKeys: []alipay.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: dgPub(t, dgPKI.Alipay.Key)}}}
+func keyMode(t *testing.T) diagnose.DiagnoseInput {
+	return diagnose.DiagnoseInput{PublicKeys: []diagnose.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: dgPub(t, dgPKI.Alipay.Key)}}}
 }
 
 // certMode is the configuration of certificate mode with the given certs.
-func certMode(certs ...devpki.Cert) alipay.DiagnoseInput {
-	in := alipay.DiagnoseInput{RootCert: &alipay.Source{Name: devpki.RootCertFile, Data: dgPKI.RootBundlePEM}}
+func certMode(certs ...devpki.Cert) diagnose.DiagnoseInput {
+	in := diagnose.DiagnoseInput{RootCert: &diagnose.Source{Name: devpki.RootCertFile, Data: dgPKI.RootBundlePEM}}
 	for _, c := range certs {
-		in.Certs = append(in.Certs, alipay.Source{Name: "cert-" + alipay.CertSN(c.Cert) + ".crt", Data: c.PEM})
+		in.Certs = append(in.Certs, diagnose.Source{Name: "cert-" + alipay.CertSN(c.Cert) + ".crt", Data: c.PEM})
 	}
 	return in
 }
 
 // check asserts the verdict and that every code is among the findings.
-func check(t *testing.T, r alipay.Report, verified bool, codes ...string) {
+func check(t *testing.T, r diagnose.Report, verified bool, codes ...string) {
 	t.Helper()
 	if r.Verified != verified {
 		t.Errorf("Verified = %v, want %v (reason %q)", r.Verified, verified, r.Reason)
@@ -84,7 +85,7 @@ func check(t *testing.T, r alipay.Report, verified bool, codes ...string) {
 	}
 }
 
-func text(t *testing.T, r alipay.Report, code string) string {
+func text(t *testing.T, r diagnose.Report, code string) string {
 	t.Helper()
 	f, ok := r.Finding(code)
 	if !ok {
@@ -93,10 +94,10 @@ func text(t *testing.T, r alipay.Report, code string) string {
 	return f.Text
 }
 
-func noErrors(t *testing.T, r alipay.Report) {
+func noErrors(t *testing.T, r diagnose.Report) {
 	t.Helper()
 	for _, f := range r.Findings {
-		if f.Level == alipay.LevelError {
+		if f.Level == diagnose.LevelError {
 			t.Errorf("unexpected error finding %s: %s", f.Code, f.Text)
 		}
 	}
@@ -150,24 +151,24 @@ func TestDiagnose(t *testing.T) {
 	t.Run("OK", func(t *testing.T) {
 		t.Parallel()
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
-		r := alipay.Diagnose([]byte(f.Encode()+"\n"), keyMode(t))
-		check(t, r, true, alipay.DiagContentForm)
+		r := diagnose.Diagnose([]byte(f.Encode()+"\n"), keyMode(t))
+		check(t, r, true, diagnose.DiagContentForm)
 		noErrors(t, r)
 		if r.Form != "v1" || r.Key != "ALIPAY_PUBLIC_KEY" || r.AppID != dgAppID || r.NotifyID != "dg-1" {
 			t.Errorf("report = %+v", r)
 		}
-		if !strings.Contains(text(t, r, alipay.DiagContentForm), "sign_type left out") {
-			t.Error(text(t, r, alipay.DiagContentForm))
+		if !strings.Contains(text(t, r, diagnose.DiagContentForm), "sign_type left out") {
+			t.Error(text(t, r, diagnose.DiagContentForm))
 		}
 	})
 
 	t.Run("SignTypeKept", func(t *testing.T) {
 		t.Parallel()
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV2, crypto.SHA256)
-		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, true, alipay.DiagContentForm)
-		if r.Form != "v2" || !strings.Contains(text(t, r, alipay.DiagContentForm), "sign_type kept") {
-			t.Errorf("form %s: %s", r.Form, text(t, r, alipay.DiagContentForm))
+		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, true, diagnose.DiagContentForm)
+		if r.Form != "v2" || !strings.Contains(text(t, r, diagnose.DiagContentForm), "sign_type kept") {
+			t.Errorf("form %s: %s", r.Form, text(t, r, diagnose.DiagContentForm))
 		}
 		// Both forms were tried, V1 first.
 		if len(r.Attempts) < 2 || r.Attempts[0].Form != "v1" || r.Attempts[0].OK || !r.Attempts[1].OK {
@@ -178,12 +179,12 @@ func TestDiagnose(t *testing.T) {
 	t.Run("WrongKey", func(t *testing.T) {
 		t.Parallel()
 		f := dgSign(t, dgForm(), stranger, alipay.FormV1, crypto.SHA256)
-		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, false, alipay.DiagWrongKey, alipay.DiagGatewayRefuses)
+		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, diagnose.DiagWrongKey, diagnose.DiagGatewayRefuses)
 		if r.Reason != "bad_signature" {
 			t.Errorf("reason = %s", r.Reason)
 		}
-		if s := text(t, r, alipay.DiagWrongKey); !strings.Contains(s, "应用公钥") || !strings.Contains(s, "支付宝公钥") {
+		if s := text(t, r, diagnose.DiagWrongKey); !strings.Contains(s, "应用公钥") || !strings.Contains(s, "支付宝公钥") {
 			t.Error(s)
 		}
 		// V1 and V2, SHA256 and SHA1.
@@ -202,8 +203,8 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
 		f["biz_content"] = `{"mini_app_id":"2014072300009999"}`
-		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, false, alipay.DiagWrongKey)
+		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, diagnose.DiagWrongKey)
 	})
 
 	t.Run("PrivateKeyPasted", func(t *testing.T) {
@@ -213,43 +214,43 @@ func TestDiagnose(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
-		in := alipay.DiagnoseInput{PublicKeys: []alipay.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: pem}}}
-		r := alipay.Diagnose([]byte(f.Encode()), in)
-		check(t, r, false, alipay.DiagKeyIsPrivate, alipay.DiagNoKeys, alipay.DiagWrongKey)
+		in := diagnose.DiagnoseInput{PublicKeys: []diagnose.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: pem}}}
+		r := diagnose.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, diagnose.DiagKeyIsPrivate, diagnose.DiagNoKeys, diagnose.DiagWrongKey)
 		// Bare base64 PKCS#1, as the key tool writes it.
 		in.PublicKeys[0].Data = []byte(devpki.PrivateKeyPKCS1Base64(appKey))
-		check(t, alipay.Diagnose([]byte(f.Encode()), in), false, alipay.DiagKeyIsPrivate)
+		check(t, diagnose.Diagnose([]byte(f.Encode()), in), false, diagnose.DiagKeyIsPrivate)
 	})
 
 	t.Run("SignersPrivateKeyPasted", func(t *testing.T) {
 		t.Parallel()
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
-		in := alipay.DiagnoseInput{PublicKeys: []alipay.Source{{Name: "key.pem", Data: devpki.PrivateKeyPKCS1PEM(alipayKey)}}}
-		r := alipay.Diagnose([]byte(f.Encode()), in)
-		check(t, r, false, alipay.DiagKeyIsPrivate, alipay.DiagPrivateHalfVerifies)
+		in := diagnose.DiagnoseInput{PublicKeys: []diagnose.Source{{Name: "key.pem", Data: devpki.PrivateKeyPKCS1PEM(alipayKey)}}}
+		r := diagnose.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, diagnose.DiagKeyIsPrivate, diagnose.DiagPrivateHalfVerifies)
 	})
 
 	t.Run("CertPastedAsKey", func(t *testing.T) {
 		t.Parallel()
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
-		in := alipay.DiagnoseInput{PublicKeys: []alipay.Source{{Name: "ALIPAY_PUBLIC_KEY_FILE alipayCertPublicKey_RSA2.crt", Data: dgPKI.Alipay.PEM}}}
-		r := alipay.Diagnose([]byte(f.Encode()), in)
-		check(t, r, false, alipay.DiagKeyIsCert, alipay.DiagPastedCertVerifies)
-		if !strings.Contains(text(t, r, alipay.DiagKeyIsCert), "ALIPAY_ROOT_CERT_FILE") {
-			t.Error(text(t, r, alipay.DiagKeyIsCert))
+		in := diagnose.DiagnoseInput{PublicKeys: []diagnose.Source{{Name: "ALIPAY_PUBLIC_KEY_FILE alipayCertPublicKey_RSA2.crt", Data: dgPKI.Alipay.PEM}}}
+		r := diagnose.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, diagnose.DiagKeyIsCert, diagnose.DiagPastedCertVerifies)
+		if !strings.Contains(text(t, r, diagnose.DiagKeyIsCert), "ALIPAY_ROOT_CERT_FILE") {
+			t.Error(text(t, r, diagnose.DiagKeyIsCert))
 		}
 	})
 
 	t.Run("AppKeyConfiguredAsAlipays", func(t *testing.T) {
 		t.Parallel()
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
-		in := alipay.DiagnoseInput{
-			PublicKeys:    []alipay.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: dgPub(t, appKey)}},
-			AppPublicKeys: []alipay.Source{{Name: "app_public_key.txt", Data: dgPub(t, appKey)}},
+		in := diagnose.DiagnoseInput{
+			PublicKeys:    []diagnose.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: dgPub(t, appKey)}},
+			AppPublicKeys: []diagnose.Source{{Name: "app_public_key.txt", Data: dgPub(t, appKey)}},
 		}
-		r := alipay.Diagnose([]byte(f.Encode()), in)
-		check(t, r, false, alipay.DiagKeyIsAppKey, alipay.DiagWrongKey)
-		if s := text(t, r, alipay.DiagKeyIsAppKey); !strings.Contains(s, "应用公钥") || !strings.Contains(s, "ALIPAY_PUBLIC_KEY") {
+		r := diagnose.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, diagnose.DiagKeyIsAppKey, diagnose.DiagWrongKey)
+		if s := text(t, r, diagnose.DiagKeyIsAppKey); !strings.Contains(s, "应用公钥") || !strings.Contains(s, "ALIPAY_PUBLIC_KEY") {
 			t.Error(s)
 		}
 	})
@@ -258,10 +259,10 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := dgSign(t, dgForm(), appKey, alipay.FormV1, crypto.SHA256)
 		in := keyMode(t)
-		in.AppPublicKeys = []alipay.Source{{Name: devpki.AppCertFile(dgAppID), Data: dgPKI.App.PEM}}
-		r := alipay.Diagnose([]byte(f.Encode()), in)
-		check(t, r, false, alipay.DiagSignedWithAppKey)
-		if r.Has(alipay.DiagWrongKey) {
+		in.AppPublicKeys = []diagnose.Source{{Name: devpki.AppCertFile(dgAppID), Data: dgPKI.App.PEM}}
+		r := diagnose.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, diagnose.DiagSignedWithAppKey)
+		if r.Has(diagnose.DiagWrongKey) {
 			t.Error("wrong_key reported although the app key explains it")
 		}
 	})
@@ -269,16 +270,16 @@ func TestDiagnose(t *testing.T) {
 	t.Run("PlusAsSpace", func(t *testing.T) {
 		t.Parallel()
 		f := signWithPlus(t, dgForm(), alipayKey)
-		r := alipay.Diagnose([]byte(rawBody(f)), keyMode(t))
-		check(t, r, true, alipay.DiagSignSpacesRepaired)
-		if s := text(t, r, alipay.DiagSignSpacesRepaired); !strings.Contains(s, "then verified") {
+		r := diagnose.Diagnose([]byte(rawBody(f)), keyMode(t))
+		check(t, r, true, diagnose.DiagSignSpacesRepaired)
+		if s := text(t, r, diagnose.DiagSignSpacesRepaired); !strings.Contains(s, "then verified") {
 			t.Error(s)
 		}
 		// Repaired but still wrong: said so.
 		g := signWithPlus(t, dgForm(), stranger)
-		r = alipay.Diagnose([]byte(rawBody(g)), keyMode(t))
-		check(t, r, false, alipay.DiagSignSpacesRepaired, alipay.DiagWrongKey)
-		if s := text(t, r, alipay.DiagSignSpacesRepaired); !strings.Contains(s, "still did not verify") {
+		r = diagnose.Diagnose([]byte(rawBody(g)), keyMode(t))
+		check(t, r, false, diagnose.DiagSignSpacesRepaired, diagnose.DiagWrongKey)
+		if s := text(t, r, diagnose.DiagSignSpacesRepaired); !strings.Contains(s, "still did not verify") {
 			t.Error(s)
 		}
 	})
@@ -287,9 +288,9 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := signWithPlus(t, dgForm(), alipayKey)
 		f["sign"] = strings.Replace(f["sign"], "+", "", 1)
-		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, false, alipay.DiagSignNotBase64)
-		if s := text(t, r, alipay.DiagSignNotBase64); !strings.Contains(s, "not a multiple of 4") {
+		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, diagnose.DiagSignNotBase64)
+		if s := text(t, r, diagnose.DiagSignNotBase64); !strings.Contains(s, "not a multiple of 4") {
 			t.Error(s)
 		}
 	})
@@ -298,9 +299,9 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
 		f["sign"] = f["sign"][:100] + f["sign"][104:]
-		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, false, alipay.DiagSignWrongLength)
-		if s := text(t, r, alipay.DiagSignWrongLength); !strings.Contains(s, "253 bytes") || !strings.Contains(s, "256 bytes") {
+		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, diagnose.DiagSignWrongLength)
+		if s := text(t, r, diagnose.DiagSignWrongLength); !strings.Contains(s, "253 bytes") || !strings.Contains(s, "256 bytes") {
 			t.Error(s)
 		}
 	})
@@ -309,8 +310,8 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := signWithPlus(t, dgForm(), alipayKey)
 		f["sign"] = strings.NewReplacer("+", "-", "/", "_").Replace(f["sign"])
-		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, false, alipay.DiagSignNotBase64, alipay.DiagSignURLSafe)
+		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, diagnose.DiagSignNotBase64, diagnose.DiagSignURLSafe)
 	})
 
 	t.Run("EmptyValuesDropped", func(t *testing.T) {
@@ -319,27 +320,27 @@ func TestDiagnose(t *testing.T) {
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
 		f["min_app_id"] = ""
 		f["encrypt_type"] = ""
-		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, false, alipay.DiagEmptyValuesDropped)
-		if s := text(t, r, alipay.DiagEmptyValuesDropped); !strings.Contains(s, "encrypt_type, min_app_id") || !strings.Contains(s, "gopay") {
+		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, diagnose.DiagEmptyValuesDropped)
+		if s := text(t, r, diagnose.DiagEmptyValuesDropped); !strings.Contains(s, "encrypt_type, min_app_id") || !strings.Contains(s, "gopay") {
 			t.Error(s)
 		}
-		if r.Has(alipay.DiagWrongKey) {
+		if r.Has(diagnose.DiagWrongKey) {
 			t.Error("wrong_key reported although empty values explain it")
 		}
 		// Signed with them (as Alipay does): verifies.
 		g := dgForm()
 		g["min_app_id"] = ""
 		g = dgSign(t, g, alipayKey, alipay.FormV1, crypto.SHA256)
-		check(t, alipay.Diagnose([]byte(g.Encode()), keyMode(t)), true)
+		check(t, diagnose.Diagnose([]byte(g.Encode()), keyMode(t)), true)
 	})
 
 	t.Run("ValuesTrimmed", func(t *testing.T) {
 		t.Parallel()
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
 		f["version"] = "1.1 "
-		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, false, alipay.DiagValuesTrimmed)
+		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, diagnose.DiagValuesTrimmed)
 	})
 
 	t.Run("SHA1Refused", func(t *testing.T) {
@@ -347,15 +348,15 @@ func TestDiagnose(t *testing.T) {
 		f := dgForm()
 		f["sign_type"] = "RSA"
 		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA1)
-		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, false, alipay.DiagSHA1Refused)
+		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, diagnose.DiagSHA1Refused)
 		if r.Reason != "sign_type_refused" {
 			t.Errorf("reason = %s", r.Reason)
 		}
 		in := keyMode(t)
 		in.AllowRSA1 = true
-		r = alipay.Diagnose([]byte(f.Encode()), in)
-		check(t, r, true, alipay.DiagSHA1Allowed)
+		r = diagnose.Diagnose([]byte(f.Encode()), in)
+		check(t, r, true, diagnose.DiagSHA1Allowed)
 	})
 
 	t.Run("SHA1DeclaredRSA2", func(t *testing.T) {
@@ -363,8 +364,8 @@ func TestDiagnose(t *testing.T) {
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV2, crypto.SHA1)
 		in := keyMode(t)
 		in.AllowRSA1 = true
-		r := alipay.Diagnose([]byte(f.Encode()), in)
-		check(t, r, false, alipay.DiagSHA1DeclaredRSA2)
+		r := diagnose.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, diagnose.DiagSHA1DeclaredRSA2)
 		if r.Reason != "bad_signature" {
 			t.Errorf("reason = %s", r.Reason)
 		}
@@ -375,7 +376,7 @@ func TestDiagnose(t *testing.T) {
 		f := dgForm()
 		f["sign_type"] = "RSA"
 		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
-		check(t, alipay.Diagnose([]byte(f.Encode()), keyMode(t)), false, alipay.DiagSHA256DeclaredRSA)
+		check(t, diagnose.Diagnose([]byte(f.Encode()), keyMode(t)), false, diagnose.DiagSHA256DeclaredRSA)
 	})
 
 	t.Run("SignTypeUnsupported", func(t *testing.T) {
@@ -383,8 +384,8 @@ func TestDiagnose(t *testing.T) {
 		f := dgForm()
 		f["sign_type"] = "rsa2"
 		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
-		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, false, alipay.DiagSignTypeUnsupported)
+		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, diagnose.DiagSignTypeUnsupported)
 	})
 
 	t.Run("CertMode", func(t *testing.T) {
@@ -392,7 +393,7 @@ func TestDiagnose(t *testing.T) {
 		f := dgForm()
 		f["alipay_cert_sn"] = alipay.CertSN(dgPKI.Alipay.Cert)
 		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
-		r := alipay.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay))
+		r := diagnose.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay))
 		check(t, r, true)
 		noErrors(t, r)
 		if r.CertSN != alipay.CertSN(dgPKI.Alipay.Cert) || !strings.Contains(r.Key, r.CertSN) {
@@ -406,7 +407,7 @@ func TestDiagnose(t *testing.T) {
 		f := dgForm()
 		f["alipay_cert_sn"] = sn
 		f = dgSign(t, f, dgPKI.Rotated.Key, alipay.FormV2CertSN, crypto.SHA256)
-		r := alipay.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay, dgPKI.Rotated))
+		r := diagnose.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay, dgPKI.Rotated))
 		check(t, r, true)
 		if r.CertSN != sn || r.Form != "v2+cert_sn" {
 			t.Errorf("cert sn %s form %s", r.CertSN, r.Form)
@@ -427,12 +428,12 @@ func TestDiagnose(t *testing.T) {
 		f := dgForm()
 		f["alipay_cert_sn"] = alipay.CertSN(dgPKI.Rotated.Cert)
 		f = dgSign(t, f, dgPKI.Rotated.Key, alipay.FormV1, crypto.SHA256)
-		r := alipay.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay))
-		check(t, r, false, alipay.DiagUnknownCertSN, alipay.DiagWrongKey)
+		r := diagnose.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay))
+		check(t, r, false, diagnose.DiagUnknownCertSN, diagnose.DiagWrongKey)
 		if r.Reason != "unknown_cert_sn" {
 			t.Errorf("reason = %s", r.Reason)
 		}
-		if s := text(t, r, alipay.DiagUnknownCertSN); !strings.Contains(s, alipay.CertSN(dgPKI.Alipay.Cert)) || !strings.Contains(s, "rotation") {
+		if s := text(t, r, diagnose.DiagUnknownCertSN); !strings.Contains(s, alipay.CertSN(dgPKI.Alipay.Cert)) || !strings.Contains(s, "rotation") {
 			t.Error(s)
 		}
 	})
@@ -443,9 +444,9 @@ func TestDiagnose(t *testing.T) {
 		f := dgForm()
 		f["alipay_cert_sn"] = alipay.CertSN(dgPKI.Rotated.Cert)
 		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
-		r := alipay.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay))
-		check(t, r, false, alipay.DiagUnknownCertSN)
-		if s := text(t, r, alipay.DiagUnknownCertSN); !strings.Contains(s, "yet") {
+		r := diagnose.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay))
+		check(t, r, false, diagnose.DiagUnknownCertSN)
+		if s := text(t, r, diagnose.DiagUnknownCertSN); !strings.Contains(s, "yet") {
 			t.Error(s)
 		}
 	})
@@ -456,9 +457,9 @@ func TestDiagnose(t *testing.T) {
 		f["alipay_cert_sn"] = alipay.CertSN(dgPKI.Expired.Cert)
 		f = dgSign(t, f, dgPKI.Expired.Key, alipay.FormV1, crypto.SHA256)
 		in := certMode(dgPKI.Expired)
-		r := alipay.Diagnose([]byte(f.Encode()), in)
-		check(t, r, false, alipay.DiagCertExpired, alipay.DiagNoKeys, alipay.DiagRefusedCertVerifies)
-		if s := text(t, r, alipay.DiagCertExpired); !strings.Contains(s, in.Certs[0].Name) || !strings.Contains(s, "expired on") {
+		r := diagnose.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, diagnose.DiagCertExpired, diagnose.DiagNoKeys, diagnose.DiagRefusedCertVerifies)
+		if s := text(t, r, diagnose.DiagCertExpired); !strings.Contains(s, in.Certs[0].Name) || !strings.Contains(s, "expired on") {
 			t.Error(s)
 		}
 	})
@@ -467,12 +468,12 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := dgSign(t, dgForm(), dgPKI.Rogue.Key, alipay.FormV1, crypto.SHA256)
 		in := certMode(dgPKI.Alipay, dgPKI.Rogue)
-		r := alipay.Diagnose([]byte(f.Encode()), in)
-		check(t, r, false, alipay.DiagCertUnchained, alipay.DiagRefusedCertVerifies)
-		if s := text(t, r, alipay.DiagCertUnchained); !strings.Contains(s, in.Certs[1].Name) {
+		r := diagnose.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, diagnose.DiagCertUnchained, diagnose.DiagRefusedCertVerifies)
+		if s := text(t, r, diagnose.DiagCertUnchained); !strings.Contains(s, in.Certs[1].Name) {
 			t.Error(s)
 		}
-		if r.Has(alipay.DiagNoKeys) {
+		if r.Has(diagnose.DiagNoKeys) {
 			t.Error("no_keys although the genuine cert is usable")
 		}
 	})
@@ -482,16 +483,16 @@ func TestDiagnose(t *testing.T) {
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
 		in := certMode(dgPKI.Alipay)
 		in.RootCert = nil
-		check(t, alipay.Diagnose([]byte(f.Encode()), in), false, alipay.DiagRootMissing, alipay.DiagRefusedCertVerifies)
+		check(t, diagnose.Diagnose([]byte(f.Encode()), in), false, diagnose.DiagRootMissing, diagnose.DiagRefusedCertVerifies)
 	})
 
 	t.Run("AppCertConfiguredAsAlipays", func(t *testing.T) {
 		t.Parallel()
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
 		in := certMode()
-		in.Certs = []alipay.Source{{Name: "certs/" + devpki.AppCertFile(dgAppID), Data: dgPKI.App.PEM}}
-		r := alipay.Diagnose([]byte(f.Encode()), in)
-		check(t, r, false, alipay.DiagCertIsAppCert, alipay.DiagWrongKey)
+		in.Certs = []diagnose.Source{{Name: "certs/" + devpki.AppCertFile(dgAppID), Data: dgPKI.App.PEM}}
+		r := diagnose.Diagnose([]byte(f.Encode()), in)
+		check(t, r, false, diagnose.DiagCertIsAppCert, diagnose.DiagWrongKey)
 	})
 
 	t.Run("BodyDecodedTwice", func(t *testing.T) {
@@ -500,17 +501,17 @@ func TestDiagnose(t *testing.T) {
 		f["biz_content"] = `{"memo":"100% sure","tag":"a+b"}`
 		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
 		// "% s" does not decode: the body does not even parse.
-		r := alipay.Diagnose([]byte(decodedBody(f)), keyMode(t))
-		check(t, r, false, alipay.DiagMalformedForm, alipay.DiagBodyDecodedTwice)
+		r := diagnose.Diagnose([]byte(decodedBody(f)), keyMode(t))
+		check(t, r, false, diagnose.DiagMalformedForm, diagnose.DiagBodyDecodedTwice)
 		// It parses, but '+' becomes a space.
 		g := dgForm()
 		g["biz_content"] = `{"tag":"a+b"}`
 		g = dgSign(t, g, alipayKey, alipay.FormV1, crypto.SHA256)
-		r = alipay.Diagnose([]byte(decodedBody(g)), keyMode(t))
-		check(t, r, false, alipay.DiagBodyDecodedTwice)
+		r = diagnose.Diagnose([]byte(decodedBody(g)), keyMode(t))
+		check(t, r, false, diagnose.DiagBodyDecodedTwice)
 		// The raw body verifies, and says values hold '%'.
-		r = alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, true, alipay.DiagPercentInValues)
+		r = diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, true, diagnose.DiagPercentInValues)
 	})
 
 	t.Run("ValuesEncodedTwice", func(t *testing.T) {
@@ -519,16 +520,16 @@ func TestDiagnose(t *testing.T) {
 		f["biz_content"] = `{"app_name":"张三的试用小程序"}`
 		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
 		f["biz_content"] = url.QueryEscape(f["biz_content"])
-		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, false, alipay.DiagValuesEncodedTwice)
+		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, diagnose.DiagValuesEncodedTwice)
 	})
 
 	t.Run("SignEncodedTwice", func(t *testing.T) {
 		t.Parallel()
 		f := signWithPlus(t, dgForm(), alipayKey)
 		f["sign"] = url.QueryEscape(f["sign"])
-		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, false, alipay.DiagSignEncodedTwice)
+		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, diagnose.DiagSignEncodedTwice)
 	})
 
 	t.Run("CharsetMismatch", func(t *testing.T) {
@@ -546,16 +547,16 @@ func TestDiagnose(t *testing.T) {
 		}
 		signed := dgSign(t, gbk, alipayKey, alipay.FormV1, crypto.SHA256)
 		f["sign"] = signed["sign"]
-		r := alipay.Diagnose([]byte(f.Encode()), keyMode(t))
-		check(t, r, false, alipay.DiagCharsetMismatch)
+		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
+		check(t, r, false, diagnose.DiagCharsetMismatch)
 	})
 
 	t.Run("MalformedBody", func(t *testing.T) {
 		t.Parallel()
-		r := alipay.Diagnose([]byte("app_id=1&sign=%zz"), keyMode(t))
-		check(t, r, false, alipay.DiagMalformedForm)
-		r = alipay.Diagnose([]byte("app_id=1&app_id=2&sign=x"), keyMode(t))
-		check(t, r, false, alipay.DiagMalformedForm)
+		r := diagnose.Diagnose([]byte("app_id=1&sign=%zz"), keyMode(t))
+		check(t, r, false, diagnose.DiagMalformedForm)
+		r = diagnose.Diagnose([]byte("app_id=1&app_id=2&sign=x"), keyMode(t))
+		check(t, r, false, diagnose.DiagMalformedForm)
 		if r.Reason != "duplicate_parameter" {
 			t.Errorf("reason = %s", r.Reason)
 		}
@@ -563,8 +564,8 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("MissingSign", func(t *testing.T) {
 		t.Parallel()
-		r := alipay.Diagnose([]byte(dgForm().Encode()), keyMode(t))
-		check(t, r, false, alipay.DiagMissingSign)
+		r := diagnose.Diagnose([]byte(dgForm().Encode()), keyMode(t))
+		check(t, r, false, diagnose.DiagMissingSign)
 		if r.Reason != "missing_sign" {
 			t.Errorf("reason = %s", r.Reason)
 		}
@@ -573,10 +574,10 @@ func TestDiagnose(t *testing.T) {
 	t.Run("NoKeys", func(t *testing.T) {
 		t.Parallel()
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
-		check(t, alipay.Diagnose([]byte(f.Encode()), alipay.DiagnoseInput{}), false, alipay.DiagNoKeys)
+		check(t, diagnose.Diagnose([]byte(f.Encode()), diagnose.DiagnoseInput{}), false, diagnose.DiagNoKeys)
 		in := keyMode(t)
 		in.PublicKeys[0].Data = []byte("not a key")
-		check(t, alipay.Diagnose([]byte(f.Encode()), in), false, alipay.DiagKeyUnreadable, alipay.DiagNoKeys)
+		check(t, diagnose.Diagnose([]byte(f.Encode()), in), false, diagnose.DiagKeyUnreadable, diagnose.DiagNoKeys)
 	})
 
 	t.Run("BothModes", func(t *testing.T) {
@@ -584,7 +585,7 @@ func TestDiagnose(t *testing.T) {
 		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
 		in := certMode(dgPKI.Alipay)
 		in.PublicKeys = keyMode(t).PublicKeys
-		check(t, alipay.Diagnose([]byte(f.Encode()), in), true, alipay.DiagBothModes)
+		check(t, diagnose.Diagnose([]byte(f.Encode()), in), true, diagnose.DiagBothModes)
 	})
 
 	t.Run("NotANotification", func(t *testing.T) {
@@ -592,14 +593,14 @@ func TestDiagnose(t *testing.T) {
 		f := dgForm()
 		delete(f, "notify_id")
 		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
-		check(t, alipay.Diagnose([]byte(f.Encode()), keyMode(t)), true, alipay.DiagNotANotification)
+		check(t, diagnose.Diagnose([]byte(f.Encode()), keyMode(t)), true, diagnose.DiagNotANotification)
 	})
 
 	t.Run("FindingsOrdered", func(t *testing.T) {
 		t.Parallel()
 		f := signWithPlus(t, dgForm(), stranger)
-		r := alipay.Diagnose([]byte(rawBody(f)), keyMode(t))
-		rank := map[alipay.Level]int{alipay.LevelError: 0, alipay.LevelWarning: 1, alipay.LevelInfo: 2}
+		r := diagnose.Diagnose([]byte(rawBody(f)), keyMode(t))
+		rank := map[diagnose.Level]int{diagnose.LevelError: 0, diagnose.LevelWarning: 1, diagnose.LevelInfo: 2}
 		for i := 1; i < len(r.Findings); i++ {
 			if rank[r.Findings[i-1].Level] > rank[r.Findings[i].Level] {
 				t.Fatalf("findings out of order: %+v", r.Findings)
