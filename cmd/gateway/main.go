@@ -22,6 +22,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/certwatch"
 	"github.com/alipay-notify-gateway/gateway/internal/config"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
+	"github.com/alipay-notify-gateway/gateway/internal/intake"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/msgchannel"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
@@ -78,8 +79,7 @@ func open(ctx context.Context) (*config.Config, *postgres.DB, zerolog.Logger, er
 		return nil, nil, zerolog.Nop(), err
 	}
 	log := newLogger(cfg.LogLevel)
-	registry := notify.NewRegistry(notify.RegistryConfig{Sealer: cfg.Sealer, MaxClockSkew: cfg.MaxClockSkew})
-	db, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: cfg.DatabaseMaxConn, Registry: registry})
+	db, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: cfg.DatabaseMaxConn})
 	if err != nil {
 		return nil, nil, log, err
 	}
@@ -167,12 +167,22 @@ func serve() error {
 	inbox := postgres.NewBatcher(db, postgres.BatcherConfig{
 		MaxBatch: cfg.BatchMax, MaxWait: cfg.BatchWait, Flushers: cfg.BatchFlushers, OnBatch: m.Batch,
 	})
+	// One intake pipeline for every channel: decide with the registry,
+	// store and apply through the inbox, answer, count, log.
+	pipeline := intake.New(intake.Config{
+		Registry: notify.NewRegistry(notify.RegistryConfig{Sealer: cfg.Sealer, MaxClockSkew: cfg.MaxClockSkew}),
+		Inbox:    inbox,
+		Arrivals: inbox,
+		Metrics:  m,
+		Logger:   log,
+		Store:    db,
+		Redecode: cfg.Verifier.Redecode,
+	})
 	// The WebSocket channel of every app whose ALIPAY_CHANNEL is websocket
-	// or both (none: an idle manager, always ready), into the same inbox.
+	// or both (none: an idle manager, always ready), into the same pipeline.
 	channels, err := msgchannel.NewManager(msgchannel.Config{
 		Verifier:      cfg.Verifier,
-		Inbox:         inbox,
-		Arrivals:      inbox,
+		Intake:        pipeline,
 		Host:          cfg.MsgHost,
 		AllowInsecure: cfg.MsgAllowInsecure,
 		Logger:        log,
@@ -206,12 +216,12 @@ func serve() error {
 	}
 	hcfg := httpapi.Config{
 		Outbound:         out,
-		ReadyChecks:      []func(context.Context) error{channels.Ready},
+		ReadyChecks:      []func(context.Context) error{db.Ready, channels.Ready},
 		Metrics:          m,
 		Verifier:         cfg.Verifier,
-		Inbox:            inbox,
-		Arrivals:         inbox,
-		DB:               db,
+		Intake:           pipeline,
+		Store:            db,
+		Reprocessor:      pipeline,
 		Logger:           log,
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		Tokens:           cfg.OpsAPITokens,

@@ -86,7 +86,7 @@ func stored(t *testing.T, db *postgres.DB, authAppID string) (token, refresh []b
 // to do.
 func TestResealTokens(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	ctx := context.Background()
 	ms := time.Now().UnixMilli()
 	grant(t, db, "underA", ms, sealWith(t, keyA, "underA", "tA"), sealWith(t, keyA, "underA", "rA"))
@@ -157,7 +157,7 @@ func (s grantingStore) ReplaceSealedTokens(ctx context.Context, t postgres.Seale
 // the write wins; the run counts it and a second run reseals it if needed.
 func TestResealTokens_ChangedMeanwhile(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	ctx := context.Background()
 	ms := time.Now().UnixMilli()
 	grant(t, db, "m", ms, sealWith(t, keyA, "m", "old"), nil)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
+	"github.com/alipay-notify-gateway/gateway/internal/intake"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 )
@@ -142,8 +143,7 @@ func TestNotify_ForeignEntity(t *testing.T) {
 // not acknowledged (Alipay resends it), and nothing is stored.
 func TestNotify_GrantWithoutTokenKey(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, notify.NewRegistry(notify.RegistryConfig{}))
-	g := startGateway(t, db, nil, nil)
+	g := startGateway(t, pgtest.New(t), rig{registry: notify.NewRegistry(notify.RegistryConfig{})})
 	if code, reply := g.post(t, signed(t, sample(t, "auth-granted", keyAppID), keyApp)); code != 503 || reply != "fail" {
 		t.Fatalf("got %d %q, want 503 fail", code, reply)
 	}
@@ -180,8 +180,9 @@ func TestNotify_LogClipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs syncBuffer
-	db := pgtest.New(t, nil)
-	srv := httptest.NewServer(httpapi.New(httpapi.Config{Verifier: v, Inbox: db, DB: db, Logger: zerolog.New(&logs), MaxBodyBytes: 64 << 10}))
+	db := pgtest.New(t)
+	pipeline := intake.New(intake.Config{Registry: pgtest.Registry(t), Inbox: db, Logger: zerolog.New(&logs)})
+	srv := httptest.NewServer(httpapi.New(httpapi.Config{Verifier: v, Intake: pipeline, Store: db, Logger: zerolog.New(&logs), MaxBodyBytes: 64 << 10}))
 	t.Cleanup(srv.Close)
 	g := &gateway{db: db, srv: srv}
 	long := strings.Repeat("x", 30000)

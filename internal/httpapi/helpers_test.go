@@ -19,6 +19,8 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
+	"github.com/alipay-notify-gateway/gateway/internal/intake"
+	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
@@ -73,28 +75,31 @@ func testLogger(t testing.TB, logs *logBuffer) zerolog.Logger {
 
 func newGateway(t *testing.T) *gateway {
 	t.Helper()
-	db := pgtest.New(t, nil)
-	return startGateway(t, db, nil, nil)
+	return startGateway(t, pgtest.New(t), rig{})
 }
 
-// startGateway serves a gateway on db (and inbox, when not nil). The cert
-// app has certEncryptKey as its ALIPAY_ENCRYPT_KEY (none when nil).
-func startGateway(t *testing.T, db *postgres.DB, inbox notify.Inbox, certEncryptKey []byte) *gateway {
-	t.Helper()
-	return startGatewayWith(t, db, httpapi.Config{Inbox: inbox}, certEncryptKey)
+// rig is what a test gateway is built from, besides its database.
+type rig struct {
+	inbox    notify.Inbox     // the database when nil
+	arrivals notify.Arrivals  // none when nil
+	registry *notify.Registry // every handler, with a token key, when nil
+	metrics  *metrics.Metrics // none when nil
+	// certEncryptKey is the cert app's ALIPAY_ENCRYPT_KEY (none when nil).
+	certEncryptKey []byte
+	// cfg holds the rest of httpapi.Config.
+	cfg httpapi.Config
 }
 
-// startGatewayWith is startGateway with more of httpapi.Config set in cfg.
-func startGatewayWith(t *testing.T, db *postgres.DB, cfg httpapi.Config, certEncryptKey ...[]byte) *gateway {
+// startGateway serves a gateway on db, built as r says: the verifier of the
+// test apps (keyAppID in public-key mode, certAppID in certificate mode
+// with two live certs), and the intake pipeline over r's inbox.
+func startGateway(t *testing.T, db *postgres.DB, r rig) *gateway {
 	t.Helper()
 	roots, err := alipay.ParseRootBundle(pki.RootBundlePEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert := &alipay.App{ID: certAppID, CertMode: true}
-	if len(certEncryptKey) > 0 {
-		cert.EncryptKey = certEncryptKey[0]
-	}
+	cert := &alipay.App{ID: certAppID, CertMode: true, EncryptKey: r.certEncryptKey}
 	for _, pem := range [][]byte{pki.Alipay.PEM, pki.Rotated.PEM} {
 		c, err := alipay.ParseAlipayCert(pem, roots, time.Now())
 		if err != nil {
@@ -109,14 +114,21 @@ func startGatewayWith(t *testing.T, db *postgres.DB, cfg httpapi.Config, certEnc
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Inbox == nil {
-		cfg.Inbox = db
+	if r.inbox == nil {
+		r.inbox = db
+	}
+	if r.registry == nil {
+		r.registry = pgtest.Registry(t)
 	}
 	logs := &logBuffer{}
-	cfg.Verifier, cfg.DB, cfg.Logger = v, db, testLogger(t, logs)
+	cfg := r.cfg
+	cfg.Verifier, cfg.Store, cfg.Logger, cfg.Metrics = v, db, testLogger(t, logs), r.metrics
+	pipeline := intake.New(intake.Config{Registry: r.registry, Inbox: r.inbox, Arrivals: r.arrivals, Metrics: r.metrics,
+		Logger: cfg.Logger, Store: db, Redecode: v.Redecode})
+	cfg.Intake, cfg.Reprocessor = pipeline, pipeline
+	cfg.ReadyChecks = append([]func(context.Context) error{db.Ready}, cfg.ReadyChecks...)
 	cfg.MaxBodyBytes, cfg.Tokens = 16<<10, []string{opsToken}
-	h := httpapi.New(cfg)
-	srv := httptest.NewServer(h)
+	srv := httptest.NewServer(httpapi.New(cfg))
 	t.Cleanup(srv.Close)
 	return &gateway{db: db, srv: srv, logs: logs}
 }

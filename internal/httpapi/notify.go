@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"net/http"
@@ -11,50 +10,54 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/intake"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 )
 
-// handleNotify is Alipay's application gateway: read the body (within the
-// limit), verify, store and apply in one transaction, and answer success
-// only after its commit.
+// handleNotify is Alipay's application gateway: its wire format over the
+// intake pipeline. The body is read within the limit and verified, and the
+// answer is the word success (only once the notification is committed) or
+// fail with the status of the error (reply.go).
 func (s *Server) handleNotify(w http.ResponseWriter, r *http.Request) {
+	// The store's work goes on if Alipay hangs up: a committed notification
+	// is a duplicate on resend, never a loss.
 	start := time.Now()
-	var out notify.Outcome
-	body, f, n, m, err := s.receive(w, r, start)
-	if err == nil {
-		// The store's work goes on if Alipay hangs up: a committed
-		// notification is a duplicate on resend, never a loss.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.IngestTimeout)
-		out, err = s.cfg.Inbox.Ingest(ctx, n)
-		cancel()
-	}
-	status := replyAlipay(w, err)
-	took := time.Since(start)
-	notify.Report(s.cfg.Metrics, notify.ChannelHTTP, n, out, err, took)
-	log := s.log
-	if notify.ErrorCode(err) == notify.EUNAVAILABLE {
-		log = s.outage
-	}
-	logNotification(log, r, len(body), f, n, m, out, err, status, took)
+	s.cfg.Intake.Deliver(context.WithoutCancel(r.Context()), notify.ChannelHTTP, start, &httpDelivery{s: s, w: w, r: r, start: start})
 }
 
-// receive reads and verifies a notification, counted by Config.Arrivals
-// while it does.
-func (s *Server) receive(w http.ResponseWriter, r *http.Request, start time.Time) ([]byte, alipay.Form, *notify.Notification, *alipay.Match, error) {
-	if a := s.cfg.Arrivals; a != nil {
-		a.Arriving()
-		defer a.Arrived()
-	}
-	body, err := readBody(w, r, s.cfg.MaxBodyBytes)
+// httpDelivery is one POST of a notification.
+type httpDelivery struct {
+	s     *Server
+	w     http.ResponseWriter
+	r     *http.Request
+	start time.Time // when it arrived: the notification's received_at
+	size  int       // of the body read
+}
+
+// Receive reads the body and verifies it (alipay.Verifier.FormNotification).
+func (d *httpDelivery) Receive() (*notify.Notification, intake.Named, error) {
+	body, err := readBody(d.w, d.r, d.s.cfg.MaxBodyBytes)
+	d.size = len(body)
 	if err != nil {
-		return body, nil, nil, nil, err
+		return nil, intake.Named{}, err
 	}
 	f, err := alipay.ParseForm(body)
 	if err != nil {
-		return body, nil, nil, nil, err
+		return nil, intake.Named{}, err
 	}
-	n, m, err := s.cfg.Verifier.FormNotification(f, notify.ChannelHTTP, start)
-	return body, f, n, m, err
+	// Refused before it was a notification: named as far as it can be.
+	named := intake.Named{NotifyID: f[alipay.ParamNotifyID], AppID: f[alipay.ParamAppID], Method: f.Method()}
+	n, _, err := d.s.cfg.Verifier.FormNotification(f, notify.ChannelHTTP, d.start)
+	return n, named, err
+}
+
+// Reply answers success or fail, and adds the request's status, sender and
+// size to the log line.
+func (d *httpDelivery) Reply(_ notify.Outcome, err error) (func(*zerolog.Event) *zerolog.Event, error) {
+	status := replyAlipay(d.w, err)
+	return func(ev *zerolog.Event) *zerolog.Event {
+		return ev.Str("remote", d.r.RemoteAddr).Int("status_code", status).Int("body_bytes", d.size)
+	}, nil
 }
 
 // readBody reads at most limit bytes of the body. It returns an ETOOLARGE
@@ -74,35 +77,4 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		return nil, notify.Errorf(notify.EINVALID, "unreadable_body", "body could not be read: %v", err)
 	}
 	return body, nil
-}
-
-// logNotification writes the one line a delivery gets. It never logs sign,
-// tokens or keys: only identifiers, the outcome and why.
-func logNotification(log zerolog.Logger, r *http.Request, bodyLen int, f alipay.Form, n *notify.Notification, m *alipay.Match,
-	out notify.Outcome, err error, status int, took time.Duration) {
-	ev := log.Info()
-	if err != nil || out.ReplayOf != "" || out.Foreign {
-		ev = log.Warn()
-		if status >= 500 {
-			ev = log.Error()
-		}
-	}
-	ev = ev.Str("channel", notify.ChannelHTTP).Str("remote", r.RemoteAddr).Int("status_code", status).
-		Dur("duration", took).Int("body_bytes", bodyLen)
-	if n != nil {
-		ev = ev.Str("notify_id", n.NotifyID).Str("app_id", n.AppID).Str("msg_method", n.Method)
-	} else if f != nil {
-		// Refused before it was a notification: name it as far as it can be.
-		// Unverified values: clipped, so that a forged request cannot make a
-		// log line of its size.
-		ev = ev.Str("notify_id", notify.Clip(f[alipay.ParamNotifyID])).Str("app_id", notify.Clip(f[alipay.ParamAppID])).
-			Str("msg_method", notify.Clip(cmp.Or(f[alipay.ParamMsgMethod], f[alipay.ParamNotifyType])))
-	}
-	if m != nil {
-		ev = ev.Str("content_form", m.Form.Name)
-		if m.CertSN != "" {
-			ev = ev.Str("cert_sn", m.CertSN)
-		}
-	}
-	notify.LogOutcome(ev, out, err)
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
-	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
@@ -198,9 +197,9 @@ func TestNotify_Concurrent(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	m := metrics.New()
-	g := startGatewayWith(t, db, httpapi.Config{Metrics: m})
+	g := startGateway(t, db, rig{metrics: m})
 	body := signed(t, sample(t, "audit-passed", keyAppID), keyApp)
 	g.mustAccept(t, body)
 	g.mustAccept(t, body)
@@ -235,7 +234,7 @@ func TestNotify_DatabaseOutage(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	proxy, url := pgtest.NewProxy(t, pgtest.NewSchema(t))
-	db, err := postgres.Open(ctx, postgres.Config{URL: url, Registry: notify.NewRegistry(notify.RegistryConfig{Sealer: pgtest.Sealer(t)})})
+	db, err := postgres.Open(ctx, postgres.Config{URL: url})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +244,7 @@ func TestNotify_DatabaseOutage(t *testing.T) {
 	}
 	batcher := postgres.NewBatcher(db, postgres.BatcherConfig{})
 	defer batcher.Close()
-	g := startGateway(t, db, batcher, nil)
+	g := startGateway(t, db, rig{inbox: batcher})
 	g.mustAccept(t, signed(t, sample(t, "audit-passed", keyAppID), keyApp))
 
 	proxy.Stop()
@@ -283,11 +282,11 @@ func (a *arrivalCounter) Arrived()  { a.on.Add(-1); a.next.Arrived() }
 // counted off once.
 func TestNotify_Arrivals(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	b := postgres.NewBatcher(db, postgres.BatcherConfig{})
 	defer b.Close()
 	counter := &arrivalCounter{next: b}
-	g := startGatewayWith(t, db, httpapi.Config{Inbox: b, Arrivals: counter})
+	g := startGateway(t, db, rig{inbox: b, arrivals: counter})
 	bodies := []string{"", "%%%", "a=" + strings.Repeat("x", 17<<10), signed(t, sample(t, "audit-rejected", keyAppID), other)}
 	for _, s := range []string{"audit-rejected", "merchant-confirmed", "appauth-cancelled"} {
 		bodies = append(bodies, signed(t, sample(t, s, keyAppID), keyApp))

@@ -12,7 +12,6 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
-	"github.com/alipay-notify-gateway/gateway/internal/postgres"
 	"github.com/alipay-notify-gateway/gateway/internal/view"
 )
 
@@ -112,7 +111,7 @@ func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	items, next, err := s.cfg.DB.Notifications(r.Context(), f)
+	items, next, err := s.cfg.Store.Notifications(r.Context(), f)
 	answerPage(w, items, next, err)
 }
 
@@ -122,7 +121,7 @@ func (s *Server) getNotification(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	n, err := s.cfg.DB.Notification(r.Context(), q.Get("app_id"), chi.URLParam(r, "notify_id"))
+	n, err := s.cfg.Store.Notification(r.Context(), q.Get("app_id"), chi.URLParam(r, "notify_id"))
 	answer(w, n, err)
 }
 
@@ -132,7 +131,7 @@ func (s *Server) reprocessNotification(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	n, err := s.cfg.DB.Reprocess(r.Context(), q.Get("app_id"), chi.URLParam(r, "notify_id"), s.cfg.Verifier.Redecode)
+	n, err := s.cfg.Reprocessor.Reprocess(r.Context(), q.Get("app_id"), chi.URLParam(r, "notify_id"))
 	if err == nil {
 		s.log.Info().Str("notify_id", n.NotifyID).Str("app_id", n.AppID).Str("msg_method", n.MsgMethod).
 			Str("status", string(n.Status)).Str("reason", n.Error).Msg("notification reprocessed")
@@ -155,7 +154,7 @@ func (s *Server) listAuthorizations(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	items, next, err := s.cfg.DB.Authorizations(r.Context(), f)
+	items, next, err := s.cfg.Store.Authorizations(r.Context(), f)
 	answerPage(w, items, next, err)
 }
 
@@ -165,7 +164,7 @@ func (s *Server) getAuthorization(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	a, err := s.cfg.DB.Authorization(r.Context(), q.Get("app_id"), chi.URLParam(r, "auth_app_id"))
+	a, err := s.cfg.Store.Authorization(r.Context(), q.Get("app_id"), chi.URLParam(r, "auth_app_id"))
 	answer(w, a, err)
 }
 
@@ -174,7 +173,7 @@ func (s *Server) getMiniApp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	m, err := s.cfg.DB.MiniApp(r.Context(), chi.URLParam(r, "mini_app_id"))
+	m, err := s.cfg.Store.MiniApp(r.Context(), chi.URLParam(r, "mini_app_id"))
 	answer(w, m, err)
 }
 
@@ -183,7 +182,7 @@ func (s *Server) getAuditHistory(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	h, err := s.cfg.DB.AuditHistory(r.Context(), chi.URLParam(r, "mini_app_id"))
+	h, err := s.cfg.Store.AuditHistory(r.Context(), chi.URLParam(r, "mini_app_id"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -206,7 +205,7 @@ func (s *Server) listOrders(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	items, next, err := s.cfg.DB.Orders(r.Context(), f)
+	items, next, err := s.cfg.Store.Orders(r.Context(), f)
 	answerPage(w, items, next, err)
 }
 
@@ -215,7 +214,7 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	o, err := s.cfg.DB.Order(r.Context(), chi.URLParam(r, "order_no"))
+	o, err := s.cfg.Store.Order(r.Context(), chi.URLParam(r, "order_no"))
 	answer(w, o, err)
 }
 
@@ -253,11 +252,11 @@ func timeParam(q url.Values, name string) (*time.Time, error) {
 func limitParam(q url.Values) (int, error) {
 	s := q.Get("limit")
 	if s == "" {
-		return postgres.DefaultLimit, nil
+		return view.DefaultLimit, nil
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > postgres.MaxLimit {
-		return 0, notify.Errorf(notify.EINVALID, "bad_query", "limit must be a whole number from 1 to %d", postgres.MaxLimit)
+	if err != nil || n < 1 || n > view.MaxLimit {
+		return 0, notify.Errorf(notify.EINVALID, "bad_query", "limit must be a whole number from 1 to %d", view.MaxLimit)
 	}
 	return n, nil
 }

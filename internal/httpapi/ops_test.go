@@ -168,8 +168,8 @@ func TestOps_Reprocess(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.NewSchema(t)
-	open := func(reg *notify.Registry) *postgres.DB {
-		db, err := postgres.Open(ctx, postgres.Config{URL: url, Registry: reg})
+	open := func() *postgres.DB {
+		db, err := postgres.Open(ctx, postgres.Config{URL: url})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,9 +180,9 @@ func TestOps_Reprocess(t *testing.T) {
 		return db
 	}
 	// Before: an old release whose registry has no handlers, and no AES key.
-	before := startGateway(t, open(&notify.Registry{}), nil, nil)
+	before := startGateway(t, open(), rig{registry: &notify.Registry{}})
 	aesKey := []byte("fedcba9876543210")
-	after := startGateway(t, open(notify.NewRegistry(notify.RegistryConfig{Sealer: pgtest.Sealer(t)})), nil, aesKey)
+	after := startGateway(t, open(), rig{certEncryptKey: aesKey})
 
 	unhandled := sample(t, "audit-passed", keyAppID)
 	before.mustAccept(t, signed(t, unhandled, keyApp))

@@ -65,7 +65,7 @@ func newOutboundGateway(t *testing.T, opts ...func(*outboundOptions)) *outboundG
 	}
 	sim := openapisim.Start(openapisim.Config{Apps: simApps, SignKey: keyApp})
 	t.Cleanup(sim.Close)
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	svcLogs, offset := &logBuffer{}, &atomic.Int64{}
 	svc, err := outbound.New(outbound.Config{
 		Apps: apps, GatewayURL: sim.URL(), Store: db, Sealer: pgtest.Sealer(t),
@@ -76,7 +76,7 @@ func newOutboundGateway(t *testing.T, opts ...func(*outboundOptions)) *outboundG
 		t.Fatal(err)
 	}
 	o.cfg.Outbound = svc
-	return &outboundGateway{gateway: startGatewayWith(t, db, o.cfg), sim: sim, svc: svc, svcLogs: svcLogs, offset: offset}
+	return &outboundGateway{gateway: startGateway(t, db, rig{cfg: o.cfg}), sim: sim, svc: svc, svcLogs: svcLogs, offset: offset}
 }
 
 // withOtherApp adds otherAppID to the gateway's ISV apps.

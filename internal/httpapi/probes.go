@@ -24,7 +24,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
 	var reason string
-	for _, check := range append([]func(context.Context) error{s.cfg.DB.Ready}, s.cfg.ReadyChecks...) {
+	for _, check := range s.cfg.ReadyChecks {
 		if err := check(ctx); err != nil {
 			reason = err.Error()
 			break

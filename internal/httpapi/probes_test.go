@@ -29,7 +29,8 @@ func get(h http.Handler, path string) (int, string) {
 // it, the public handler serves /readyz and /metrics as before.
 func TestNewInternal_Routes(t *testing.T) {
 	t.Parallel()
-	cfg := httpapi.Config{DB: pgtest.New(t, nil), Metrics: metrics.New(), Logger: zerolog.New(zerolog.NewTestWriter(t))}
+	db := pgtest.New(t)
+	cfg := httpapi.Config{ReadyChecks: []func(context.Context) error{db.Ready}, Metrics: metrics.New(), Logger: zerolog.New(zerolog.NewTestWriter(t))}
 	internalCfg := cfg
 	internalCfg.InternalListener = true
 	for name, tc := range map[string]struct {
@@ -62,7 +63,7 @@ func TestNewInternal_Routes(t *testing.T) {
 // goes to the log, once for many probes.
 func TestNewInternal_Ready(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	var reason atomic.Pointer[string]
 	check := func(context.Context) error {
 		if r := reason.Load(); r != nil {
@@ -71,7 +72,7 @@ func TestNewInternal_Ready(t *testing.T) {
 		return nil
 	}
 	var logs bytes.Buffer
-	h := httpapi.NewInternal(httpapi.Config{DB: db, Logger: zerolog.New(&logs), ReadyChecks: []func(context.Context) error{check}})
+	h := httpapi.NewInternal(httpapi.Config{Logger: zerolog.New(&logs), ReadyChecks: []func(context.Context) error{db.Ready, check}})
 
 	t.Run("OK", func(t *testing.T) {
 		if code, body := get(h, "/readyz"); code != 200 || body != "ready\n" {

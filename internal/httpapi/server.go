@@ -1,9 +1,11 @@
 // Package httpapi is the gateway's HTTP surface: Alipay's notification
-// endpoint, the health probes, the ops REST API (/v1) behind bearer tokens,
-// /metrics and the profiler. New is the public handler (HTTP_ADDR);
-// NewInternal the internal listener's (INTERNAL_ADDR). Handlers decode, call
-// the verifier and the store, and answer through the small helpers of
-// reply.go, where errors meet HTTP statuses.
+// endpoint (a thin adapter over the intake pipeline: body in, success or
+// fail out), the merchant authorization callback, the health probes, the
+// ops REST API (/v1) behind bearer tokens, /metrics and the profiler. New is
+// the public handler (HTTP_ADDR); NewInternal the internal listener's
+// (INTERNAL_ADDR). Handlers decode, call the pipeline, the store or the
+// outbound service through small interfaces, and answer through the helpers
+// of reply.go, where errors meet HTTP statuses.
 package httpapi
 
 import (
@@ -18,34 +20,34 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/intake"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
-	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
-	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/view"
 )
 
 // Config is what the HTTP layer needs.
 type Config struct {
+	// Verifier reads and verifies POST /alipay/notify.
 	Verifier *alipay.Verifier
-	// Inbox stores and applies notifications; usually the DB itself.
-	Inbox notify.Inbox
-	// Arrivals, when set, is told of each notification while it is read
-	// and verified (the group-commit Batcher, so that a batch waits only
-	// for notifications that are coming).
-	Arrivals notify.Arrivals
-	// DB serves the ops API and the readiness probe.
-	DB     *postgres.DB
-	Logger zerolog.Logger
+	// Intake takes each verified notification: decides, stores and
+	// applies it, and has it answered, counted and logged.
+	Intake *intake.Pipeline
+	// Store serves the ops API's reads.
+	Store Store
+	// Reprocessor decides and applies again a failed or unhandled
+	// notification (POST /v1/notifications/{id}/reprocess).
+	Reprocessor Reprocessor
+	Logger      zerolog.Logger
 	// MaxBodyBytes caps a notification body; larger ones get 413.
 	MaxBodyBytes int64
 	// Tokens are the ops API's bearer tokens.
 	Tokens []string
-	// IngestTimeout bounds the store's work for one notification.
-	IngestTimeout time.Duration
-	// Metrics receives the intake's counts; nil reports nothing.
+	// Metrics is served at /metrics; nil serves none.
 	Metrics *metrics.Metrics
-	// ReadyChecks are readiness conditions besides the database (a
-	// WebSocket channel being connected); each returns why it is not ready.
+	// ReadyChecks are the readiness conditions (the database answers and
+	// is migrated, each WebSocket channel is connected); each returns why
+	// it is not ready.
 	ReadyChecks []func(context.Context) error
 	// Outbound calls Alipay's OpenAPI; nil leaves its endpoints out.
 	Outbound *outbound.Service
@@ -66,11 +68,31 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Store is what the ops API reads (postgres.DB). Each method returns an
+// ENOTFOUND *notify.Error for an unknown id, an EINVALID one for a cursor
+// it did not make, and an EUNAVAILABLE one when the database cannot be
+// reached.
+type Store interface {
+	Notifications(ctx context.Context, f view.NotificationFilter) ([]*view.StoredNotification, string, error)
+	Notification(ctx context.Context, appID, notifyID string) (*view.StoredNotification, error)
+	Authorizations(ctx context.Context, f view.AuthorizationFilter) ([]*view.Authorization, string, error)
+	Authorization(ctx context.Context, appID, authAppID string) (*view.Authorization, error)
+	MiniApp(ctx context.Context, miniAppID string) (*view.MiniApp, error)
+	AuditHistory(ctx context.Context, miniAppID string) ([]view.AuditEntry, error)
+	Orders(ctx context.Context, f view.OrderFilter) ([]*view.MiniAppOrder, string, error)
+	Order(ctx context.Context, orderNo string) (*view.MiniAppOrder, error)
+}
+
+// Reprocessor decides and applies again a stored notification that ended
+// failed or unhandled (intake.Pipeline.Reprocess).
+type Reprocessor interface {
+	Reprocess(ctx context.Context, appID, notifyID string) (*view.StoredNotification, error)
+}
+
 // Server holds the handlers' dependencies.
 type Server struct {
 	cfg     Config
 	log     zerolog.Logger
-	outage  zerolog.Logger // for refusals while the database is unavailable
 	ready   *readyLog
 	limited zerolog.Logger // for the callback's rate-limited requests
 	// callbacks limits the authorization callback.
@@ -78,16 +100,13 @@ type Server struct {
 }
 
 func newServer(cfg Config) *Server {
-	if cfg.IngestTimeout == 0 {
-		cfg.IngestTimeout = 15 * time.Second
-	}
 	if cfg.CallbackClientLimit == (RateLimit{}) {
 		cfg.CallbackClientLimit = defaultCallbackClientLimit
 	}
 	if cfg.CallbackGlobalLimit == (RateLimit{}) {
 		cfg.CallbackGlobalLimit = defaultCallbackGlobalLimit
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, outage: notify.OutageLogger(cfg.Logger), ready: &readyLog{log: cfg.Logger},
+	return &Server{cfg: cfg, log: cfg.Logger, ready: &readyLog{log: cfg.Logger},
 		limited:   cfg.Logger.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
 		callbacks: newLimiter(cfg.CallbackClientLimit, cfg.CallbackGlobalLimit, maxLimitedClients, cfg.Now)}
 }

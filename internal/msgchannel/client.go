@@ -6,10 +6,10 @@
 // /websocket/register.do that answers a signed link_token and a zone
 // cookie), connects (wss://HOST/websocket?..., signed too), pings every 2 s,
 // and reconnects, registering again, after any loss: at once, then after
-// 5 s, then 10 s, cycling, as the official Java SDK does. Each CONSUME
-// message goes the way of an HTTP notification: verified
-// (alipay.Verifier.VerifyChannelMessage), stored and applied in one transaction
-// (notify.Inbox.Ingest), and only then acknowledged SUCCESS. A message that
+// 5 s, then 10 s, cycling. Each CONSUME message goes down the intake
+// pipeline as an HTTP notification does (internal/intake): verified
+// (alipay.Verifier.VerifyChannelMessage), decided, stored and applied in one
+// transaction, and only then acknowledged SUCCESS. A message that
 // does not verify is never stored: it is acknowledged FAIL. So is one the
 // inbox could not store (the database is down), so that Alipay delivers it
 // again. A Manager runs one Client per app that uses the channel and
@@ -35,21 +35,21 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/intake"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 )
 
 // Defaults, from the Java SDK where it has one.
 var (
-	DefaultBackoff       = []time.Duration{0, 5 * time.Second, 10 * time.Second}
-	DefaultPingInterval  = 2 * time.Second
-	DefaultPongTimeout   = 10 * time.Second
-	DefaultDialTimeout   = 10 * time.Second
-	DefaultIngestTimeout = 15 * time.Second
-	DefaultAckTimeout    = 5 * time.Second
-	DefaultDrainTimeout  = 10 * time.Second
-	DefaultMaxInFlight   = 16
-	DefaultReadLimit     = int64(1 << 20)
+	DefaultBackoff      = []time.Duration{0, 5 * time.Second, 10 * time.Second}
+	DefaultPingInterval = 2 * time.Second
+	DefaultPongTimeout  = 10 * time.Second
+	DefaultDialTimeout  = 10 * time.Second
+	DefaultAckTimeout   = 5 * time.Second
+	DefaultDrainTimeout = 10 * time.Second
+	DefaultMaxInFlight  = 16
+	DefaultReadLimit    = int64(1 << 20)
 )
 
 // SDKVersion is the sdk_version sent at register and connect: the official
@@ -67,11 +67,9 @@ type Config struct {
 	// Verifier verifies the register answer and every message with the
 	// app's Alipay keys.
 	Verifier *alipay.Verifier
-	// Inbox stores and applies the messages.
-	Inbox notify.Inbox
-	// Arrivals, when set, is told of each message while it is verified
-	// (see notify.Arrivals).
-	Arrivals notify.Arrivals
+	// Intake takes each message: decides, stores and applies it, and has
+	// it acknowledged, counted and logged.
+	Intake *intake.Pipeline
 	// Host is ALIPAY_MSG_HOST: a bare host[:port] (HTTPS and WSS), or a URL
 	// whose scheme says which (http→ws, https→wss), for a local simulator.
 	Host string
@@ -88,15 +86,14 @@ type Config struct {
 	HTTPClient *http.Client
 
 	// The timings; zero means the default.
-	Backoff       []time.Duration // waits before reconnecting, cycled; reset once connected
-	PingInterval  time.Duration   // keep-alive ping period
-	PongTimeout   time.Duration   // how long a ping may wait for its pong
-	DialTimeout   time.Duration   // bounds register and the handshake each
-	IngestTimeout time.Duration   // bounds the inbox's work for one message
-	AckTimeout    time.Duration   // bounds writing one acknowledgement
-	DrainTimeout  time.Duration   // bounds waiting for in-flight messages at close
-	MaxInFlight   int             // messages processed at once
-	ReadLimit     int64           // largest frame accepted
+	Backoff      []time.Duration // waits before reconnecting, cycled; reset once connected
+	PingInterval time.Duration   // keep-alive ping period
+	PongTimeout  time.Duration   // how long a ping may wait for its pong
+	DialTimeout  time.Duration   // bounds register and the handshake each
+	AckTimeout   time.Duration   // bounds writing one acknowledgement
+	DrainTimeout time.Duration   // bounds waiting for in-flight messages at close
+	MaxInFlight  int             // messages processed at once
+	ReadLimit    int64           // largest frame accepted
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -106,9 +103,8 @@ type Client struct {
 	cfg      Config
 	app      string
 	log      zerolog.Logger
-	outage   zerolog.Logger // for refusals while the database is unavailable
-	base     *url.URL       // register: base + /websocket/register.do
-	wsBase   *url.URL       // connect: wsBase + /websocket
+	base     *url.URL // register: base + /websocket/register.do
+	wsBase   *url.URL // connect: wsBase + /websocket
 	inflight inflight
 	sem      chan struct{}
 
@@ -156,8 +152,8 @@ func Endpoints(host string) (register, ws *url.URL, err error) {
 // NewClient returns a client for cfg.App. It returns an error when the app
 // has no private key or the host is unusable.
 func NewClient(cfg Config) (*Client, error) {
-	if cfg.App == nil || cfg.Verifier == nil || cfg.Inbox == nil {
-		return nil, errors.New("msgchannel: App, Verifier and Inbox are required")
+	if cfg.App == nil || cfg.Verifier == nil || cfg.Intake == nil {
+		return nil, errors.New("msgchannel: App, Verifier and Intake are required")
 	}
 	if cfg.App.PrivateKey == nil {
 		return nil, fmt.Errorf("msgchannel: app %s has no private key (ALIPAY_APP_PRIVATE_KEY_FILE): it signs register and connect", cfg.App.ID)
@@ -178,7 +174,6 @@ func NewClient(cfg Config) (*Client, error) {
 	setDefault(&cfg.PingInterval, DefaultPingInterval)
 	setDefault(&cfg.PongTimeout, DefaultPongTimeout)
 	setDefault(&cfg.DialTimeout, DefaultDialTimeout)
-	setDefault(&cfg.IngestTimeout, DefaultIngestTimeout)
 	setDefault(&cfg.AckTimeout, DefaultAckTimeout)
 	setDefault(&cfg.DrainTimeout, DefaultDrainTimeout)
 	setDefault(&cfg.MaxInFlight, DefaultMaxInFlight)
@@ -193,7 +188,6 @@ func NewClient(cfg Config) (*Client, error) {
 		cfg:    cfg,
 		app:    cfg.App.ID,
 		log:    cfg.Logger.With().Str("app_id", cfg.App.ID).Str("channel", notify.ChannelWebSocket).Logger(),
-		outage: notify.OutageLogger(cfg.Logger),
 		base:   reg,
 		wsBase: ws,
 		sem:    make(chan struct{}, cfg.MaxInFlight),

@@ -7,101 +7,72 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/rs/zerolog"
 
+	"github.com/alipay-notify-gateway/gateway/internal/intake"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 )
 
-// handle takes one frame: a CONSUME message is verified, stored and
-// applied, then acknowledged SUCCESS, or FAIL when it did not verify or was
-// not stored. Other commands are logged and dropped.
+// handle takes one frame: a CONSUME message goes down the intake pipeline
+// (verified, stored and applied), then is acknowledged SUCCESS, or FAIL
+// when it did not verify or was not stored. Other commands are logged and
+// dropped.
 func (c *Client) handle(conn *websocket.Conn, msg []byte, start time.Time) {
-	n, f, err := c.receive(msg, start)
+	f, err := ParseFrame(msg)
 	if f != nil && f.Cmd != CmdConsume {
 		c.log.Debug().Str("cmd", notify.Clip(f.Cmd)).Str("stream_id", notify.Clip(f.StreamID)).Msg("frame ignored: not a CONSUME message")
 		return
 	}
-	var out notify.Outcome
-	if err == nil {
-		// Bounded, and not cancelled by shutdown until the drain gives up:
-		// a committed message is a duplicate on redelivery, never a loss.
-		ctx, cancel := context.WithTimeout(c.inflight.ctx, c.cfg.IngestTimeout)
-		out, err = c.cfg.Inbox.Ingest(ctx, n)
-		cancel()
+	// Bounded by the pipeline, and not cancelled by shutdown until the
+	// drain gives up: a committed message is a duplicate on redelivery,
+	// never a loss.
+	c.cfg.Intake.Deliver(c.inflight.ctx, notify.ChannelWebSocket, start,
+		&wsDelivery{c: c, conn: conn, size: len(msg), frame: f, parseErr: err, start: start})
+}
+
+// wsDelivery is one CONSUME message on the connection.
+type wsDelivery struct {
+	c        *Client
+	conn     *websocket.Conn
+	size     int
+	frame    *Frame // nil when not even the header could be read
+	parseErr error
+	start    time.Time
+}
+
+// Receive verifies the message (alipay.Verifier.VerifyChannelMessage).
+func (d *wsDelivery) Receive() (*notify.Notification, intake.Named, error) {
+	named := intake.Named{AppID: d.c.app}
+	if f := d.frame; f != nil {
+		named = intake.Named{NotifyID: f.MsgID, AppID: cmp.Or(f.AppID, d.c.app), Method: f.MsgAPI}
 	}
+	if d.parseErr != nil {
+		return nil, named, d.parseErr
+	}
+	n, err := d.c.cfg.Verifier.VerifyChannelMessage(d.c.app, d.frame.Message(), d.start)
+	return n, named, err
+}
+
+// Reply acknowledges the message SUCCESS or FAIL (when the frame names a
+// message at all), and adds the ack and the frame's stream to the log line.
+func (d *wsDelivery) Reply(_ notify.Outcome, err error) (func(*zerolog.Event) *zerolog.Event, error) {
 	status := AckSuccess
 	if err != nil {
 		status = AckFail
 	}
 	var ackErr error
-	if f != nil && f.MsgID != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.AckTimeout)
-		ackErr = conn.Write(ctx, websocket.MessageText, f.Ack(status))
+	if f := d.frame; f != nil && f.MsgID != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), d.c.cfg.AckTimeout)
+		ackErr = d.conn.Write(ctx, websocket.MessageText, f.Ack(status))
 		cancel()
 	}
-	took := c.cfg.Now().Sub(start)
-	notify.Report(c.cfg.Metrics, notify.ChannelWebSocket, n, out, err, took)
-	c.logMessage(msg, n, f, out, err, status, ackErr, took)
-}
-
-// receive verifies a frame, counted by Config.Arrivals while it does.
-func (c *Client) receive(msg []byte, start time.Time) (*notify.Notification, *Frame, error) {
-	if a := c.cfg.Arrivals; a != nil {
-		a.Arriving()
-		defer a.Arrived()
-	}
-	f, err := ParseFrame(msg)
-	if err != nil {
-		return nil, f, err
-	}
-	if f.Cmd != CmdConsume {
-		return nil, f, nil // not a message: handle ignores it
-	}
-	n, err := c.cfg.Verifier.VerifyChannelMessage(c.app, f.Message(), start)
-	return n, f, err
-}
-
-// logMessage writes the one line a message gets, with the HTTP intake's
-// fields. It never logs x-sign, tokens or keys.
-func (c *Client) logMessage(msg []byte, n *notify.Notification, f *Frame, out notify.Outcome,
-	err error, ack string, ackErr error, took time.Duration) {
-	log := c.cfg.Logger
-	if notify.ErrorCode(err) == notify.EUNAVAILABLE {
-		log = c.outage
-	}
-	ev := log.Info()
-	if err != nil || ackErr != nil || out.ReplayOf != "" || out.Foreign {
-		ev = log.Warn()
-		if notify.ErrorCode(err) == notify.EUNAVAILABLE || notify.ErrorCode(err) == notify.EINTERNAL {
-			ev = log.Error()
+	return func(ev *zerolog.Event) *zerolog.Event {
+		ev = ev.Str("remote", d.c.wsBase.Host).Str("ack", status).Int("body_bytes", d.size)
+		if d.frame != nil {
+			ev = ev.Str("stream_id", notify.Clip(d.frame.StreamID))
 		}
-	}
-	ev = ev.Str("channel", notify.ChannelWebSocket).Str("remote", c.wsBase.Host).Str("ack", ack).
-		Dur("duration", took).Int("body_bytes", len(msg))
-	switch {
-	case n != nil:
-		ev = ev.Str("notify_id", n.NotifyID).Str("app_id", n.AppID).Str("msg_method", n.Method)
-	case f != nil:
-		// Refused before it was a notification: name it as far as it can be.
-		// Unverified values: clipped, so that a forged frame cannot make a
-		// log line of its size.
-		ev = ev.Str("notify_id", notify.Clip(f.MsgID)).Str("app_id", notify.Clip(cmp.Or(f.AppID, c.app))).
-			Str("msg_method", notify.Clip(f.MsgAPI))
-	default:
-		ev = ev.Str("app_id", c.app)
-	}
-	if f != nil {
-		ev = ev.Str("stream_id", notify.Clip(f.StreamID))
-	}
-	if n != nil {
-		ev = ev.Str("content_form", n.ContentForm)
-		if n.CertSN != "" {
-			ev = ev.Str("cert_sn", n.CertSN)
-		}
-	}
-	if ackErr != nil {
-		ev = ev.AnErr("ack_error", ackErr)
-	}
-	notify.LogOutcome(ev, out, err)
+		return ev
+	}, ackErr
 }
 
 // inflight counts the messages being processed, so that a close can wait

@@ -14,6 +14,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+	"github.com/alipay-notify-gateway/gateway/internal/intake"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/msgchannel"
 	"github.com/alipay-notify-gateway/gateway/internal/msgsim"
@@ -38,7 +39,6 @@ func fast(cfg *msgchannel.Config) {
 	cfg.PingInterval = 100 * time.Millisecond
 	cfg.PongTimeout = 2 * time.Second
 	cfg.DialTimeout = 3 * time.Second
-	cfg.IngestTimeout = 5 * time.Second
 	cfg.DrainTimeout = 5 * time.Second
 }
 
@@ -80,7 +80,7 @@ type rigOption func(*msgchannel.Config)
 func newRig(t *testing.T, db *postgres.DB, inbox notify.Inbox, opts ...rigOption) *rig {
 	t.Helper()
 	if db == nil {
-		db = pgtest.New(t, nil)
+		db = pgtest.New(t)
 	}
 	sim, url := newSim(t, platformKey, appID)
 	v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.DeliverWebSocket)})
@@ -91,8 +91,8 @@ func newRig(t *testing.T, db *postgres.DB, inbox notify.Inbox, opts ...rigOption
 		inbox = db
 	}
 	app, _ := v.App(appID)
-	cfg := msgchannel.Config{App: app, Verifier: v, Inbox: inbox, Host: url, AllowInsecure: true, Metrics: metrics.New(),
-		Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()}
+	m, log := metrics.New(), zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()
+	cfg := msgchannel.Config{App: app, Verifier: v, Intake: pipeline(t, inbox, m), Host: url, AllowInsecure: true, Metrics: m, Logger: log}
 	fast(&cfg)
 	for _, o := range opts {
 		o(&cfg)
@@ -104,6 +104,13 @@ func newRig(t *testing.T, db *postgres.DB, inbox notify.Inbox, opts ...rigOption
 	r := &rig{sim: sim, db: db, v: v, client: c, metrics: cfg.Metrics}
 	r.stop = run(t, c.Run)
 	return r
+}
+
+// pipeline is the intake pipeline over inbox, deciding with every handler
+// (a token key set), counting into m.
+func pipeline(t *testing.T, inbox notify.Inbox, m *metrics.Metrics) *intake.Pipeline {
+	return intake.New(intake.Config{Registry: pgtest.Registry(t), Inbox: inbox, Metrics: m, Timeout: 5 * time.Second,
+		Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()})
 }
 
 // run starts fn in a goroutine and returns a func that cancels it and waits
@@ -178,7 +185,11 @@ func httpIngest(t *testing.T, v *alipay.Verifier, inbox notify.Inbox, s samples.
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := inbox.Ingest(context.Background(), n)
+	d, err := pgtest.Registry(t).Decide(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := inbox.Ingest(context.Background(), d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +204,7 @@ type flakyInbox struct {
 	calls atomic.Int64
 }
 
-func (f *flakyInbox) Ingest(ctx context.Context, n *notify.Notification) (notify.Outcome, error) {
+func (f *flakyInbox) Ingest(ctx context.Context, n notify.Decided) (notify.Outcome, error) {
 	f.calls.Add(1)
 	if f.fail.Add(-1) >= 0 {
 		return notify.Outcome{}, &notify.Error{Code: notify.EUNAVAILABLE, Reason: "database_unavailable", Message: "database unavailable: simulated outage"}
@@ -209,7 +220,7 @@ type gateInbox struct {
 	release chan struct{}
 }
 
-func (g *gateInbox) Ingest(ctx context.Context, n *notify.Notification) (notify.Outcome, error) {
+func (g *gateInbox) Ingest(ctx context.Context, n notify.Decided) (notify.Outcome, error) {
 	g.entered <- struct{}{}
 	<-g.release
 	return g.inner.Ingest(ctx, n)

@@ -28,7 +28,7 @@ const sampleTS = 1516797622752 // the samples' utc_timestamp
 func TestSamples_SameStateAsHTTP(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, nil, nil)
-	httpDB := pgtest.New(t, nil)
+	httpDB := pgtest.New(t)
 	ctx := waitCtx(t)
 	var ids []string
 	for _, s := range messageSamples() {
@@ -293,7 +293,7 @@ func TestBothChannels_OneEffect(t *testing.T) {
 
 func TestDatabaseOutage_AckFailThenRedelivered(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	inbox := &flakyInbox{inner: db}
 	inbox.fail.Store(2)
 	r := newRig(t, db, inbox)
@@ -326,7 +326,7 @@ func TestDatabaseOutage_AckFailThenRedelivered(t *testing.T) {
 
 func TestShutdown_FinishesInFlightThenCloses(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	gate := &gateInbox{inner: db, entered: make(chan struct{}, 1), release: make(chan struct{})}
 	r := newRig(t, db, gate)
 	ctx := waitCtx(t)
@@ -391,7 +391,7 @@ func TestRegistration_Refusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Inbox: &flakyInbox{}, Host: url, AllowInsecure: true,
+			m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Intake: pipeline(t, &flakyInbox{}, nil), Host: url, AllowInsecure: true,
 				Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger(), Backoff: []time.Duration{20 * time.Millisecond}})
 			if err != nil {
 				t.Fatal(err)
@@ -423,7 +423,7 @@ func TestManager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := msgchannel.Config{Verifier: v, Inbox: pgtest.New(t, nil), Host: url, AllowInsecure: true, Metrics: metrics.New(),
+	cfg := msgchannel.Config{Verifier: v, Intake: pipeline(t, pgtest.New(t), nil), Host: url, AllowInsecure: true, Metrics: metrics.New(),
 		Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()}
 	fast(&cfg)
 	m, err := msgchannel.NewManager(cfg)
@@ -456,7 +456,7 @@ func TestManager(t *testing.T) {
 
 	// No app on the WebSocket: nothing to run, always ready.
 	v2, _ := alipay.NewVerifier([]*alipay.App{newApp(httpApp, nil, alipay.DeliverHTTP)})
-	none, err := msgchannel.NewManager(msgchannel.Config{Verifier: v2, Inbox: &flakyInbox{}, Host: "openchannel.alipay.com"})
+	none, err := msgchannel.NewManager(msgchannel.Config{Verifier: v2, Intake: pipeline(t, &flakyInbox{}, nil), Host: "openchannel.alipay.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -465,7 +465,7 @@ func TestManager(t *testing.T) {
 	}
 	// An app on the WebSocket without a private key cannot start.
 	v3, _ := alipay.NewVerifier([]*alipay.App{newApp(wsApp, nil, alipay.DeliverWebSocket)})
-	if _, err := msgchannel.NewManager(msgchannel.Config{Verifier: v3, Inbox: &flakyInbox{}, Host: url}); err == nil ||
+	if _, err := msgchannel.NewManager(msgchannel.Config{Verifier: v3, Intake: pipeline(t, &flakyInbox{}, nil), Host: url}); err == nil ||
 		!strings.Contains(err.Error(), "private key") {
 		t.Fatalf("no private key: %v", err)
 	}
@@ -476,15 +476,15 @@ func TestNewClient_Insecure(t *testing.T) {
 	v, _ := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.DeliverWebSocket)})
 	app, _ := v.App(appID)
 	t.Run("ErrPlainWebSocket", func(t *testing.T) {
-		_, err := msgchannel.NewClient(msgchannel.Config{App: app, Verifier: v, Inbox: &flakyInbox{}, Host: "http://127.0.0.1:8090"})
+		_, err := msgchannel.NewClient(msgchannel.Config{App: app, Verifier: v, Intake: pipeline(t, &flakyInbox{}, nil), Host: "http://127.0.0.1:8090"})
 		if err == nil || !strings.Contains(err.Error(), "ALIPAY_MSG_ALLOW_INSECURE") {
 			t.Fatalf("err = %v", err)
 		}
 	})
 	t.Run("OK", func(t *testing.T) {
 		for _, c := range []msgchannel.Config{
-			{App: app, Verifier: v, Inbox: &flakyInbox{}, Host: "openchannel.alipay.com"},
-			{App: app, Verifier: v, Inbox: &flakyInbox{}, Host: "http://127.0.0.1:8090", AllowInsecure: true},
+			{App: app, Verifier: v, Intake: pipeline(t, &flakyInbox{}, nil), Host: "openchannel.alipay.com"},
+			{App: app, Verifier: v, Intake: pipeline(t, &flakyInbox{}, nil), Host: "http://127.0.0.1:8090", AllowInsecure: true},
 		} {
 			if _, err := msgchannel.NewClient(c); err != nil {
 				t.Fatal(err)
@@ -549,7 +549,7 @@ func TestUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Inbox: &flakyInbox{}, Host: "http://127.0.0.1:1", AllowInsecure: true,
+	m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Intake: pipeline(t, &flakyInbox{}, nil), Host: "http://127.0.0.1:1", AllowInsecure: true,
 		Logger: zerolog.New(zerolog.NewTestWriter(t)), Backoff: []time.Duration{20 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)

@@ -95,13 +95,14 @@ type Outcome struct {
 	Foreign bool
 }
 
-// Inbox records notifications and applies them. The postgres package
-// implements it; a batching wrapper may too.
+// Inbox records decided notifications and applies their changes. The
+// postgres package implements it, and its group-commit Batcher.
 type Inbox interface {
-	// Ingest stores n and applies it in one transaction, and returns once
-	// that transaction is committed. It returns an EUNAVAILABLE *Error when
-	// the database cannot be reached.
-	Ingest(ctx context.Context, n *Notification) (Outcome, error)
+	// Ingest stores d and applies its change in one transaction, and
+	// returns once that transaction is committed. It returns an
+	// EUNAVAILABLE *Error when the database cannot be reached, and an
+	// ECONFLICT one when d's notify_id is stored with other signed content.
+	Ingest(ctx context.Context, d Decided) (Outcome, error)
 }
 
 // Arrivals is told of the notifications on their way to an Inbox: being
@@ -112,4 +113,20 @@ type Arrivals interface {
 	Arriving()
 	// Arrived counts one off: it reached Ingest, or it was refused.
 	Arrived()
+}
+
+// Label names a delivery's outcome for metrics: the stored status,
+// "duplicate" for a notification that was stored already, "replay" for a
+// signed content stored under another notify_id, "foreign" for a
+// notification about another app's entity.
+func (o Outcome) Label() string {
+	switch {
+	case o.ReplayOf != "":
+		return "replay"
+	case o.Duplicate:
+		return "duplicate"
+	case o.Foreign:
+		return "foreign"
+	}
+	return string(o.Status)
 }

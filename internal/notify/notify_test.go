@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/redact"
@@ -117,6 +118,59 @@ func TestRegistry_Handler(t *testing.T) {
 		var none *notify.Registry
 		if _, ok := none.Handler(notify.MethodAuditPassed); ok {
 			t.Fatal("a nil registry has a handler")
+		}
+	})
+}
+
+func TestRegistry_Decide(t *testing.T) {
+	t.Parallel()
+	reg := notify.NewRegistry(notify.RegistryConfig{Sealer: sealer(t), MaxClockSkew: time.Minute})
+	t.Run("OK", func(t *testing.T) {
+		d, err := reg.Decide(fromSample(t, "audit-passed"))
+		if err != nil || d.Change == nil || d.NotifyID == "" {
+			t.Fatalf("%+v %v", d, err)
+		}
+	})
+	t.Run("Unhandled", func(t *testing.T) {
+		n := fromSample(t, "audit-passed")
+		n.Method = "alipay.open.future"
+		if d, err := reg.Decide(n); err != nil || d.Change != nil || d.Status != notify.StatusUnhandled {
+			t.Fatalf("%+v %v", d, err)
+		}
+	})
+	t.Run("FailedUndecodable", func(t *testing.T) {
+		n := fromSample(t, "audit-passed")
+		n.Failure = "biz_content is encrypted and app x has no ALIPAY_ENCRYPT_KEY"
+		if d, err := reg.Decide(n); err != nil || d.Change != nil || d.Status != notify.StatusFailed || d.Error != n.Failure {
+			t.Fatalf("%+v %v", d, err)
+		}
+	})
+	t.Run("FailedUnusable", func(t *testing.T) {
+		n := fromSample(t, "audit-passed")
+		n.BizContent = "not json"
+		if d, err := reg.Decide(n); err != nil || d.Status != notify.StatusFailed || d.Error == "" {
+			t.Fatalf("%+v %v", d, err)
+		}
+	})
+	t.Run("ErrNoTokenKeyRefused", func(t *testing.T) {
+		// A grant whose tokens cannot be sealed is refused (503 fail: Alipay
+		// resends it), never acknowledged with its tokens thrown away.
+		_, err := notify.NewRegistry(notify.RegistryConfig{}).Decide(fromSample(t, "auth-granted"))
+		if notify.ErrorCode(err) != notify.EUNAVAILABLE || notify.ErrorReason(err) != "token_key_missing" || !notify.Refused(err) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("ErrAuthTimeAhead", func(t *testing.T) {
+		// auth_time orders grants: one ahead of the clock is refused, or it
+		// would make every later grant and cancellation stale.
+		n := fromSample(t, "auth-granted")
+		n.ReceivedAt = time.UnixMilli(1516797623000).Add(-2 * time.Minute) // the sample's auth_time is 2 minutes ahead
+		if _, err := reg.Decide(n); notify.ErrorCode(err) != notify.ETOOEARLY {
+			t.Fatalf("err = %v", err)
+		}
+		n.ReceivedAt = time.UnixMilli(1516797623000)
+		if _, err := reg.Decide(n); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -161,7 +161,7 @@ func TestService_CompleteAuthorization_OtherApp(t *testing.T) {
 	sim := openapisim.Start(openapisim.Config{Apps: []openapisim.App{simA, {ID: otherAppID, Pub: &appKey.PublicKey}}, SignKey: alipayKey})
 	t.Cleanup(sim.Close)
 	svc, err := outbound.New(outbound.Config{
-		Apps: []*alipay.App{a, b}, GatewayURL: sim.URL(), Store: pgtest.New(t, nil), Sealer: pgtest.Sealer(t),
+		Apps: []*alipay.App{a, b}, GatewayURL: sim.URL(), Store: pgtest.New(t), Sealer: pgtest.Sealer(t),
 		Logger: zerolog.New(zerolog.NewTestWriter(t)),
 	})
 	if err != nil {

@@ -97,7 +97,7 @@ func newEnv(t *testing.T, o options) *env {
 	}
 	sim := openapisim.Start(cfg)
 	t.Cleanup(sim.Close)
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	svc, err := outbound.New(outbound.Config{
 		Apps: apps, GatewayURL: sim.URL(), Store: db, Sealer: pgtest.Sealer(t),
 		Logger: zerolog.New(zerolog.NewTestWriter(t)), Timeout: o.timeout, Now: o.now,
@@ -159,16 +159,27 @@ func (e *env) state(t *testing.T, appID string) string {
 	return l.State
 }
 
+// decide is what the application decides of n (every handler, with the
+// test token key).
+func decide(t *testing.T, n *notify.Notification) notify.Decided {
+	t.Helper()
+	d, err := pgtest.Registry(t).Decide(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // cancel ingests merchant's alipay.open.auth.appauth.cancelled at ts (ms).
 func (e *env) cancel(t *testing.T, ts int64) notify.Outcome {
 	t.Helper()
 	biz := fmt.Sprintf(`{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000999","app_auth_token":"whatever"}`, e.app.ID, merchant)
 	red, secrets := redact.Secrets(biz)
-	out, err := e.db.Ingest(context.Background(), &notify.Notification{
+	out, err := e.db.Ingest(context.Background(), decide(t, &notify.Notification{
 		AppID: e.app.ID, NotifyID: fmt.Sprintf("cancel-%d", seq.Add(1)), Method: notify.MethodAuthCancelled, UTCTimestamp: ts,
 		BizContent: red, Secrets: secrets, Params: map[string]string{"biz_content": red, "msg_method": notify.MethodAuthCancelled},
 		Channel: notify.ChannelHTTP, ContentForm: "v1", ReceivedAt: time.Now(),
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,11 +194,11 @@ func (e *env) grant(t *testing.T, id string, authTime int64, token, refresh stri
 	biz := fmt.Sprintf(`{"detail":{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000999","auth_time":%d,`+
 		`"app_auth_token":%q,"app_refresh_token":%q,"expires_in":3600,"re_expires_in":7200}}`, e.app.ID, merchant, authTime, token, refresh)
 	red, secrets := redact.Secrets(biz)
-	out, err := e.db.Ingest(context.Background(), &notify.Notification{
+	out, err := e.db.Ingest(context.Background(), decide(t, &notify.Notification{
 		AppID: e.app.ID, NotifyID: id, Method: notify.MethodAuthGranted, BizContent: red, Secrets: secrets,
 		Params:  map[string]string{"biz_content": red, "notify_type": notify.MethodAuthGranted, "status": "execute_auth", "auth_app_id": merchant},
 		Channel: notify.ChannelHTTP, ContentForm: "v1", ReceivedAt: time.Now(),
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

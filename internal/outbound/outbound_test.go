@@ -15,7 +15,7 @@ import (
 
 func TestNew(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	app, _ := keyApp()
 	good := outbound.Config{Apps: []*alipay.App{app}, GatewayURL: "http://127.0.0.1:1/gateway.do", Store: db, Sealer: pgtest.Sealer(t)}
 	t.Run("OK", func(t *testing.T) {

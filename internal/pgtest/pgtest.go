@@ -63,14 +63,10 @@ func NewSchema(t testing.TB) string {
 	return base + sep + "search_path=" + schema
 }
 
-// New returns a migrated DB on a fresh schema, with reg's handlers (the
-// default registry, with a token key, when reg is nil).
-func New(t testing.TB, reg *notify.Registry) *postgres.DB {
+// New returns a migrated DB on a fresh schema.
+func New(t testing.TB) *postgres.DB {
 	t.Helper()
-	if reg == nil {
-		reg = notify.NewRegistry(notify.RegistryConfig{Sealer: Sealer(t)})
-	}
-	db, err := postgres.Open(context.Background(), postgres.Config{URL: NewSchema(t), MaxConns: 8, Registry: reg})
+	db, err := postgres.Open(context.Background(), postgres.Config{URL: NewSchema(t), MaxConns: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +75,11 @@ func New(t testing.TB, reg *notify.Registry) *postgres.DB {
 		t.Fatalf("pgtest: migrate: %v", err)
 	}
 	return db
+}
+
+// Registry returns the registry of every handler, with a token key.
+func Registry(t testing.TB) *notify.Registry {
+	return notify.NewRegistry(notify.RegistryConfig{Sealer: Sealer(t)})
 }
 
 // Sealer returns a token sealer with a fixed test key.

@@ -44,7 +44,7 @@ type Batcher struct {
 }
 
 type request struct {
-	n    *notify.Notification
+	d    notify.Decided
 	done chan Result
 }
 
@@ -71,12 +71,13 @@ func NewBatcher(db *DB, cfg BatcherConfig) *Batcher {
 	return b
 }
 
-// Ingest queues n for the next batch and returns once that batch is
-// committed, with n's outcome. It returns an EUNAVAILABLE *notify.Error when
-// the database is unavailable or the Batcher is closed, and ctx's error when
-// ctx ends first (n may still be committed: a resend is then a duplicate).
-func (b *Batcher) Ingest(ctx context.Context, n *notify.Notification) (notify.Outcome, error) {
-	req := &request{n: n, done: make(chan Result, 1)}
+// Ingest queues d for the next batch and returns once that batch is
+// committed, with d's outcome (see DB.Ingest). It returns an EUNAVAILABLE
+// *notify.Error when the database is unavailable or the Batcher is closed,
+// and when ctx ends first (d may still be committed: a resend is then a
+// duplicate).
+func (b *Batcher) Ingest(ctx context.Context, d notify.Decided) (notify.Outcome, error) {
+	req := &request{d: d, done: make(chan Result, 1)}
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
@@ -173,12 +174,12 @@ func (b *Batcher) fill(batch []*request, timer *time.Timer) []*request {
 func (b *Batcher) flush(batch []*request) {
 	b.busy.Add(1)
 	defer b.busy.Add(-1)
-	ns := make([]*notify.Notification, len(batch))
+	ds := make([]notify.Decided, len(batch))
 	for i, r := range batch {
-		ns[i] = r.n
+		ds[i] = r.d
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
-	results := b.db.IngestBatch(ctx, ns)
+	results := b.db.IngestBatch(ctx, ds)
 	cancel()
 	if b.cfg.OnBatch != nil && results[0].Err == nil {
 		b.cfg.OnBatch(len(batch))

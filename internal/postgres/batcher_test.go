@@ -16,11 +16,11 @@ import (
 
 func TestIngestBatch(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	ctx := context.Background()
 	t.Run("CopiesInOneBatch", func(t *testing.T) {
 		n := note(notify.MethodAuditPassed, `{"mini_app_id":"c1","mini_app_version":"1"}`, 1)
-		res := db.IngestBatch(ctx, []*notify.Notification{n, n, n})
+		res := db.IngestBatch(ctx, decide(t, n, n, n))
 		for i, r := range res {
 			if r.Err != nil || r.Outcome.Status != notify.StatusApplied || r.Outcome.DeliveryCount != 3 || r.Outcome.Duplicate != (i > 0) {
 				t.Fatalf("%d: %+v", i, r)
@@ -34,7 +34,7 @@ func TestIngestBatch(t *testing.T) {
 	t.Run("SameKeyOrderedInOneBatch", func(t *testing.T) {
 		newer := note(notify.MethodAuditPassed, `{"mini_app_id":"c2","mini_app_version":"1"}`, 20)
 		older := note(notify.MethodAuditRejected, `{"mini_app_id":"c2","mini_app_version":"1"}`, 10)
-		res := db.IngestBatch(ctx, []*notify.Notification{newer, older})
+		res := db.IngestBatch(ctx, decide(t, newer, older))
 		if res[0].Outcome.Status != notify.StatusApplied || res[1].Outcome.Status != notify.StatusStale {
 			t.Fatalf("%+v", res)
 		}
@@ -44,7 +44,7 @@ func TestIngestBatch(t *testing.T) {
 		// A NUL character is valid JSON but not valid Postgres text.
 		bad := note(notify.MethodAuditRejected, `{"mini_app_id":"b2","mini_app_version":"1","audit_reason":"x\u0000y"}`, 1)
 		good2 := note(notify.MethodMerchantConfirmed, `{"order_no":"b3","status":"PROCESS"}`, 1)
-		res := db.IngestBatch(ctx, []*notify.Notification{good1, bad, good2})
+		res := db.IngestBatch(ctx, decide(t, good1, bad, good2))
 		if res[0].Outcome.Status != notify.StatusApplied || res[2].Outcome.Status != notify.StatusApplied {
 			t.Fatalf("%+v", res)
 		}
@@ -59,7 +59,7 @@ func TestIngestBatch(t *testing.T) {
 
 func TestBatcher_Ingest(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	var batches, biggest atomic.Int64
 	b := postgres.NewBatcher(db, postgres.BatcherConfig{OnBatch: func(n int) {
 		batches.Add(1)
@@ -80,7 +80,7 @@ func TestBatcher_Ingest(t *testing.T) {
 				defer wg.Done()
 				x := note(notify.MethodMerchantConfirmed, fmt.Sprintf(`{"order_no":"g%d","status":"PROCESS"}`, i), 1)
 				for range 2 { // and a resend, possibly in the same batch
-					out, err := b.Ingest(context.Background(), x)
+					out, err := b.Ingest(context.Background(), decide(t, x)[0])
 					if err != nil || out.Status != notify.StatusApplied {
 						errs <- fmt.Errorf("%+v %v", out, err)
 					}
@@ -103,7 +103,7 @@ func TestBatcher_Ingest(t *testing.T) {
 	})
 	t.Run("ErrClosed", func(t *testing.T) {
 		b.Close()
-		_, err := b.Ingest(context.Background(), note(notify.MethodAuditPassed, `{}`, 1))
+		_, err := b.Ingest(context.Background(), decide(t, note(notify.MethodAuditPassed, `{}`, 1))[0])
 		if notify.ErrorCode(err) != notify.EUNAVAILABLE {
 			t.Fatalf("err = %v", err)
 		}
@@ -119,7 +119,7 @@ func TestBatcher_DatabaseDown(t *testing.T) {
 	defer db.Close()
 	b := postgres.NewBatcher(db, postgres.BatcherConfig{})
 	defer b.Close()
-	_, err = b.Ingest(context.Background(), note(notify.MethodAuditPassed, `{}`, 1))
+	_, err = b.Ingest(context.Background(), decide(t, note(notify.MethodAuditPassed, `{}`, 1))[0])
 	if notify.ErrorCode(err) != notify.EUNAVAILABLE {
 		t.Fatalf("err = %v", err)
 	}
@@ -180,8 +180,8 @@ func TestIngestBatch_Rounds(t *testing.T) {
 	}
 
 	t.Run("OK", func(t *testing.T) {
-		db := pgtest.New(t, nil)
-		res := db.IngestBatch(ctx, batch)
+		db := pgtest.New(t)
+		res := db.IngestBatch(ctx, decide(t, batch...))
 		for i, r := range res {
 			if r.Err != nil || r.Outcome.Status != wantStatus[i] {
 				t.Errorf("%d (%s at %d): %+v, want %s", i, batch[i].Method, batch[i].UTCTimestamp, r, wantStatus[i])
@@ -193,9 +193,9 @@ func TestIngestBatch_Rounds(t *testing.T) {
 		}
 
 		// One at a time, oldest last: the same state.
-		one := pgtest.New(t, nil)
+		one := pgtest.New(t)
 		for i := len(batch) - 1; i >= 0; i-- {
-			if _, err := one.Ingest(ctx, batch[i]); err != nil {
+			if _, err := one.Ingest(ctx, decide(t, batch[i])[0]); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -210,7 +210,7 @@ func TestIngestBatch_Rounds(t *testing.T) {
 // notification is announced as on its way, and never once nothing is.
 func TestBatcher_Arriving(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	sizes := make(chan int, 8)
 	b := postgres.NewBatcher(db, postgres.BatcherConfig{MaxWait: time.Hour, OnBatch: func(n int) { sizes <- n }})
 	defer b.Close()
@@ -221,7 +221,7 @@ func TestBatcher_Arriving(t *testing.T) {
 	ingest := func(n *notify.Notification) <-chan error {
 		done := make(chan error, 1)
 		go func() {
-			out, err := b.Ingest(ctx, n)
+			out, err := b.Ingest(ctx, decide(t, n)[0])
 			if err == nil && out.Status != notify.StatusApplied {
 				err = fmt.Errorf("outcome %+v", out)
 			}

@@ -1,7 +1,8 @@
 // Package postgres is the gateway's storage: the connection pool, the
-// embedded migrations, the inbox transaction that records a notification and
-// applies it, the conditional upserts behind business state, and the reads
-// of the ops API. Every guarantee that must hold across replicas (one row
+// embedded migrations, the inbox transaction that records a decided
+// notification and applies its change, the conditional upserts behind
+// business state, and the reads of the ops API. It decides nothing: what a
+// notification does is the application's (notify.Registry.Decide). Every guarantee that must hold across replicas (one row
 // per notification, newest state wins) is enforced here, in SQL.
 package postgres
 
@@ -28,17 +29,14 @@ import (
 
 // DB is the gateway's database.
 type DB struct {
-	Pool     *pgxpool.Pool
-	registry *notify.Registry
-	now      func() time.Time
+	Pool *pgxpool.Pool
+	now  func() time.Time
 }
 
 // Config is what Open needs.
 type Config struct {
 	URL      string
 	MaxConns int32 // 0: 8
-	// Registry holds the handlers that Ingest and Reprocess run.
-	Registry *notify.Registry
 }
 
 // Open returns a DB with a connection pool for cfg.URL. It does not wait for
@@ -58,7 +56,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: unable to create the pool: %w", err)
 	}
-	return &DB{Pool: pool, registry: cfg.Registry, now: time.Now}, nil
+	return &DB{Pool: pool, now: time.Now}, nil
 }
 
 // Close closes the pool.

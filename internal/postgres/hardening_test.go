@@ -30,7 +30,7 @@ func replayOf(n *notify.Notification, id string) *notify.Notification {
 
 func TestIngest_Replay(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	ctx := context.Background()
 	historyOf := func(miniApp string) int {
 		h, err := db.AuditHistory(ctx, miniApp)
@@ -73,7 +73,7 @@ func TestIngest_Replay(t *testing.T) {
 	})
 	t.Run("InOneBatch", func(t *testing.T) {
 		n := signed(notify.MethodMerchantConfirmed, `{"order_no":"r3","status":"PROCESS"}`, 1)
-		res := db.IngestBatch(ctx, []*notify.Notification{n, replayOf(n, "r3-replay")})
+		res := db.IngestBatch(ctx, decide(t, n, replayOf(n, "r3-replay")))
 		if res[0].Err != nil || res[0].Outcome.Status != notify.StatusApplied || res[1].Outcome.ReplayOf != n.NotifyID {
 			t.Fatalf("%+v", res)
 		}
@@ -91,7 +91,7 @@ func TestIngest_Replay(t *testing.T) {
 		errs := make([]error, 8)
 		for i := range outs {
 			wg.Go(func() {
-				outs[i], errs[i] = db.Ingest(ctx, replayOf(n, n.NotifyID+strings.Repeat("x", i)))
+				outs[i], errs[i] = db.Ingest(ctx, decide(t, replayOf(n, n.NotifyID+strings.Repeat("x", i)))[0])
 			})
 		}
 		wg.Wait()
@@ -114,14 +114,14 @@ func TestIngest_Replay(t *testing.T) {
 
 func TestIngest_NotifyIDConflict(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	ctx := context.Background()
 	first := signed(notify.MethodAuditPassed, `{"mini_app_id":"c1","mini_app_version":"1"}`, 100)
 	want(t, ingest(t, db, first), notify.StatusApplied, false)
 	t.Run("ErrOtherContentSameChannel", func(t *testing.T) {
 		second := signed(notify.MethodAuditRejected, `{"mini_app_id":"c1","mini_app_version":"1"}`, 200)
 		second.NotifyID = first.NotifyID
-		_, err := db.Ingest(ctx, second)
+		_, err := db.Ingest(ctx, decide(t, second)[0])
 		if notify.ErrorCode(err) != notify.ECONFLICT || notify.ErrorReason(err) != "notify_id_conflict" {
 			t.Fatalf("err = %v", err)
 		}
@@ -135,7 +135,7 @@ func TestIngest_NotifyIDConflict(t *testing.T) {
 		a := signed(notify.MethodAuditPassed, `{"mini_app_id":"c2","mini_app_version":"1"}`, 100)
 		b := signed(notify.MethodAuditRejected, `{"mini_app_id":"c2","mini_app_version":"1"}`, 200)
 		b.NotifyID = a.NotifyID
-		res := db.IngestBatch(ctx, []*notify.Notification{a, b})
+		res := db.IngestBatch(ctx, decide(t, a, b))
 		if res[0].Err != nil || notify.ErrorCode(res[1].Err) != notify.ECONFLICT {
 			t.Fatalf("%+v", res)
 		}
@@ -160,7 +160,7 @@ func TestIngest_NotifyIDConflict(t *testing.T) {
 
 func TestIngest_Ownership(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	ctx := context.Background()
 	const other = "2021000000000009"
 	of := func(appID string, n *notify.Notification) *notify.Notification {
@@ -214,7 +214,7 @@ func TestIngest_Ownership(t *testing.T) {
 		if out := ingest(t, db, n2); !out.Foreign {
 			t.Fatalf("%+v", out)
 		}
-		got, err := db.Reprocess(ctx, other, n2.NotifyID, nil)
+		got, err := db.Reprocess(ctx, other, n2.NotifyID, redecide(t))
 		if err != nil || got.Status != notify.StatusFailed || !strings.HasPrefix(got.Error, "foreign: ") {
 			t.Fatalf("%+v %v", got, err)
 		}

@@ -31,10 +31,10 @@ func obGrant(authAppID string, ms, expiresIn int64) notify.AuthGrant {
 func obCancel(t *testing.T, db *postgres.DB, authAppID string, ms int64) notify.Outcome {
 	t.Helper()
 	biz := fmt.Sprintf(`{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000009"}`, obApp, authAppID)
-	out, err := db.Ingest(context.Background(), &notify.Notification{
+	out, err := db.Ingest(context.Background(), decide(t, &notify.Notification{
 		AppID: obApp, NotifyID: fmt.Sprintf("ob-cancel-%d", seq.Add(1)), Method: notify.MethodAuthCancelled, UTCTimestamp: ms,
 		BizContent: biz, Params: map[string]string{"biz_content": biz}, Channel: notify.ChannelHTTP, ContentForm: "v1", ReceivedAt: time.Now(),
-	})
+	})[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func mustSave(t *testing.T, db *postgres.DB, g notify.AuthGrant) bool {
 
 func TestDB_SaveGrant(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	now := time.Now().UnixMilli()
 	t.Run("OK", func(t *testing.T) {
 		if !mustSave(t, db, obGrant("m1", now, 3600)) {
@@ -86,7 +86,7 @@ func TestDB_SaveGrant(t *testing.T) {
 
 func TestDB_AuthToken(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	ctx := context.Background()
 	now := time.Now().UnixMilli()
 	mustSave(t, db, obGrant("ok", now, 3600))
@@ -131,7 +131,7 @@ func request(t *testing.T, s *notify.TemplateSend) (req struct {
 
 func TestDB_StartSend(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	ctx := context.Background()
 	t.Run("OK", func(t *testing.T) {
 		s := send("k1")
@@ -216,7 +216,7 @@ func TestDB_StartSend(t *testing.T) {
 
 func TestDB_ClaimRefresh(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	ctx := context.Background()
 	now := time.Now()
 	ms := now.UnixMilli()
@@ -308,7 +308,7 @@ func TestDB_ClaimRefresh(t *testing.T) {
 // no grant older than the refresh applies after it.
 func TestDB_CompleteRefresh(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	ctx := context.Background()
 	ms := time.Now().Add(-time.Hour).UnixMilli()
 	// complete refreshes authAppID's grant g with EventAt eventAt.

@@ -16,7 +16,7 @@ import (
 // it grows.
 func TestPlans_EmptyTables(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	ctx := context.Background()
 	conn, err := db.Pool.Acquire(ctx)
 	if err != nil {

@@ -15,12 +15,6 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/view"
 )
 
-// Listing limits.
-const (
-	DefaultLimit = 50
-	MaxLimit     = 500
-)
-
 const notificationColumns = `id, notify_id, app_id, msg_method, utc_timestamp, received_at, processed_at,
     status, error, delivery_count, channel, encrypted, content_form, biz_content, params`
 
@@ -330,9 +324,9 @@ func nullJSON(m json.RawMessage) json.RawMessage {
 func clampLimit(n int) int {
 	switch {
 	case n <= 0:
-		return DefaultLimit
-	case n > MaxLimit:
-		return MaxLimit
+		return view.DefaultLimit
+	case n > view.MaxLimit:
+		return view.MaxLimit
 	}
 	return n
 }

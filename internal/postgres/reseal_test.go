@@ -12,7 +12,7 @@ import (
 
 func TestDB_SealedTokensAfter(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	ctx := context.Background()
 	ms := time.Now().UnixMilli()
 	for i := 0; i < 5; i++ {
@@ -46,7 +46,7 @@ func TestDB_SealedTokensAfter(t *testing.T) {
 
 func TestDB_ReplaceSealedTokens(t *testing.T) {
 	t.Parallel()
-	db := pgtest.New(t, nil)
+	db := pgtest.New(t)
 	ctx := context.Background()
 	ms := time.Now().UnixMilli()
 	read := func(t *testing.T, authAppID string) postgres.SealedTokens {

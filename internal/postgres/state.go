@@ -160,8 +160,8 @@ type statement struct {
 	args []any
 }
 
-// statements returns the statements that apply the rows' changes, which
-// must be sorted by state row and, for one row, newest first (see handle),
+// statements returns the statements that apply the entries' changes, which
+// must be sorted by state row and, for one row, newest first (see toApply),
 // in their order:
 //   - AuthGrant records a grant unless a newer grant or cancellation is
 //     recorded;
@@ -178,19 +178,19 @@ type statement struct {
 // (SQLSTATE 21000), so changes go in rounds: round k holds the k-th newest
 // change to each state row, and one statement per kind applies a round.
 // Most batches touch each row once: one round, at most four statements.
-func statements(rows []*row) ([]statement, error) {
+func statements(entries []*entry) ([]statement, error) {
 	var rounds [][]notify.Change
 	k, last := 0, ""
-	for i, r := range rows {
-		if i > 0 && r.stateRow == last {
+	for i, e := range entries {
+		if i > 0 && e.stateRow == last {
 			k++
 		} else {
-			k, last = 0, r.stateRow
+			k, last = 0, e.stateRow
 		}
 		if k == len(rounds) {
 			rounds = append(rounds, nil)
 		}
-		rounds[k] = append(rounds[k], r.change)
+		rounds[k] = append(rounds[k], e.Change)
 	}
 	var out []statement
 	for _, round := range rounds {
@@ -237,7 +237,7 @@ type querier interface {
 
 // applyChange applies one change on q and reports whether it changed state.
 func applyChange(ctx context.Context, q querier, c notify.Change) (bool, error) {
-	stmts, err := statements([]*row{{change: c}}) // one row: its state row does not matter
+	stmts, err := statements([]*entry{{Decided: notify.Decided{Change: c}}}) // one entry: its state row does not matter
 	if err != nil {
 		return false, err
 	}

@@ -11,6 +11,13 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 )
 
+// Listing limits: the items of a page, when the query names none, and at
+// most.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 500
+)
+
 // StoredNotification is a notification as the inbox holds it.
 type StoredNotification struct {
 	NotifyID      string          `json:"notify_id"`

@@ -1,0 +1,193 @@
+package postgres
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+)
+
+// The statements of the intake (inbox.go): the look-up of what is stored,
+// and the inbox insert, with the columns they are given.
+
+// The inbox insert. Each row's status is read back from the state its
+// change wrote (outcomeFromState), so that the change statements and this
+// insert go in one round trip and each row is written once. A row whose
+// notify_id is stored already only raises its delivery count, unless it
+// came by the same channel with other signed content: then it is left out
+// of RETURNING, a conflict.
+const insertNotifications = `
+INSERT INTO notifications AS n (app_id, notify_id, msg_method, utc_timestamp, biz_content, params, encrypted,
+    channel, content_form, content_digest, cert_sn, status, error, delivery_count, received_at, last_received_at,
+    processed_at)
+SELECT app_id, notify_id, msg_method, NULLIF(utc_timestamp, 0), biz_content, params::json, encrypted,
+    channel, content_form, content_digest, cert_sn, ` + outcomeFromState + `, copies, received_at, received_at,
+    received_at
+FROM (SELECT *, ` + appliedFromState + ` AS applied
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::boolean[],
+                  $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[], $14::int[],
+                  $15::timestamptz[], $16::text[], $17::text[])
+          AS u(app_id, notify_id, msg_method, utc_timestamp, biz_content, params, encrypted, channel,
+               content_form, content_digest, cert_sn, status, error, copies, received_at, change_kind, change_ref)
+      OFFSET 0) AS u
+ON CONFLICT (app_id, notify_id) DO UPDATE
+    SET delivery_count = n.delivery_count + EXCLUDED.delivery_count,
+        last_received_at = EXCLUDED.last_received_at
+    WHERE n.channel <> EXCLUDED.channel OR n.content_digest IS NULL OR EXCLUDED.content_digest IS NULL
+       OR n.content_digest = EXCLUDED.content_digest
+RETURNING id, xmax = 0, app_id, notify_id, status, error, delivery_count`
+
+// appliedFromState is, as one expression over the columns app_id,
+// notify_id, change_kind and change_ref of a notification's row, whether
+// its change applied: an authorization records the notification that set
+// it; an order's or an audit's history entry records whether it applied,
+// and is missing (NULL) only when the order or the mini-app belongs to
+// another app. (OFFSET 0 around it, in the queries that use it, keeps
+// Postgres from computing it once per use.)
+const appliedFromState = `CASE u.change_kind
+    WHEN 'auth' THEN (SELECT x.event_notify_id = u.notify_id FROM authorizations x
+                      WHERE x.app_id = u.app_id AND x.auth_app_id = u.change_ref)
+    WHEN 'order' THEN (SELECT x.applied FROM mini_app_order_events x WHERE x.app_id = u.app_id AND x.notify_id = u.notify_id)
+    WHEN 'audit' THEN (SELECT x.applied FROM mini_app_audit_events x WHERE x.app_id = u.app_id AND x.notify_id = u.notify_id)
+END`
+
+// outcomeFromState is a notification's status and error, two select-list
+// items over its row's status, error, change_kind, change_ref and applied
+// (appliedFromState): without a change, the status and error the row
+// carries; with one, applied or stale, or failed when the change's entity
+// belongs to another app.
+const outcomeFromState = `
+    CASE WHEN u.change_kind = '' THEN u.status WHEN applied THEN 'applied' WHEN NOT applied THEN 'stale' ELSE 'failed' END,
+    CASE WHEN u.change_kind = '' OR applied IS NOT NULL THEN u.error
+         ELSE '` + foreignPrefix + `' || CASE u.change_kind WHEN 'order' THEN 'order ' ELSE 'mini-app ' END || u.change_ref ||
+              ' belongs to app ' || COALESCE(CASE u.change_kind
+                  WHEN 'order' THEN (SELECT o.app_id FROM mini_app_orders o WHERE o.order_no = u.change_ref)
+                  WHEN 'audit' THEN (SELECT m.app_id FROM mini_apps m WHERE m.mini_app_id = u.change_ref) END, '?') ||
+              ': a notification of app ' || u.app_id || ' changes nothing'
+    END`
+
+// outcomeQuery is outcomeFromState for one notification, for Reprocess.
+const outcomeQuery = `
+SELECT ` + outcomeFromState + `
+FROM (SELECT *, ` + appliedFromState + ` AS applied
+      FROM (VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text))
+          AS u(app_id, notify_id, status, error, change_kind, change_ref)
+      OFFSET 0) AS u`
+
+// foreignPrefix starts the error of a notification failed because its
+// entity belongs to another app (see outcomeFromState).
+const foreignPrefix = "foreign: "
+
+// storedNotifications answers which of the given notifications are stored:
+// by key (app_id, notify_id), or by signed content under another key (then
+// with that notification's notify_id, status and delivery count). Here,
+// and in insertNotifications, a look-up by key is a scalar subquery or a
+// lateral probe: it is planned as an index probe per key even while the
+// tables are empty, and a prepared statement's plan is kept (a semi-join
+// planned on empty tables hashes a sequential scan of the inbox, and keeps
+// doing so as it grows, until the next ANALYZE).
+const storedNotifications = `
+SELECT a, i, stored, orig,
+    CASE WHEN orig IS NOT NULL THEN (SELECT n.status FROM notifications n WHERE n.content_digest = u.d) END,
+    CASE WHEN orig IS NOT NULL THEN (SELECT n.delivery_count FROM notifications n WHERE n.content_digest = u.d) END
+FROM (SELECT a, i, d, stored,
+          CASE WHEN NOT stored THEN (SELECT n.notify_id FROM notifications n WHERE n.content_digest = u.d) END AS orig
+      FROM (SELECT a, i, d, COALESCE((SELECT true FROM notifications n WHERE n.notify_id = u.i AND n.app_id = u.a), false) AS stored
+            FROM unnest($1::text[], $2::text[], $3::bytea[]) AS u(a, i, d) OFFSET 0) AS u
+      OFFSET 0) AS u
+WHERE stored OR orig IS NOT NULL`
+
+// insertStatement returns the statement that inserts the entries that
+// are neither refused nor replays, or raises the delivery count of those
+// already stored; nil when there is none. The status of an entry whose
+// change is applied is read back from the state the change wrote; an entry
+// without one carries its status.
+func insertStatement(entries []*entry) (*statement, error) {
+	cols := struct {
+		app, id, method, biz, channel, form, sn, status, errText, kind, ref []string
+		params                                                              []string
+		digest                                                              [][]byte
+		ts                                                                  []int64
+		enc                                                                 []bool
+		copies                                                              []int32
+		received                                                            []time.Time
+	}{}
+	for _, e := range entries {
+		if e.err != nil || e.replays != nil {
+			continue
+		}
+		n := e.Notification
+		params, err := json.Marshal(n.Params)
+		if err != nil {
+			return nil, fmt.Errorf("store: unable to encode params: %w", err)
+		}
+		kind, ref := "", ""
+		if e.apply {
+			kind, ref = changeKind(e.Change)
+		}
+		cols.app = append(cols.app, n.AppID)
+		cols.id = append(cols.id, n.NotifyID)
+		cols.method = append(cols.method, n.Method)
+		cols.ts = append(cols.ts, n.UTCTimestamp)
+		cols.biz = append(cols.biz, n.BizContent)
+		cols.params = append(cols.params, string(params))
+		cols.enc = append(cols.enc, n.Encrypted)
+		cols.channel = append(cols.channel, n.Channel)
+		cols.form = append(cols.form, n.ContentForm)
+		cols.digest = append(cols.digest, n.ContentDigest)
+		cols.sn = append(cols.sn, n.CertSN)
+		cols.status = append(cols.status, string(e.out.Status))
+		cols.errText = append(cols.errText, e.out.Error)
+		cols.copies = append(cols.copies, int32(e.copies))
+		cols.received = append(cols.received, n.ReceivedAt.UTC())
+		cols.kind = append(cols.kind, kind)
+		cols.ref = append(cols.ref, ref)
+	}
+	if len(cols.app) == 0 {
+		return nil, nil
+	}
+	return &statement{insertNotifications, []any{cols.app, cols.id, cols.method, cols.ts, cols.biz, cols.params,
+		cols.enc, cols.channel, cols.form, cols.digest, cols.sn, cols.status, cols.errText, cols.copies,
+		cols.received, cols.kind, cols.ref}}, nil
+}
+
+// readInserted reads the insert's answer: each entry's id, whether it is
+// new, and its stored status, error and delivery count. An entry the
+// insert was given but did not answer is a conflict: its notify_id is
+// stored with other signed content from the same channel.
+func readInserted(res pgx.Rows, entries []*entry) error {
+	byKey := make(map[key]*entry, len(entries))
+	for _, e := range entries {
+		if e.err == nil && e.replays == nil {
+			byKey[keyOf(e.Notification)] = e
+		}
+	}
+	var (
+		id       int64
+		inserted bool
+		k        key
+		out      notify.Outcome
+	)
+	answered := make(map[*entry]bool, len(byKey))
+	_, err := pgx.ForEachRow(res, []any{&id, &inserted, &k.app, &k.id, &out.Status, &out.Error, &out.DeliveryCount}, func() error {
+		if e := byKey[k]; e != nil {
+			e.id, e.inserted, e.out = id, inserted, out
+			e.out.Foreign = out.Status == notify.StatusFailed && strings.HasPrefix(out.Error, foreignPrefix)
+			answered[e] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range byKey {
+		if !answered[e] {
+			e.err = conflictError(e.Notification)
+		}
+	}
+	return nil
+}
