@@ -21,7 +21,7 @@ import (
 // came by the same channel with other signed content: then it is left out
 // of RETURNING, a conflict.
 const insertNotifications = `
-INSERT INTO notifications AS n (app_id, notify_id, msg_method, utc_timestamp, biz_content, params, encrypted,
+INSERT INTO notifications (app_id, notify_id, msg_method, utc_timestamp, biz_content, params, encrypted,
     channel, content_form, content_digest, cert_sn, status, error, delivery_count, received_at, last_received_at,
     processed_at)
 SELECT app_id, notify_id, msg_method, NULLIF(utc_timestamp, 0), biz_content, params::json, encrypted,
@@ -31,14 +31,14 @@ FROM (SELECT *, ` + appliedFromState + ` AS applied
       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::boolean[],
                   $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[], $14::int[],
                   $15::timestamptz[], $16::text[], $17::text[])
-          AS u(app_id, notify_id, msg_method, utc_timestamp, biz_content, params, encrypted, channel,
+          AS batch(app_id, notify_id, msg_method, utc_timestamp, biz_content, params, encrypted, channel,
                content_form, content_digest, cert_sn, status, error, copies, received_at, change_kind, change_ref)
-      OFFSET 0) AS u
+      OFFSET 0) AS batch
 ON CONFLICT (app_id, notify_id) DO UPDATE
-    SET delivery_count = n.delivery_count + EXCLUDED.delivery_count,
+    SET delivery_count = notifications.delivery_count + EXCLUDED.delivery_count,
         last_received_at = EXCLUDED.last_received_at
-    WHERE n.channel <> EXCLUDED.channel OR n.content_digest IS NULL OR EXCLUDED.content_digest IS NULL
-       OR n.content_digest = EXCLUDED.content_digest
+    WHERE notifications.channel <> EXCLUDED.channel OR notifications.content_digest IS NULL OR EXCLUDED.content_digest IS NULL
+       OR notifications.content_digest = EXCLUDED.content_digest
 RETURNING id, xmax = 0, app_id, notify_id, status, error, delivery_count`
 
 // appliedFromState is, as one expression over the columns app_id,
@@ -48,11 +48,11 @@ RETURNING id, xmax = 0, app_id, notify_id, status, error, delivery_count`
 // and is missing (NULL) only when the order or the mini-app belongs to
 // another app. (OFFSET 0 around it, in the queries that use it, keeps
 // Postgres from computing it once per use.)
-const appliedFromState = `CASE u.change_kind
-    WHEN 'auth' THEN (SELECT x.event_notify_id = u.notify_id FROM authorizations x
-                      WHERE x.app_id = u.app_id AND x.auth_app_id = u.change_ref)
-    WHEN 'order' THEN (SELECT x.applied FROM mini_app_order_events x WHERE x.app_id = u.app_id AND x.notify_id = u.notify_id)
-    WHEN 'audit' THEN (SELECT x.applied FROM mini_app_audit_events x WHERE x.app_id = u.app_id AND x.notify_id = u.notify_id)
+const appliedFromState = `CASE batch.change_kind
+    WHEN 'auth' THEN (SELECT auth.event_notify_id = batch.notify_id FROM authorizations auth
+                      WHERE auth.app_id = batch.app_id AND auth.auth_app_id = batch.change_ref)
+    WHEN 'order' THEN (SELECT history.applied FROM mini_app_order_events history WHERE history.app_id = batch.app_id AND history.notify_id = batch.notify_id)
+    WHEN 'audit' THEN (SELECT history.applied FROM mini_app_audit_events history WHERE history.app_id = batch.app_id AND history.notify_id = batch.notify_id)
 END`
 
 // outcomeFromState is a notification's status and error, two select-list
@@ -61,13 +61,13 @@ END`
 // carries; with one, applied or stale, or failed when the change's entity
 // belongs to another app.
 const outcomeFromState = `
-    CASE WHEN u.change_kind = '' THEN u.status WHEN applied THEN 'applied' WHEN NOT applied THEN 'stale' ELSE 'failed' END,
-    CASE WHEN u.change_kind = '' OR applied IS NOT NULL THEN u.error
-         ELSE '` + foreignPrefix + `' || CASE u.change_kind WHEN 'order' THEN 'order ' ELSE 'mini-app ' END || u.change_ref ||
-              ' belongs to app ' || COALESCE(CASE u.change_kind
-                  WHEN 'order' THEN (SELECT o.app_id FROM mini_app_orders o WHERE o.order_no = u.change_ref)
-                  WHEN 'audit' THEN (SELECT m.app_id FROM mini_apps m WHERE m.mini_app_id = u.change_ref) END, '?') ||
-              ': a notification of app ' || u.app_id || ' changes nothing'
+    CASE WHEN batch.change_kind = '' THEN batch.status WHEN applied THEN 'applied' WHEN NOT applied THEN 'stale' ELSE 'failed' END,
+    CASE WHEN batch.change_kind = '' OR applied IS NOT NULL THEN batch.error
+         ELSE '` + foreignPrefix + `' || CASE batch.change_kind WHEN 'order' THEN 'order ' ELSE 'mini-app ' END || batch.change_ref ||
+              ' belongs to app ' || COALESCE(CASE batch.change_kind
+                  WHEN 'order' THEN (SELECT owner.app_id FROM mini_app_orders owner WHERE owner.order_no = batch.change_ref)
+                  WHEN 'audit' THEN (SELECT owner.app_id FROM mini_apps owner WHERE owner.mini_app_id = batch.change_ref) END, '?') ||
+              ': a notification of app ' || batch.app_id || ' changes nothing'
     END`
 
 // outcomeQuery is outcomeFromState for one notification, for Reprocess.
@@ -75,8 +75,8 @@ const outcomeQuery = `
 SELECT ` + outcomeFromState + `
 FROM (SELECT *, ` + appliedFromState + ` AS applied
       FROM (VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text))
-          AS u(app_id, notify_id, status, error, change_kind, change_ref)
-      OFFSET 0) AS u`
+          AS batch(app_id, notify_id, status, error, change_kind, change_ref)
+      OFFSET 0) AS batch`
 
 // foreignPrefix starts the error of a notification failed because its
 // entity belongs to another app (see outcomeFromState).
@@ -91,15 +91,16 @@ const foreignPrefix = "foreign: "
 // planned on empty tables hashes a sequential scan of the inbox, and keeps
 // doing so as it grows, until the next ANALYZE).
 const storedNotifications = `
-SELECT a, i, stored, orig,
-    CASE WHEN orig IS NOT NULL THEN (SELECT n.status FROM notifications n WHERE n.content_digest = u.d) END,
-    CASE WHEN orig IS NOT NULL THEN (SELECT n.delivery_count FROM notifications n WHERE n.content_digest = u.d) END
-FROM (SELECT a, i, d, stored,
-          CASE WHEN NOT stored THEN (SELECT n.notify_id FROM notifications n WHERE n.content_digest = u.d) END AS orig
-      FROM (SELECT a, i, d, COALESCE((SELECT true FROM notifications n WHERE n.notify_id = u.i AND n.app_id = u.a), false) AS stored
-            FROM unnest($1::text[], $2::text[], $3::bytea[]) AS u(a, i, d) OFFSET 0) AS u
-      OFFSET 0) AS u
-WHERE stored OR orig IS NOT NULL`
+SELECT app_id, notify_id, stored, stored_as,
+    CASE WHEN stored_as IS NOT NULL THEN (SELECT inbox.status FROM notifications inbox WHERE inbox.content_digest = batch.content_digest) END,
+    CASE WHEN stored_as IS NOT NULL THEN (SELECT inbox.delivery_count FROM notifications inbox WHERE inbox.content_digest = batch.content_digest) END
+FROM (SELECT app_id, notify_id, content_digest, stored,
+          CASE WHEN NOT stored THEN (SELECT inbox.notify_id FROM notifications inbox WHERE inbox.content_digest = batch.content_digest) END AS stored_as
+      FROM (SELECT app_id, notify_id, content_digest,
+                COALESCE((SELECT true FROM notifications inbox WHERE inbox.notify_id = batch.notify_id AND inbox.app_id = batch.app_id), false) AS stored
+            FROM unnest($1::text[], $2::text[], $3::bytea[]) AS batch(app_id, notify_id, content_digest) OFFSET 0) AS batch
+      OFFSET 0) AS batch
+WHERE stored OR stored_as IS NOT NULL`
 
 // insertStatement returns the statement that inserts the entries that
 // are neither refused nor replays, or raises the delivery count of those

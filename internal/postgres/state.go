@@ -26,15 +26,21 @@ import (
 // outcomeFromState). Authorizations are keyed by (app_id, auth_app_id): a
 // merchant's authorization of each ISV app is a row of its own.
 
+// In each statement, "change" is the batch's changes (an unnest of the
+// column arrays), and the table's own name stands for the row it would
+// replace (ON CONFLICT ... DO UPDATE), EXCLUDED for the row proposed.
+
 const grantAuthorizations = `
-INSERT INTO authorizations AS a (app_id, auth_app_id, user_id, status, authorized_at,
+INSERT INTO authorizations (app_id, auth_app_id, user_id, status, authorized_at,
     app_auth_token, app_refresh_token, expires_at, refresh_expires_at, event_at, event_notify_id)
-SELECT app, auth, uid, 'authorized', at, tok, rtok, exp, rexp, ev, nid
+SELECT app_id, auth_app_id, user_id, 'authorized', authorized_at,
+    app_auth_token, app_refresh_token, expires_at, refresh_expires_at, event_at, event_notify_id
 FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bytea[], $6::bytea[],
             $7::timestamptz[], $8::timestamptz[], $9::bigint[], $10::text[])
-    AS u(app, auth, uid, at, tok, rtok, exp, rexp, ev, nid)
+    AS change(app_id, auth_app_id, user_id, authorized_at, app_auth_token, app_refresh_token,
+              expires_at, refresh_expires_at, event_at, event_notify_id)
 ON CONFLICT (app_id, auth_app_id) DO UPDATE SET
-    user_id = COALESCE(NULLIF(EXCLUDED.user_id, ''), a.user_id),
+    user_id = COALESCE(NULLIF(EXCLUDED.user_id, ''), authorizations.user_id),
     status = 'authorized',
     authorized_at = EXCLUDED.authorized_at,
     app_auth_token = EXCLUDED.app_auth_token,
@@ -44,16 +50,16 @@ ON CONFLICT (app_id, auth_app_id) DO UPDATE SET
     event_at = EXCLUDED.event_at,
     event_notify_id = EXCLUDED.event_notify_id,
     updated_at = now()
-WHERE (a.event_at, a.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
-RETURNING a.app_id, a.event_notify_id`
+WHERE (authorizations.event_at, authorizations.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
+RETURNING authorizations.app_id, authorizations.event_notify_id`
 
 const cancelAuthorizations = `
-INSERT INTO authorizations AS a (app_id, auth_app_id, user_id, status, cancelled_at, event_at, event_notify_id)
-SELECT app, auth, uid, 'cancelled', at, ev, nid
+INSERT INTO authorizations (app_id, auth_app_id, user_id, status, cancelled_at, event_at, event_notify_id)
+SELECT app_id, auth_app_id, user_id, 'cancelled', cancelled_at, event_at, event_notify_id
 FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::text[])
-    AS u(app, auth, uid, at, ev, nid)
+    AS change(app_id, auth_app_id, user_id, cancelled_at, event_at, event_notify_id)
 ON CONFLICT (app_id, auth_app_id) DO UPDATE SET
-    user_id = COALESCE(NULLIF(EXCLUDED.user_id, ''), a.user_id),
+    user_id = COALESCE(NULLIF(EXCLUDED.user_id, ''), authorizations.user_id),
     status = 'cancelled',
     cancelled_at = EXCLUDED.cancelled_at,
     app_auth_token = NULL,
@@ -63,62 +69,66 @@ ON CONFLICT (app_id, auth_app_id) DO UPDATE SET
     event_at = EXCLUDED.event_at,
     event_notify_id = EXCLUDED.event_notify_id,
     updated_at = now()
-WHERE (a.event_at, a.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
-RETURNING a.app_id, a.event_notify_id`
+WHERE (authorizations.event_at, authorizations.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
+RETURNING authorizations.app_id, authorizations.event_notify_id`
 
 const applyOrders = `
-WITH u AS (
+WITH change AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[])
-        AS u(order_no, app, kind, out_order_no, mini_app_id, status, pid, merchant_id, app_name, ev, nid, method)
-), up AS (
-    INSERT INTO mini_app_orders AS o (order_no, app_id, kind, out_order_no, mini_app_id, status,
+        AS change(order_no, app_id, kind, out_order_no, mini_app_id, status, pid, merchant_id, app_name,
+                  event_at, notify_id, msg_method)
+), updated AS (
+    INSERT INTO mini_app_orders (order_no, app_id, kind, out_order_no, mini_app_id, status,
         pid, merchant_id, app_name, event_at, event_notify_id)
-    SELECT order_no, app, kind, out_order_no, mini_app_id, status, pid, merchant_id, app_name, ev, nid FROM u
+    SELECT order_no, app_id, kind, out_order_no, mini_app_id, status, pid, merchant_id, app_name, event_at, notify_id
+    FROM change
     ON CONFLICT (order_no) DO UPDATE SET
         kind = EXCLUDED.kind,
-        out_order_no = COALESCE(NULLIF(EXCLUDED.out_order_no, ''), o.out_order_no),
-        mini_app_id = COALESCE(NULLIF(EXCLUDED.mini_app_id, ''), o.mini_app_id),
+        out_order_no = COALESCE(NULLIF(EXCLUDED.out_order_no, ''), mini_app_orders.out_order_no),
+        mini_app_id = COALESCE(NULLIF(EXCLUDED.mini_app_id, ''), mini_app_orders.mini_app_id),
         status = EXCLUDED.status,
-        pid = COALESCE(NULLIF(EXCLUDED.pid, ''), o.pid),
-        merchant_id = COALESCE(NULLIF(EXCLUDED.merchant_id, ''), o.merchant_id),
-        app_name = COALESCE(NULLIF(EXCLUDED.app_name, ''), o.app_name),
+        pid = COALESCE(NULLIF(EXCLUDED.pid, ''), mini_app_orders.pid),
+        merchant_id = COALESCE(NULLIF(EXCLUDED.merchant_id, ''), mini_app_orders.merchant_id),
+        app_name = COALESCE(NULLIF(EXCLUDED.app_name, ''), mini_app_orders.app_name),
         event_at = EXCLUDED.event_at,
         event_notify_id = EXCLUDED.event_notify_id,
         updated_at = now()
-    WHERE o.app_id = EXCLUDED.app_id AND (o.event_at, o.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
-    RETURNING o.app_id, o.event_notify_id
+    WHERE mini_app_orders.app_id = EXCLUDED.app_id
+      AND (mini_app_orders.event_at, mini_app_orders.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
+    RETURNING mini_app_orders.app_id, mini_app_orders.event_notify_id
 ), history AS (
     INSERT INTO mini_app_order_events (order_no, app_id, notify_id, msg_method, kind, status,
         mini_app_id, event_at, applied)
-    SELECT order_no, app, nid, method, kind, status, mini_app_id, ev,
-        EXISTS (SELECT 1 FROM up WHERE up.app_id = u.app AND up.event_notify_id = u.nid)
-    FROM u
-    WHERE COALESCE((SELECT o.app_id = u.app FROM mini_app_orders o WHERE o.order_no = u.order_no), true)
+    SELECT order_no, app_id, notify_id, msg_method, kind, status, mini_app_id, event_at,
+        EXISTS (SELECT 1 FROM updated WHERE updated.app_id = change.app_id AND updated.event_notify_id = change.notify_id)
+    FROM change
+    -- no history for an order another app owns
+    WHERE COALESCE((SELECT owner.app_id = change.app_id FROM mini_app_orders owner WHERE owner.order_no = change.order_no), true)
     ON CONFLICT (app_id, notify_id) DO NOTHING
 )
-SELECT app_id, event_notify_id FROM up`
+SELECT app_id, event_notify_id FROM updated`
 
 const applyAudits = `
-WITH u AS (
+WITH change AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                          $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[])
-        AS u(mini_app_id, version, app, audit_status, bundle_id, base_audit, promote_audit, audit_reason,
-             base_reason, promote_reason, ev, nid, method)
+        AS change(mini_app_id, mini_app_version, app_id, audit_status, bundle_id, base_audit, promote_audit,
+                  audit_reason, base_audit_reason, promote_audit_reason, event_at, notify_id, msg_method)
 ), mine AS (
     -- the changes about mini-apps that no other app owns
-    SELECT * FROM u
-    WHERE COALESCE((SELECT m.app_id = u.app FROM mini_apps m WHERE m.mini_app_id = u.mini_app_id), true)
+    SELECT * FROM change
+    WHERE COALESCE((SELECT owner.app_id = change.app_id FROM mini_apps owner WHERE owner.mini_app_id = change.mini_app_id), true)
 ), version AS (
-    INSERT INTO mini_app_versions AS v (mini_app_id, mini_app_version, app_id, audit_status, bundle_id,
+    INSERT INTO mini_app_versions (mini_app_id, mini_app_version, app_id, audit_status, bundle_id,
         base_audit, promote_audit, audit_reason, base_audit_reason, promote_audit_reason,
         event_at, event_notify_id)
-    SELECT mini_app_id, version, app, audit_status, bundle_id, base_audit, promote_audit, audit_reason,
-        base_reason::jsonb, promote_reason::jsonb, ev, nid
-    FROM mine WHERE version <> ''
+    SELECT mini_app_id, mini_app_version, app_id, audit_status, bundle_id, base_audit, promote_audit, audit_reason,
+        base_audit_reason::jsonb, promote_audit_reason::jsonb, event_at, notify_id
+    FROM mine WHERE mini_app_version <> ''
     ON CONFLICT (mini_app_id, mini_app_version) DO UPDATE SET
         audit_status = EXCLUDED.audit_status,
-        bundle_id = COALESCE(NULLIF(EXCLUDED.bundle_id, ''), v.bundle_id),
+        bundle_id = COALESCE(NULLIF(EXCLUDED.bundle_id, ''), mini_app_versions.bundle_id),
         base_audit = EXCLUDED.base_audit,
         promote_audit = EXCLUDED.promote_audit,
         audit_reason = EXCLUDED.audit_reason,
@@ -127,29 +137,31 @@ WITH u AS (
         event_at = EXCLUDED.event_at,
         event_notify_id = EXCLUDED.event_notify_id,
         updated_at = now()
-    WHERE v.app_id = EXCLUDED.app_id AND (v.event_at, v.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
-    RETURNING v.app_id, v.event_notify_id
+    WHERE mini_app_versions.app_id = EXCLUDED.app_id
+      AND (mini_app_versions.event_at, mini_app_versions.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
+    RETURNING mini_app_versions.app_id, mini_app_versions.event_notify_id
 ), app AS (
-    INSERT INTO mini_apps AS m (mini_app_id, app_id, audit_status, mini_app_version, event_at, event_notify_id)
-    SELECT mini_app_id, app, audit_status, version, ev, nid FROM mine
+    INSERT INTO mini_apps (mini_app_id, app_id, audit_status, mini_app_version, event_at, event_notify_id)
+    SELECT mini_app_id, app_id, audit_status, mini_app_version, event_at, notify_id FROM mine
     ON CONFLICT (mini_app_id) DO UPDATE SET
         audit_status = EXCLUDED.audit_status,
         mini_app_version = EXCLUDED.mini_app_version,
         event_at = EXCLUDED.event_at,
         event_notify_id = EXCLUDED.event_notify_id,
         updated_at = now()
-    WHERE m.app_id = EXCLUDED.app_id AND (m.event_at, m.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
-    RETURNING m.app_id, m.event_notify_id
+    WHERE mini_apps.app_id = EXCLUDED.app_id
+      AND (mini_apps.event_at, mini_apps.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id)
+    RETURNING mini_apps.app_id, mini_apps.event_notify_id
 ), applied AS (
     SELECT app_id, event_notify_id FROM version UNION SELECT app_id, event_notify_id FROM app
 ), history AS (
     INSERT INTO mini_app_audit_events (mini_app_id, mini_app_version, app_id, notify_id, msg_method,
         audit_status, bundle_id, base_audit, promote_audit, audit_reason, base_audit_reason,
         promote_audit_reason, event_at, applied)
-    SELECT mini_app_id, version, app, nid, method, audit_status, bundle_id, base_audit, promote_audit,
-        audit_reason, base_reason::jsonb, promote_reason::jsonb, ev,
-        EXISTS (SELECT 1 FROM applied a WHERE a.app_id = u.app AND a.event_notify_id = u.nid)
-    FROM mine u
+    SELECT mini_app_id, mini_app_version, app_id, notify_id, msg_method, audit_status, bundle_id, base_audit,
+        promote_audit, audit_reason, base_audit_reason::jsonb, promote_audit_reason::jsonb, event_at,
+        EXISTS (SELECT 1 FROM applied WHERE applied.app_id = mine.app_id AND applied.event_notify_id = mine.notify_id)
+    FROM mine
     ON CONFLICT (app_id, notify_id) DO NOTHING
 )
 SELECT app_id, event_notify_id FROM applied`
