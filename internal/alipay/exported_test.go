@@ -74,11 +74,13 @@ func TestParseLeafCert(t *testing.T) {
 	if err != nil || !c.Equal(pki.Expired.Cert) {
 		t.Fatalf("c=%v err=%v", c, err)
 	}
+	// A cert pasted as bare base64 DER, line breaks and all.
 	der := base64.StdEncoding.EncodeToString(pki.Alipay.Cert.Raw)
-	for _, data := range []string{"nope", der} {
-		if _, err := alipay.ParseLeafCert([]byte(data)); err == nil || err.Error() != "no certificate found" {
-			t.Errorf("%.10q: err = %v", data, err)
-		}
+	if c, err := alipay.ParseLeafCert([]byte(der[:64] + "\n" + der[64:] + "\n")); err != nil || !c.Equal(pki.Alipay.Cert) {
+		t.Fatalf("bare base64: c=%v err=%v", c, err)
+	}
+	if _, err := alipay.ParseLeafCert([]byte("nope")); err == nil || err.Error() != "no certificate found" {
+		t.Errorf("err = %v", err)
 	}
 }
 

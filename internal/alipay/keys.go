@@ -182,15 +182,25 @@ func parseDERPrivateKey(der []byte) (*rsa.PrivateKey, error) {
 // gateway reads an Alipay cert file (the signing cert, ahead of its
 // intermediates), without checking its chain or validity: for reporting
 // on a cert the gateway may refuse. Blocks of other types, and
-// certificates Go cannot parse, are skipped. It returns an error ("no
-// certificate found") when no certificate is left; bare base64 DER is not
-// read.
+// certificates Go cannot parse, are skipped; a file of bare base64 DER
+// (a cert pasted as the console shows a key) is read too. It returns an
+// error ("no certificate found") when there is no certificate.
 func ParseLeafCert(data []byte) (*x509.Certificate, error) {
 	certs, _, err := parseCerts(data)
-	if err != nil {
+	if err == nil {
+		return certs[0], nil
+	}
+	// Bare base64 DER, line breaks allowed: a cert pasted as the console
+	// shows a key.
+	der, derr := base64.StdEncoding.DecodeString(string(removeSpace(bytes.TrimSpace(data))))
+	if derr != nil {
 		return nil, err
 	}
-	return certs[0], nil
+	c, cerr := x509.ParseCertificate(der)
+	if cerr != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // parseCerts parses every CERTIFICATE block of a PEM file. A block that Go

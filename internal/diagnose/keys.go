@@ -1,11 +1,9 @@
 package diagnose
 
 import (
-	"bytes"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -211,30 +209,11 @@ func looksLikeAppCert(name string) bool {
 
 // firstCert returns the first certificate in data, PEM or bare base64 DER.
 func firstCert(data []byte) *x509.Certificate {
-	if c, err := alipay.ParseLeafCert(data); err == nil {
-		return c
-	}
-	der, err := base64.StdEncoding.DecodeString(string(stripSpace(bytes.TrimSpace(data))))
-	if err != nil {
-		return nil
-	}
-	c, err := x509.ParseCertificate(der)
+	c, err := alipay.ParseLeafCert(data)
 	if err != nil {
 		return nil
 	}
 	return c
-}
-
-// stripSpace drops every ASCII white space byte (line breaks in a pasted
-// cert).
-func stripSpace(b []byte) []byte {
-	return bytes.Map(func(r rune) rune {
-		switch r {
-		case ' ', '\t', '\r', '\n':
-			return -1
-		}
-		return r
-	}, b)
 }
 
 func describeKey(pub *rsa.PublicKey) string {
