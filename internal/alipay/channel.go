@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -140,7 +139,7 @@ func (a *App) verifyChannel(data []byte, sign, signType string, gbk bool, now ti
 	if len(sign) > MaxSignLen {
 		return "", digest, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "x-sign is %d characters long; a signature is at most %d", len(sign), MaxSignLen)
 	}
-	sig, err := base64.StdEncoding.DecodeString(RepairSign(sign))
+	sig, err := DecodeSign(sign)
 	if err != nil {
 		return "", digest, notify.Errorf(notify.EUNVERIFIED, "bad_signature", "x-sign is not base64")
 	}
@@ -197,7 +196,7 @@ func (v *Verifier) VerifyText(appID string, text []byte, sign string) error {
 	if sign == "" {
 		return errors.New("unsigned")
 	}
-	sig, err := base64.StdEncoding.DecodeString(RepairSign(sign))
+	sig, err := DecodeSign(sign)
 	if err != nil {
 		return errors.New("sign is not base64")
 	}
