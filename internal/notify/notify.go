@@ -1,10 +1,22 @@
-// Package notify holds the gateway's domain: the verified notification, its
-// processing status, the application errors, and the registry that maps a
-// msg_method to the handler that turns it into business state.
+// Package notify holds the gateway's domain, and nothing else:
 //
-// Handlers never touch the database directly: they decode biz_content into a
-// typed event and hand it to a Store, which the postgres package implements
-// inside the same transaction that records the notification.
+//   - the verified notification, and the outcome of its delivery
+//     (notify.go);
+//   - the application errors and their codes, which the HTTP layer maps to
+//     statuses in one table (error.go);
+//   - the changes a notification can make to business state, each ordered
+//     by its event (store.go);
+//   - the registry that maps a msg_method to the pure handler deciding that
+//     change (registry.go, decide.go, handler_*.go);
+//   - the records of the gateway's own calls to Alipay that the store keeps
+//     (outbound.go).
+//
+// Handlers never touch the database: they decode biz_content into a typed
+// change (Registry.Decide), which the store (internal/postgres) applies in
+// the transaction that records the notification. Verification is
+// internal/alipay's, sealing internal/seal's, redaction internal/redact's,
+// the ops API's read models internal/view's, and the intake's logging and
+// metrics internal/intake's.
 package notify
 
 import (
