@@ -61,7 +61,7 @@ func sealWith(t *testing.T, key []byte, authAppID, plaintext string) []byte {
 func grant(t *testing.T, db *postgres.DB, authAppID string, ms int64, token, refresh []byte) {
 	t.Helper()
 	_, err := db.SaveGrant(context.Background(), notify.AuthGrant{
-		Event:     notify.Event{AppID: resealApp, NotifyID: "oauth:" + authAppID, At: ms},
+		Origin:    notify.Origin{AppID: resealApp, NotifyID: "oauth:" + authAppID, At: ms},
 		AuthAppID: authAppID, AuthTime: ms, SealedAuthToken: token, SealedRefreshToken: refresh, ExpiresIn: 3600,
 	})
 	if err != nil {

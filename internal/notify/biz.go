@@ -60,11 +60,11 @@ func rawObject(m json.RawMessage) json.RawMessage {
 	return m
 }
 
-// eventOf returns the ordering identity of n at time at (ms); at 0 falls
+// originOf returns the ordering identity of n at time at (ms); at 0 falls
 // back to n's utc_timestamp.
-func eventOf(n *Notification, at int64) Event {
+func originOf(n *Notification, at int64) Origin {
 	if at == 0 {
 		at = n.UTCTimestamp
 	}
-	return Event{AppID: n.AppID, NotifyID: n.NotifyID, At: at}
+	return Origin{AppID: n.AppID, NotifyID: n.NotifyID, At: at}
 }

@@ -15,7 +15,7 @@ func (h *handlers) authCancelled(n *Notification) (Change, error) {
 		return nil, Unusable("biz_content has no auth_app_id")
 	}
 	return AuthCancel{
-		Event:     eventOf(n, 0),
+		Origin:    originOf(n, 0),
 		AuthAppID: string(biz.AuthAppID),
 		UserID:    string(biz.UserID),
 	}, nil

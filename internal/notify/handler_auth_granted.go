@@ -61,7 +61,7 @@ func (h *handlers) authGranted(n *Notification) (Change, error) {
 		return nil, err
 	}
 	return AuthGrant{
-		Event:              eventOf(n, authTime),
+		Origin:             originOf(n, authTime),
 		AuthAppID:          authAppID,
 		UserID:             string(d.UserID),
 		AuthTime:           authTime,

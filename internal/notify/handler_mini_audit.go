@@ -23,8 +23,8 @@ func (h *handlers) audit(n *Notification) (Change, error) {
 	if biz.MiniAppID == "" {
 		return nil, Unusable("biz_content has no mini_app_id")
 	}
-	return AuditEvent{
-		Event:              eventOf(n, 0),
+	return AuditChange{
+		Origin:             originOf(n, 0),
 		Method:             n.Method,
 		MiniAppID:          string(biz.MiniAppID),
 		Version:            string(biz.Version),

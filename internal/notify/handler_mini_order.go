@@ -38,8 +38,8 @@ func (h *handlers) order(n *Notification, kind string) (Change, error) {
 			miniAppID = alt
 		}
 	}
-	return OrderEvent{
-		Event:      eventOf(n, 0),
+	return OrderChange{
+		Origin:     originOf(n, 0),
 		Method:     n.Method,
 		Kind:       kind,
 		OrderNo:    string(biz.OrderNo),

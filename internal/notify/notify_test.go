@@ -53,12 +53,12 @@ func TestRegistry_Handler(t *testing.T) {
 			}
 		}
 		c, _ := apply(t, fromSample(t, "audit-rejected"))
-		a := c.(notify.AuditEvent)
+		a := c.(notify.AuditChange)
 		if a.AuditStatus != notify.AuditRejected || a.Version != "0.0.1" || a.BaseAudit != "REJECT" || !json.Valid(a.BaseAuditReason) {
 			t.Fatalf("%+v", a)
 		}
 		c, _ = apply(t, fromSample(t, "fastregister-changed"))
-		if o := c.(notify.OrderEvent); o.Kind != notify.OrderKindFastRegister || o.MiniAppID != "20218324729872" || o.AppName == "" {
+		if o := c.(notify.OrderChange); o.Kind != notify.OrderKindFastRegister || o.MiniAppID != "20218324729872" || o.AppName == "" {
 			t.Fatalf("%+v", o)
 		}
 		c, _ = apply(t, fromSample(t, "auth-granted"))
@@ -75,7 +75,7 @@ func TestRegistry_Handler(t *testing.T) {
 		n := fromSample(t, "audit-rejected")
 		n.BizContent = `{"mini_app_id":"1","base_audit_reason":"{\"memos\":[]}","promote_audit_reason":"plain words"}`
 		c, err := apply(t, n)
-		a := c.(notify.AuditEvent)
+		a := c.(notify.AuditChange)
 		if err != nil || string(a.BaseAuditReason) != `{"memos":[]}` || string(a.PromoteAuditReason) != `"plain words"` {
 			t.Fatalf("%s %s %v", a.BaseAuditReason, a.PromoteAuditReason, err)
 		}

@@ -2,10 +2,10 @@ package notify
 
 import "encoding/json"
 
-// Event identifies the notification behind a state change, and orders it:
+// Origin identifies the notification behind a state change, and orders it:
 // state changes only when (At, NotifyID) is greater than that of the state
 // it would replace, so ties are decided the same way on every replica.
-type Event struct {
+type Origin struct {
 	AppID    string
 	NotifyID string
 	At       int64 // milliseconds since the epoch
@@ -13,7 +13,7 @@ type Event struct {
 
 // AuthGrant is a merchant app's authorization of the ISV app.
 type AuthGrant struct {
-	Event
+	Origin
 	AuthAppID string
 	UserID    string
 	AuthTime  int64 // ms
@@ -26,14 +26,14 @@ type AuthGrant struct {
 
 // AuthCancel is a merchant app's withdrawal of its authorization.
 type AuthCancel struct {
-	Event
+	Origin
 	AuthAppID string
 	UserID    string
 }
 
-// OrderEvent is news about a mini-app creation order.
-type OrderEvent struct {
-	Event
+// OrderChange is news about a mini-app creation order.
+type OrderChange struct {
+	Origin
 	Method     string
 	Kind       string // "merchant_confirmed" or "fast_register"
 	OrderNo    string
@@ -51,9 +51,9 @@ const (
 	OrderKindFastRegister      = "fast_register"
 )
 
-// AuditEvent is the outcome of a mini-app version audit.
-type AuditEvent struct {
-	Event
+// AuditChange is the outcome of a mini-app version audit.
+type AuditChange struct {
+	Origin
 	Method             string
 	MiniAppID          string
 	Version            string // empty when the notification names none
@@ -74,13 +74,13 @@ const (
 )
 
 // Change is what a handler decides a notification does to business state:
-// one of AuthGrant, AuthCancel, OrderEvent or AuditEvent. The store applies
+// one of AuthGrant, AuthCancel, OrderChange or AuditChange. The store applies
 // it only when it is newer than the state it would replace, and says
 // whether it did (StatusApplied) or not (StatusStale).
 type Change interface {
-	Ordering() Event
+	Ordering() Origin
 }
 
 // Ordering returns the event's identity and time, which order it against
 // other changes to the same state.
-func (e Event) Ordering() Event { return e }
+func (e Origin) Ordering() Origin { return e }

@@ -141,7 +141,7 @@ func (s *Service) saveGrant(ctx context.Context, appID string, t tokenSet) (Gran
 	ms := s.now().UnixMilli()
 	g := Grant{AppID: appID, AuthAppID: t.AuthAppID, UserID: t.UserID, ExpiresIn: t.ExpiresIn.Int64(), ReExpiresIn: t.ReExpiresIn.Int64()}
 	g.Applied, err = s.store.SaveGrant(ctx, notify.AuthGrant{
-		Event:              notify.Event{AppID: appID, NotifyID: fmt.Sprintf("oauth:%s:%d", t.AuthAppID, ms), At: ms},
+		Origin:             notify.Origin{AppID: appID, NotifyID: fmt.Sprintf("oauth:%s:%d", t.AuthAppID, ms), At: ms},
 		AuthAppID:          t.AuthAppID,
 		UserID:             t.UserID,
 		AuthTime:           ms,

@@ -20,7 +20,7 @@ const obApp = "2021000000000051"
 // expiresIn seconds.
 func obGrant(authAppID string, ms, expiresIn int64) notify.AuthGrant {
 	return notify.AuthGrant{
-		Event:     notify.Event{AppID: obApp, NotifyID: fmt.Sprintf("oauth:%s:%d", authAppID, ms), At: ms},
+		Origin:    notify.Origin{AppID: obApp, NotifyID: fmt.Sprintf("oauth:%s:%d", authAppID, ms), At: ms},
 		AuthAppID: authAppID, UserID: "2088000000000009", AuthTime: ms,
 		SealedAuthToken: []byte("sealed-token"), SealedRefreshToken: []byte("sealed-refresh"),
 		ExpiresIn: expiresIn, ReExpiresIn: expiresIn + 3600,

@@ -180,10 +180,10 @@ type statement struct {
 //   - AuthCancel records a cancellation, wiping the tokens, unless a newer
 //     grant is recorded; a cancellation of an authorization never seen is
 //     recorded too, so that an older grant arriving later stays stale;
-//   - OrderEvent records an order's news in its history, and in its state
+//   - OrderChange records an order's news in its history, and in its state
 //     unless newer news is there; identifiers a newer notification leaves
 //     empty keep their known value;
-//   - AuditEvent records an audit outcome in the app's history, and in the
+//   - AuditChange records an audit outcome in the app's history, and in the
 //     version's and the app's state where it is newer.
 //
 // A multi-row INSERT ... ON CONFLICT DO UPDATE may not touch a row twice
@@ -218,9 +218,9 @@ func statements(entries []*entry) ([]statement, error) {
 				grants.add(c)
 			case notify.AuthCancel:
 				cancels.add(c)
-			case notify.OrderEvent:
+			case notify.OrderChange:
 				orders.add(c)
-			case notify.AuditEvent:
+			case notify.AuditChange:
 				audits.add(c)
 			default:
 				return nil, fmt.Errorf("store: unknown change %T", c)
@@ -301,7 +301,7 @@ type orderArgs struct {
 	ev                                                                                       []int64
 }
 
-func (o *orderArgs) add(c notify.OrderEvent) {
+func (o *orderArgs) add(c notify.OrderChange) {
 	o.orderNo, o.app, o.kind = append(o.orderNo, c.OrderNo), append(o.app, c.AppID), append(o.kind, c.Kind)
 	o.outOrderNo, o.miniAppID, o.status = append(o.outOrderNo, c.OutOrderNo), append(o.miniAppID, c.MiniAppID), append(o.status, c.Status)
 	o.pid, o.merchantID, o.appName = append(o.pid, c.PID), append(o.merchantID, c.MerchantID), append(o.appName, c.AppName)
@@ -318,7 +318,7 @@ type auditArgs struct {
 	ev                                                                            []int64
 }
 
-func (a *auditArgs) add(c notify.AuditEvent) {
+func (a *auditArgs) add(c notify.AuditChange) {
 	a.miniAppID, a.version, a.app = append(a.miniAppID, c.MiniAppID), append(a.version, c.Version), append(a.app, c.AppID)
 	a.status, a.bundleID = append(a.status, c.AuditStatus), append(a.bundleID, c.BundleID)
 	a.base, a.promote, a.reason = append(a.base, c.BaseAudit), append(a.promote, c.PromoteAudit), append(a.reason, c.AuditReason)
@@ -341,9 +341,9 @@ func changeRow(c notify.Change) string {
 		return "a|" + c.AppID + "|" + c.AuthAppID
 	case notify.AuthCancel:
 		return "a|" + c.AppID + "|" + c.AuthAppID
-	case notify.OrderEvent:
+	case notify.OrderChange:
 		return "o|" + c.OrderNo
-	case notify.AuditEvent:
+	case notify.AuditChange:
 		return "m|" + c.MiniAppID
 	}
 	return ""
@@ -358,9 +358,9 @@ func changeKind(c notify.Change) (kind, ref string) {
 		return "auth", c.AuthAppID
 	case notify.AuthCancel:
 		return "auth", c.AuthAppID
-	case notify.OrderEvent:
+	case notify.OrderChange:
 		return "order", c.OrderNo
-	case notify.AuditEvent:
+	case notify.AuditChange:
 		return "audit", c.MiniAppID
 	}
 	return "", ""
