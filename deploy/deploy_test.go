@@ -1,7 +1,9 @@
 // Package deploy_test checks the deployment files under deploy/ and the
 // example settings under configs/: they parse, name only variables the
 // gateway reads, load with the real configuration code, and match the
-// metrics the gateway exports. deploy/ holds no Go code but these tests.
+// metrics the gateway exports; and make bench's naive baseline
+// (deploy/dev/naive*.sql) against the migrations and the gateway's
+// statements (naive_test.go). deploy/ holds no Go code but these tests.
 package deploy_test
 
 import (

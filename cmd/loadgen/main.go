@@ -1,4 +1,5 @@
-// Command loadgen measures the gateway under load and checks what it kept.
+// Command loadgen measures the gateway under load and checks what it kept
+// (the flags and the output around internal/loadtest, which does the work).
 //
 // It signs N distinct notifications as Alipay does (RSA2, with the "Alipay"
 // private key given by -key: the key whose public half the gateway trusts),
@@ -37,14 +38,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
-	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+	"github.com/alipay-notify-gateway/gateway/internal/loadtest"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
 )
 
@@ -87,7 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.genKey, "gen-key", "", "write a new \"Alipay\" key pair into `DIR` (public_key.txt for the gateway, private_key_pkcs8.pem for -key) and exit")
 	fs.StringVar(&o.cpu, "cpu", "", "`name=pid,...`: per pass, report the CPU time a notification cost the machine, loadgen and these process trees (Linux /proc)")
 	fs.BoolVar(&o.allowFailures, "allow-failures", false, "deliveries that are not acknowledged are expected (a kill, a restart): exit 0 if the check passes")
-	fs.StringVar(&o.forged, "forged", "", "`kinds`: after the other passes, a pass of forged requests of each kind ("+strings.Join(forgedKinds, ", ")+"), every one of which must be refused; with -cpu, what a refusal costs")
+	fs.StringVar(&o.forged, "forged", "", "`kinds`: after the other passes, a pass of forged requests of each kind ("+strings.Join(loadtest.ForgedKinds, ", ")+"), every one of which must be refused; with -cpu, what a refusal costs")
 	fs.IntVar(&o.forgedN, "forged-n", 5000, "requests in each -forged pass")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: loadgen -key FILE [-url URL] [-n N] [-c C] [-resend] [-rate R -duration D] [-database-url URL] [flags]\n       loadgen -gen-key DIR\n\nflags:")
@@ -110,7 +108,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	case o.forgedN < 1:
 		return nil, errors.New("-forged-n must be at least 1")
 	}
-	if _, err := parseForged(o.forged); err != nil {
+	if _, err := loadtest.ParseForged(o.forged); err != nil {
 		return nil, err
 	}
 	if o.duration > 0 {
@@ -131,11 +129,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return loadtest.ExitOK
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "loadgen:", err)
-		return 2
+		return loadtest.ExitUsage
 	}
 	// People's lines go to stdout, or to stderr when stdout carries JSON.
 	human := stdout
@@ -153,13 +151,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, string(b))
 		}
 	}
-	fail := func(err error) int { fmt.Fprintln(stderr, "loadgen:", err); return 1 }
+	fail := func(err error) int { fmt.Fprintln(stderr, "loadgen:", err); return loadtest.ExitFailed }
+	usage := func(err error) int { fmt.Fprintln(stderr, "loadgen:", err); return loadtest.ExitUsage }
 	if o.genKey != "" {
-		if err := genKey(o.genKey); err != nil {
+		if err := loadtest.GenKey(o.genKey); err != nil {
 			return fail(err)
 		}
-		say("wrote %s and %s", filepath.Join(o.genKey, publicKeyFile), filepath.Join(o.genKey, privateKeyFile))
-		return 0
+		say("wrote %s and %s", filepath.Join(o.genKey, loadtest.PublicKeyFile), filepath.Join(o.genKey, loadtest.PrivateKeyFile))
+		return loadtest.ExitOK
 	}
 
 	keyPEM, err := os.ReadFile(o.keyFile)
@@ -170,236 +169,43 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(fmt.Errorf("-key %s: %w", o.keyFile, err))
 	}
-	mix, err := mixOf(o.mix)
+	mix, err := loadtest.MixOf(o.mix)
 	if err != nil {
-		fmt.Fprintln(stderr, "loadgen:", err)
-		return 2
+		return usage(err)
 	}
-	client, err := newClient(o.url, o.c, o.timeout)
+	client, err := loadtest.NewClient(o.url, o.c, o.timeout)
 	if err != nil {
-		fmt.Fprintln(stderr, "loadgen:", err)
-		return 2
+		return usage(err)
 	}
-	defer client.close()
-	var meter *cpuMeter
+	defer client.Close()
+	var meter *loadtest.CPUMeter
 	if o.cpu != "" {
-		trees, err := parseCPUFlag(o.cpu)
+		trees, err := loadtest.ParseCPUFlag(o.cpu)
 		if err == nil {
 			trees["loadgen"] = os.Getpid()
-			meter, err = newCPUMeter("/proc", trees)
+			meter, err = loadtest.NewCPUMeter("/proc", trees)
 		}
 		if err != nil {
-			fmt.Fprintln(stderr, "loadgen:", err)
-			return 2
+			return usage(err)
 		}
 	}
-	g := &Generator{AppID: o.appID, Prefix: o.prefix, Seed: o.seed, TSBase: o.tsBase, Entities: o.entities, Mix: mix, Key: key}
-	ids, methods := make([]string, o.n), make([]string, o.n)
-	for i := range o.n {
-		ids[i], methods[i] = g.NotifyID(i), g.Method(i)
+	forged, _ := loadtest.ParseForged(o.forged) // checked by parseFlags
+	r := &loadtest.Run{
+		Gen: &loadtest.Generator{AppID: o.appID, Prefix: o.prefix, Seed: o.seed, TSBase: o.tsBase,
+			Entities: o.entities, Mix: mix, Key: key},
+		Client: client, N: o.n, Rate: o.rate, Resend: o.resend, Forged: forged, ForgedN: o.forgedN,
+		Meter: meter, DatabaseURL: o.databaseURL, Say: say, Emit: emit,
 	}
-
-	// As fast as possible: sign everything first, so that signing does not
-	// compete with the gateway for CPU. At a steady rate: sign on the fly.
-	body := g.Body
-	if o.rate == 0 {
-		t0 := time.Now()
-		bodies, err := signAll(ctx, g, o.n)
-		if err != nil {
-			return fail(err)
-		}
-		say("signed %d notifications (prefix %s, seed %d, ts-base %d) in %.1fs", o.n, o.prefix, o.seed, o.tsBase, time.Since(t0).Seconds())
-		body = func(i int) ([]byte, error) { return bodies[i], nil }
-	} else {
-		say("sending %d notifications at %.0f/s (prefix %s, seed %d, ts-base %d)", o.n, o.rate, o.prefix, o.seed, o.tsBase)
-	}
-
 	if o.startAt > 0 {
-		wait := time.Until(time.UnixMilli(o.startAt))
-		if wait < 0 {
-			say("-start-at is %.1fs past: starting now", -wait.Seconds())
-		}
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-		}
+		r.StartAt = time.UnixMilli(o.startAt)
 	}
-	acked := make([]bool, o.n)
-	failures := 0
-	var summaries []Summary
-	names := []string{"new"}
-	if o.resend {
-		names = append(names, "resend")
-	}
-	for _, name := range names {
-		if ctx.Err() != nil {
-			break
-		}
-		var before cpuSample
-		if meter != nil {
-			if before, err = meter.sample(); err != nil {
-				return fail(err)
-			}
-		}
-		results, elapsed, err := pass(ctx, client, o.n, o.rate, body)
-		if err != nil {
-			return fail(err)
-		}
-		for i, r := range results {
-			acked[i] = acked[i] || r.outcome == outcomeSuccess
-		}
-		s := summarize(name, results, elapsed)
-		if meter != nil {
-			after, err := meter.sample()
-			if err != nil {
-				return fail(err)
-			}
-			s.CPU = use(before, after, s.Acked)
-		}
-		failures += s.Sent - s.Acked
-		summaries = append(summaries, s)
-		say("%s", s)
-		emit(s)
-	}
-	forged, _ := parseForged(o.forged)
-	for _, kind := range forged {
-		if ctx.Err() != nil {
-			break
-		}
-		s, err := forgedPass(ctx, client, g, kind, o.forgedN, meter)
-		if err != nil {
-			return fail(err)
-		}
-		say("%s", s)
-		emit(s)
-		if s.Acked > 0 {
-			return fail(fmt.Errorf("%d forged requests (%s) were acknowledged", s.Acked, kind))
-		}
-	}
-	if len(summaries) == 2 && summaries[0].PerSecond > 0 {
-		say("a duplicate goes %.2f× as fast as a new notification (%.0f/s vs %.0f/s)",
-			summaries[1].PerSecond/summaries[0].PerSecond, summaries[1].PerSecond, summaries[0].PerSecond)
-	}
-
-	if o.databaseURL != "" {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-		c, err := check(cctx, o.databaseURL, o.appID, ids, methods, acked)
-		cancel()
-		if err != nil {
-			return fail(err)
-		}
-		say("%s", c)
-		emit(map[string]Check{"check": c})
-		if !c.OK() {
-			return 1
-		}
-	}
-	if failures > 0 && !o.allowFailures {
-		say("%d deliveries were not acknowledged (use -allow-failures when that is expected)", failures)
-		return 3
-	}
-	if ctx.Err() != nil {
-		return 1
-	}
-	return 0
-}
-
-// forgedPass sends n forged requests of kind (a few distinct bodies, made
-// before the pass, cycled) and sums them up: PerSecond counts the refused
-// ones, and CPU is per request.
-func forgedPass(ctx context.Context, cl *client, g *Generator, kind string, n int, meter *cpuMeter) (Summary, error) {
-	bodies := make([][]byte, min(n, 64))
-	for i := range bodies {
-		b, err := g.Forged(kind, i)
-		if err != nil {
-			return Summary{}, err
-		}
-		bodies[i] = b
-	}
-	var before cpuSample
-	var err error
-	if meter != nil {
-		if before, err = meter.sample(); err != nil {
-			return Summary{}, err
-		}
-	}
-	results, elapsed, err := pass(ctx, cl, n, 0, func(i int) ([]byte, error) { return bodies[i%len(bodies)], nil })
+	rep, err := r.Do(ctx)
 	if err != nil {
-		return Summary{}, err
+		return fail(err)
 	}
-	s := summarize("forged-"+kind, results, elapsed)
-	refused := s.Sent - s.Acked - s.Failed[outcomeConnErr]
-	s.Refused, s.BodyBytes = refused, len(bodies[0])
-	if elapsed > 0 {
-		s.PerSecond = float64(refused) / elapsed.Seconds()
+	code := rep.Exit(o.allowFailures)
+	if code == loadtest.ExitNotAcked {
+		say("%d deliveries were not acknowledged (use -allow-failures when that is expected)", rep.Unacked)
 	}
-	if meter != nil {
-		after, err := meter.sample()
-		if err != nil {
-			return Summary{}, err
-		}
-		s.CPU = use(before, after, refused)
-	}
-	return s, nil
-}
-
-// Files written by -gen-key.
-const (
-	publicKeyFile  = "public_key.txt"        // bare base64: ALIPAY_PUBLIC_KEY_FILE
-	privateKeyFile = "private_key_pkcs8.pem" // -key
-)
-
-// genKey writes a new RSA-2048 "Alipay" key pair into dir.
-func genKey(dir string) error {
-	key, err := devpki.NewKey()
-	if err != nil {
-		return err
-	}
-	pub, err := devpki.PublicKeyBase64(&key.PublicKey)
-	if err != nil {
-		return err
-	}
-	priv, err := devpki.PrivateKeyPKCS8PEM(key)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, publicKeyFile), []byte(pub+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, privateKeyFile), priv, 0o600)
-}
-
-// signAll signs notifications 0..n-1 on every CPU.
-func signAll(ctx context.Context, g *Generator, n int) ([][]byte, error) {
-	bodies := make([][]byte, n)
-	var (
-		next    atomic.Int64
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		first   error
-	)
-	for range runtime.GOMAXPROCS(0) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				b, err := g.Body(i)
-				if err != nil {
-					errOnce.Do(func() { first = fmt.Errorf("notification %d: %w", i, err) })
-					return
-				}
-				bodies[i] = b
-			}
-		})
-	}
-	wg.Wait()
-	if first == nil && ctx.Err() != nil {
-		first = ctx.Err()
-	}
-	return bodies, first
+	return code
 }

@@ -1,8 +1,8 @@
 # shellcheck shell=bash
-# Shared by bench.sh and soak.sh (sourced, not run): a throwaway Postgres,
-# gateways started in the background, the load generator, and what they
-# are measured by. Each caller sets WORK (its files) and PGDIR/PG_PORT
-# before calling lib_init, and calls lib_cleanup on exit.
+# Sourced by bench.sh (not run): a throwaway Postgres, gateways started in
+# the background, the load generator, and what they are measured by. The
+# caller sets WORK (its files) and PGDIR/PG_PORT before calling lib_init,
+# and calls lib_cleanup on exit. (make soak does the same in Go: cmd/soak.)
 
 APP_ID=2021000000000001
 

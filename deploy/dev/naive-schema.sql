@@ -1,7 +1,10 @@
 -- The naive design's tables for bench.sh, in a database of their own
--- (naive): the gateway's inbox and one state table, with the same columns,
--- constraints and indexes as migrations/00001_inbox.sql and 00002_state.sql,
--- so that a row costs the same to write. naive.sql writes them.
+-- (naive): the gateway's inbox and one state table, with the same columns
+-- (in the same order), constraints, indexes and storage options as the
+-- migrations give them (00001_inbox.sql, 00002_state.sql and
+-- 00004_content_digest.sql), so that a row costs the same to write.
+-- naive.sql writes them. deploy/naive_test.go holds this file to the
+-- migrations.
 DROP TABLE IF EXISTS notifications, mini_apps;
 
 CREATE TABLE notifications (
@@ -22,11 +25,13 @@ CREATE TABLE notifications (
     received_at      timestamptz NOT NULL,
     last_received_at timestamptz NOT NULL,
     processed_at     timestamptz NOT NULL,
+    content_digest   bytea,
     CONSTRAINT notifications_notify_app_key UNIQUE (notify_id, app_id)
 ) WITH (fillfactor = 90);
 CREATE INDEX notifications_received_idx ON notifications (received_at DESC, id DESC);
 CREATE INDEX notifications_method_idx ON notifications (msg_method, received_at DESC, id DESC);
 CREATE INDEX notifications_not_applied_idx ON notifications (status, received_at DESC, id DESC) WHERE status <> 'applied';
+CREATE UNIQUE INDEX notifications_content_digest_key ON notifications (content_digest);
 
 CREATE TABLE mini_apps (
     mini_app_id      text        PRIMARY KEY,

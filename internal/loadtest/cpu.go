@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 import (
 	"bytes"
@@ -27,20 +27,20 @@ type CPUUse struct {
 	ProcsUS   map[string]float64 `json:"procs_us"`   // each -cpu process tree, and loadgen itself
 }
 
-// cpuMeter samples CPU time from /proc.
-type cpuMeter struct {
+// CPUMeter samples CPU time from /proc.
+type CPUMeter struct {
 	proc  string         // /proc
 	trees map[string]int // name: root pid
 }
 
-// cpuSample is CPU time in ticks at one moment.
-type cpuSample struct {
+// CPUSample is CPU time in ticks at one moment.
+type CPUSample struct {
 	busy, idle uint64
 	trees      map[string]uint64
 }
 
-// parseCPUFlag parses -cpu: "name=pid,name=pid".
-func parseCPUFlag(s string) (map[string]int, error) {
+// ParseCPUFlag parses -cpu: "name=pid,name=pid".
+func ParseCPUFlag(s string) (map[string]int, error) {
 	trees := map[string]int{}
 	for part := range strings.SplitSeq(s, ",") {
 		if part = strings.TrimSpace(part); part == "" {
@@ -56,12 +56,12 @@ func parseCPUFlag(s string) (map[string]int, error) {
 	return trees, nil
 }
 
-// newCPUMeter returns a meter of the machine and of the process trees
+// NewCPUMeter returns a meter of the machine and of the process trees
 // rooted at trees' pids, reading proc (/proc); it fails where proc cannot be
 // read (not Linux) or a pid is not running.
-func newCPUMeter(proc string, trees map[string]int) (*cpuMeter, error) {
-	m := &cpuMeter{proc: proc, trees: trees}
-	s, err := m.sample()
+func NewCPUMeter(proc string, trees map[string]int) (*CPUMeter, error) {
+	m := &CPUMeter{proc: proc, trees: trees}
+	s, err := m.Sample()
 	if err != nil {
 		return nil, fmt.Errorf("-cpu: %w", err)
 	}
@@ -73,13 +73,13 @@ func newCPUMeter(proc string, trees map[string]int) (*cpuMeter, error) {
 	return m, nil
 }
 
-// sample reads the machine's busy and idle ticks and each tree's ticks. A
+// Sample reads the machine's busy and idle ticks and each tree's ticks. A
 // tree's time is that of its live processes, each with the time of the
 // children it has reaped: a Postgres backend that exits is counted in its
 // postmaster's. A tree whose root is gone (a gateway killed mid-pass) is
 // left out, and so has no figure for the pass.
-func (m *cpuMeter) sample() (cpuSample, error) {
-	var s cpuSample
+func (m *CPUMeter) Sample() (CPUSample, error) {
+	var s CPUSample
 	stat, err := os.ReadFile(filepath.Join(m.proc, "stat"))
 	if err != nil {
 		return s, err
@@ -125,7 +125,7 @@ type procTicks struct {
 }
 
 // processes reads every process's parent and CPU ticks.
-func (m *cpuMeter) processes() (map[int]procTicks, error) {
+func (m *CPUMeter) processes() (map[int]procTicks, error) {
 	dirs, err := os.ReadDir(m.proc)
 	if err != nil {
 		return nil, err
@@ -175,8 +175,8 @@ func parseProcStat(b []byte) (procTicks, bool) {
 	return p, true
 }
 
-// use is what happened between a and b, per acknowledged notification.
-func use(a, b cpuSample, acked int) *CPUUse {
+// Use is what happened between a and b, per acknowledged notification.
+func Use(a, b CPUSample, acked int) *CPUUse {
 	if acked == 0 {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 import (
 	"strings"
@@ -48,11 +48,11 @@ func TestSummarize(t *testing.T) {
 
 	t.Run("OKAllAcked", func(t *testing.T) {
 		t.Parallel()
-		var rs []result
+		var rs []Result
 		for i := 1; i <= 10; i++ {
-			rs = append(rs, result{outcome: outcomeSuccess, latency: time.Duration(11-i) * time.Millisecond, done: time.Duration(i) * time.Millisecond})
+			rs = append(rs, Result{Outcome: OutcomeSuccess, Latency: time.Duration(11-i) * time.Millisecond, Done: time.Duration(i) * time.Millisecond})
 		}
-		s := summarize("new", rs, 2*time.Second)
+		s := Summarize("new", rs, 2*time.Second)
 		if s.Sent != 10 || s.Acked != 10 || len(s.Failed) != 0 {
 			t.Fatalf("sent %d acked %d failed %v, want 10 10 none", s.Sent, s.Acked, s.Failed)
 		}
@@ -70,20 +70,20 @@ func TestSummarize(t *testing.T) {
 	t.Run("OKFailuresThenSuccess", func(t *testing.T) {
 		t.Parallel()
 		sec := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
-		rs := []result{
-			{outcome: outcomeSuccess, latency: time.Millisecond, done: sec(1)},
-			{outcome: "503", latency: time.Second, done: sec(2)},
-			{outcome: outcomeConnErr, latency: time.Millisecond, done: sec(3)},
-			{outcome: "503", latency: time.Second, done: sec(2.5)},
-			{outcome: outcomeSuccess, latency: 3 * time.Millisecond, done: sec(4)},
-			{outcome: outcomeSuccess, latency: 2 * time.Millisecond, done: sec(5)},
-			{outcome: outcomeUnsent}, // interrupted: not counted
+		rs := []Result{
+			{Outcome: OutcomeSuccess, Latency: time.Millisecond, Done: sec(1)},
+			{Outcome: "503", Latency: time.Second, Done: sec(2)},
+			{Outcome: OutcomeConnErr, Latency: time.Millisecond, Done: sec(3)},
+			{Outcome: "503", Latency: time.Second, Done: sec(2.5)},
+			{Outcome: OutcomeSuccess, Latency: 3 * time.Millisecond, Done: sec(4)},
+			{Outcome: OutcomeSuccess, Latency: 2 * time.Millisecond, Done: sec(5)},
+			{Outcome: OutcomeUnsent}, // interrupted: not counted
 		}
-		s := summarize("new", rs, 4*time.Second)
+		s := Summarize("new", rs, 4*time.Second)
 		if s.Sent != 6 || s.Acked != 3 {
 			t.Fatalf("sent %d acked %d, want 6 3", s.Sent, s.Acked)
 		}
-		if s.Failed["503"] != 2 || s.Failed[outcomeConnErr] != 1 || len(s.Failed) != 2 {
+		if s.Failed["503"] != 2 || s.Failed[OutcomeConnErr] != 1 || len(s.Failed) != 2 {
 			t.Errorf("failed %v, want 503: 2, conn_error: 1", s.Failed)
 		}
 		if s.FirstFailureS == nil || *s.FirstFailureS != 2 || *s.LastFailureS != 3 || s.AckedAfter != 2 {
@@ -103,7 +103,7 @@ func TestSummarize(t *testing.T) {
 
 	t.Run("OKNothing", func(t *testing.T) {
 		t.Parallel()
-		s := summarize("resend", nil, 0)
+		s := Summarize("resend", nil, 0)
 		if s.Sent != 0 || s.PerSecond != 0 || s.P99 != 0 {
 			t.Errorf("empty summary %+v", s)
 		}

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 import (
 	"context"
@@ -47,9 +47,10 @@ func historyTable(method string) string {
 	return ""
 }
 
-// check counts, in the database at url, the rows of every notification in
-// ids (with its method) for appID; acked says which were acknowledged.
-func check(ctx context.Context, url, appID string, ids, methods []string, acked []bool) (Check, error) {
+// CheckDatabase counts, in the database at url, the rows of every
+// notification in ids (with its method) for appID; acked says which were
+// acknowledged.
+func CheckDatabase(ctx context.Context, url, appID string, ids, methods []string, acked []bool) (Check, error) {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return Check{}, fmt.Errorf("check: %w", err)
@@ -150,7 +151,7 @@ func (c Check) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "check %s: %d acknowledged: %d stored exactly once, %d missing, %d doubled; %d stored but never acknowledged",
 		verdict, c.Acked, c.Stored, c.Missing, c.Doubled, c.StoredUnacked)
-	fmt.Fprintf(&b, "\ncheck: delivery_count %s; status %s", countsString(c.DeliveryCounts), countsString(c.Statuses))
+	fmt.Fprintf(&b, "\ncheck: delivery_count %s; status %s", CountsString(c.DeliveryCounts), CountsString(c.Statuses))
 	fmt.Fprintf(&b, "\ncheck: effects (history rows of audit/order notifications): %d one each, %d missing, %d doubled",
 		c.Effects, c.EffectsMissing, c.EffectsDoubled)
 	if len(c.MissingIDs) > 0 {

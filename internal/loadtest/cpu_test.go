@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 import (
 	"fmt"
@@ -37,11 +37,11 @@ func TestCPUMeter_Sample(t *testing.T) {
 		writeProc(t, dir, "cpu  100 0 50 800 50 0 0 0 0 0", map[int][5]int{
 			10: {1, 5, 5, 0, 0}, 11: {10, 100, 20, 0, 0}, 12: {10, 30, 10, 0, 0}, 13: {12, 1, 1, 0, 0}, 20: {1, 500, 0, 0, 0},
 		})
-		m, err := newCPUMeter(dir, map[string]int{"postgres": 10, "other": 20})
+		m, err := NewCPUMeter(dir, map[string]int{"postgres": 10, "other": 20})
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := m.sample()
+		a, err := m.Sample()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,11 +54,11 @@ func TestCPUMeter_Sample(t *testing.T) {
 		writeProc(t, dir, "cpu  250 0 100 850 50 0 0 0 0 0", map[int][5]int{
 			10: {1, 5, 5, 110, 20}, 12: {10, 80, 10, 0, 0}, 13: {12, 1, 1, 0, 0}, 20: {1, 500, 0, 0, 0},
 		})
-		b, err := m.sample()
+		b, err := m.Sample()
 		if err != nil {
 			t.Fatal(err)
 		}
-		u := use(a, b, 100) // 200 busy ticks over 100 notifications: 2 ms each
+		u := Use(a, b, 100) // 200 busy ticks over 100 notifications: 2 ms each
 		if u.MachineUS != 20000 || u.IdlePct != 20 {
 			t.Errorf("use = %+v, want machine 20000µs, idle 20%%", u)
 		}
@@ -76,18 +76,18 @@ func TestCPUMeter_Sample(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
 		writeProc(t, dir, "cpu  1 0 1 1 0 0 0 0 0 0", map[int][5]int{10: {1, 1, 1, 0, 0}, 20: {1, 1, 1, 0, 0}})
-		m, err := newCPUMeter(dir, map[string]int{"gateway": 10, "postgres": 20})
+		m, err := NewCPUMeter(dir, map[string]int{"gateway": 10, "postgres": 20})
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, _ := m.sample()
+		a, _ := m.Sample()
 		os.RemoveAll(filepath.Join(dir, "10")) // killed
 		writeProc(t, dir, "cpu  5 0 1 1 0 0 0 0 0 0", map[int][5]int{20: {1, 3, 1, 0, 0}})
-		b, err := m.sample()
+		b, err := m.Sample()
 		if err != nil {
 			t.Fatal(err)
 		}
-		u := use(a, b, 1)
+		u := Use(a, b, 1)
 		if _, ok := u.ProcsUS["gateway"]; ok || u.ProcsUS["postgres"] != 20000 {
 			t.Errorf("use = %+v, want no gateway figure and postgres 20000µs", u)
 		}
@@ -96,14 +96,14 @@ func TestCPUMeter_Sample(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
 		writeProc(t, dir, "cpu  1 0 1 1 0 0 0 0 0 0", map[int][5]int{10: {1, 1, 1, 0, 0}})
-		if _, err := newCPUMeter(dir, map[string]int{"gateway": 99}); err == nil || !strings.Contains(err.Error(), "99 (gateway)") {
-			t.Errorf("newCPUMeter(gone pid) error %v, want it to name the pid", err)
+		if _, err := NewCPUMeter(dir, map[string]int{"gateway": 99}); err == nil || !strings.Contains(err.Error(), "99 (gateway)") {
+			t.Errorf("NewCPUMeter(gone pid) error %v, want it to name the pid", err)
 		}
 	})
 	t.Run("ErrNoProc", func(t *testing.T) {
 		t.Parallel()
-		if _, err := newCPUMeter(filepath.Join(t.TempDir(), "none"), nil); err == nil {
-			t.Error("newCPUMeter(no /proc) = nil error")
+		if _, err := NewCPUMeter(filepath.Join(t.TempDir(), "none"), nil); err == nil {
+			t.Error("NewCPUMeter(no /proc) = nil error")
 		}
 	})
 }
@@ -112,16 +112,16 @@ func TestParseCPUFlag(t *testing.T) {
 	t.Parallel()
 	t.Run("OK", func(t *testing.T) {
 		t.Parallel()
-		got, err := parseCPUFlag("gateway=12, postgres=34,")
+		got, err := ParseCPUFlag("gateway=12, postgres=34,")
 		if err != nil || len(got) != 2 || got["gateway"] != 12 || got["postgres"] != 34 {
-			t.Errorf("parseCPUFlag = %v, %v", got, err)
+			t.Errorf("ParseCPUFlag = %v, %v", got, err)
 		}
 	})
 	t.Run("ErrBad", func(t *testing.T) {
 		t.Parallel()
 		for _, s := range []string{"gateway", "=12", "gateway=x", "gateway=0"} {
-			if _, err := parseCPUFlag(s); err == nil {
-				t.Errorf("parseCPUFlag(%q) = nil error", s)
+			if _, err := ParseCPUFlag(s); err == nil {
+				t.Errorf("ParseCPUFlag(%q) = nil error", s)
 			}
 		}
 	})

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 import (
 	"crypto"
@@ -163,8 +163,8 @@ func copyForm(f map[string]string) alipay.Form {
 	return out
 }
 
-// mixOf returns the samples named in list (comma-separated; empty: all).
-func mixOf(list string) ([]samples.Sample, error) {
+// MixOf returns the samples named in list (comma-separated; empty: all).
+func MixOf(list string) ([]samples.Sample, error) {
 	if strings.TrimSpace(list) == "" {
 		return samples.All(), nil
 	}

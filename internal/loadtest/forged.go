@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 import (
 	"encoding/base64"
@@ -27,11 +27,11 @@ const (
 	forgedBig = "big"
 )
 
-// forgedKinds are the kinds of forged requests, in the order they are sent.
-var forgedKinds = []string{forgedPadded, forgedSmall, forgedBig}
+// ForgedKinds are the kinds of forged requests, in the order they are sent.
+var ForgedKinds = []string{forgedPadded, forgedSmall, forgedBig}
 
-// parseForged parses -forged: kinds separated by commas.
-func parseForged(s string) ([]string, error) {
+// ParseForged parses -forged: kinds separated by commas.
+func ParseForged(s string) ([]string, error) {
 	if s == "" {
 		return nil, nil
 	}
@@ -39,11 +39,11 @@ func parseForged(s string) ([]string, error) {
 	for _, k := range strings.Split(s, ",") {
 		k = strings.TrimSpace(k)
 		ok := false
-		for _, known := range forgedKinds {
+		for _, known := range ForgedKinds {
 			ok = ok || k == known
 		}
 		if !ok {
-			return nil, fmt.Errorf("-forged: %q is none of %s", k, strings.Join(forgedKinds, ", "))
+			return nil, fmt.Errorf("-forged: %q is none of %s", k, strings.Join(ForgedKinds, ", "))
 		}
 		out = append(out, k)
 	}

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 import (
 	"bufio"
@@ -15,14 +15,14 @@ import (
 	"time"
 )
 
-// client posts bodies to one gateway URL over its own keep-alive HTTP/1.1
+// Client posts bodies to one gateway URL over its own keep-alive HTTP/1.1
 // connections, one per worker, reused across passes.
 //
 // It speaks just enough HTTP/1.1 for the gateway's answers (a status line,
 // headers, a body of Content-Length or chunked) and writes each request in
 // one write: net/http's client cost about a third of a core at 9000
 // requests/s, CPU taken from the gateway and Postgres on the same machine.
-type client struct {
+type Client struct {
 	addr    string // host:port
 	head    string // request line and headers, up to Content-Length's value
 	timeout time.Duration
@@ -37,9 +37,9 @@ type conn struct {
 	req []byte
 }
 
-// newClient returns a client for rawURL (http only) with up to c
+// NewClient returns a client for rawURL (http only) with up to c
 // connections, each request bounded by timeout.
-func newClient(rawURL string, c int, timeout time.Duration) (*client, error) {
+func NewClient(rawURL string, c int, timeout time.Duration) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("-url: %w", err)
@@ -53,28 +53,28 @@ func newClient(rawURL string, c int, timeout time.Duration) (*client, error) {
 	}
 	head := "POST " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host +
 		"\r\nContent-Type: application/x-www-form-urlencoded; charset=utf-8\r\nContent-Length: "
-	cl := &client{addr: addr, head: head, timeout: timeout, conns: make([]*conn, c)}
+	cl := &Client{addr: addr, head: head, timeout: timeout, conns: make([]*conn, c)}
 	for i := range cl.conns {
 		cl.conns[i] = &conn{}
 	}
 	return cl, nil
 }
 
-// close closes every connection.
-func (cl *client) close() {
+// Close closes every connection.
+func (cl *Client) Close() {
 	for _, w := range cl.conns {
 		w.drop()
 	}
 }
 
-// pass delivers notifications 0..n-1 over the client's connections, body(i)
+// Pass delivers notifications 0..n-1 over the client's connections, body(i)
 // giving each body, at rate per second (0: as fast as the connections go),
 // and returns each one's result and the pass's duration. body runs before
 // the clock starts, so lazy signing does not count as latency. A cancelled
 // ctx stops the pass: the rest stay unsent.
-func pass(ctx context.Context, cl *client, n int, rate float64,
-	body func(i int) ([]byte, error)) ([]result, time.Duration, error) {
-	results := make([]result, n)
+func (cl *Client) Pass(ctx context.Context, n int, rate float64,
+	body func(i int) ([]byte, error)) ([]Result, time.Duration, error) {
+	results := make([]Result, n)
 	var (
 		next    atomic.Int64
 		wg      sync.WaitGroup
@@ -100,7 +100,7 @@ func pass(ctx context.Context, cl *client, n int, rate float64,
 				t0 := time.Now()
 				outcome := cl.post(ctx, w, b)
 				t1 := time.Now()
-				results[i] = result{outcome: outcome, latency: t1.Sub(t0), done: t1.Sub(start)}
+				results[i] = Result{Outcome: outcome, Latency: t1.Sub(t0), Done: t1.Sub(start)}
 			}
 		})
 	}
@@ -108,21 +108,21 @@ func pass(ctx context.Context, cl *client, n int, rate float64,
 	return results, time.Since(start), bodyErr
 }
 
-// post delivers one body over w and names the outcome: outcomeSuccess for
+// post delivers one body over w and names the outcome: OutcomeSuccess for
 // Alipay's acknowledgement (200 "success"), the status otherwise ("503", or
-// "200 <body>" for a 200 that is not success), outcomeConnErr when no answer
+// "200 <body>" for a 200 that is not success), OutcomeConnErr when no answer
 // came. A connection that failed, or that the gateway closes, is dropped and
 // dialled again for the next delivery.
-func (cl *client) post(ctx context.Context, w *conn, body []byte) string {
+func (cl *Client) post(ctx context.Context, w *conn, body []byte) string {
 	status, answer, keep, err := cl.roundTrip(ctx, w, body)
 	if !keep || err != nil {
 		w.drop()
 	}
 	switch {
 	case err != nil:
-		return outcomeConnErr
+		return OutcomeConnErr
 	case status == 200 && string(answer) == "success":
-		return outcomeSuccess
+		return OutcomeSuccess
 	case status == 200:
 		return "200 " + strconv.Quote(string(answer))
 	}
@@ -138,7 +138,7 @@ func (w *conn) drop() {
 
 // roundTrip writes one request and reads its answer: the status, up to 64
 // bytes of the body, and whether the connection may be reused.
-func (cl *client) roundTrip(ctx context.Context, w *conn, body []byte) (status int, answer []byte, keep bool, err error) {
+func (cl *Client) roundTrip(ctx context.Context, w *conn, body []byte) (status int, answer []byte, keep bool, err error) {
 	deadline := time.Now().Add(cl.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 import (
 	"fmt"
@@ -11,16 +11,16 @@ import (
 
 // Outcomes of one delivery besides an HTTP status.
 const (
-	outcomeSuccess = "success"    // 200 with body "success": acknowledged
-	outcomeConnErr = "conn_error" // no HTTP answer (refused, reset, timeout)
-	outcomeUnsent  = ""           // never sent (the run was interrupted)
+	OutcomeSuccess = "success"    // 200 with body "success": acknowledged
+	OutcomeConnErr = "conn_error" // no HTTP answer (refused, reset, timeout)
+	OutcomeUnsent  = ""           // never sent (the run was interrupted)
 )
 
-// result is one delivery.
-type result struct {
-	outcome string        // outcomeSuccess, outcomeConnErr, or the HTTP status ("503", "200 fail", ...)
-	latency time.Duration // from the request's start to its answer's end
-	done    time.Duration // when it ended, since the pass started
+// Result is one delivery.
+type Result struct {
+	Outcome string        // OutcomeSuccess, OutcomeConnErr, or the HTTP status ("503", "200 fail", ...)
+	Latency time.Duration // from the request's start to its answer's end
+	Done    time.Duration // when it ended, since the pass started
 }
 
 // Summary is one pass: what was sent, what was acknowledged, how fast.
@@ -51,26 +51,26 @@ type Summary struct {
 	BodyBytes int `json:"body_bytes,omitempty"`
 }
 
-// summarize sums up a pass's results over elapsed.
-func summarize(pass string, results []result, elapsed time.Duration) Summary {
+// Summarize sums up a pass's results over elapsed.
+func Summarize(pass string, results []Result, elapsed time.Duration) Summary {
 	s := Summary{Pass: pass, Failed: map[string]int{}, Seconds: elapsed.Seconds()}
 	var lat []time.Duration
 	var last time.Duration = -1
 	for _, r := range results {
-		switch r.outcome {
-		case outcomeUnsent:
+		switch r.Outcome {
+		case OutcomeUnsent:
 			continue
-		case outcomeSuccess:
+		case OutcomeSuccess:
 			s.Acked++
-			lat = append(lat, r.latency)
+			lat = append(lat, r.Latency)
 		default:
-			s.Failed[r.outcome]++
-			at := r.done.Seconds()
+			s.Failed[r.Outcome]++
+			at := r.Done.Seconds()
 			if s.FirstFailureS == nil || at < *s.FirstFailureS {
 				s.FirstFailureS = &at
 			}
-			if r.done > last {
-				last = r.done
+			if r.Done > last {
+				last = r.Done
 			}
 		}
 		s.Sent++
@@ -79,7 +79,7 @@ func summarize(pass string, results []result, elapsed time.Duration) Summary {
 		at := last.Seconds()
 		s.LastFailureS = &at
 		for _, r := range results {
-			if r.outcome == outcomeSuccess && r.done > last {
+			if r.Outcome == OutcomeSuccess && r.Done > last {
 				s.AckedAfter++
 			}
 		}
@@ -113,7 +113,7 @@ func (s Summary) String() string {
 	fmt.Fprintf(&b, "%s: %d sent in %.2fs: %.0f notifications/s acknowledged; acknowledged %d, failed %d",
 		s.Pass, s.Sent, s.Seconds, s.PerSecond, s.Acked, s.Sent-s.Acked)
 	if len(s.Failed) > 0 {
-		b.WriteString(" (" + countsString(s.Failed) + ")")
+		b.WriteString(" (" + CountsString(s.Failed) + ")")
 	}
 	fmt.Fprintf(&b, "\n%s: latency p50 %.1fms p90 %.1fms p99 %.1fms max %.1fms", s.Pass, s.P50, s.P90, s.P99, s.Max)
 	if s.FirstFailureS != nil {
@@ -132,8 +132,8 @@ func (s Summary) String() string {
 	return b.String()
 }
 
-// countsString renders counts as "k n, k n" sorted by key.
-func countsString[K comparable](m map[K]int) string {
+// CountsString renders counts as "k n, k n" sorted by key.
+func CountsString[K comparable](m map[K]int) string {
 	keys := make([]string, 0, len(m))
 	byName := map[string]int{}
 	for k, n := range m {

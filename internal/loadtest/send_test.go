@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 import (
 	"context"
@@ -38,21 +38,21 @@ func TestClient_Post(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	cl, err := newClient(srv.URL+"/alipay/notify", 1, 5*time.Second)
+	cl, err := NewClient(srv.URL+"/alipay/notify", 1, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.close()
+	defer cl.Close()
 	w := cl.conns[0]
 	for _, tc := range []struct{ body, want string }{
-		{"ok", outcomeSuccess},
-		{"ok", outcomeSuccess},
-		{"chunked", outcomeSuccess},
+		{"ok", OutcomeSuccess},
+		{"ok", OutcomeSuccess},
+		{"chunked", OutcomeSuccess},
 		{"other", `200 "fail"`},
 		{"unavailable", "503"},
 		{"long", `200 "` + strings.Repeat("x", 64) + `"`},
-		{"close", outcomeSuccess},
-		{"ok", outcomeSuccess}, // dialled again
+		{"close", OutcomeSuccess},
+		{"ok", OutcomeSuccess}, // dialled again
 	} {
 		if got := cl.post(context.Background(), w, []byte(tc.body)); got != tc.want {
 			t.Errorf("post(%q) = %q, want %q", tc.body, got, tc.want)
@@ -61,8 +61,8 @@ func TestClient_Post(t *testing.T) {
 
 	t.Run("ErrConn", func(t *testing.T) {
 		srv.Close()
-		if got := cl.post(context.Background(), w, []byte("ok")); got != outcomeConnErr {
-			t.Errorf("post to a closed server = %q, want %q", got, outcomeConnErr)
+		if got := cl.post(context.Background(), w, []byte("ok")); got != OutcomeConnErr {
+			t.Errorf("post to a closed server = %q, want %q", got, OutcomeConnErr)
 		}
 	})
 }
@@ -70,8 +70,8 @@ func TestClient_Post(t *testing.T) {
 func TestNewClient(t *testing.T) {
 	t.Parallel()
 	for _, u := range []string{"https://example.com/x", "127.0.0.1:80/x", "http:///x"} {
-		if _, err := newClient(u, 1, time.Second); err == nil {
-			t.Errorf("newClient(%q) = nil error", u)
+		if _, err := NewClient(u, 1, time.Second); err == nil {
+			t.Errorf("NewClient(%q) = nil error", u)
 		}
 	}
 }

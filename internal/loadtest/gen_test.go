@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 import (
 	"bytes"
@@ -26,9 +26,9 @@ func testGenerator(t *testing.T, mix string) *Generator {
 	if err != nil {
 		t.Fatalf("NewKey: %v", err)
 	}
-	m, err := mixOf(mix)
+	m, err := MixOf(mix)
 	if err != nil {
-		t.Fatalf("mixOf(%q): %v", mix, err)
+		t.Fatalf("MixOf(%q): %v", mix, err)
 	}
 	return &Generator{AppID: testAppID, Prefix: "test-run", Seed: 42, TSBase: 1_700_000_000_000, Entities: 5, Mix: m, Key: key}
 }
@@ -167,15 +167,15 @@ func miniAppID(t *testing.T, f alipay.Form) string {
 
 func TestMixOf(t *testing.T) {
 	t.Parallel()
-	all, err := mixOf("")
+	all, err := MixOf("")
 	if err != nil || len(all) != len(samples.All()) {
-		t.Errorf("mixOf(\"\") = %d samples, %v; want all", len(all), err)
+		t.Errorf("MixOf(\"\") = %d samples, %v; want all", len(all), err)
 	}
-	two, err := mixOf("audit-passed, auth-granted")
+	two, err := MixOf("audit-passed, auth-granted")
 	if err != nil || len(two) != 2 || two[1].Method != notify.MethodAuthGranted {
-		t.Errorf("mixOf(two) = %v, %v", two, err)
+		t.Errorf("MixOf(two) = %v, %v", two, err)
 	}
-	if _, err := mixOf("audit-passed,nope"); err == nil || !strings.Contains(err.Error(), `"nope"`) {
-		t.Errorf("mixOf(unknown) error %v, want it to name the sample", err)
+	if _, err := MixOf("audit-passed,nope"); err == nil || !strings.Contains(err.Error(), `"nope"`) {
+		t.Errorf("MixOf(unknown) error %v, want it to name the sample", err)
 	}
 }
