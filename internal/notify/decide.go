@@ -16,6 +16,9 @@ type Decided struct {
 	// state it wrote: applied or stale.
 	Status Status
 	Error  string
+	// Events are what the store writes with it: its notification.received,
+	// and with a change the change's event, written if it applies.
+	Events []Event
 }
 
 // Decide runs n's handler, if its method has one. It returns the *Error of
@@ -25,7 +28,7 @@ type Decided struct {
 // not be decoded (n.Failure), or that its handler finds unusable, is
 // decided as failed, never as an error: it is kept.
 func (r *Registry) Decide(n *Notification) (Decided, error) {
-	d := Decided{Notification: n, Status: StatusUnhandled}
+	d := Decided{Notification: n, Status: StatusUnhandled, Events: []Event{receivedEvent(n)}}
 	if n.Failure != "" {
 		d.Status, d.Error = StatusFailed, n.Failure
 		return d, nil
@@ -46,5 +49,6 @@ func (r *Registry) Decide(n *Notification) (Decided, error) {
 		return Decided{}, err
 	}
 	d.Change = change
+	d.Events = append(d.Events, change.Event())
 	return d, nil
 }

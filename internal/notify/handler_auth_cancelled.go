@@ -20,3 +20,12 @@ func (h *handlers) authCancelled(n *Notification) (Change, error) {
 		UserID:    string(biz.UserID),
 	}, nil
 }
+
+// Event is authorization.cancelled: which merchant app withdrew.
+func (c AuthCancel) Event() Event {
+	return stateEvent(EventAuthorizationCancelled, c.Origin, struct {
+		AuthAppID string `json:"auth_app_id"`
+		UserID    string `json:"user_id"`
+		Status    string `json:"status"`
+	}{c.AuthAppID, c.UserID, "cancelled"})
+}

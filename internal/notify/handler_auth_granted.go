@@ -77,3 +77,24 @@ func (h *handlers) authGranted(n *Notification) (Change, error) {
 func TokenOwner(appID, authAppID string) string {
 	return strings.Join([]string{"app_auth_token", appID, authAppID}, "|")
 }
+
+// Event is authorization.granted: which merchant app authorized, and
+// when its token expires; never the tokens.
+func (g AuthGrant) Event() Event {
+	at := millis(g.Origin.At)
+	after := func(seconds int64) *time.Time {
+		if seconds <= 0 || at.IsZero() {
+			return nil
+		}
+		t := at.Add(time.Duration(seconds) * time.Second)
+		return &t
+	}
+	return stateEvent(EventAuthorizationGranted, g.Origin, struct {
+		AuthAppID        string     `json:"auth_app_id"`
+		UserID           string     `json:"user_id"`
+		Status           string     `json:"status"`
+		AuthorizedAt     time.Time  `json:"authorized_at"`
+		ExpiresAt        *time.Time `json:"expires_at"`
+		RefreshExpiresAt *time.Time `json:"refresh_expires_at"`
+	}{g.AuthAppID, g.UserID, "authorized", at, after(g.ExpiresIn), after(g.ReExpiresIn)})
+}

@@ -63,3 +63,28 @@ func reasonObject(m json.RawMessage) json.RawMessage {
 	}
 	return m // a plain string: kept as a JSON string
 }
+
+// Event is mini_app.audit_passed, mini_app.audit_rejected or
+// mini_app.base_audit_passed: the audit's outcome for the mini-app (and
+// its version, when the notification names one).
+func (a AuditChange) Event() Event {
+	typ := EventMiniAppAuditPassed
+	switch a.AuditStatus {
+	case AuditRejected:
+		typ = EventMiniAppAuditRejected
+	case BaseAuditPassed:
+		typ = EventMiniAppBaseAuditPassed
+	}
+	return stateEvent(typ, a.Origin, struct {
+		MiniAppID          string          `json:"mini_app_id"`
+		Version            string          `json:"version"`
+		AuditStatus        string          `json:"audit_status"`
+		BundleID           string          `json:"bundle_id"`
+		AuditReason        string          `json:"audit_reason"`
+		BaseAudit          string          `json:"base_audit"`
+		PromoteAudit       string          `json:"promote_audit"`
+		BaseAuditReason    json.RawMessage `json:"base_audit_reason"`
+		PromoteAuditReason json.RawMessage `json:"promote_audit_reason"`
+	}{a.MiniAppID, a.Version, a.AuditStatus, a.BundleID, a.AuditReason, a.BaseAudit, a.PromoteAudit,
+		rawObject(a.BaseAuditReason), rawObject(a.PromoteAuditReason)})
+}

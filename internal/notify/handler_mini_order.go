@@ -51,3 +51,17 @@ func (h *handlers) order(n *Notification, kind string) (Change, error) {
 		AppName:    string(biz.AppName),
 	}, nil
 }
+
+// Event is mini_app_order.updated: the order as the notification left it.
+func (o OrderChange) Event() Event {
+	return stateEvent(EventMiniAppOrderUpdated, o.Origin, struct {
+		OrderNo    string `json:"order_no"`
+		Kind       string `json:"kind"`
+		OutOrderNo string `json:"out_order_no"`
+		MiniAppID  string `json:"mini_app_id"`
+		Status     string `json:"status"`
+		PID        string `json:"pid"`
+		MerchantID string `json:"merchant_id"`
+		AppName    string `json:"app_name"`
+	}{o.OrderNo, o.Kind, o.OutOrderNo, o.MiniAppID, o.Status, o.PID, o.MerchantID, o.AppName})
+}

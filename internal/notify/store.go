@@ -79,6 +79,8 @@ const (
 // whether it did (StatusApplied) or not (StatusStale).
 type Change interface {
 	Ordering() Origin
+	// Event is the event the change makes when it applies.
+	Event() Event
 }
 
 // Ordering returns the event's identity and time, which order it against

@@ -14,13 +14,17 @@ import (
 // The statements of the intake (inbox.go): the look-up of what is stored,
 // and the inbox insert, with the columns they are given.
 
-// The inbox insert. Each row's status is read back from the state its
-// change wrote (outcomeFromState), so that the change statements and this
-// insert go in one round trip and each row is written once. A row whose
-// notify_id is stored already only raises its delivery count, unless it
-// came by the same channel with other signed content: then it is left out
-// of RETURNING, a conflict.
+// The inbox insert, and the events of the rows it inserts (the outbox).
+// Each row's status is read back from the state its change wrote
+// (outcomeFromState), so that the change statements and this insert go in
+// one round trip and each row is written once. A row whose notify_id is
+// stored already only raises its delivery count, unless it came by the
+// same channel with other signed content: then it is left out of
+// RETURNING, a conflict. Only a row inserted has events written, a state
+// event (if_applied) only when the row's change applied; a
+// notification.received is given the row's status and error.
 const insertNotifications = `
+WITH inbox AS (
 INSERT INTO notifications (app_id, notify_id, msg_method, utc_timestamp, biz_content, params, encrypted,
     channel, content_form, content_digest, cert_sn, status, error, delivery_count, received_at, last_received_at,
     processed_at)
@@ -39,7 +43,19 @@ ON CONFLICT (app_id, notify_id) DO UPDATE
         last_received_at = EXCLUDED.last_received_at
     WHERE notifications.channel <> EXCLUDED.channel OR notifications.content_digest IS NULL OR EXCLUDED.content_digest IS NULL
        OR notifications.content_digest = EXCLUDED.content_digest
-RETURNING id, xmax = 0, app_id, notify_id, status, error, delivery_count`
+RETURNING id, xmax = 0 AS inserted, app_id, notify_id, status, error, delivery_count
+), outbox AS (
+INSERT INTO events (app_id, notify_id, type, occurred_at, data)
+SELECT event.app_id, event.notify_id, event.type, event.occurred_at,
+    CASE WHEN event.type = '` + notify.EventNotificationReceived + `'
+         THEN event.data || jsonb_build_object('status', inbox.status, 'error', inbox.error) ELSE event.data END
+FROM unnest($18::text[], $19::text[], $20::text[], $21::timestamptz[], $22::jsonb[], $23::boolean[])
+    AS event(app_id, notify_id, type, occurred_at, data, if_applied)
+JOIN inbox ON inbox.app_id = event.app_id AND inbox.notify_id = event.notify_id
+WHERE inbox.inserted AND (NOT event.if_applied OR inbox.status = 'applied')
+ON CONFLICT (app_id, notify_id, type) DO NOTHING
+)
+SELECT * FROM inbox`
 
 // appliedFromState is, as one expression over the columns app_id,
 // notify_id, change_kind and change_ref of a notification's row, whether
@@ -117,6 +133,7 @@ func insertStatement(entries []*entry) (*statement, error) {
 		copies                                                              []int32
 		received                                                            []time.Time
 	}{}
+	var events eventColumns
 	for _, e := range entries {
 		if e.err != nil || e.replays != nil {
 			continue
@@ -147,13 +164,34 @@ func insertStatement(entries []*entry) (*statement, error) {
 		cols.received = append(cols.received, n.ReceivedAt.UTC())
 		cols.kind = append(cols.kind, kind)
 		cols.ref = append(cols.ref, ref)
+		events.add(n, e.Events)
 	}
 	if len(cols.app) == 0 {
 		return nil, nil
 	}
 	return &statement{insertNotifications, []any{cols.app, cols.id, cols.method, cols.ts, cols.biz, cols.params,
 		cols.enc, cols.channel, cols.form, cols.digest, cols.sn, cols.status, cols.errText, cols.copies,
-		cols.received, cols.kind, cols.ref}}, nil
+		cols.received, cols.kind, cols.ref, events.app, events.notifyID, events.typ, events.at, events.data,
+		events.ifApplied}}, nil
+}
+
+// eventColumns are the events of a batch, as the columns of their insert.
+type eventColumns struct {
+	app, notifyID, typ []string
+	at                 []*time.Time
+	data               []string
+	ifApplied          []bool
+}
+
+func (c *eventColumns) add(n *notify.Notification, events []notify.Event) {
+	for _, ev := range events {
+		c.app, c.notifyID, c.typ = append(c.app, n.AppID), append(c.notifyID, n.NotifyID), append(c.typ, ev.Type)
+		var at *time.Time
+		if !ev.OccurredAt.IsZero() {
+			at = &ev.OccurredAt
+		}
+		c.at, c.data, c.ifApplied = append(c.at, at), append(c.data, string(ev.Data)), append(c.ifApplied, ev.IfApplied)
+	}
 }
 
 // readInserted reads the insert's answer: each entry's id, whether it is

@@ -118,11 +118,25 @@ func (db *DB) FinishSend(ctx context.Context, s *notify.TemplateSend) error {
 // SaveGrant records a grant from the authorization flow with the very
 // statement that records a notification's grant: it applies only when
 // (At, NotifyID) is newer than the authorization's, so it is ordered with
-// the grants and cancellations that notifications bring. It returns an
+// the grants and cancellations that notifications bring; when it applies,
+// its authorization.granted event is written with it. It returns an
 // EUNAVAILABLE *notify.Error when the database cannot be reached.
 func (db *DB) SaveGrant(ctx context.Context, g notify.AuthGrant) (bool, error) {
-	applied, err := applyChange(ctx, db.Pool, g)
+	tx, err := db.Pool.Begin(ctx)
 	if err != nil {
+		return false, unavailable(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	applied, err := applyChange(ctx, tx, g)
+	if err != nil {
+		return false, unavailable(err)
+	}
+	if applied {
+		if err := writeEvents(ctx, tx, g.AppID, g.NotifyID, notify.StatusApplied, "", []notify.Event{g.Event()}); err != nil {
+			return false, unavailable(err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
 		return false, unavailable(err)
 	}
 	return applied, nil

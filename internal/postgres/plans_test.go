@@ -54,7 +54,9 @@ func TestPlans_EmptyTables(t *testing.T) {
 				t.Fatal(err)
 			}
 			text := strings.Join(plan, "\n")
-			if strings.Contains(text, "Seq Scan") || strings.Contains(text, "Hash") {
+			// (A hash join of the batch's own rows, such as the events'
+			// with the inbox insert's RETURNING, scans no table.)
+			if strings.Contains(text, "Seq Scan") || strings.Contains(text, "Hash Semi") || strings.Contains(text, "Hash Anti") {
 				t.Fatalf("generic plan on empty tables scans a table:\n%s", text)
 			}
 		})

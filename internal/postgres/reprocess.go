@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/view"
 )
@@ -13,7 +15,9 @@ import (
 // replicas reprocess it once. decide is the application's step: decode the
 // stored notification again if need be, and run its handler
 // (notify.Registry.Decide). A notification in any other status is returned
-// unchanged: reprocessing is idempotent. It returns an ENOTFOUND
+// unchanged: reprocessing is idempotent. The events of a change that now
+// applies are written with it; those the notification made when it was
+// stored are not written again. It returns an ENOTFOUND
 // *notify.Error for an unknown notification, decide's error when it
 // refuses the notification (which then stays as it was), and an
 // EUNAVAILABLE one when the database cannot be reached.
@@ -74,9 +78,31 @@ func (db *DB) Reprocess(ctx context.Context, appID, notifyID string, decide func
 	if err != nil {
 		return nil, unavailable(err)
 	}
+	if err := writeEvents(ctx, tx, n.AppID, n.NotifyID, status, errText, d.Events); err != nil {
+		return nil, unavailable(err)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, unavailable(err)
 	}
 	stored.Status, stored.Error, stored.Biz, stored.BizContent = status, errText, n.BizContent, bizJSON(n.BizContent)
 	return stored, nil
 }
+
+// writeEvents writes the events of one notification (or authorization
+// flow) in tx, as insertNotifications does for a batch: a state event only
+// when status is applied, none a second time.
+func writeEvents(ctx context.Context, tx pgx.Tx, appID, notifyID string, status notify.Status, errText string, events []notify.Event) error {
+	var c eventColumns
+	c.add(&notify.Notification{AppID: appID, NotifyID: notifyID}, events)
+	_, err := tx.Exec(ctx, insertEvents, appID, notifyID, status, errText, c.typ, c.at, c.data, c.ifApplied)
+	return err
+}
+
+const insertEvents = `
+INSERT INTO events (app_id, notify_id, type, occurred_at, data)
+SELECT $1, $2, event.type, event.occurred_at,
+    CASE WHEN event.type = '` + notify.EventNotificationReceived + `'
+         THEN event.data || jsonb_build_object('status', $3::text, 'error', $4::text) ELSE event.data END
+FROM unnest($5::text[], $6::timestamptz[], $7::jsonb[], $8::boolean[]) AS event(type, occurred_at, data, if_applied)
+WHERE NOT event.if_applied OR $3 = 'applied'
+ON CONFLICT (app_id, notify_id, type) DO NOTHING`

@@ -146,3 +146,62 @@ type AuthorizationFilter struct {
 	Limit  int
 	Cursor string
 }
+
+// EventFilter selects events of the feed (GET /v1/events).
+type EventFilter struct {
+	After string   // opaque; a previous page's next cursor, "" for the oldest event kept
+	Types []string // as an endpoint's filter (notify.Matches); empty for all
+	AppID string
+	Limit int
+}
+
+// EventPage is a page of the feed. Next is where the next read starts,
+// always set (the same cursor when nothing new is visible yet); More says
+// that events after it are visible already.
+type EventPage struct {
+	Items []notify.StoredEvent `json:"items"`
+	Next  string               `json:"next_cursor"`
+	More  bool                 `json:"has_more"`
+}
+
+// Delivery is one event's delivery to one endpoint.
+type Delivery struct {
+	ID             int64      `json:"id"`
+	EndpointID     int64      `json:"endpoint_id"`
+	EventID        string     `json:"event_id"`
+	EventType      string     `json:"event_type"`
+	Status         string     `json:"status"` // pending, delivered or dead
+	Attempts       int        `json:"attempts"`
+	NextAttemptAt  *time.Time `json:"next_attempt_at"` // while pending
+	LastStatusCode *int       `json:"last_status_code"`
+	LastError      string     `json:"last_error"`
+	CreatedAt      time.Time  `json:"created_at"`
+	DeliveredAt    *time.Time `json:"delivered_at"`
+	ExpiresAt      time.Time  `json:"expires_at"`
+	AttemptLog     []Attempt  `json:"attempt_log,omitempty"` // for one delivery, oldest first
+}
+
+// Attempt is one attempt of a delivery.
+type Attempt struct {
+	Attempt    int       `json:"attempt"`
+	StartedAt  time.Time `json:"started_at"`
+	DurationMS int       `json:"duration_ms"`
+	StatusCode *int      `json:"status_code"` // null when no answer came
+	Error      string    `json:"error"`
+	Response   string    `json:"response"` // the answer's first bytes
+}
+
+// Delivery statuses.
+const (
+	DeliveryPending   = "pending"
+	DeliveryDelivered = "delivered"
+	DeliveryDead      = "dead"
+)
+
+// DeliveryFilter selects an endpoint's deliveries, newest first.
+type DeliveryFilter struct {
+	EndpointID int64
+	Status     string
+	Limit      int
+	Cursor     string
+}
