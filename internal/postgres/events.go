@@ -127,8 +127,8 @@ func forEachEvent(rows pgx.Rows, f func(kind string, p position, e notify.Stored
 	var (
 		kind string
 		tx   string
-		e       notify.StoredEvent
-		at      *time.Time
+		e    notify.StoredEvent
+		at   *time.Time
 	)
 	_, err := pgx.ForEachRow(rows, []any{&kind, &tx, &e.Seq, &e.Type, &e.AppID, &e.NotifyID, &at, &e.Timestamp, &e.Data}, func() error {
 		p := position{ID: e.Seq}
