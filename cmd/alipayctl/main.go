@@ -1,6 +1,7 @@
 // Command alipayctl is the ISV engineer's tool for Alipay notifications:
-// keys, a test PKI, certificate SNs, signing and sending notifications, and
-// telling why one does not verify. It shares the gateway's internal packages.
+// keys, a test PKI, certificate SNs, signing and sending notifications,
+// telling why one does not verify, and receiving the events the gateway
+// forwards. It shares the gateway's internal packages.
 package main
 
 import (
@@ -25,6 +26,7 @@ func commands() []command {
 		{"sn", "print the Alipay SN of a cert, or the root SN of a root bundle", runSN},
 		{"send", "sign a notification as Alipay does and post it to a gateway", runSend},
 		{"verify", "tell whether a captured notification verifies and, if not, why", runVerify},
+		{"listen", "receive the gateway's signed events (Standard Webhooks), verify and print them", runListen},
 	}
 }
 

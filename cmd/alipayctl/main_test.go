@@ -137,6 +137,10 @@ func TestErrorsAreOneLine(t *testing.T) {
 		"KeysExtraArg":    {"keys", "x"},
 		"VerifyNoBody":    {"verify", "/nonexistent", "--public-key", "x"},
 		"VerifyTwoBodies": {"verify", "a", "b", "--public-key", "x"},
+		"ListenBadSecret": {"listen", "--secret", "whsec_not base64"},
+		"ListenSecretAnd": {"listen", "--secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "--events", "a.b"},
+		"ListenExtraArg":  {"listen", "x", "--secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+		"ListenBadAddr":   {"listen", "--secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "--addr", "256.0.0.1:x"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

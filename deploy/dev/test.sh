@@ -27,6 +27,16 @@ if [[ ! -d deploy/dev/nodesdk/node_modules/alipay-sdk ]]; then
     echo "test: the official Node.js SDK is not installed (needs node and npm): its agreement test will be SKIPPED" >&2
   fi
 fi
+# The official Standard Webhooks JavaScript library, pinned, for the test
+# that holds internal/stdwebhook to it (internal/stdwebhook/interop_test.go);
+# that test says SKIPPED when it is missing.
+if [[ ! -d deploy/dev/whcheck/node_modules/standardwebhooks ]]; then
+  if command -v npm >/dev/null && npm ci --prefix deploy/dev/whcheck --no-audit --no-fund --loglevel=error >&2; then
+    echo "test: installed the official Standard Webhooks library (deploy/dev/whcheck)" >&2
+  else
+    echo "test: the official Standard Webhooks library is not installed (needs node and npm): its interop test will be SKIPPED" >&2
+  fi
+fi
 go vet ./...
 unformatted=$(gofmt -l cmd internal migrations)
 if [[ -n $unformatted ]]; then
