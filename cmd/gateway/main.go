@@ -28,6 +28,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/webhook"
 )
 
 func main() {
@@ -214,8 +215,24 @@ func serve() error {
 	if err != nil {
 		return err
 	}
+	// Events reach the ISV's endpoints from the outbox, decoupled from
+	// intake; the dispatcher stops with the context, finishing the
+	// attempts it has begun.
+	stopDispatch := func() {}
+	if cfg.WebhookDispatch {
+		dispatcher := webhook.New(webhook.Config{
+			Store: db, Logger: log, Metrics: m, Concurrency: cfg.WebhookConcurrency, Timeout: cfg.WebhookTimeout,
+			Poll: cfg.WebhookPoll, DisableAfter: cfg.WebhookDisableAfter, UserAgent: "alipay-notify-gateway/" + version(),
+		})
+		dctx, dstop := context.WithCancel(context.WithoutCancel(ctx))
+		ddone := make(chan struct{})
+		go func() { defer close(ddone); dispatcher.Run(dctx) }()
+		stopDispatch = func() { dstop(); <-ddone }
+	}
+	defer stopDispatch()
 	hcfg := httpapi.Config{
 		Outbound:         out,
+		Webhooks:         &webhook.Admin{AdminStore: db, Overlap: cfg.WebhookSecretOverlap},
 		ReadyChecks:      []func(context.Context) error{db.Ready, channels.Ready},
 		Metrics:          m,
 		Verifier:         cfg.Verifier,
@@ -278,6 +295,7 @@ func serve() error {
 	stopChannels()
 	// Every request and message has had its answer; commit what is queued.
 	inbox.Close()
+	stopDispatch()
 	if internal != nil {
 		// Last, so that probes and scrapes are answered while the rest drains.
 		if ierr := internal.Shutdown(sctx); err == nil {
@@ -344,4 +362,18 @@ func startOutbound(ctx context.Context, cfg *config.Config, db *postgres.DB, m *
 	go out.Refresher(outbound.RefresherConfig{}).Run(ctx)
 	log.Info().Strs("app_ids", out.AppIDs()).Str("gateway", cfg.GatewayURL).Msg("outbound calls on; token refresher started")
 	return out, nil
+}
+
+// version is the module version or VCS revision the binary was built from.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 7 {
+			return s.Value[:7]
+		}
+	}
+	return "dev"
 }

@@ -66,6 +66,17 @@ type Config struct {
 	// time (utc_timestamp, notify_time, x-timestamp, a grant's auth_time)
 	// may be before the notification is refused.
 	MaxClockSkew time.Duration `env:"MAX_CLOCK_SKEW" envDefault:"5m"`
+	// Webhooks: this replica delivers events to the endpoints unless
+	// WebhookDispatch is off; at most WebhookConcurrency attempts to one
+	// endpoint at once, each within WebhookTimeout; an idle endpoint is
+	// looked at every WebhookPoll; an endpoint failing for WebhookDisableAfter
+	// is disabled; a rotated-out secret signs for WebhookSecretOverlap.
+	WebhookDispatch      bool          `env:"WEBHOOK_DISPATCH" envDefault:"true"`
+	WebhookConcurrency   int           `env:"WEBHOOK_CONCURRENCY" envDefault:"16"`
+	WebhookTimeout       time.Duration `env:"WEBHOOK_TIMEOUT" envDefault:"10s"`
+	WebhookPoll          time.Duration `env:"WEBHOOK_POLL_INTERVAL" envDefault:"250ms"`
+	WebhookDisableAfter  time.Duration `env:"WEBHOOK_DISABLE_AFTER" envDefault:"120h"`
+	WebhookSecretOverlap time.Duration `env:"WEBHOOK_SECRET_OVERLAP" envDefault:"24h"`
 
 	// The one-app shortcut; GATEWAY_CONFIG lists several apps instead.
 	App AppSettings `envPrefix:""`

@@ -41,6 +41,9 @@ func (s *Server) routesV1(r chi.Router) {
 		if s.cfg.Outbound != nil {
 			s.routesOutbound(r)
 		}
+		if s.cfg.Webhooks != nil {
+			s.routesWebhooks(r)
+		}
 	})
 }
 

@@ -51,6 +51,9 @@ type Config struct {
 	ReadyChecks []func(context.Context) error
 	// Outbound calls Alipay's OpenAPI; nil leaves its endpoints out.
 	Outbound *outbound.Service
+	// Webhooks manages the event endpoints and serves the feed; nil
+	// leaves their routes out.
+	Webhooks Webhooks
 	// InternalListener leaves /readyz and /metrics out of the public
 	// handler, for NewInternal's handler on its own listener to serve.
 	InternalListener bool

@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -29,6 +30,13 @@ type Metrics struct {
 	oldestFailedAge  prometheus.Gauge
 	poolConnections  *prometheus.GaugeVec
 	certExpiry       *prometheus.GaugeVec
+
+	webhookDeliveries *prometheus.CounterVec
+	webhookDuration   *prometheus.HistogramVec
+	webhookPending    *prometheus.GaugeVec
+	webhookDead       *prometheus.GaugeVec
+	webhookDisabled   prometheus.Gauge
+	feedLag           prometheus.Gauge
 }
 
 // New returns the gateway's metrics on a fresh registry that also holds the
@@ -64,9 +72,25 @@ func New() *Metrics {
 		certExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "cert_expiry_timestamp_seconds",
 			Help: "Unix time at which a configured Alipay certificate expires (its NotAfter), by app_id and cert_sn."},
 			[]string{"app_id", "cert_sn"}),
+		webhookDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "webhook_attempts_total",
+			Help: "Webhook delivery attempts, by endpoint id and result (delivered; failed, to be tried again; dead: failed for the last time, dead-lettered)."},
+			[]string{"endpoint_id", "result"}),
+		webhookDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "webhook_attempt_duration_seconds",
+			Help:    "Time from a webhook attempt's start to its answer (or failure), by endpoint id.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}},
+			[]string{"endpoint_id"}),
+		webhookPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "webhook_oldest_pending_seconds",
+			Help: "Age of an enabled endpoint's oldest pending delivery (0 when none is pending), by endpoint id."}, []string{"endpoint_id"}),
+		webhookDead: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "webhook_dead_deliveries",
+			Help: "Dead-lettered deliveries (no 2xx within the delivery window), by endpoint id."}, []string{"endpoint_id"}),
+		webhookDisabled: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "webhook_endpoints_disabled",
+			Help: "Webhook endpoints disabled, by an operator or for failing too long."}),
+		feedLag: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "events_feed_lag_seconds",
+			Help: "Age of the oldest committed event the feed does not show yet, held back by a transaction still in flight (0 when none)."}),
 	}
 	m.Registry.MustRegister(m.notifications, m.refusals, m.intake, m.batchSize, m.outbound, m.lastNotification,
 		m.wsConnected, m.wsReconnects, m.oldestFailedAge, m.poolConnections, m.certExpiry,
+		m.webhookDeliveries, m.webhookDuration, m.webhookPending, m.webhookDead, m.webhookDisabled, m.feedLag,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -132,6 +156,34 @@ func (m *Metrics) CertExpiry(appID, certSN string, notAfter time.Time) {
 	if m != nil {
 		m.certExpiry.WithLabelValues(appID, certSN).Set(float64(notAfter.Unix()))
 	}
+}
+
+// WebhookAttempt counts a webhook attempt and its duration; result is
+// delivered, failed or dead.
+func (m *Metrics) WebhookAttempt(endpointID int64, result string, d time.Duration) {
+	if m != nil {
+		id := strconv.FormatInt(endpointID, 10)
+		m.webhookDeliveries.WithLabelValues(id, result).Inc()
+		m.webhookDuration.WithLabelValues(id).Observe(d.Seconds())
+	}
+}
+
+// WebhookGauges sets the dispatcher's gauges: by endpoint id, the age of
+// its oldest pending delivery and its dead deliveries; the disabled
+// endpoints; the feed's lag. Endpoints not named are removed.
+func (m *Metrics) WebhookGauges(pending map[int64]time.Duration, dead map[int64]int, disabled int, feedLag time.Duration) {
+	if m == nil {
+		return
+	}
+	m.webhookPending.Reset()
+	m.webhookDead.Reset()
+	for id, n := range dead {
+		label := strconv.FormatInt(id, 10)
+		m.webhookDead.WithLabelValues(label).Set(float64(n))
+		m.webhookPending.WithLabelValues(label).Set(pending[id].Seconds())
+	}
+	m.webhookDisabled.Set(float64(disabled))
+	m.feedLag.Set(feedLag.Seconds())
 }
 
 // Sampler is what the periodic gauges read.

@@ -192,13 +192,28 @@ func Backoff(attempt int, r *rand.Rand) time.Duration {
 	return time.Duration(float64(d) * (1 + RetryJitter*(2*f-1)))
 }
 
-// Schedule fills in a's NextAt and Dead from its outcome, the delivery's
-// expiry, and the time now: a failure is tried again after Backoff unless
-// that is past the expiry.
-func (a *Attempt) Schedule(expires, now time.Time, r *rand.Rand) {
+// Schedule fills in a's NextAt and Dead from its outcome: a failure is
+// tried again after wait (Backoff), unless that is past the delivery's
+// expiry.
+func (a *Attempt) Schedule(expires, now time.Time, wait time.Duration) {
 	if a.OK {
 		return
 	}
-	a.NextAt = now.Add(Backoff(a.Attempt, r))
+	a.NextAt = now.Add(wait)
 	a.Dead = a.NextAt.After(expires)
+}
+
+// WebhookStats are the webhook dispatcher's gauges, as the store reads
+// them.
+type WebhookStats struct {
+	// OldestPending is, by endpoint id, the age of its oldest pending
+	// delivery (enabled endpoints only; absent when none is pending).
+	OldestPending map[int64]time.Duration
+	// Dead is, by endpoint id, how many deliveries are dead-lettered.
+	Dead map[int64]int
+	// Disabled is how many endpoints are disabled.
+	Disabled int
+	// FeedLag is how long the oldest event not yet visible to the feed
+	// (above the horizon) has waited; 0 when every event is visible.
+	FeedLag time.Duration
 }

@@ -161,12 +161,13 @@ func (db *DB) RotateSecret(ctx context.Context, id int64, secret string, overlap
 
 // FanOut gives endpoint id a delivery of each event past its cursor that
 // it takes (its app and type filters), at most limit events read, and
-// moves its cursor past them, in one transaction holding the endpoint's
+// moves its cursor past them; each delivery expires (is dead-lettered if
+// not delivered) window from now. It runs in one transaction holding the endpoint's
 // row: a replica doing the same skips it. It returns how many events it
 // read and how many deliveries it made; nothing when the endpoint is
 // disabled, gone or locked. It returns an EUNAVAILABLE *notify.Error when
 // the database cannot be reached.
-func (db *DB) FanOut(ctx context.Context, id int64, limit int) (read, queued int, err error) {
+func (db *DB) FanOut(ctx context.Context, id int64, limit int, window time.Duration) (read, queued int, err error) {
 	tx, err := db.Pool.Begin(ctx)
 	if err != nil {
 		return 0, 0, unavailable(err)
@@ -205,7 +206,7 @@ func (db *DB) FanOut(ctx context.Context, id int64, limit int) (read, queued int
         SELECT (SELECT tx::text FROM scanned ORDER BY tx DESC, id DESC LIMIT 1),
                (SELECT id FROM scanned ORDER BY tx DESC, id DESC LIMIT 1),
                (SELECT count(*) FROM scanned), (SELECT count(*) FROM queued)`,
-		id, cursorTX, cursorID, limit, app, types, notify.DeliveryWindow.Microseconds()).Scan(&lastTX, &lastID, &n, &queued)
+		id, cursorTX, cursorID, limit, app, types, window.Microseconds()).Scan(&lastTX, &lastID, &n, &queued)
 	if err != nil {
 		return 0, 0, unavailable(err)
 	}
@@ -484,24 +485,10 @@ func (db *DB) ReplayEndpoint(ctx context.Context, id int64, since time.Time) (in
 	return int(tag.RowsAffected()), nil
 }
 
-// WebhookStats are the dispatcher's gauges.
-type WebhookStats struct {
-	// OldestPending is, by endpoint id, the age of its oldest pending
-	// delivery (enabled endpoints only; absent when none is pending).
-	OldestPending map[int64]time.Duration
-	// Dead is, by endpoint id, how many deliveries are dead-lettered.
-	Dead map[int64]int
-	// Disabled is how many endpoints are disabled.
-	Disabled int
-	// FeedLag is how long the oldest event not yet visible to the feed
-	// (above the horizon) has waited; 0 when every event is visible.
-	FeedLag time.Duration
-}
-
 // WebhookStats reads the dispatcher's gauges. It returns an EUNAVAILABLE
 // *notify.Error when the database cannot be reached.
-func (db *DB) WebhookStats(ctx context.Context) (*WebhookStats, error) {
-	st := &WebhookStats{OldestPending: map[int64]time.Duration{}, Dead: map[int64]int{}}
+func (db *DB) WebhookStats(ctx context.Context) (*notify.WebhookStats, error) {
+	st := &notify.WebhookStats{OldestPending: map[int64]time.Duration{}, Dead: map[int64]int{}}
 	rows, err := db.Pool.Query(ctx, `
         SELECT w.id, w.enabled,
             (SELECT extract(epoch FROM now() - min(d.created_at)) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.status = 'pending'),
