@@ -35,7 +35,13 @@ func runListen(args []string, stdout, stderr io.Writer) error {
 // listen runs alipayctl listen until ctx ends (runListen ends it on SIGINT
 // or SIGTERM), then deletes the endpoint it registered. ready, when not
 // nil, is called with the listener's URL once it serves (and is
-// registered).
+// registered). It returns a usage error (exit status 2) for a bad command
+// line or --secret; an error when it cannot listen on --addr, when the
+// gateway cannot be reached or refuses to register the endpoint (with the
+// answer's message and code), when the server fails, and when the endpoint
+// cannot be deleted at the end (saying so, for the developer to delete it).
+// An event that does not verify is no error: it is printed and answered
+// 400.
 func listen(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(url string)) error {
 	fs := newFlags("listen",
 		"listen [--gateway URL] [--token TOKEN] [--events T1,T2] [--app-id ID] [--addr HOST:PORT] [--url URL] [--secret whsec_...] [--forward-to URL] [--print-json]",
