@@ -77,6 +77,12 @@ var metrics = []metric{
 	{"alipay_gateway_websocket_connected", "gauge", []string{"app_id"}},
 	{"alipay_gateway_websocket_reconnects_total", "counter", []string{"app_id"}},
 	{"alipay_gateway_cert_expiry_timestamp_seconds", "gauge", []string{"app_id", "cert_sn"}},
+	{"alipay_gateway_webhook_attempts_total", "counter", []string{"endpoint_id", "result"}},
+	{"alipay_gateway_webhook_attempt_duration_seconds", "histogram", []string{"endpoint_id"}},
+	{"alipay_gateway_webhook_oldest_pending_seconds", "gauge", []string{"endpoint_id"}},
+	{"alipay_gateway_webhook_dead_deliveries", "gauge", []string{"endpoint_id"}},
+	{"alipay_gateway_webhook_endpoints_disabled", "gauge", nil},
+	{"alipay_gateway_events_feed_lag_seconds", "gauge", nil},
 }
 
 // labelValues are the known values of some labels: a matcher naming another
@@ -89,7 +95,7 @@ var labelValues = map[string][]string{
 		"too_many_parameters", "cert_expired", "app_mismatch", "future_timestamp", "notify_id_conflict",
 		"token_key_missing"},
 	"state":  {"acquired", "idle", "total", "max"},
-	"result": {"success", "business_error", "transport_error"},
+	"result": {"success", "business_error", "transport_error", "delivered", "failed", "dead"},
 }
 
 // targetLabels are added by Prometheus to every series.
@@ -1257,6 +1263,10 @@ func TestAlerts_Rules(t *testing.T) {
 		"message service connected": `alipay_gateway_websocket_connected`,
 		"cert expiring in 30 days":  `alipay_gateway_cert_expiry_timestamp_seconds.*\) - time\(\) < 30 \* 24 \* 3600`,
 		"cert expired":              `alipay_gateway_cert_expiry_timestamp_seconds.*\) - time\(\) < 0$`,
+		"webhook dead letters":      `alipay_gateway_webhook_dead_deliveries`,
+		"webhook backlog old":       `alipay_gateway_webhook_oldest_pending_seconds`,
+		"webhook endpoint disabled": `alipay_gateway_webhook_endpoints_disabled`,
+		"event feed held back":      `alipay_gateway_events_feed_lag_seconds`,
 	} {
 		found := false
 		for _, e := range exprs {

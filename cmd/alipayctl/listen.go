@@ -257,14 +257,16 @@ func (o *opsAPI) do(ctx context.Context, method, path string, body []byte) (*htt
 // apiError is an error answer in one line: "HTTP 401: message (code)".
 func apiError(resp *http.Response, data []byte) string {
 	var e struct {
-		Error string `json:"error"`
-		Code  string `json:"code"`
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
 	}
-	if json.Unmarshal(data, &e) == nil && e.Error != "" {
-		if e.Code != "" {
-			return fmt.Sprintf("HTTP %d: %s (%s)", resp.StatusCode, e.Error, e.Code)
+	if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
+		if e.Error.Code != "" {
+			return fmt.Sprintf("HTTP %d: %s (%s)", resp.StatusCode, e.Error.Message, e.Error.Code)
 		}
-		return fmt.Sprintf("HTTP %d: %s", resp.StatusCode, e.Error)
+		return fmt.Sprintf("HTTP %d: %s", resp.StatusCode, e.Error.Message)
 	}
 	return fmt.Sprintf("HTTP %d: %s", resp.StatusCode, clipText(data))
 }

@@ -72,7 +72,7 @@ func newFakeOps(t *testing.T, createStatus int, createBody string, deleteStatus 
 		case r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, "/v1/endpoints/"):
 			w.WriteHeader(f.deleteStatus)
 			if f.deleteStatus >= 400 {
-				io.WriteString(w, `{"error":"database unavailable","code":"internal"}`)
+				io.WriteString(w, `{"error":{"code":"internal","message":"database unavailable"}}`)
 			}
 		default:
 			t.Errorf("unexpected %s %s", r.Method, r.URL.Path)
@@ -271,7 +271,7 @@ func TestListen_Register(t *testing.T) {
 	})
 	t.Run("ErrAPI", func(t *testing.T) {
 		t.Parallel()
-		ops := newFakeOps(t, http.StatusUnauthorized, `{"error":"unknown bearer token","code":"unauthorized"}`, http.StatusNoContent)
+		ops := newFakeOps(t, http.StatusUnauthorized, `{"error":{"code":"unauthorized","message":"unknown bearer token"}}`, http.StatusNoContent)
 		code, _, errOut := ctl(t, "listen", "--gateway", ops.URL, "--token", "nope")
 		oneLine(t, errOut)
 		if code != 1 || !strings.Contains(errOut, "HTTP 401: unknown bearer token (unauthorized)") {

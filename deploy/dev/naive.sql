@@ -14,7 +14,7 @@
 \set app random(1, 5000)
 \set ts random(1700000000000, 1800000000000)
 BEGIN;
-INSERT INTO notifications AS n (app_id, notify_id, msg_method, utc_timestamp, biz_content, params, encrypted,
+INSERT INTO notifications (app_id, notify_id, msg_method, utc_timestamp, biz_content, params, encrypted,
     channel, content_form, content_digest, cert_sn, status, error, delivery_count, received_at, last_received_at,
     processed_at)
 SELECT '2021000000000001', 'naive-' || :client_id || '-' || :nid, 'alipay.open.mini.version.audit.rejected', :ts,
@@ -25,11 +25,11 @@ SELECT '2021000000000001', 'naive-' || :client_id || '-' || :nid, 'alipay.open.m
     false, 'http', 'v1', sha256(('naive-' || :client_id || '-' || :nid)::bytea), '', 'applied', '', 1, now(), now(), now()
 FROM (SELECT '{"mini_app_id":"20' || :app || '","bundle_id":"com.isv.mini' || :app || '","mini_app_version":"0.1.' || :client_id || '","audit_reason":"JS错误检测:发现JS错误,请及时优化","base_audit":"REJECT","promote_audit":"REJECT","base_audit_reason":{"audit_images":["xxx.png"],"memos":[{"memo":"JS错误检测:发现JS错误,请及时优化","memo_image_list":["xxx.png"]}]},"promote_audit_reason":{"audit_images":["xxx.png"],"memos":[{"memo":"JS错误检测:发现JS错误,请及时优化","memo_image_list":["xxx.png"]}]}}' AS b) biz
 ON CONFLICT (app_id, notify_id) DO UPDATE
-    SET delivery_count = n.delivery_count + EXCLUDED.delivery_count,
+    SET delivery_count = notifications.delivery_count + EXCLUDED.delivery_count,
         last_received_at = EXCLUDED.last_received_at
-    WHERE n.channel <> EXCLUDED.channel OR n.content_digest IS NULL OR EXCLUDED.content_digest IS NULL
-       OR n.content_digest = EXCLUDED.content_digest;
-INSERT INTO mini_apps AS m (mini_app_id, app_id, audit_status, mini_app_version, event_at, event_notify_id)
+    WHERE notifications.channel <> EXCLUDED.channel OR notifications.content_digest IS NULL OR EXCLUDED.content_digest IS NULL
+       OR notifications.content_digest = EXCLUDED.content_digest;
+INSERT INTO mini_apps (mini_app_id, app_id, audit_status, mini_app_version, event_at, event_notify_id)
 VALUES ('20' || :app, '2021000000000001', 'audit_rejected', '0.1.' || :client_id, :ts, 'naive-' || :client_id || '-' || :nid)
 ON CONFLICT (mini_app_id) DO UPDATE SET
     audit_status = EXCLUDED.audit_status,
@@ -37,5 +37,5 @@ ON CONFLICT (mini_app_id) DO UPDATE SET
     event_at = EXCLUDED.event_at,
     event_notify_id = EXCLUDED.event_notify_id,
     updated_at = now()
-WHERE m.app_id = EXCLUDED.app_id AND (m.event_at, m.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id);
+WHERE mini_apps.app_id = EXCLUDED.app_id AND (mini_apps.event_at, mini_apps.event_notify_id) < (EXCLUDED.event_at, EXCLUDED.event_notify_id);
 END;

@@ -20,6 +20,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
 	"github.com/alipay-notify-gateway/gateway/internal/view"
+	"github.com/alipay-notify-gateway/gateway/internal/webhook"
 )
 
 // get calls the ops API and decodes the JSON answer into v (when not nil).
@@ -404,7 +405,7 @@ func TestOpenAPI_Routes(t *testing.T) {
 		}
 	}
 	routed := map[string]bool{}
-	h := httpapi.New(httpapi.Config{Outbound: &outbound.Service{}})
+	h := httpapi.New(httpapi.Config{Outbound: &outbound.Service{}, Webhooks: &webhook.Admin{}})
 	err := chi.Walk(h.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		if strings.HasPrefix(route, "/v1/") {
 			routed[method+" "+route] = true

@@ -94,15 +94,15 @@ func (db *DB) Reprocess(ctx context.Context, appID, notifyID string, decide func
 func writeEvents(ctx context.Context, tx pgx.Tx, appID, notifyID string, status notify.Status, errText string, events []notify.Event) error {
 	var c eventColumns
 	c.add(&notify.Notification{AppID: appID, NotifyID: notifyID}, events)
-	_, err := tx.Exec(ctx, insertEvents, appID, notifyID, status, errText, c.typ, c.at, c.data, c.ifApplied)
+	_, err := tx.Exec(ctx, insertEvents, appID, notifyID, status, errText, c.typ, c.at, c.data, c.ifApplied, c.withOutcome)
 	return err
 }
 
 const insertEvents = `
 INSERT INTO events (app_id, notify_id, type, occurred_at, data)
 SELECT $1, $2, event.type, event.occurred_at,
-    CASE WHEN event.type = '` + notify.EventNotificationReceived + `'
-         THEN event.data || jsonb_build_object('status', $3::text, 'error', $4::text) ELSE event.data END
-FROM unnest($5::text[], $6::timestamptz[], $7::jsonb[], $8::boolean[]) AS event(type, occurred_at, data, if_applied)
+    CASE WHEN event.with_outcome THEN event.data || jsonb_build_object('status', $3::text, 'error', $4::text) ELSE event.data END
+FROM unnest($5::text[], $6::timestamptz[], $7::jsonb[], $8::boolean[], $9::boolean[])
+    AS event(type, occurred_at, data, if_applied, with_outcome)
 WHERE NOT event.if_applied OR $3 = 'applied'
 ON CONFLICT (app_id, notify_id, type) DO NOTHING`
