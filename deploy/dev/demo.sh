@@ -11,8 +11,11 @@
 #     six messages arrive over it (duplicates: one effect), a new one is
 #     applied, a dropped connection is re-established, a forged message is
 #     acknowledged FAIL;
-#  4. prints the resulting state from the ops API;
-#  5. stops the gateway (and so the Postgres run.sh started) and the
+#  4. the events: `alipayctl listen` registers itself as a webhook endpoint
+#     before the samples are sent, and prints each event the gateway
+#     forwards to it (signed, verified); the feed GET /v1/events too;
+#  5. prints the resulting state from the ops API;
+#  6. stops alipayctl listen (which deletes its endpoint), the gateway (and so the Postgres run.sh started) and the
 #     simulator, always.
 # The ALIPAY_* app settings, GATEWAY_CONFIG and OPS_API_TOKENS of the caller
 # are ignored: the demo uses run.sh's development app and token.
@@ -51,6 +54,8 @@ fi
 mkdir -p .dev
 runpid=""
 simpid=""
+listenpid=""
+listen_log=.dev/demo-listen.log
 started_pg=""
 # Stop the dev Postgres at the end only if it is this run's (run.sh starts
 # it when DATABASE_URL is unset, and reuses one already running).
@@ -61,6 +66,12 @@ fi
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  # First: it deletes its endpoint through the gateway.
+  if [[ -n $listenpid ]] && kill -0 "$listenpid" 2>/dev/null; then
+    kill -TERM "$listenpid" 2>/dev/null || true
+    wait "$listenpid" 2>/dev/null || true
+    tail -n 1 "$listen_log" 2>/dev/null | grep '^deleted endpoint' || true
+  fi
   if [[ -n $runpid ]] && kill -0 "$runpid" 2>/dev/null; then
     say "stopping the gateway"
     # run.sh leads its own process group: the gateway gets SIGTERM, run.sh
@@ -121,6 +132,17 @@ for i in $(seq 240); do
 done
 echo "ready: $base"
 token=$(cat "$keys/ops_api_token")
+
+say "alipayctl listen: a receiver of the gateway's events, registered as a webhook endpoint (log: $listen_log)"
+"$ctl" listen --gateway "$base" --token "$token" >"$listen_log" 2>&1 &
+listenpid=$!
+for i in $(seq 50); do
+  grep -q '^ready' "$listen_log" 2>/dev/null && break
+  kill -0 "$listenpid" 2>/dev/null || { cat "$listen_log" >&2; die "alipayctl listen exited"; }
+  ((i == 50)) && die "alipayctl listen was not ready after 10s (see $listen_log)"
+  sleep 0.2
+done
+grep '^registered' "$listen_log" | sed 's/; its secret: .*//'
 
 send() { "$ctl" send --url "$base/alipay/notify" --key "$keys/alipay/private_key_pkcs8.pem" --app-id "$app_id" "$@"; }
 
@@ -200,6 +222,14 @@ say "a forged message over the WebSocket (its x-sign does not sign its data)"
 sim deliver-forged -d app_id="$app_id" -d sample=audit-passed -d msg_id=ws-forged-1 >/dev/null
 printf '%-22s ack %s  gateway: %s\n' "forged" "$(acked ws-forged-1)" "$(gwlog ws-forged-1)"
 
+say "the events alipayctl listen received (webhooks, signed per Standard Webhooks, verified)"
+# Seven notifications: seven notification.received, and an event for each change applied.
+for i in $(seq 50); do
+  (($(grep -c ' -> 204$' "$listen_log") >= 14)) && break
+  sleep 0.2
+done
+grep ' -> 204$' "$listen_log" | sed 's/ -> 204$//' | cut -c1-160
+
 ops() {
   say "GET $1"
   local code
@@ -213,6 +243,7 @@ ops() {
     echo
   fi
 }
+ops "/v1/events?type=authorization.*&limit=5"
 ops "/v1/notifications?limit=20"
 ops "/v1/authorizations"
 ops "/v1/mini-app-orders"
