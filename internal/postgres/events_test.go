@@ -241,3 +241,24 @@ func TestEvents_Feed(t *testing.T) {
 		}
 	})
 }
+
+// TestTypeFilter_MatchesDomain: the SQL filter of the feed and the fan-out
+// takes what notify.Matches takes.
+func TestTypeFilter_MatchesDomain(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	filters := [][]string{nil, {}, {"*"}, {"mini_app.*"}, {"authorization.granted"}, {"authorization.*", "mini_app.audit_rejected"},
+		{"mini_app_order.*"}, {"notification.received"}}
+	for _, f := range filters {
+		for _, typ := range notify.EventTypes() {
+			var got bool
+			err := db.Pool.QueryRow(context.Background(), `SELECT `+postgres.TypeFilterSQL+` FROM (SELECT $2::text AS type) e`, f, typ).Scan(&got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := notify.Matches(f, typ); got != want {
+				t.Errorf("filter %q, type %s: SQL %v, notify.Matches %v", f, typ, got, want)
+			}
+		}
+	}
+}

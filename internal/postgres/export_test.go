@@ -5,3 +5,6 @@ var (
 	StoredNotificationsSQL = storedNotifications
 	InsertNotificationsSQL = insertNotifications
 )
+
+// TypeFilterSQL is typeFilter over parameter $1 and a column type.
+var TypeFilterSQL = typeFilter("$1")

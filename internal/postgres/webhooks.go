@@ -223,7 +223,7 @@ func (db *DB) FanOut(ctx context.Context, id int64, limit int, window time.Durat
 }
 
 // ClaimDeliveries claims up to limit of endpoint id's pending deliveries
-// that are due, oldest due first: each gets its next attempt number, and
+// that are due, oldest due first, while it is enabled: each gets its next attempt number, and
 // is not due again until lease has passed, when another replica may take
 // it up (the attempt is then presumed lost). It returns an EUNAVAILABLE
 // *notify.Error when the database cannot be reached.
@@ -232,6 +232,7 @@ func (db *DB) ClaimDeliveries(ctx context.Context, id int64, limit int, lease ti
         UPDATE webhook_deliveries d SET attempts = d.attempts + 1, next_attempt_at = now() + $3 * interval '1 microsecond',
             updated_at = now()
         FROM (SELECT id FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at <= now()
+                  AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = $1 AND w.enabled)
               ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) due, events e
         WHERE d.id = due.id AND e.id = d.event_id
         RETURNING d.id, d.attempts, d.expires_at, e.id, e.type, e.app_id, e.notify_id, e.occurred_at, e.created_at, e.data`,

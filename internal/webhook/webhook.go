@@ -17,6 +17,7 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,7 +27,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -387,7 +387,7 @@ func (w *worker) attempt(ep *notify.Endpoint, keys [][]byte, d notify.Delivery) 
 	// An attempt begun is finished (within Timeout) even when w stops.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, strings.NewReader(string(body)))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(body))
 	if err != nil {
 		a.Error = "bad request: " + err.Error()
 		a.Duration = time.Since(a.StartedAt)
