@@ -403,7 +403,13 @@ func (w *worker) attempt(ep *notify.Endpoint, keys [][]byte, d notify.Delivery) 
 		return a
 	}
 	head, rerr := io.ReadAll(io.LimitReader(resp.Body, ResponseLimit))
-	resp.Body.Close() // the rest, however long, is not read
+	var rest int64
+	if rerr == nil && resp.StatusCode/100 == 2 {
+		// A success is an answer that ends: read (and drop) what remains,
+		// up to a bound, within the timeout.
+		rest, rerr = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer-ResponseLimit+1))
+	}
+	resp.Body.Close() // what is left, however long, is never read
 	a.Duration = time.Since(a.StartedAt)
 	a.StatusCode, a.Response = resp.StatusCode, string(head)
 	switch {
@@ -412,13 +418,19 @@ func (w *worker) attempt(ep *notify.Endpoint, keys [][]byte, d notify.Delivery) 
 		if loc := resp.Header.Get("Location"); resp.StatusCode/100 == 3 && loc != "" {
 			a.Error += " to " + notify.Clip(loc) + " (redirects are not followed)"
 		}
-	case rerr != nil && !errors.Is(rerr, io.EOF):
-		a.Error = "the answer broke off: " + failure(rerr, ctx, cfg.Timeout)
+	case rerr != nil:
+		a.Error = "HTTP " + strconv.Itoa(resp.StatusCode) + ", but the answer broke off: " + failure(rerr, ctx, cfg.Timeout)
+	case ResponseLimit+rest > maxAnswer:
+		a.Error = fmt.Sprintf("HTTP %d, but the answer goes on past %d KiB", resp.StatusCode, maxAnswer>>10)
 	default:
 		a.OK = true
 	}
 	return a
 }
+
+// maxAnswer is the longest answer a successful attempt may have: a
+// receiver whose answer goes on (an endless body) has not answered.
+const maxAnswer = 64 << 10
 
 // failure names a transport error.
 func failure(err error, ctx context.Context, timeout time.Duration) string {
