@@ -135,6 +135,12 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 	if c.MaxClockSkew <= 0 || c.MaxClockSkew > time.Hour {
 		return nil, errors.New("config: MAX_CLOCK_SKEW must be a positive duration of at most 1h (such as 5m)")
 	}
+	if c.WebhookConcurrency < 1 || c.WebhookConcurrency > 256 {
+		return nil, errors.New("config: WEBHOOK_CONCURRENCY must be from 1 to 256")
+	}
+	if c.WebhookTimeout <= 0 || c.WebhookPoll <= 0 || c.WebhookDisableAfter <= 0 || c.WebhookSecretOverlap < 0 {
+		return nil, errors.New("config: WEBHOOK_TIMEOUT, WEBHOOK_POLL_INTERVAL and WEBHOOK_DISABLE_AFTER must be positive durations, WEBHOOK_SECRET_OVERLAP not negative")
+	}
 	if c.HTTPAddr == "" {
 		return nil, errors.New("config: HTTP_ADDR is empty")
 	}

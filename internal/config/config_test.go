@@ -99,6 +99,8 @@ func TestLoad(t *testing.T) {
 		"ErrBadTokenKey":     {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "TOKEN_ENCRYPTION_KEY", "short"), "TOKEN_ENCRYPTION_KEY"},
 		"ErrBadEncryptKey":   {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "ALIPAY_ENCRYPT_KEY", "???"), "ALIPAY_ENCRYPT_KEY"},
 		"ErrBadBodyLimit":    {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "MAX_BODY_BYTES", "0"), "MAX_BODY_BYTES"},
+		"ErrBadWebhookConc":  {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "WEBHOOK_CONCURRENCY", "0"), "WEBHOOK_CONCURRENCY"},
+		"ErrBadWebhookTime":  {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "WEBHOOK_TIMEOUT", "0s"), "WEBHOOK_TIMEOUT"},
 		"ErrBadProxy":        {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "TRUSTED_PROXIES", "10.0.0.0/8,ingress"), "TRUSTED_PROXIES"},
 		"ErrInternalIsHTTP":  {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "INTERNAL_ADDR", ":8080"), "INTERNAL_ADDR"},
 		"ErrInternalIsPprof": {base("ALIPAY_APP_ID", "1", "ALIPAY_PUBLIC_KEY", b64, "INTERNAL_ADDR", "127.0.0.1:6060", "PPROF_ADDR", "127.0.0.1:6060"), "INTERNAL_ADDR"},
