@@ -5,6 +5,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
 )
 
 // KeyApp returns AppID in public-key mode: Alipay's key AlipayKey, its own
@@ -43,4 +44,11 @@ func Verifier(t testing.TB, apps ...*alipay.App) *alipay.Verifier {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// SimApp returns the OpenAPI simulator's view of a (internal/openapisim):
+// its own key's public half checks its calls, and in certificate mode the
+// SNs they must carry.
+func SimApp(a *alipay.App) openapisim.App {
+	return openapisim.App{ID: a.ID, Pub: &a.PrivateKey.PublicKey, AppCertSN: a.AppCertSN, RootCertSN: a.RootCertSN}
 }
