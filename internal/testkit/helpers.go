@@ -61,16 +61,22 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool) {
 	}
 }
 
+// Concurrently calls fn(0) to fn(n-1), each in a goroutine of its own, and
+// returns once every call has returned.
+func Concurrently(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { fn(i) })
+	}
+	wg.Wait()
+}
+
 // LegacySeal seals plaintext for owner under key as the token sealer did
 // before sealed values named their key: nonce || ciphertext, with owner
 // alone as the additional data. The nonce is random after noncePrefix.
 func LegacySeal(t testing.TB, key []byte, plaintext, owner string, noncePrefix ...byte) []byte {
 	t.Helper()
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aead, err := cipher.NewGCM(block)
+	aead, err := gcm(key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,4 +84,13 @@ func LegacySeal(t testing.TB, key []byte, plaintext, owner string, noncePrefix .
 	_, _ = rand.Read(nonce)
 	copy(nonce, noncePrefix)
 	return aead.Seal(nonce, nonce, []byte(plaintext), []byte(owner))
+}
+
+// gcm is AES-GCM under key.
+func gcm(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
 }

@@ -5,8 +5,8 @@ import (
 	"crypto"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -94,12 +94,13 @@ func TestTokenKeys(t *testing.T) {
 func TestHelpers(t *testing.T) {
 	t.Parallel()
 	var logs testkit.LogBuffer
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() { l := testkit.Logger(t, &logs); l.Info().Msg("line") })
-	}
-	wg.Wait()
-	if n := strings.Count(logs.String(), `"message":"line"`); n != 8 {
+	seen := make([]bool, 8)
+	testkit.Concurrently(8, func(i int) {
+		l := testkit.Logger(t, &logs)
+		l.Info().Int("i", i).Msg("line")
+		seen[i] = true
+	})
+	if n := strings.Count(logs.String(), `"message":"line"`); n != 8 || slices.Contains(seen, false) {
 		t.Fatalf("%d lines: %s", n, logs.String())
 	}
 	start := time.Now()
