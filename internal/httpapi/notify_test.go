@@ -172,16 +172,8 @@ func TestNotify_Concurrent(t *testing.T) {
 	g := newGateway(t)
 	body := testkit.Body(t, testkit.Sample(t, "merchant-confirmed", testkit.AppID), testkit.AlipayKey())
 	const n = 32
-	var wg sync.WaitGroup
 	codes := make([]int, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			codes[i], _ = g.post(t, body)
-		}()
-	}
-	wg.Wait()
+	testkit.Concurrently(n, func(i int) { codes[i], _ = g.post(t, body) })
 	for i, c := range codes {
 		if c != 200 {
 			t.Fatalf("delivery %d got %d", i, c)

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -296,26 +296,15 @@ func TestRefresher_RefreshDue_Replicas(t *testing.T) {
 		}
 	}
 	e.sim.Fail(tokenApp, openapisim.Fault{Delay: 100 * time.Millisecond})
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		total int
-	)
-	for i := 0; i < 3; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n, _, err := e.svc.Refresher(outbound.RefresherConfig{RetryAfter: time.Hour}).RefreshDue(ctx)
-			if err != nil {
-				t.Error(err)
-			}
-			mu.Lock()
-			total += n
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	if total != merchants || refreshCalls(e) != merchants {
+	var refreshed atomic.Int64
+	testkit.Concurrently(3, func(int) {
+		n, _, err := e.svc.Refresher(outbound.RefresherConfig{RetryAfter: time.Hour}).RefreshDue(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		refreshed.Add(int64(n))
+	})
+	if total := refreshed.Load(); total != merchants || refreshCalls(e) != merchants {
 		t.Fatalf("refreshed %d with %d calls; want %d each", total, refreshCalls(e), merchants)
 	}
 }

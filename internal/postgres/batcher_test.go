@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -73,22 +72,16 @@ func TestBatcher_Ingest(t *testing.T) {
 	}})
 	t.Run("OK", func(t *testing.T) {
 		const n = 300
-		var wg sync.WaitGroup
 		errs := make(chan error, 2*n)
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				x := testkit.Note(notify.MethodMerchantConfirmed, fmt.Sprintf(`{"order_no":"g%d","status":"PROCESS"}`, i), 1)
-				for range 2 { // and a resend, possibly in the same batch
-					out, err := b.Ingest(context.Background(), decide(t, x)[0])
-					if err != nil || out.Status != notify.StatusApplied {
-						errs <- fmt.Errorf("%+v %v", out, err)
-					}
+		testkit.Concurrently(n, func(i int) {
+			x := testkit.Note(notify.MethodMerchantConfirmed, fmt.Sprintf(`{"order_no":"g%d","status":"PROCESS"}`, i), 1)
+			for range 2 { // and a resend, possibly in the same batch
+				out, err := b.Ingest(context.Background(), decide(t, x)[0])
+				if err != nil || out.Status != notify.StatusApplied {
+					errs <- fmt.Errorf("%+v %v", out, err)
 				}
-			}()
-		}
-		wg.Wait()
+			}
+		})
 		close(errs)
 		for err := range errs {
 			t.Fatal(err)

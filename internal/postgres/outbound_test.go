@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,29 +178,16 @@ func TestDB_StartSend(t *testing.T) {
 		}
 	})
 	t.Run("Concurrent", func(t *testing.T) {
-		var (
-			wg     sync.WaitGroup
-			mu     sync.Mutex
-			starts int
-		)
-		for i := 0; i < 10; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				prior, err := db.StartSend(ctx, send("k2"))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if prior == nil {
-					mu.Lock()
-					starts++
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
-		if starts != 1 {
+		var started atomic.Int64
+		testkit.Concurrently(10, func(int) {
+			prior, err := db.StartSend(ctx, send("k2"))
+			if err != nil {
+				t.Error(err)
+			} else if prior == nil {
+				started.Add(1)
+			}
+		})
+		if starts := started.Load(); starts != 1 {
 			t.Fatalf("%d calls started the same key", starts)
 		}
 	})
@@ -267,27 +255,19 @@ func TestDB_ClaimRefresh(t *testing.T) {
 			mustSave(t, db, obGrant(fmt.Sprintf("many%d", i), ms, 3600))
 		}
 		var (
-			wg   sync.WaitGroup
 			mu   sync.Mutex
 			seen = map[string]int{}
 		)
-		for i := 0; i < 8; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				d, err := db.ClaimRefresh(ctx, []string{testkit.AppID}, window, time.Hour)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if d != nil {
-					mu.Lock()
-					seen[d.AuthAppID]++
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
+		testkit.Concurrently(8, func(int) {
+			d, err := db.ClaimRefresh(ctx, []string{testkit.AppID}, window, time.Hour)
+			if err != nil {
+				t.Error(err)
+			} else if d != nil {
+				mu.Lock()
+				seen[d.AuthAppID]++
+				mu.Unlock()
+			}
+		})
 		if len(seen) != 4 {
 			t.Fatalf("claimed %v; want each of 4 once", seen)
 		}
