@@ -187,7 +187,7 @@ func TestVerifier_Shapes(t *testing.T) {
 func TestVerifier_FutureTimestamp(t *testing.T) {
 	t.Parallel()
 	v, err := alipay.NewVerifierWith(alipay.VerifierConfig{
-		Apps:         []*alipay.App{{ID: testkit.AppID, Keys: []alipay.Key{{Pub: &testkit.AlipayKey().PublicKey}}}},
+		Apps:         []*alipay.App{testkit.KeyApp()},
 		MaxClockSkew: 2 * time.Minute,
 	})
 	if err != nil {

@@ -184,10 +184,7 @@ func TestSealer_DeriveKey(t *testing.T) {
 		// After a rotation the current key derives first, the old key's
 		// derived key comes next, as it was.
 		old := testkit.Sealer(t).DeriveKey("auth-state v1")
-		next, err := seal.New([]byte("fedcba9876543210fedcba9876543210"), []byte("0123456789abcdef0123456789abcdef"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		next := testkit.SealerOf(t, keyB, keyA)
 		keys := next.DeriveKeys("auth-state v1")
 		if len(keys) != 2 || !bytes.Equal(keys[1], old) || bytes.Equal(keys[0], old) || !bytes.Equal(keys[0], next.DeriveKey("auth-state v1")) {
 			t.Fatalf("%x", keys)
@@ -199,7 +196,7 @@ func TestSealer_DeriveKey(t *testing.T) {
 		}
 	})
 	t.Run("ErrOtherKey", func(t *testing.T) {
-		other, _ := seal.New([]byte("fedcba9876543210fedcba9876543210"))
+		other := testkit.SealerOf(t, keyB)
 		if bytes.Equal(s.DeriveKey("auth-state v1"), other.DeriveKey("auth-state v1")) {
 			t.Fatal("two token keys derive the same key")
 		}
