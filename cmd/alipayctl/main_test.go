@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/rsa"
 	"encoding/json"
 	"io"
@@ -512,5 +511,5 @@ func sha1Body(t *testing.T, privFile string) string {
 	}
 	f := testkit.Sample(t, "audit-passed", testkit.CertAppID)
 	f["sign_type"] = "RSA"
-	return testkit.Sign(t, f, k, alipay.FormV1, crypto.SHA1).Encode()
+	return testkit.SignSHA1(t, f, k, alipay.FormV1).Encode()
 }

@@ -1,7 +1,6 @@
 package alipay_test
 
 import (
-	"crypto"
 	"encoding/base64"
 	"os"
 	"strings"
@@ -91,13 +90,13 @@ func TestVerifier_Verify(t *testing.T) {
 	t.Parallel()
 	v := keyVerifier(t)
 	t.Run("OK", func(t *testing.T) {
-		m, err := v.Verify(testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1, crypto.SHA256))
+		m, err := v.Verify(testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1))
 		if err != nil || m.Form != alipay.FormV1 {
 			t.Fatalf("m=%v err=%v", m, err)
 		}
 	})
 	t.Run("V2", func(t *testing.T) {
-		m, err := v.Verify(testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2, crypto.SHA256))
+		m, err := v.Verify(testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2))
 		if err != nil || m.Form != alipay.FormV2 {
 			t.Fatalf("m=%v err=%v", m, err)
 		}
@@ -105,14 +104,14 @@ func TestVerifier_Verify(t *testing.T) {
 	t.Run("EmptyExtraParameter", func(t *testing.T) {
 		f := baseForm(t)
 		f["extra"] = ""
-		if _, err := v.Verify(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1, crypto.SHA256)); err != nil {
+		if _, err := v.Verify(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1)); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("KeyAndKeyPlusChar", func(t *testing.T) {
 		f := baseForm(t)
 		f["a"], f["a1"] = "x", "y"
-		if _, err := v.Verify(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1, crypto.SHA256)); err != nil {
+		if _, err := v.Verify(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1)); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -121,7 +120,7 @@ func TestVerifier_Verify(t *testing.T) {
 		for i := 0; i < 64; i++ {
 			f := baseForm(t)
 			f["notify_id"] = "plus-" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)
-			s := testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1, crypto.SHA256)
+			s := testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1)
 			if !strings.Contains(s["sign"], "+") {
 				continue
 			}
@@ -137,16 +136,12 @@ func TestVerifier_Verify(t *testing.T) {
 		v := keyVerifier(t, &alipay.App{ID: testkit.AppID, Keys: []alipay.Key{{Pub: &testkit.AlipayKey().PublicKey}}, AllowRSA1: true})
 		f := baseForm(t)
 		f["sign_type"] = "RSA"
-		s, err := alipay.Sign(f, testkit.AlipayKey(), alipay.FormV1, crypto.SHA1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := v.Verify(s); err != nil {
+		if _, err := v.Verify(testkit.SignSHA1(t, f, testkit.AlipayKey(), alipay.FormV1)); err != nil {
 			t.Fatal(err)
 		}
 	})
 	tampered := func(mut func(alipay.Form)) alipay.Form {
-		s := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1, crypto.SHA256)
+		s := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1)
 		mut(s)
 		return s
 	}
@@ -161,7 +156,7 @@ func TestVerifier_Verify(t *testing.T) {
 		"ErrNoSign":          {tampered(func(f alipay.Form) { delete(f, "sign") }), notify.EUNVERIFIED, "missing_sign"},
 		"ErrGarbageSign":     {tampered(func(f alipay.Form) { f["sign"] = "not*base64" }), notify.EUNVERIFIED, "bad_signature"},
 		"ErrShortSign":       {tampered(func(f alipay.Form) { f["sign"] = base64.StdEncoding.EncodeToString([]byte("short")) }), notify.EUNVERIFIED, "bad_signature"},
-		"ErrOtherKey":        {testkit.Sign(t, baseForm(t), testkit.OtherKey(), alipay.FormV1, crypto.SHA256), notify.EUNVERIFIED, "bad_signature"},
+		"ErrOtherKey":        {testkit.Sign(t, baseForm(t), testkit.OtherKey(), alipay.FormV1), notify.EUNVERIFIED, "bad_signature"},
 		"ErrUnknownApp":      {tampered(func(f alipay.Form) { f["app_id"] = "2099" }), notify.EUNVERIFIED, "unknown_app"},
 		"ErrNoApp":           {tampered(func(f alipay.Form) { delete(f, "app_id") }), notify.EINVALID, "missing_parameter"},
 		"ErrSHA1NotAllowed":  {tampered(func(f alipay.Form) { f["sign_type"] = "RSA" }), notify.EUNVERIFIED, "sign_type_refused"},
@@ -173,11 +168,7 @@ func TestVerifier_Verify(t *testing.T) {
 		})
 	}
 	t.Run("ErrSHA1SignatureAsRSA2", func(t *testing.T) {
-		s, err := alipay.Sign(baseForm(t), testkit.AlipayKey(), alipay.FormV1, crypto.SHA1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = v.Verify(s)
+		_, err := v.Verify(testkit.SignSHA1(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1))
 		wantCode(t, err, notify.EUNVERIFIED, "bad_signature")
 	})
 }
@@ -189,7 +180,7 @@ func TestVerifier_CertMode(t *testing.T) {
 	withSN := func(c devpki.Cert, form alipay.ContentForm) alipay.Form {
 		f := certForm()
 		f["alipay_cert_sn"] = alipay.CertSN(c.Cert)
-		return testkit.Sign(t, f, c.Key, form, crypto.SHA256)
+		return testkit.Sign(t, f, c.Key, form)
 	}
 	t.Run("OK", func(t *testing.T) {
 		for _, form := range []alipay.ContentForm{alipay.FormV1, alipay.FormV2, alipay.FormV1CertSN, alipay.FormV2CertSN} {
@@ -205,7 +196,7 @@ func TestVerifier_CertMode(t *testing.T) {
 		}
 	})
 	t.Run("NoSNTriesEveryCert", func(t *testing.T) {
-		if _, err := v.Verify(testkit.Sign(t, certForm(), testkit.PKI().Rotated.Key, alipay.FormV1, crypto.SHA256)); err != nil {
+		if _, err := v.Verify(testkit.Sign(t, certForm(), testkit.PKI().Rotated.Key, alipay.FormV1)); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -216,7 +207,7 @@ func TestVerifier_CertMode(t *testing.T) {
 	t.Run("ErrSNOfOtherCert", func(t *testing.T) {
 		f := certForm()
 		f["alipay_cert_sn"] = alipay.CertSN(testkit.PKI().Alipay.Cert)
-		_, err := v.Verify(testkit.Sign(t, f, testkit.PKI().Rotated.Key, alipay.FormV1, crypto.SHA256))
+		_, err := v.Verify(testkit.Sign(t, f, testkit.PKI().Rotated.Key, alipay.FormV1))
 		wantCode(t, err, notify.EUNVERIFIED, "bad_signature")
 	})
 }
@@ -318,7 +309,7 @@ func TestVerifier_Notification(t *testing.T) {
 	v := keyVerifier(t, &alipay.App{ID: testkit.AppID, Keys: []alipay.Key{{Pub: &testkit.AlipayKey().PublicKey}}, EncryptKey: aesKey},
 		&alipay.App{ID: "2099", Keys: []alipay.Key{{Pub: &testkit.AlipayKey().PublicKey}}})
 	body := func(f alipay.Form) []byte {
-		return []byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1, crypto.SHA256).Encode())
+		return []byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1).Encode())
 	}
 	t.Run("OK", func(t *testing.T) {
 		f := baseForm(t)
@@ -354,7 +345,7 @@ func TestVerifier_Notification(t *testing.T) {
 		f["charset"] = "GBK"
 		gbk, _ := alipay.ToGBK(`{"app_name":"张三"}`)
 		f["biz_content"] = gbk
-		s := testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1, crypto.SHA256)
+		s := testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1)
 		s["biz_content"] = `{"app_name":"张三"}`
 		_, _, err := v.Notification([]byte(s.Encode()), notify.ChannelHTTP, time.Now())
 		wantCode(t, err, notify.EUNVERIFIED, "bad_signature")

@@ -1,7 +1,6 @@
 package alipay_test
 
 import (
-	"crypto"
 	"encoding/base64"
 	"fmt"
 	"strings"
@@ -24,11 +23,7 @@ func BenchmarkVerifier_Notification(b *testing.B) {
 		return f
 	}
 	genuine := func(f alipay.Form) []byte {
-		s, err := alipay.Sign(f, testkit.AlipayKey(), alipay.FormV1, crypto.SHA256)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return []byte(s.Encode())
+		return []byte(testkit.Body(b, f, testkit.AlipayKey()))
 	}
 	forged := func(f alipay.Form) []byte {
 		f["sign"] = base64.StdEncoding.EncodeToString(make([]byte, testkit.AlipayKey().Size()))

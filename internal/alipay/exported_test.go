@@ -28,7 +28,7 @@ func TestVerifier_VerifyAt(t *testing.T) {
 	}})
 	f := baseForm(t)
 	f["alipay_cert_sn"] = sn
-	f = testkit.Sign(t, f, c.Key, alipay.FormV1, crypto.SHA256)
+	f = testkit.Sign(t, f, c.Key, alipay.FormV1)
 	m, err := v.VerifyAt(f, c.Cert.NotAfter.Add(-time.Hour))
 	if err != nil || m.Form != alipay.FormV1 || m.CertSN != sn {
 		t.Fatalf("within the cert's validity: m=%v err=%v", m, err)

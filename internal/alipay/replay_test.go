@@ -2,7 +2,6 @@ package alipay_test
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/sha256"
 	"fmt"
 	"net/url"
@@ -45,19 +44,19 @@ func TestVerifier_FoldingReplay(t *testing.T) {
 	t.Run("OK", func(t *testing.T) {
 		// The genuine V2 notification verifies, and its digest is the
 		// SHA-256 of the signed string.
-		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2, crypto.SHA256)
+		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2)
 		_, m, err := v.Notification(body(genuine), notify.ChannelHTTP, now)
 		if err != nil || m.Form != alipay.FormV2 || m.Digest != sha256.Sum256(alipay.SignContent(genuine, alipay.FormV2)) {
 			t.Fatalf("m=%+v err=%v", m, err)
 		}
 	})
 	t.Run("ErrNotifyIDFolded", func(t *testing.T) {
-		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2, crypto.SHA256)
+		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2)
 		_, _, err := v.Notification(body(refold(t, genuine, "notify_id")), notify.ChannelHTTP, now)
 		wantCode(t, err, notify.EINVALID, "bad_parameter")
 	})
 	t.Run("ErrNotifyIDFoldedSignTypeKept", func(t *testing.T) {
-		f := refold(t, testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2, crypto.SHA256), "notify_id")
+		f := refold(t, testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2), "notify_id")
 		f["sign_type"] = "RSA2"
 		_, _, err := v.Notification(body(f), notify.ChannelHTTP, now)
 		wantCode(t, err, notify.EINVALID, "bad_parameter")
@@ -68,11 +67,11 @@ func TestVerifier_FoldingReplay(t *testing.T) {
 		f := alipay.Form{"notify_id": "g-1", "notify_type": "open_app_auth_notify", "notify_time": "2018-01-24 20:40:22",
 			"app_id": testkit.AppID, "sign_type": "RSA2", "biz_content": `{}`, "charset": "utf-8", "version": "1.0"}
 		for _, into := range []string{"notify_type", "notify_time"} {
-			g := testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV2, crypto.SHA256)
+			g := testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV2)
 			if into == "notify_time" {
 				delete(f, "notify_type")
 				f["msg_method"] = "alipay.open.x.y"
-				g = testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV2, crypto.SHA256)
+				g = testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV2)
 			}
 			folded := refold(t, g, into)
 			folded["sign_type"] = "RSA2"
@@ -83,7 +82,7 @@ func TestVerifier_FoldingReplay(t *testing.T) {
 	t.Run("ErrV1NeighboursFolded", func(t *testing.T) {
 		// In the V1 string, utc_timestamp and version are neighbours: one
 		// parameter folded into the other gives the same string.
-		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1, crypto.SHA256)
+		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1)
 		folded := alipay.Form{}
 		for k, val := range genuine {
 			folded[k] = val
@@ -98,7 +97,7 @@ func TestVerifier_FoldingReplay(t *testing.T) {
 	})
 	t.Run("ErrNameFolded", func(t *testing.T) {
 		// '&' or '=' in a parameter name (URL-encoded in the body).
-		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1, crypto.SHA256)
+		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1)
 		raw := strings.Replace(genuine.Encode(), "version=1.1", url.QueryEscape("version=1.1&x")+"=y", 1)
 		_, _, err := v.Notification([]byte(raw), notify.ChannelHTTP, now)
 		wantCode(t, err, notify.EINVALID, "bad_parameter")
@@ -107,7 +106,7 @@ func TestVerifier_FoldingReplay(t *testing.T) {
 		// Whatever split of the signed string verifies, its digest is the
 		// one the inbox keys replays on: the refolded twin (were it taken)
 		// has the digest of the genuine notification.
-		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2, crypto.SHA256)
+		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2)
 		twin := refold(t, genuine, "notify_id")
 		if sha256.Sum256(alipay.SignContent(twin, alipay.FormV1)) != sha256.Sum256(alipay.SignContent(genuine, alipay.FormV2)) {
 			t.Fatal("digests differ")
@@ -119,7 +118,7 @@ func TestVerifier_Shapes(t *testing.T) {
 	t.Parallel()
 	v := keyVerifier(t)
 	body := func(f alipay.Form) []byte {
-		return []byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1, crypto.SHA256).Encode())
+		return []byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1).Encode())
 	}
 	for name, mut := range map[string]func(alipay.Form){
 		"OlderStyleVersionEmpty": func(f alipay.Form) { f["version"] = "" },
@@ -172,12 +171,12 @@ func TestVerifier_Shapes(t *testing.T) {
 	t.Run("ErrTooManyParameters", func(t *testing.T) {
 		// Thousands of empty parameters and a zero sign: refused before
 		// anything is parsed.
-		raw := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1, crypto.SHA256).Encode() + strings.Repeat("&e=", 10000)
+		raw := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1).Encode() + strings.Repeat("&e=", 10000)
 		_, _, err := v.Notification([]byte(raw), notify.ChannelHTTP, time.Now())
 		wantCode(t, err, notify.EINVALID, "too_many_parameters")
 	})
 	t.Run("ErrLongSign", func(t *testing.T) {
-		f := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1)
 		f["sign"] = strings.Repeat("A", alipay.MaxSignLen+4)
 		_, _, err := v.Notification([]byte(f.Encode()), notify.ChannelHTTP, time.Now())
 		wantCode(t, err, notify.EUNVERIFIED, "bad_signature")
@@ -197,7 +196,7 @@ func TestVerifier_FutureTimestamp(t *testing.T) {
 	at := func(d time.Duration) []byte {
 		f := baseForm(t)
 		f["utc_timestamp"] = fmt.Sprint(now.Add(d).UnixMilli())
-		return []byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1, crypto.SHA256).Encode())
+		return []byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1).Encode())
 	}
 	t.Run("OK", func(t *testing.T) {
 		for _, d := range []time.Duration{-24 * time.Hour, 0, 119 * time.Second} {
@@ -213,14 +212,14 @@ func TestVerifier_FutureTimestamp(t *testing.T) {
 	t.Run("Err2286", func(t *testing.T) {
 		f := baseForm(t)
 		f["utc_timestamp"] = "9999999999999"
-		_, _, err := v.Notification([]byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1, crypto.SHA256).Encode()), notify.ChannelHTTP, now)
+		_, _, err := v.Notification([]byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1).Encode()), notify.ChannelHTTP, now)
 		wantCode(t, err, notify.ETOOEARLY, "future_timestamp")
 	})
 	t.Run("ErrNotifyTimeAhead", func(t *testing.T) {
 		f := alipay.Form{"notify_id": "g-1", "notify_type": "open_app_auth_notify",
 			"notify_time": now.Add(time.Hour).In(alipay.ChinaTime).Format(time.DateTime),
 			"app_id":      testkit.AppID, "sign_type": "RSA2", "biz_content": `{}`, "charset": "utf-8"}
-		_, _, err := v.Notification([]byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1, crypto.SHA256).Encode()), notify.ChannelHTTP, now)
+		_, _, err := v.Notification([]byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1).Encode()), notify.ChannelHTTP, now)
 		wantCode(t, err, notify.ETOOEARLY, "future_timestamp")
 	})
 	t.Run("ErrForgedAheadIsUnverified", func(t *testing.T) {
@@ -246,7 +245,7 @@ func TestVerifier_CertValidity(t *testing.T) {
 		if key == 1 {
 			k = testkit.PKI().Rotated.Key
 		}
-		return testkit.Sign(t, f, k, alipay.FormV1, crypto.SHA256)
+		return testkit.Sign(t, f, k, alipay.FormV1)
 	}
 	t.Run("OK", func(t *testing.T) {
 		if _, err := v.Verify(withSN(1)); err != nil {
@@ -258,7 +257,7 @@ func TestVerifier_CertValidity(t *testing.T) {
 		wantCode(t, err, notify.EUNVERIFIED, "cert_expired")
 	})
 	t.Run("ErrExpiredNoSN", func(t *testing.T) {
-		_, err := v.Verify(testkit.Sign(t, baseForm(t), testkit.PKI().Alipay.Key, alipay.FormV1, crypto.SHA256))
+		_, err := v.Verify(testkit.Sign(t, baseForm(t), testkit.PKI().Alipay.Key, alipay.FormV1))
 		wantCode(t, err, notify.EUNVERIFIED, "bad_signature")
 	})
 }

@@ -1,7 +1,6 @@
 package diagnose_test
 
 import (
-	"crypto"
 	"crypto/rsa"
 	"net/url"
 	"sort"
@@ -92,7 +91,7 @@ func signWithPlus(t *testing.T, f alipay.Form, k *rsa.PrivateKey) alipay.Form {
 	t.Helper()
 	for i := 0; i < 200; i++ {
 		f["notify_id"] = "dg-plus-" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)
-		s := testkit.Sign(t, f, k, alipay.FormV1, crypto.SHA256)
+		s := testkit.Sign(t, f, k, alipay.FormV1)
 		if strings.Contains(s["sign"], "+") {
 			return s
 		}
@@ -134,7 +133,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("OK", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		r := diagnose.Diagnose([]byte(f.Encode()+"\n"), keyMode(t))
 		check(t, r, true, diagnose.DiagContentForm)
 		noErrors(t, r)
@@ -148,7 +147,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SignTypeKept", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV2, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV2)
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, true, diagnose.DiagContentForm)
 		if r.Form != "v2" || !strings.Contains(text(t, r, diagnose.DiagContentForm), "sign_type kept") {
@@ -162,7 +161,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("WrongKey", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), stranger, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), stranger, alipay.FormV1)
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagWrongKey, diagnose.DiagGatewayRefuses)
 		if r.Reason != "bad_signature" {
@@ -185,7 +184,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("Altered", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		f["biz_content"] = `{"mini_app_id":"2014072300009999"}`
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagWrongKey)
@@ -197,7 +196,7 @@ func TestDiagnose(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		in := diagnose.DiagnoseInput{PublicKeys: []diagnose.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: pem}}}
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
 		check(t, r, false, diagnose.DiagKeyIsPrivate, diagnose.DiagNoKeys, diagnose.DiagWrongKey)
@@ -208,7 +207,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SignersPrivateKeyPasted", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		in := diagnose.DiagnoseInput{PublicKeys: []diagnose.Source{{Name: "key.pem", Data: devpki.PrivateKeyPKCS1PEM(alipayKey)}}}
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
 		check(t, r, false, diagnose.DiagKeyIsPrivate, diagnose.DiagPrivateHalfVerifies)
@@ -216,7 +215,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("CertPastedAsKey", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		in := diagnose.DiagnoseInput{PublicKeys: []diagnose.Source{{Name: "ALIPAY_PUBLIC_KEY_FILE alipayCertPublicKey_RSA2.crt", Data: testkit.PKI().Alipay.PEM}}}
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
 		check(t, r, false, diagnose.DiagKeyIsCert, diagnose.DiagPastedCertVerifies)
@@ -227,7 +226,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("AppKeyConfiguredAsAlipays", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		in := diagnose.DiagnoseInput{
 			PublicKeys:    []diagnose.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: dgPub(t, appKey)}},
 			AppPublicKeys: []diagnose.Source{{Name: "app_public_key.txt", Data: dgPub(t, appKey)}},
@@ -241,7 +240,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SignedWithAppKey", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), appKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), appKey, alipay.FormV1)
 		in := keyMode(t)
 		in.AppPublicKeys = []diagnose.Source{{Name: devpki.AppCertFile(testkit.CertAppID), Data: testkit.PKI().App.PEM}}
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
@@ -281,7 +280,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SignTruncated", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		f["sign"] = f["sign"][:100] + f["sign"][104:]
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagSignWrongLength)
@@ -301,7 +300,7 @@ func TestDiagnose(t *testing.T) {
 	t.Run("EmptyValuesDropped", func(t *testing.T) {
 		t.Parallel()
 		// The sender signs without the empty parameters, then sends them.
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		f["min_app_id"] = ""
 		f["encrypt_type"] = ""
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
@@ -315,13 +314,13 @@ func TestDiagnose(t *testing.T) {
 		// Signed with them (as Alipay does): verifies.
 		g := dgForm(t)
 		g["min_app_id"] = ""
-		g = testkit.Sign(t, g, alipayKey, alipay.FormV1, crypto.SHA256)
+		g = testkit.Sign(t, g, alipayKey, alipay.FormV1)
 		check(t, diagnose.Diagnose([]byte(g.Encode()), keyMode(t)), true)
 	})
 
 	t.Run("ValuesTrimmed", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		f["version"] = "1.1 "
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagValuesTrimmed)
@@ -331,7 +330,7 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := dgForm(t)
 		f["sign_type"] = "RSA"
-		f = testkit.Sign(t, f, alipayKey, alipay.FormV1, crypto.SHA1)
+		f = testkit.SignSHA1(t, f, alipayKey, alipay.FormV1)
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagSHA1Refused)
 		if r.Reason != "sign_type_refused" {
@@ -345,7 +344,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SHA1DeclaredRSA2", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV2, crypto.SHA1)
+		f := testkit.SignSHA1(t, dgForm(t), alipayKey, alipay.FormV2)
 		in := keyMode(t)
 		in.AllowRSA1 = true
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
@@ -359,7 +358,7 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := dgForm(t)
 		f["sign_type"] = "RSA"
-		f = testkit.Sign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
 		check(t, diagnose.Diagnose([]byte(f.Encode()), keyMode(t)), false, diagnose.DiagSHA256DeclaredRSA)
 	})
 
@@ -367,7 +366,7 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := dgForm(t)
 		f["sign_type"] = "rsa2"
-		f = testkit.Sign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagSignTypeUnsupported)
 	})
@@ -376,7 +375,7 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := dgForm(t)
 		f["alipay_cert_sn"] = alipay.CertSN(testkit.PKI().Alipay.Cert)
-		f = testkit.Sign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
 		r := diagnose.Diagnose([]byte(f.Encode()), certMode(testkit.PKI().Alipay))
 		check(t, r, true)
 		noErrors(t, r)
@@ -390,7 +389,7 @@ func TestDiagnose(t *testing.T) {
 		sn := alipay.CertSN(testkit.PKI().Rotated.Cert)
 		f := dgForm(t)
 		f["alipay_cert_sn"] = sn
-		f = testkit.Sign(t, f, testkit.PKI().Rotated.Key, alipay.FormV2CertSN, crypto.SHA256)
+		f = testkit.Sign(t, f, testkit.PKI().Rotated.Key, alipay.FormV2CertSN)
 		r := diagnose.Diagnose([]byte(f.Encode()), certMode(testkit.PKI().Alipay, testkit.PKI().Rotated))
 		check(t, r, true)
 		if r.CertSN != sn || r.Form != "v2+cert_sn" {
@@ -411,7 +410,7 @@ func TestDiagnose(t *testing.T) {
 		// Signed by the rotated cert, only the old one configured.
 		f := dgForm(t)
 		f["alipay_cert_sn"] = alipay.CertSN(testkit.PKI().Rotated.Cert)
-		f = testkit.Sign(t, f, testkit.PKI().Rotated.Key, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, testkit.PKI().Rotated.Key, alipay.FormV1)
 		r := diagnose.Diagnose([]byte(f.Encode()), certMode(testkit.PKI().Alipay))
 		check(t, r, false, diagnose.DiagUnknownCertSN, diagnose.DiagWrongKey)
 		if r.Reason != "unknown_cert_sn" {
@@ -427,7 +426,7 @@ func TestDiagnose(t *testing.T) {
 		// Signed by the configured cert, but naming another SN.
 		f := dgForm(t)
 		f["alipay_cert_sn"] = alipay.CertSN(testkit.PKI().Rotated.Cert)
-		f = testkit.Sign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
 		r := diagnose.Diagnose([]byte(f.Encode()), certMode(testkit.PKI().Alipay))
 		check(t, r, false, diagnose.DiagUnknownCertSN)
 		if s := text(t, r, diagnose.DiagUnknownCertSN); !strings.Contains(s, "yet") {
@@ -439,7 +438,7 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := dgForm(t)
 		f["alipay_cert_sn"] = alipay.CertSN(testkit.PKI().Expired.Cert)
-		f = testkit.Sign(t, f, testkit.PKI().Expired.Key, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, testkit.PKI().Expired.Key, alipay.FormV1)
 		in := certMode(testkit.PKI().Expired)
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
 		check(t, r, false, diagnose.DiagCertExpired, diagnose.DiagNoKeys, diagnose.DiagRefusedCertVerifies)
@@ -450,7 +449,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("CertUnchained", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), testkit.PKI().Rogue.Key, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), testkit.PKI().Rogue.Key, alipay.FormV1)
 		in := certMode(testkit.PKI().Alipay, testkit.PKI().Rogue)
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
 		check(t, r, false, diagnose.DiagCertUnchained, diagnose.DiagRefusedCertVerifies)
@@ -464,7 +463,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("RootMissing", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		in := certMode(testkit.PKI().Alipay)
 		in.RootCert = nil
 		check(t, diagnose.Diagnose([]byte(f.Encode()), in), false, diagnose.DiagRootMissing, diagnose.DiagRefusedCertVerifies)
@@ -472,7 +471,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("AppCertConfiguredAsAlipays", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		in := certMode()
 		in.Certs = []diagnose.Source{{Name: "certs/" + devpki.AppCertFile(testkit.CertAppID), Data: testkit.PKI().App.PEM}}
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
@@ -483,14 +482,14 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := dgForm(t)
 		f["biz_content"] = `{"memo":"100% sure","tag":"a+b"}`
-		f = testkit.Sign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
 		// "% s" does not decode: the body does not even parse.
 		r := diagnose.Diagnose([]byte(decodedBody(f)), keyMode(t))
 		check(t, r, false, diagnose.DiagMalformedForm, diagnose.DiagBodyDecodedTwice)
 		// It parses, but '+' becomes a space.
 		g := dgForm(t)
 		g["biz_content"] = `{"tag":"a+b"}`
-		g = testkit.Sign(t, g, alipayKey, alipay.FormV1, crypto.SHA256)
+		g = testkit.Sign(t, g, alipayKey, alipay.FormV1)
 		r = diagnose.Diagnose([]byte(decodedBody(g)), keyMode(t))
 		check(t, r, false, diagnose.DiagBodyDecodedTwice)
 		// The raw body verifies, and says values hold '%'.
@@ -502,7 +501,7 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := dgForm(t)
 		f["biz_content"] = `{"app_name":"张三的试用小程序"}`
-		f = testkit.Sign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
 		f["biz_content"] = url.QueryEscape(f["biz_content"])
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagValuesEncodedTwice)
@@ -529,7 +528,7 @@ func TestDiagnose(t *testing.T) {
 			}
 			gbk[k] = s
 		}
-		signed := testkit.Sign(t, gbk, alipayKey, alipay.FormV1, crypto.SHA256)
+		signed := testkit.Sign(t, gbk, alipayKey, alipay.FormV1)
 		f["sign"] = signed["sign"]
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagCharsetMismatch)
@@ -557,7 +556,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("NoKeys", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		check(t, diagnose.Diagnose([]byte(f.Encode()), diagnose.DiagnoseInput{}), false, diagnose.DiagNoKeys)
 		in := keyMode(t)
 		in.PublicKeys[0].Data = []byte("not a key")
@@ -566,7 +565,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("BothModes", func(t *testing.T) {
 		t.Parallel()
-		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		in := certMode(testkit.PKI().Alipay)
 		in.PublicKeys = keyMode(t).PublicKeys
 		check(t, diagnose.Diagnose([]byte(f.Encode()), in), true, diagnose.DiagBothModes)
@@ -576,7 +575,7 @@ func TestDiagnose(t *testing.T) {
 		t.Parallel()
 		f := dgForm(t)
 		delete(f, "notify_id")
-		f = testkit.Sign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
 		check(t, diagnose.Diagnose([]byte(f.Encode()), keyMode(t)), true, diagnose.DiagNotANotification)
 	})
 

@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"context"
-	"crypto"
 	"io"
 	"net/http"
 	"strings"
@@ -54,11 +53,7 @@ func TestNotify_Accepted(t *testing.T) {
 	g := newGateway(t)
 	t.Run("V2", func(t *testing.T) {
 		f := testkit.Sample(t, "audit-passed", testkit.AppID)
-		s, err := alipay.Sign(f, testkit.AlipayKey(), alipay.FormV2, crypto.SHA256)
-		if err != nil {
-			t.Fatal(err)
-		}
-		g.mustAccept(t, s.Encode())
+		g.mustAccept(t, testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV2).Encode())
 	})
 	t.Run("EmptyExtraParameter", func(t *testing.T) {
 		f := testkit.Sample(t, "audit-passed", testkit.AppID)
@@ -113,8 +108,7 @@ func TestNotify_Refused(t *testing.T) {
 	sha1 := func() string {
 		f := good()
 		f["sign_type"] = "RSA"
-		s, _ := alipay.Sign(f, testkit.AlipayKey(), alipay.FormV1, crypto.SHA1)
-		return s.Encode()
+		return testkit.SignSHA1(t, f, testkit.AlipayKey(), alipay.FormV1).Encode()
 	}
 	certFor := func(c interface{}, sn string) string {
 		f := testkit.Sample(t, "audit-rejected", testkit.CertAppID)

@@ -2,7 +2,6 @@ package msgchannel_test
 
 import (
 	"context"
-	"crypto"
 	"crypto/rsa"
 	"net/http/httptest"
 	"sync"
@@ -166,7 +165,7 @@ func httpIngest(t *testing.T, v *alipay.Verifier, inbox notify.Inbox, s samples.
 	t.Helper()
 	f := alipay.Form(s.Form)
 	f["notify_id"] = notifyID
-	signed := testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV2, crypto.SHA256)
+	signed := testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV2)
 	n, _, err := v.Notification([]byte(signed.Encode()), notify.ChannelHTTP, time.Now())
 	if err != nil {
 		t.Fatal(err)

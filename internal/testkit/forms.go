@@ -44,11 +44,22 @@ func Form(app, method, biz string, ts int64) alipay.Form {
 	}
 }
 
-// Sign returns f signed with key over the content form (V1 leaves
-// sign_type out of the signed content, V2 keeps it; the cert SN forms
-// keep alipay_cert_sn) and hash (crypto.SHA256 for RSA2, crypto.SHA1 for
-// RSA). It does not change f.
-func Sign(t testing.TB, f alipay.Form, key *rsa.PrivateKey, form alipay.ContentForm, hash crypto.Hash) alipay.Form {
+// Sign returns f signed with key as Alipay signs (sign_type RSA2:
+// SHA256withRSA) over the content form: V1 leaves sign_type out of the
+// signed content, V2 keeps it, the cert SN forms keep alipay_cert_sn. It
+// does not change f.
+func Sign(t testing.TB, f alipay.Form, key *rsa.PrivateKey, form alipay.ContentForm) alipay.Form {
+	t.Helper()
+	return sign(t, f, key, form, crypto.SHA256)
+}
+
+// SignSHA1 is Sign with the legacy hash of sign_type RSA (SHA1withRSA).
+func SignSHA1(t testing.TB, f alipay.Form, key *rsa.PrivateKey, form alipay.ContentForm) alipay.Form {
+	t.Helper()
+	return sign(t, f, key, form, crypto.SHA1)
+}
+
+func sign(t testing.TB, f alipay.Form, key *rsa.PrivateKey, form alipay.ContentForm, hash crypto.Hash) alipay.Form {
 	t.Helper()
 	s, err := alipay.Sign(f, key, form, hash)
 	if err != nil {
@@ -61,5 +72,5 @@ func Sign(t testing.TB, f alipay.Form, key *rsa.PrivateKey, form alipay.ContentF
 // SHA256withRSA), encoded as the body of a POST.
 func Body(t testing.TB, f alipay.Form, key *rsa.PrivateKey) string {
 	t.Helper()
-	return Sign(t, f, key, alipay.FormV1, crypto.SHA256).Encode()
+	return Sign(t, f, key, alipay.FormV1).Encode()
 }

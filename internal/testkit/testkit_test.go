@@ -2,7 +2,6 @@ package testkit_test
 
 import (
 	"bytes"
-	"crypto"
 	"encoding/base64"
 	"fmt"
 	"slices"
@@ -27,13 +26,13 @@ func TestApps(t *testing.T) {
 		sign alipay.Form
 		ok   bool
 	}{
-		{"Key", testkit.AppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.AppID), testkit.AlipayKey(), alipay.FormV2, crypto.SHA256), true},
-		{"Other", testkit.OtherAppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.OtherAppID), testkit.AlipayKey(), alipay.FormV1, crypto.SHA256), true},
-		{"Cert", testkit.CertAppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.CertAppID), pki.Alipay.Key, alipay.FormV1, crypto.SHA256), true},
-		{"Rotated", testkit.CertAppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.CertAppID), pki.Rotated.Key, alipay.FormV1, crypto.SHA256), true},
-		{"ErrForged", testkit.AppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.AppID), testkit.OtherKey(), alipay.FormV1, crypto.SHA256), false},
-		{"ErrAppKey", testkit.AppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.AppID), testkit.AppKey(), alipay.FormV1, crypto.SHA256), false},
-		{"ErrRogue", testkit.CertAppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.CertAppID), pki.Rogue.Key, alipay.FormV1, crypto.SHA256), false},
+		{"Key", testkit.AppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.AppID), testkit.AlipayKey(), alipay.FormV2), true},
+		{"Other", testkit.OtherAppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.OtherAppID), testkit.AlipayKey(), alipay.FormV1), true},
+		{"Cert", testkit.CertAppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.CertAppID), pki.Alipay.Key, alipay.FormV1), true},
+		{"Rotated", testkit.CertAppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.CertAppID), pki.Rotated.Key, alipay.FormV1), true},
+		{"ErrForged", testkit.AppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.AppID), testkit.OtherKey(), alipay.FormV1), false},
+		{"ErrAppKey", testkit.AppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.AppID), testkit.AppKey(), alipay.FormV1), false},
+		{"ErrRogue", testkit.CertAppID, testkit.Sign(t, testkit.Sample(t, "audit-passed", testkit.CertAppID), pki.Rogue.Key, alipay.FormV1), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := v.Verify(tc.sign)
@@ -41,6 +40,14 @@ func TestApps(t *testing.T) {
 				t.Fatalf("verified %v (%v), want %v", err == nil, err, tc.ok)
 			}
 		})
+	}
+	sha1 := testkit.SignSHA1(t, testkit.Sample(t, "audit-passed", testkit.AppID), testkit.AlipayKey(), alipay.FormV1)
+	if _, err := v.Verify(sha1); err == nil {
+		t.Fatal("a SHA1 signature verifies as RSA2")
+	}
+	sha1["sign_type"] = "RSA"
+	if _, err := testkit.Verifier(t, &alipay.App{ID: testkit.AppID, Keys: testkit.KeyApp().Keys, AllowRSA1: true}).Verify(sha1); err != nil {
+		t.Fatalf("SHA1 with RSA1 allowed: %v", err)
 	}
 	if a := testkit.CertApp(); a.RootCertSN == "" || a.AppCertSN != alipay.CertSN(pki.App.Cert) || a.PrivateKey != pki.App.Key {
 		t.Fatalf("%+v", a)
