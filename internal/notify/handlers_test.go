@@ -10,6 +10,34 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
+// plain returns c without its Event and, for a grant, without its sealed
+// tokens, once they open to tokens for their authorization.
+func plain(t *testing.T, c notify.Change, tokens [2]string) notify.Change {
+	t.Helper()
+	switch c := c.(type) {
+	case notify.AuditEvent:
+		c.Event = notify.Event{}
+		return c
+	case notify.OrderEvent:
+		c.Event = notify.Event{}
+		return c
+	case notify.AuthCancel:
+		c.Event = notify.Event{}
+		return c
+	case notify.AuthGrant:
+		owner := notify.TokenOwner(c.AppID, c.AuthAppID)
+		for i, sealed := range [][]byte{c.SealedAuthToken, c.SealedRefreshToken} {
+			if got, err := testkit.Sealer(t).Open(sealed, owner); err != nil || got != tokens[i] {
+				t.Errorf("sealed token %d opens to %q (%v), want %q", i, got, err, tokens[i])
+			}
+		}
+		c.Event, c.SealedAuthToken, c.SealedRefreshToken = notify.Event{}, nil, nil
+		return c
+	}
+	t.Fatalf("a change of type %T", c)
+	return nil
+}
+
 // TestRegistry_Decide_Handlers is the handlers' table: what each kind of
 // notification decides (its change, or the status it is kept with),
 // without a database. internal/postgres's tests apply such changes.
@@ -115,32 +143,4 @@ func TestRegistry_Decide_Handlers(t *testing.T) {
 			}
 		})
 	}
-}
-
-// plain returns c without its Event and, for a grant, without its sealed
-// tokens, once they open to tokens for their authorization.
-func plain(t *testing.T, c notify.Change, tokens [2]string) notify.Change {
-	t.Helper()
-	switch c := c.(type) {
-	case notify.AuditEvent:
-		c.Event = notify.Event{}
-		return c
-	case notify.OrderEvent:
-		c.Event = notify.Event{}
-		return c
-	case notify.AuthCancel:
-		c.Event = notify.Event{}
-		return c
-	case notify.AuthGrant:
-		owner := notify.TokenOwner(c.AppID, c.AuthAppID)
-		for i, sealed := range [][]byte{c.SealedAuthToken, c.SealedRefreshToken} {
-			if got, err := testkit.Sealer(t).Open(sealed, owner); err != nil || got != tokens[i] {
-				t.Errorf("sealed token %d opens to %q (%v), want %q", i, got, err, tokens[i])
-			}
-		}
-		c.Event, c.SealedAuthToken, c.SealedRefreshToken = notify.Event{}, nil, nil
-		return c
-	}
-	t.Fatalf("a change of type %T", c)
-	return nil
 }
