@@ -3,7 +3,7 @@
 // a test asks for them: RSA key generation is slow), notification forms and
 // their signatures, notifications as the verifier hands them over and as
 // the registry decides them, the token sealer, and small helpers (a log
-// buffer, Eventually, unique ids).
+// buffer, Eventually and Poll, Concurrently, unique ids).
 //
 // It is a normal package so that every package's tests can share it, but
 // only _test.go files import it: nothing the gateway runs depends on it.
