@@ -26,7 +26,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +33,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/config"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 // Paths, relative to deploy/ (the directory go test runs in).
@@ -377,17 +377,12 @@ func podContainers(spec any) []map[string]any {
 	return cs
 }
 
-var pki = sync.OnceValues(func() (*devpki.PKI, error) { return devpki.NewPKI("2021000000000002") })
-
 // testFiles writes the test PKI and a public key file into a new directory
 // and returns a function mapping an example path (under mountDir) to the
 // test file standing in for it.
 func testFiles(t *testing.T) func(p string) string {
 	t.Helper()
-	p, err := pki()
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testkit.PKI()
 	dir := t.TempDir()
 	if err := p.WriteDir(dir); err != nil {
 		t.Fatal(err)

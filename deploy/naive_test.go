@@ -19,6 +19,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 // make bench compares the gateway with a naive design: pgbench running
@@ -147,7 +148,7 @@ func TestNaive_RowsLikeTheGateways(t *testing.T) {
 	biz := `{"mini_app_id":"2099","bundle_id":"com.isv.mini2099","mini_app_version":"0.1.0","audit_reason":"JS错误",` +
 		`"base_audit":"REJECT","promote_audit":"REJECT","base_audit_reason":{"memos":[]},"promote_audit_reason":{"memos":[]}}`
 	digest := sha256.Sum256([]byte("gw-1"))
-	d, err := pgtest.Registry(t).Decide(&notify.Notification{
+	d, err := testkit.Registry(t).Decide(&notify.Notification{
 		AppID: "2021000000000001", NotifyID: "gw-1", Method: notify.MethodAuditRejected, UTCTimestamp: 1_700_000_000_000,
 		BizContent: biz, Params: map[string]string{"notify_id": "gw-1", "biz_content": biz, "sign": "x"},
 		Channel: notify.ChannelHTTP, ContentForm: "v1", ContentDigest: digest[:], ReceivedAt: time.Now(),

@@ -12,6 +12,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 	"github.com/alipay-notify-gateway/gateway/internal/webhook"
 )
 
@@ -36,7 +37,7 @@ func TestListen_Gateway(t *testing.T) {
 
 	r := startListen(t, "--gateway", ops.URL, "--token", "ops-token", "--events", "mini_app.*", "--print-json")
 	biz := `{"mini_app_id":"listen-1","mini_app_version":"1.0.0"}`
-	d, err := pgtest.Registry(t).Decide(&notify.Notification{
+	d, err := testkit.Registry(t).Decide(&notify.Notification{
 		AppID: "2021000000000001", NotifyID: "listen-n1", Method: notify.MethodAuditPassed, UTCTimestamp: time.Now().UnixMilli(),
 		BizContent: biz, Params: map[string]string{"biz_content": biz}, Channel: notify.ChannelHTTP, ContentForm: "v1", ReceivedAt: time.Now(),
 	})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/stdwebhook"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the listener's goroutines.
@@ -201,7 +202,7 @@ func TestListen_Register(t *testing.T) {
 		t.Parallel()
 		secret, key := newKey(t)
 		ops := newFakeOps(t, http.StatusCreated, created(secret, "authorization.granted", "mini_app.audit.rejected"), http.StatusNoContent)
-		l := startListen(t, "--gateway", ops.URL+"/", "--token", "tok-1", "--events", "authorization.granted, mini_app.audit.rejected", "--app-id", testAppID)
+		l := startListen(t, "--gateway", ops.URL+"/", "--token", "tok-1", "--events", "authorization.granted, mini_app.audit.rejected", "--app-id", testkit.AppID)
 
 		calls := ops.Calls()
 		if len(calls) != 1 {
@@ -210,7 +211,7 @@ func TestListen_Register(t *testing.T) {
 		c := calls[0]
 		types, _ := c.body["event_types"].([]any)
 		if c.auth != "Bearer tok-1" || c.body["url"] != l.url || len(types) != 2 || types[0] != "authorization.granted" || types[1] != "mini_app.audit.rejected" ||
-			c.body["app_id"] != testAppID || c.body["description"] != "alipayctl listen" {
+			c.body["app_id"] != testkit.AppID || c.body["description"] != "alipayctl listen" {
 			t.Errorf("create: %+v (listener %s)", c, l.url)
 		}
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/rsa"
 	"encoding/json"
 	"io"
@@ -19,13 +18,8 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/diagnose"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
-
-// Fixtures: one PKI per test binary (keys are slow). Its Alipay cert's key
-// plays Alipay's key in public-key mode too.
-var testPKI = devpki.MustNewPKI(testAppID)
-
-const testAppID = "2021000000000001"
 
 // ctl runs alipayctl with args and returns its exit status and output.
 func ctl(t *testing.T, args ...string) (int, string, string) {
@@ -62,16 +56,17 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 	return p
 }
 
-// keyFiles writes the PKI's Alipay key pair as make run's dev keys are:
+// keyFiles writes testkit.PKI's Alipay key pair (Alipay's key in public-key
+// mode too, for testkit.CertAppID) as make run's dev keys are:
 // the private key PKCS#8 PEM, the public key bare base64.
 func keyFiles(t *testing.T) (priv, pub string) {
 	t.Helper()
 	dir := t.TempDir()
-	p8, err := devpki.PrivateKeyPKCS8PEM(testPKI.Alipay.Key)
+	p8, err := devpki.PrivateKeyPKCS8PEM(testkit.PKI().Alipay.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b64, err := devpki.PublicKeyBase64(&testPKI.Alipay.Key.PublicKey)
+	b64, err := devpki.PublicKeyBase64(&testkit.PKI().Alipay.Key.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,11 +75,7 @@ func keyFiles(t *testing.T) (priv, pub string) {
 
 func keyVerifier(t *testing.T, pub *rsa.PublicKey) *alipay.Verifier {
 	t.Helper()
-	v, err := alipay.NewVerifier([]*alipay.App{{ID: testAppID, Keys: []alipay.Key{{Pub: pub}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
+	return testkit.Verifier(t, &alipay.App{ID: testkit.CertAppID, Keys: []alipay.Key{{Pub: pub}}})
 }
 
 func parseBody(t *testing.T, body string) alipay.Form {
@@ -244,19 +235,19 @@ func TestCertsAndSN(t *testing.T) {
 func TestSendPrint(t *testing.T) {
 	t.Parallel()
 	priv, _ := keyFiles(t)
-	v := keyVerifier(t, &testPKI.Alipay.Key.PublicKey)
+	v := keyVerifier(t, &testkit.PKI().Alipay.Key.PublicKey)
 
 	for _, name := range samples.Names() {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			out := mustCtl(t, "send", "--print", "--sample", name, "--key", priv, "--app-id", testAppID)
+			out := mustCtl(t, "send", "--print", "--sample", name, "--key", priv, "--app-id", testkit.CertAppID)
 			f := parseBody(t, out)
 			m, err := v.Verify(f)
 			if err != nil {
 				t.Fatal(err)
 			}
 			s, _ := samples.Get(name)
-			if m.Form != alipay.FormV1 || f["app_id"] != testAppID || f["notify_id"] == s.Form["notify_id"] || f["notify_id"] == "" {
+			if m.Form != alipay.FormV1 || f["app_id"] != testkit.CertAppID || f["notify_id"] == s.Form["notify_id"] || f["notify_id"] == "" {
 				t.Errorf("form %s app_id %s notify_id %s", m.Form.Name, f["app_id"], f["notify_id"])
 			}
 			if _, _, err := v.Notification([]byte(strings.TrimSpace(out)), "test", time.Now()); err != nil {
@@ -272,8 +263,8 @@ func TestSendPrint(t *testing.T) {
 
 	t.Run("UniqueNotifyIDs", func(t *testing.T) {
 		t.Parallel()
-		a := parseBody(t, mustCtl(t, "send", "--print", "--sample", "audit-passed", "--key", priv, "--app-id", testAppID))
-		b := parseBody(t, mustCtl(t, "send", "--print", "--sample", "audit-passed", "--key", priv, "--app-id", testAppID))
+		a := parseBody(t, mustCtl(t, "send", "--print", "--sample", "audit-passed", "--key", priv, "--app-id", testkit.CertAppID))
+		b := parseBody(t, mustCtl(t, "send", "--print", "--sample", "audit-passed", "--key", priv, "--app-id", testkit.CertAppID))
 		if a["notify_id"] == b["notify_id"] {
 			t.Error("two sends share a notify_id")
 		}
@@ -281,7 +272,7 @@ func TestSendPrint(t *testing.T) {
 
 	t.Run("V2NotifyIDNow", func(t *testing.T) {
 		t.Parallel()
-		f := parseBody(t, mustCtl(t, "send", "--print", "--sample", "audit-passed", "--key", priv, "--app-id", testAppID, "--v2", "--notify-id", "resend-1", "--now"))
+		f := parseBody(t, mustCtl(t, "send", "--print", "--sample", "audit-passed", "--key", priv, "--app-id", testkit.CertAppID, "--v2", "--notify-id", "resend-1", "--now"))
 		m, err := v.Verify(f)
 		if err != nil {
 			t.Fatal(err)
@@ -294,7 +285,7 @@ func TestSendPrint(t *testing.T) {
 
 	t.Run("Method", func(t *testing.T) {
 		t.Parallel()
-		f := parseBody(t, mustCtl(t, "send", "--print", "--method", "alipay.open.mini.version.audit.passed", "--biz", `{"mini_app_id":"1"}`, "--key", priv, "--app-id", testAppID))
+		f := parseBody(t, mustCtl(t, "send", "--print", "--method", "alipay.open.mini.version.audit.passed", "--biz", `{"mini_app_id":"1"}`, "--key", priv, "--app-id", testkit.CertAppID))
 		if _, err := v.Verify(f); err != nil {
 			t.Fatal(err)
 		}
@@ -307,29 +298,23 @@ func TestSendPrint(t *testing.T) {
 	t.Run("CertMode", func(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
-		p8, err := devpki.PrivateKeyPKCS8PEM(testPKI.Rotated.Key)
+		p8, err := devpki.PrivateKeyPKCS8PEM(testkit.PKI().Rotated.Key)
 		if err != nil {
 			t.Fatal(err)
 		}
 		key := writeFile(t, dir, "k.pem", p8)
-		cert := writeFile(t, dir, "c.crt", testPKI.Rotated.PEM)
-		f := parseBody(t, mustCtl(t, "send", "--print", "--sample", "merchant-confirmed", "--cert-key", key, "--cert", cert, "--app-id", testAppID))
-		sn := alipay.CertSN(testPKI.Rotated.Cert)
+		cert := writeFile(t, dir, "c.crt", testkit.PKI().Rotated.PEM)
+		f := parseBody(t, mustCtl(t, "send", "--print", "--sample", "merchant-confirmed", "--cert-key", key, "--cert", cert, "--app-id", testkit.CertAppID))
+		sn := alipay.CertSN(testkit.PKI().Rotated.Cert)
 		if f["alipay_cert_sn"] != sn {
 			t.Errorf("alipay_cert_sn = %s, want %s", f["alipay_cert_sn"], sn)
 		}
-		cv, err := alipay.NewVerifier([]*alipay.App{{ID: testAppID, CertMode: true, Keys: []alipay.Key{
-			{SN: alipay.CertSN(testPKI.Alipay.Cert), Pub: &testPKI.Alipay.Key.PublicKey},
-			{SN: sn, Pub: &testPKI.Rotated.Key.PublicKey},
-		}}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		cv := testkit.Verifier(t, testkit.CertApp()) // the Alipay and Rotated certs
 		if m, err := cv.Verify(f); err != nil || m.CertSN != sn {
 			t.Fatalf("verify: %v", err)
 		}
 		// A key that is not the cert's.
-		code, _, errOut := ctl(t, "send", "--print", "--sample", "merchant-confirmed", "--cert-key", priv, "--cert", cert, "--app-id", testAppID)
+		code, _, errOut := ctl(t, "send", "--print", "--sample", "merchant-confirmed", "--cert-key", priv, "--cert", cert, "--app-id", testkit.CertAppID)
 		if code == 0 || !strings.Contains(errOut, "not the private key") {
 			t.Errorf("exit %d: %s", code, errOut)
 		}
@@ -340,7 +325,7 @@ func TestSendPrint(t *testing.T) {
 func TestSend(t *testing.T) {
 	t.Parallel()
 	priv, _ := keyFiles(t)
-	v := keyVerifier(t, &testPKI.Alipay.Key.PublicKey)
+	v := keyVerifier(t, &testkit.PKI().Alipay.Key.PublicKey)
 	// A gateway: verifies, answers success.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -358,7 +343,7 @@ func TestSend(t *testing.T) {
 
 	t.Run("Success", func(t *testing.T) {
 		t.Parallel()
-		out := mustCtl(t, "send", "--url", srv.URL, "--sample", "auth-granted", "--key", priv, "--app-id", testAppID, "--notify-id", "n-42")
+		out := mustCtl(t, "send", "--url", srv.URL, "--sample", "auth-granted", "--key", priv, "--app-id", testkit.CertAppID, "--notify-id", "n-42")
 		if out != "HTTP 200 success notify_id=n-42\n" {
 			t.Errorf("stdout = %q", out)
 		}
@@ -368,9 +353,9 @@ func TestSend(t *testing.T) {
 		t.Parallel()
 		// Signed by another key: the gateway answers 403 fail.
 		dir := t.TempDir()
-		p8, _ := devpki.PrivateKeyPKCS8PEM(testPKI.Rotated.Key)
+		p8, _ := devpki.PrivateKeyPKCS8PEM(testkit.PKI().Rotated.Key)
 		other := writeFile(t, dir, "other.pem", p8)
-		code, out, errOut := ctl(t, "send", "--url", srv.URL, "--sample", "audit-passed", "--key", other, "--app-id", testAppID)
+		code, out, errOut := ctl(t, "send", "--url", srv.URL, "--sample", "audit-passed", "--key", other, "--app-id", testkit.CertAppID)
 		if code != 1 || !strings.HasPrefix(out, "HTTP 403 fail notify_id=") {
 			t.Errorf("exit %d stdout %q", code, out)
 		}
@@ -381,7 +366,7 @@ func TestSend(t *testing.T) {
 		t.Parallel()
 		dead := httptest.NewServer(http.NotFoundHandler())
 		dead.Close()
-		code, _, errOut := ctl(t, "send", "--url", dead.URL, "--sample", "audit-passed", "--key", priv, "--app-id", testAppID, "--timeout", "5s")
+		code, _, errOut := ctl(t, "send", "--url", dead.URL, "--sample", "audit-passed", "--key", priv, "--app-id", testkit.CertAppID, "--timeout", "5s")
 		if code == 0 {
 			t.Error("exit 0")
 		}
@@ -393,7 +378,7 @@ func TestVerify(t *testing.T) {
 	t.Parallel()
 	priv, pub := keyFiles(t)
 	dir := t.TempDir()
-	good := mustCtl(t, "send", "--print", "--sample", "audit-rejected", "--key", priv, "--app-id", testAppID)
+	good := mustCtl(t, "send", "--print", "--sample", "audit-rejected", "--key", priv, "--app-id", testkit.CertAppID)
 	goodFile := writeFile(t, dir, "good.txt", []byte(good)) // with its trailing newline
 	badFile := writeFile(t, dir, "bad.txt", []byte(strings.Replace(good, "0.0.1", "0.0.9", 1)))
 
@@ -445,14 +430,14 @@ func TestVerify(t *testing.T) {
 	t.Run("CertMode", func(t *testing.T) {
 		t.Parallel()
 		cdir := t.TempDir()
-		p8, _ := devpki.PrivateKeyPKCS8PEM(testPKI.Alipay.Key)
+		p8, _ := devpki.PrivateKeyPKCS8PEM(testkit.PKI().Alipay.Key)
 		key := writeFile(t, cdir, "k.pem", p8)
-		cert := writeFile(t, cdir, devpki.AlipayCertFile, testPKI.Alipay.PEM)
-		rotated := writeFile(t, cdir, devpki.RotatedCertFile, testPKI.Rotated.PEM)
-		expired := writeFile(t, cdir, devpki.ExpiredCertFile, testPKI.Expired.PEM)
-		root := writeFile(t, cdir, devpki.RootCertFile, testPKI.RootBundlePEM)
-		body := writeFile(t, cdir, "body.txt", []byte(mustCtl(t, "send", "--print", "--sample", "audit-passed", "--cert-key", key, "--cert", cert, "--app-id", testAppID)))
-		sn := alipay.CertSN(testPKI.Alipay.Cert)
+		cert := writeFile(t, cdir, devpki.AlipayCertFile, testkit.PKI().Alipay.PEM)
+		rotated := writeFile(t, cdir, devpki.RotatedCertFile, testkit.PKI().Rotated.PEM)
+		expired := writeFile(t, cdir, devpki.ExpiredCertFile, testkit.PKI().Expired.PEM)
+		root := writeFile(t, cdir, devpki.RootCertFile, testkit.PKI().RootBundlePEM)
+		body := writeFile(t, cdir, "body.txt", []byte(mustCtl(t, "send", "--print", "--sample", "audit-passed", "--cert-key", key, "--cert", cert, "--app-id", testkit.CertAppID)))
+		sn := alipay.CertSN(testkit.PKI().Alipay.Cert)
 
 		code, out, _ := ctl(t, "verify", body, "--root", root, "--cert", rotated+","+cert)
 		if code != 0 || !strings.Contains(out, "cert SN "+sn) {
@@ -467,8 +452,8 @@ func TestVerify(t *testing.T) {
 	t.Run("AppPublicKey", func(t *testing.T) {
 		t.Parallel()
 		adir := t.TempDir()
-		appCert := writeFile(t, adir, devpki.AppCertFile(testAppID), testPKI.App.PEM)
-		b64, _ := devpki.PublicKeyBase64(&testPKI.App.Key.PublicKey)
+		appCert := writeFile(t, adir, devpki.AppCertFile(testkit.CertAppID), testkit.PKI().App.PEM)
+		b64, _ := devpki.PublicKeyBase64(&testkit.PKI().App.Key.PublicKey)
 		appPub := writeFile(t, adir, "app_public_key.txt", []byte(b64))
 		code, out, _ := ctl(t, "verify", goodFile, "--key", appPub, "--app-public-key", appCert)
 		if code != 1 || !strings.Contains(out, "key_is_app_key") {
@@ -528,13 +513,7 @@ func sha1Body(t *testing.T, privFile string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _ := samples.Get("audit-passed")
-	f := alipay.Form(s.Form)
+	f := testkit.Sample(t, "audit-passed", testkit.CertAppID)
 	f["sign_type"] = "RSA"
-	f["app_id"] = testAppID
-	signed, err := alipay.Sign(f, k, alipay.FormV1, crypto.SHA1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return signed.Encode()
+	return testkit.SignSHA1(t, f, k, alipay.FormV1).Encode()
 }

@@ -23,11 +23,8 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
-	"github.com/alipay-notify-gateway/gateway/internal/samples"
-	"github.com/alipay-notify-gateway/gateway/internal/seal"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
-
-const appID = "2021000000000002"
 
 var (
 	buildOnce sync.Once
@@ -56,26 +53,24 @@ func gatewayBinary(t *testing.T) string {
 	return binary
 }
 
-func pkiDir(t *testing.T) (string, *devpki.PKI) {
+// pkiDir writes testkit's PKI as the gateway's cert files and returns their
+// directory.
+func pkiDir(t *testing.T) string {
 	t.Helper()
-	p, err := devpki.NewPKI(appID)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	if err := p.WriteDir(dir); err != nil {
+	if err := testkit.PKI().WriteDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	return dir, p
+	return dir
 }
 
 func TestGateway_RefusesUnchainedCert(t *testing.T) {
 	t.Parallel()
-	dir, _ := pkiDir(t)
+	dir := pkiDir(t)
 	cmd := exec.Command(gatewayBinary(t))
 	cmd.Env = []string{
 		"DATABASE_URL=postgres://nobody@127.0.0.1:1/none",
-		"ALIPAY_APP_ID=" + appID,
+		"ALIPAY_APP_ID=" + testkit.CertAppID,
 		"ALIPAY_ROOT_CERT_FILE=" + filepath.Join(dir, devpki.RootCertFile),
 		"ALIPAY_PUBLIC_CERT_FILE=" + filepath.Join(dir, devpki.AlipayCertFile) + "," + filepath.Join(dir, devpki.RogueCertFile),
 	}
@@ -97,37 +92,11 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// syncBuffer is a bytes.Buffer the gateway's output may be written to while
-// the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // waitReady waits up to 30 seconds for base/readyz to answer 200.
-func waitReady(t *testing.T, base string, logs *syncBuffer) {
+func waitReady(t *testing.T, base string, logs *testkit.LogBuffer) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if code, _ := httpGet(t, base+"/readyz"); code == 200 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %s", logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool { code, _ := httpGet(t, base+"/readyz"); return code == 200 }) {
+		t.Fatalf("not ready: %s", logs.String())
 	}
 }
 
@@ -148,18 +117,18 @@ func httpGet(t *testing.T, url string) (int, string) {
 // success is stored, and that the process exits cleanly.
 func TestGateway_GracefulStop(t *testing.T) {
 	t.Parallel()
-	dir, p := pkiDir(t)
+	dir, p := pkiDir(t), testkit.PKI()
 	dbURL := pgtest.NewSchema(t)
 	addr := freeAddr(t)
 	cmd := exec.Command(gatewayBinary(t))
 	cmd.Env = []string{
 		"DATABASE_URL=" + dbURL, "HTTP_ADDR=" + addr, "LOG_LEVEL=warn",
-		"ALIPAY_APP_ID=" + appID,
+		"ALIPAY_APP_ID=" + testkit.CertAppID,
 		"ALIPAY_ROOT_CERT_FILE=" + filepath.Join(dir, devpki.RootCertFile),
 		"ALIPAY_PUBLIC_CERT_FILE=" + filepath.Join(dir, devpki.AlipayCertFile) + "," + filepath.Join(dir, devpki.RotatedCertFile),
-		"TOKEN_ENCRYPTION_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+		"TOKEN_ENCRYPTION_KEY=" + testkit.TokenKeyBase64,
 	}
-	var logs syncBuffer
+	var logs testkit.LogBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -173,15 +142,12 @@ func TestGateway_GracefulStop(t *testing.T) {
 		acked []string
 		wg    sync.WaitGroup
 	)
-	for i := range 8 {
+	for range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := 0; ; j++ {
-				s, _ := samples.Get("audit-rejected") // a fresh copy of the form
-				f := alipay.Form(s.Form)
-				f["app_id"] = appID
-				f["notify_id"] = fmt.Sprintf("graceful-%d-%d", i, j)
+			for {
+				f := testkit.Sample(t, "audit-rejected", testkit.CertAppID) // a fresh notify_id
 				signed, err := alipay.Sign(f, p.Alipay.Key, alipay.FormV1, crypto.SHA256)
 				if err != nil {
 					t.Error(err)
@@ -233,18 +199,18 @@ func TestGateway_GracefulStop(t *testing.T) {
 // and the reason is logged once however often it is probed.
 func TestGateway_InternalListener(t *testing.T) {
 	t.Parallel()
-	dir, p := pkiDir(t)
+	dir, p := pkiDir(t), testkit.PKI()
 	proxy, dbURL := pgtest.NewProxy(t, pgtest.NewSchema(t))
 	public, internal := "http://"+freeAddr(t), "http://"+freeAddr(t)
 	cmd := exec.Command(gatewayBinary(t))
 	cmd.Env = []string{
 		"DATABASE_URL=" + dbURL, "HTTP_ADDR=" + strings.TrimPrefix(public, "http://"),
 		"INTERNAL_ADDR=" + strings.TrimPrefix(internal, "http://"),
-		"ALIPAY_APP_ID=" + appID,
+		"ALIPAY_APP_ID=" + testkit.CertAppID,
 		"ALIPAY_ROOT_CERT_FILE=" + filepath.Join(dir, devpki.RootCertFile),
 		"ALIPAY_PUBLIC_CERT_FILE=" + filepath.Join(dir, devpki.AlipayCertFile),
 	}
-	var logs syncBuffer
+	var logs testkit.LogBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -263,7 +229,7 @@ func TestGateway_InternalListener(t *testing.T) {
 			}
 		}
 		_, body := httpGet(t, internal+"/metrics")
-		want := fmt.Sprintf(`alipay_gateway_cert_expiry_timestamp_seconds{app_id=%q,cert_sn=%q}`, appID, alipay.CertSN(p.Alipay.Cert))
+		want := fmt.Sprintf(`alipay_gateway_cert_expiry_timestamp_seconds{app_id=%q,cert_sn=%q}`, testkit.CertAppID, alipay.CertSN(p.Alipay.Cert))
 		if !strings.Contains(body, want) {
 			t.Errorf("internal /metrics lacks %s", want)
 		}
@@ -303,15 +269,15 @@ func TestGateway_InternalListener(t *testing.T) {
 // key by a run, and found current by the next.
 func TestGateway_Reseal(t *testing.T) {
 	t.Parallel()
-	dir, _ := pkiDir(t)
+	dir := pkiDir(t)
 	dbURL := pgtest.NewSchema(t)
 	env := []string{
 		"DATABASE_URL=" + dbURL, "LOG_LEVEL=warn",
-		"ALIPAY_APP_ID=" + appID,
+		"ALIPAY_APP_ID=" + testkit.CertAppID,
 		"ALIPAY_ROOT_CERT_FILE=" + filepath.Join(dir, devpki.RootCertFile),
 		"ALIPAY_PUBLIC_CERT_FILE=" + filepath.Join(dir, devpki.AlipayCertFile),
-		"TOKEN_ENCRYPTION_KEY=ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",      // new
-		"TOKEN_ENCRYPTION_OLD_KEYS=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", // old
+		"TOKEN_ENCRYPTION_KEY=" + testkit.OtherTokenKeyBase64, // new
+		"TOKEN_ENCRYPTION_OLD_KEYS=" + testkit.TokenKeyBase64, // old: testkit.Sealer's
 	}
 	run := func(t *testing.T, args ...string) string {
 		t.Helper()
@@ -324,15 +290,14 @@ func TestGateway_Reseal(t *testing.T) {
 		return string(out)
 	}
 	run(t, "migrate")
-	old, _ := seal.New([]byte("0123456789abcdef0123456789abcdef"))
-	sealed, _ := old.Seal("token", notify.TokenOwner(appID, "2021000000000777"))
+	sealed, _ := testkit.Sealer(t).Seal("token", notify.TokenOwner(testkit.CertAppID, testkit.MerchantAppID))
 	conn, err := pgx.Connect(context.Background(), dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
 	if _, err := conn.Exec(context.Background(), `INSERT INTO authorizations (app_id, auth_app_id, status, app_auth_token, event_at, event_notify_id)
-        VALUES ($1, '2021000000000777', 'authorized', $2, 1, 'n1')`, appID, sealed); err != nil {
+        VALUES ($1, $2, 'authorized', $3, 1, 'n1')`, testkit.CertAppID, testkit.MerchantAppID, sealed); err != nil {
 		t.Fatal(err)
 	}
 	for _, step := range []struct{ args, want string }{

@@ -3,54 +3,25 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
-	"github.com/alipay-notify-gateway/gateway/internal/seal"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
-
-const resealApp = "2021000000000061"
 
 var (
-	keyA = []byte("0123456789abcdef0123456789abcdef")
-	keyB = []byte("fedcba9876543210fedcba9876543210")
+	keyA = testkit.TokenKey
+	keyB = testkit.OtherTokenKey
 	keyX = []byte("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx") // configured nowhere
 )
-
-func mustSealer(t *testing.T, current []byte, old ...[]byte) *seal.Sealer {
-	t.Helper()
-	s, err := seal.New(current, old...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// legacySeal seals as the gateway did before key ids: nonce || ciphertext.
-func legacySeal(t *testing.T, key []byte, plaintext, owner string) []byte {
-	t.Helper()
-	block, _ := aes.NewCipher(key)
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nonce := make([]byte, aead.NonceSize())
-	_, _ = rand.Read(nonce)
-	return aead.Seal(nonce, nonce, []byte(plaintext), []byte(owner))
-}
 
 // sealWith seals plaintext for authAppID's authorization under key.
 func sealWith(t *testing.T, key []byte, authAppID, plaintext string) []byte {
 	t.Helper()
-	b, err := mustSealer(t, key).Seal(plaintext, notify.TokenOwner(resealApp, authAppID))
+	b, err := testkit.SealerOf(t, key).Seal(plaintext, notify.TokenOwner(testkit.AppID, authAppID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +32,7 @@ func sealWith(t *testing.T, key []byte, authAppID, plaintext string) []byte {
 func grant(t *testing.T, db *postgres.DB, authAppID string, ms int64, token, refresh []byte) {
 	t.Helper()
 	_, err := db.SaveGrant(context.Background(), notify.AuthGrant{
-		Origin:    notify.Origin{AppID: resealApp, NotifyID: "oauth:" + authAppID, At: ms},
+		Origin:    notify.Origin{AppID: testkit.AppID, NotifyID: "oauth:" + authAppID, At: ms},
 		AuthAppID: authAppID, AuthTime: ms, SealedAuthToken: token, SealedRefreshToken: refresh, ExpiresIn: 3600,
 	})
 	if err != nil {
@@ -73,7 +44,7 @@ func grant(t *testing.T, db *postgres.DB, authAppID string, ms int64, token, ref
 func stored(t *testing.T, db *postgres.DB, authAppID string) (token, refresh []byte) {
 	t.Helper()
 	err := db.Pool.QueryRow(context.Background(), `SELECT app_auth_token, app_refresh_token FROM authorizations
-        WHERE app_id = $1 AND auth_app_id = $2`, resealApp, authAppID).Scan(&token, &refresh)
+        WHERE app_id = $1 AND auth_app_id = $2`, testkit.AppID, authAppID).Scan(&token, &refresh)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,14 +61,14 @@ func TestResealTokens(t *testing.T) {
 	ctx := context.Background()
 	ms := time.Now().UnixMilli()
 	grant(t, db, "underA", ms, sealWith(t, keyA, "underA", "tA"), sealWith(t, keyA, "underA", "rA"))
-	grant(t, db, "legacyA", ms, legacySeal(t, keyA, "tL", notify.TokenOwner(resealApp, "legacyA")), nil)
-	grant(t, db, "legacyB", ms, legacySeal(t, keyB, "tLB", notify.TokenOwner(resealApp, "legacyB")), nil)
+	grant(t, db, "legacyA", ms, testkit.LegacySeal(t, keyA, "tL", notify.TokenOwner(testkit.AppID, "legacyA")), nil)
+	grant(t, db, "legacyB", ms, testkit.LegacySeal(t, keyB, "tLB", notify.TokenOwner(testkit.AppID, "legacyB")), nil)
 	grant(t, db, "underB", ms, sealWith(t, keyB, "underB", "tB"), sealWith(t, keyB, "underB", "rB"))
 	grant(t, db, "underX", ms, sealWith(t, keyX, "underX", "tX"), sealWith(t, keyA, "underX", "rA"))
 	xToken, _ := stored(t, db, "underX")
-	rotated := mustSealer(t, keyB, keyA)
-	onlyB := mustSealer(t, keyB)
-	log := zerolog.New(zerolog.NewTestWriter(t))
+	rotated := testkit.SealerOf(t, keyB, keyA)
+	onlyB := testkit.SealerOf(t, keyB)
+	log := testkit.Logger(t)
 	want := map[string][2]string{"underA": {"tA", "rA"}, "legacyA": {"tL", ""}, "legacyB": {"tLB", ""}, "underB": {"tB", "rB"}}
 
 	t.Run("OKDryRun", func(t *testing.T) {
@@ -117,7 +88,7 @@ func TestResealTokens(t *testing.T) {
 		}
 		for authAppID, w := range want {
 			token, refresh := stored(t, db, authAppID)
-			owner := notify.TokenOwner(resealApp, authAppID)
+			owner := notify.TokenOwner(testkit.AppID, authAppID)
 			gotT, err1 := onlyB.Open(token, owner)
 			gotR, err2 := onlyB.Open(refresh, owner)
 			if err1 != nil || err2 != nil || gotT != w[0] || gotR != w[1] || !onlyB.IsCurrent(token, owner) {
@@ -130,7 +101,7 @@ func TestResealTokens(t *testing.T) {
 		if !bytes.Equal(token, xToken) {
 			t.Fatal("an unreadable token was changed")
 		}
-		if got, err := onlyB.Open(refresh, notify.TokenOwner(resealApp, "underX")); err != nil || got != "rA" {
+		if got, err := onlyB.Open(refresh, notify.TokenOwner(testkit.AppID, "underX")); err != nil || got != "rA" {
 			t.Fatalf("%q %v", got, err)
 		}
 	})
@@ -163,8 +134,8 @@ func TestResealTokens_ChangedMeanwhile(t *testing.T) {
 	grant(t, db, "m", ms, sealWith(t, keyA, "m", "old"), nil)
 	granted := sealWith(t, keyA, "m", "new") // by a gateway still on the old key
 	store := grantingStore{DB: db, before: func() { grant(t, db, "m", ms+1, granted, nil) }}
-	rotated := mustSealer(t, keyB, keyA)
-	log := zerolog.New(zerolog.NewTestWriter(t))
+	rotated := testkit.SealerOf(t, keyB, keyA)
+	log := testkit.Logger(t)
 	t.Run("OK", func(t *testing.T) {
 		n, err := resealTokens(ctx, store, rotated, false, 10, log)
 		if err != nil || n != (resealCounts{Changed: 1}) {
@@ -175,8 +146,8 @@ func TestResealTokens_ChangedMeanwhile(t *testing.T) {
 		}
 		n, err = resealTokens(ctx, db, rotated, false, 10, log)
 		token, _ := stored(t, db, "m")
-		got, _ := rotated.Open(token, notify.TokenOwner(resealApp, "m"))
-		if err != nil || n != (resealCounts{Resealed: 1}) || got != "new" || !rotated.IsCurrent(token, notify.TokenOwner(resealApp, "m")) {
+		got, _ := rotated.Open(token, notify.TokenOwner(testkit.AppID, "m"))
+		if err != nil || n != (resealCounts{Resealed: 1}) || got != "new" || !rotated.IsCurrent(token, notify.TokenOwner(testkit.AppID, "m")) {
 			t.Fatalf("%+v %v %q", n, err, got)
 		}
 	})

@@ -2,7 +2,6 @@ package alipay_test
 
 import (
 	"bytes"
-	"crypto"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -16,6 +15,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 // nodeSDKDir holds the official Alipay Node.js SDK, pinned (see its
@@ -34,7 +34,7 @@ func officialSDK(t *testing.T) func(forms []alipay.Form) []bool {
 	if _, err := os.Stat(filepath.Join(nodeSDKDir, "node_modules", "alipay-sdk")); err != nil {
 		t.Skipf("SKIPPED: the official Node.js SDK is not installed (npm ci --prefix deploy/dev/nodesdk): the agreement with it is not checked")
 	}
-	pub, err := devpki.PublicKeyBase64(&keyApp.PublicKey)
+	pub, err := devpki.PublicKeyBase64(&testkit.AlipayKey().PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func awkward(i int) (alipay.Form, alipay.ContentForm) {
 	biz := map[string]any{"mini_app_id": fmt.Sprint(2021000000000000 + i), "note": text(), "url": text(), "nested": map[string]any{"v": text()}}
 	bizJSON, _ := json.Marshal(biz)
 	f := alipay.Form{
-		"app_id":      appID,
+		"app_id":      testkit.AppID,
 		"notify_id":   pick(fmt.Sprintf("2026120100222%021d", i), fmt.Sprintf("157035bf84dc39b8a4ea9fb397fc%06dx", i), fmt.Sprintf("n-%d_x.%d", i, i)),
 		"charset":     pick("UTF-8", "utf-8"),
 		"sign_type":   "RSA2",
@@ -118,10 +118,7 @@ func TestVerifier_AgreesWithOfficialSDK(t *testing.T) {
 	var genuine, tampered []alipay.Form
 	for i := range 200 {
 		f, form := awkward(i)
-		s, err := alipay.Sign(f, keyApp, form, crypto.SHA256)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := testkit.Sign(t, f, testkit.AlipayKey(), form)
 		// The SDK and the gateway both get the form as the body decodes.
 		parsed, err := alipay.ParseForm([]byte(s.Encode()))
 		if err != nil {

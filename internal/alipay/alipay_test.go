@@ -1,8 +1,6 @@
 package alipay_test
 
 import (
-	"crypto"
-	"crypto/rsa"
 	"encoding/base64"
 	"os"
 	"strings"
@@ -12,49 +10,23 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
-// fixture: one PKI and one public-key-mode key per test binary: keys are slow.
-var (
-	pki    = devpki.MustNewPKI("2021000000000001")
-	keyApp = devpki.MustNewKey()
-	other  = devpki.MustNewKey()
-)
-
-const appID = "2013121700999429"
-
-func baseForm() alipay.Form {
-	return alipay.Form{
-		"charset":       "UTF-8",
-		"biz_content":   `{"mini_app_id":"2014072300007148"}`,
-		"msg_method":    "alipay.open.mini.version.audit.passed",
-		"utc_timestamp": "1516797622752",
-		"version":       "1.1",
-		"sign_type":     "RSA2",
-		"notify_id":     "n-1",
-		"app_id":        appID,
-	}
+// baseForm is the form the tests start from: the audit-passed sample for
+// testkit.AppID, with a fresh notify_id.
+func baseForm(t testing.TB) alipay.Form {
+	t.Helper()
+	return testkit.Sample(t, "audit-passed", testkit.AppID)
 }
 
+// keyVerifier is the Verifier of apps: testkit.KeyApp when none are given.
 func keyVerifier(t testing.TB, apps ...*alipay.App) *alipay.Verifier {
 	t.Helper()
 	if len(apps) == 0 {
-		apps = []*alipay.App{{ID: appID, Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}}}
+		apps = []*alipay.App{testkit.KeyApp()}
 	}
-	v, err := alipay.NewVerifier(apps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func sign(t *testing.T, f alipay.Form, k *rsa.PrivateKey, form alipay.ContentForm) alipay.Form {
-	t.Helper()
-	out, err := alipay.Sign(f, k, form, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return testkit.Verifier(t, apps...)
 }
 
 func wantCode(t *testing.T, err error, code, reason string) {
@@ -118,37 +90,37 @@ func TestVerifier_Verify(t *testing.T) {
 	t.Parallel()
 	v := keyVerifier(t)
 	t.Run("OK", func(t *testing.T) {
-		m, err := v.Verify(sign(t, baseForm(), keyApp, alipay.FormV1))
+		m, err := v.Verify(testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1))
 		if err != nil || m.Form != alipay.FormV1 {
 			t.Fatalf("m=%v err=%v", m, err)
 		}
 	})
 	t.Run("V2", func(t *testing.T) {
-		m, err := v.Verify(sign(t, baseForm(), keyApp, alipay.FormV2))
+		m, err := v.Verify(testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2))
 		if err != nil || m.Form != alipay.FormV2 {
 			t.Fatalf("m=%v err=%v", m, err)
 		}
 	})
 	t.Run("EmptyExtraParameter", func(t *testing.T) {
-		f := baseForm()
+		f := baseForm(t)
 		f["extra"] = ""
-		if _, err := v.Verify(sign(t, f, keyApp, alipay.FormV1)); err != nil {
+		if _, err := v.Verify(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1)); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("KeyAndKeyPlusChar", func(t *testing.T) {
-		f := baseForm()
+		f := baseForm(t)
 		f["a"], f["a1"] = "x", "y"
-		if _, err := v.Verify(sign(t, f, keyApp, alipay.FormV1)); err != nil {
+		if _, err := v.Verify(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1)); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("PlusAsSpace", func(t *testing.T) {
 		// Find a signature holding '+', then send it with spaces.
 		for i := 0; i < 64; i++ {
-			f := baseForm()
+			f := baseForm(t)
 			f["notify_id"] = "plus-" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)
-			s := sign(t, f, keyApp, alipay.FormV1)
+			s := testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1)
 			if !strings.Contains(s["sign"], "+") {
 				continue
 			}
@@ -161,19 +133,15 @@ func TestVerifier_Verify(t *testing.T) {
 		t.Fatal("no signature with '+' found")
 	})
 	t.Run("RSA1Allowed", func(t *testing.T) {
-		v := keyVerifier(t, &alipay.App{ID: appID, Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}, AllowRSA1: true})
-		f := baseForm()
+		v := keyVerifier(t, &alipay.App{ID: testkit.AppID, Keys: []alipay.Key{{Pub: &testkit.AlipayKey().PublicKey}}, AllowRSA1: true})
+		f := baseForm(t)
 		f["sign_type"] = "RSA"
-		s, err := alipay.Sign(f, keyApp, alipay.FormV1, crypto.SHA1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := v.Verify(s); err != nil {
+		if _, err := v.Verify(testkit.SignSHA1(t, f, testkit.AlipayKey(), alipay.FormV1)); err != nil {
 			t.Fatal(err)
 		}
 	})
 	tampered := func(mut func(alipay.Form)) alipay.Form {
-		s := sign(t, baseForm(), keyApp, alipay.FormV1)
+		s := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1)
 		mut(s)
 		return s
 	}
@@ -188,7 +156,7 @@ func TestVerifier_Verify(t *testing.T) {
 		"ErrNoSign":          {tampered(func(f alipay.Form) { delete(f, "sign") }), notify.EUNVERIFIED, "missing_sign"},
 		"ErrGarbageSign":     {tampered(func(f alipay.Form) { f["sign"] = "not*base64" }), notify.EUNVERIFIED, "bad_signature"},
 		"ErrShortSign":       {tampered(func(f alipay.Form) { f["sign"] = base64.StdEncoding.EncodeToString([]byte("short")) }), notify.EUNVERIFIED, "bad_signature"},
-		"ErrOtherKey":        {sign(t, baseForm(), other, alipay.FormV1), notify.EUNVERIFIED, "bad_signature"},
+		"ErrOtherKey":        {testkit.Sign(t, baseForm(t), testkit.OtherKey(), alipay.FormV1), notify.EUNVERIFIED, "bad_signature"},
 		"ErrUnknownApp":      {tampered(func(f alipay.Form) { f["app_id"] = "2099" }), notify.EUNVERIFIED, "unknown_app"},
 		"ErrNoApp":           {tampered(func(f alipay.Form) { delete(f, "app_id") }), notify.EINVALID, "missing_parameter"},
 		"ErrSHA1NotAllowed":  {tampered(func(f alipay.Form) { f["sign_type"] = "RSA" }), notify.EUNVERIFIED, "sign_type_refused"},
@@ -200,83 +168,63 @@ func TestVerifier_Verify(t *testing.T) {
 		})
 	}
 	t.Run("ErrSHA1SignatureAsRSA2", func(t *testing.T) {
-		s, err := alipay.Sign(baseForm(), keyApp, alipay.FormV1, crypto.SHA1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = v.Verify(s)
+		_, err := v.Verify(testkit.SignSHA1(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1))
 		wantCode(t, err, notify.EUNVERIFIED, "bad_signature")
 	})
 }
 
-func certApp(t *testing.T, files ...[]byte) *alipay.App {
-	t.Helper()
-	roots, err := alipay.ParseRootBundle(pki.RootBundlePEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := &alipay.App{ID: appID, CertMode: true}
-	for _, f := range files {
-		c, err := alipay.ParseAlipayCert(f, roots, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		app.Keys = append(app.Keys, alipay.Key{SN: c.SN, Pub: c.Key})
-	}
-	return app
-}
-
 func TestVerifier_CertMode(t *testing.T) {
 	t.Parallel()
-	v := keyVerifier(t, certApp(t, pki.Alipay.PEM, pki.Rotated.PEM))
+	v := testkit.Verifier(t, testkit.CertApp())
+	certForm := func() alipay.Form { return testkit.Sample(t, "audit-passed", testkit.CertAppID) }
 	withSN := func(c devpki.Cert, form alipay.ContentForm) alipay.Form {
-		f := baseForm()
+		f := certForm()
 		f["alipay_cert_sn"] = alipay.CertSN(c.Cert)
-		return sign(t, f, c.Key, form)
+		return testkit.Sign(t, f, c.Key, form)
 	}
 	t.Run("OK", func(t *testing.T) {
 		for _, form := range []alipay.ContentForm{alipay.FormV1, alipay.FormV2, alipay.FormV1CertSN, alipay.FormV2CertSN} {
-			m, err := v.Verify(withSN(pki.Alipay, form))
-			if err != nil || m.Form != form || m.CertSN != alipay.CertSN(pki.Alipay.Cert) {
+			m, err := v.Verify(withSN(testkit.PKI().Alipay, form))
+			if err != nil || m.Form != form || m.CertSN != alipay.CertSN(testkit.PKI().Alipay.Cert) {
 				t.Fatalf("%s: m=%+v err=%v", form.Name, m, err)
 			}
 		}
 	})
 	t.Run("Rotated", func(t *testing.T) {
-		if _, err := v.Verify(withSN(pki.Rotated, alipay.FormV1)); err != nil {
+		if _, err := v.Verify(withSN(testkit.PKI().Rotated, alipay.FormV1)); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("NoSNTriesEveryCert", func(t *testing.T) {
-		if _, err := v.Verify(sign(t, baseForm(), pki.Rotated.Key, alipay.FormV1)); err != nil {
+		if _, err := v.Verify(testkit.Sign(t, certForm(), testkit.PKI().Rotated.Key, alipay.FormV1)); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("ErrUnknownSN", func(t *testing.T) {
-		_, err := v.Verify(withSN(pki.Rogue, alipay.FormV1))
+		_, err := v.Verify(withSN(testkit.PKI().Rogue, alipay.FormV1))
 		wantCode(t, err, notify.EUNVERIFIED, "unknown_cert_sn")
 	})
 	t.Run("ErrSNOfOtherCert", func(t *testing.T) {
-		f := baseForm()
-		f["alipay_cert_sn"] = alipay.CertSN(pki.Alipay.Cert)
-		_, err := v.Verify(sign(t, f, pki.Rotated.Key, alipay.FormV1))
+		f := certForm()
+		f["alipay_cert_sn"] = alipay.CertSN(testkit.PKI().Alipay.Cert)
+		_, err := v.Verify(testkit.Sign(t, f, testkit.PKI().Rotated.Key, alipay.FormV1))
 		wantCode(t, err, notify.EUNVERIFIED, "bad_signature")
 	})
 }
 
 func TestParseAlipayCert(t *testing.T) {
 	t.Parallel()
-	roots, err := alipay.ParseRootBundle(pki.RootBundlePEM)
+	roots, err := alipay.ParseRootBundle(testkit.PKI().RootBundlePEM)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Run("OK", func(t *testing.T) {
-		c, err := alipay.ParseAlipayCert(pki.Alipay.PEM, roots, time.Now())
-		if err != nil || c.SN != alipay.CertSN(pki.Alipay.Cert) {
+		c, err := alipay.ParseAlipayCert(testkit.PKI().Alipay.PEM, roots, time.Now())
+		if err != nil || c.SN != alipay.CertSN(testkit.PKI().Alipay.Cert) {
 			t.Fatalf("c=%v err=%v", c, err)
 		}
 	})
-	for name, pem := range map[string][]byte{"ErrRogue": pki.Rogue.PEM, "ErrExpired": pki.Expired.PEM, "ErrGarbage": []byte("nope")} {
+	for name, pem := range map[string][]byte{"ErrRogue": testkit.PKI().Rogue.PEM, "ErrExpired": testkit.PKI().Expired.PEM, "ErrGarbage": []byte("nope")} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := alipay.ParseAlipayCert(pem, roots, time.Now()); err == nil {
 				t.Fatal("accepted")
@@ -285,7 +233,7 @@ func TestParseAlipayCert(t *testing.T) {
 	}
 	t.Run("ErrLeafAlone", func(t *testing.T) {
 		// Without its intermediate, the Alipay cert does not chain.
-		block := pki.Alipay.PEM[:strings.Index(string(pki.Alipay.PEM), "-----END CERTIFICATE-----")+len("-----END CERTIFICATE-----")]
+		block := testkit.PKI().Alipay.PEM[:strings.Index(string(testkit.PKI().Alipay.PEM), "-----END CERTIFICATE-----")+len("-----END CERTIFICATE-----")]
 		if _, err := alipay.ParseAlipayCert(block, roots, time.Now()); err == nil {
 			t.Fatal("accepted")
 		}
@@ -310,11 +258,11 @@ func TestParseRootBundle(t *testing.T) {
 		}
 	})
 	t.Run("Test", func(t *testing.T) {
-		b, err := alipay.ParseRootBundle(pki.RootBundlePEM)
+		b, err := alipay.ParseRootBundle(testkit.PKI().RootBundlePEM)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := alipay.CertSN(pki.Root) + "_" + alipay.CertSN(pki.SHA1Root)
+		want := alipay.CertSN(testkit.PKI().Root) + "_" + alipay.CertSN(testkit.PKI().SHA1Root)
 		if b.SN != want || len(b.Certs) != 3 {
 			t.Fatalf("SN = %s, want %s (%d certs)", b.SN, want, len(b.Certs))
 		}
@@ -328,22 +276,22 @@ func TestParseRootBundle(t *testing.T) {
 
 func TestParsePublicKey(t *testing.T) {
 	t.Parallel()
-	b64, _ := devpki.PublicKeyBase64(&keyApp.PublicKey)
-	pemKey, _ := devpki.PublicKeyPEM(&keyApp.PublicKey)
+	b64, _ := devpki.PublicKeyBase64(&testkit.AlipayKey().PublicKey)
+	pemKey, _ := devpki.PublicKeyPEM(&testkit.AlipayKey().PublicKey)
 	wrapped := b64[:64] + "\n" + b64[64:128] + "\r\n" + b64[128:] + "\n"
 	for name, in := range map[string]string{"Base64": b64, "PEM": string(pemKey), "Wrapped": wrapped} {
 		t.Run(name, func(t *testing.T) {
 			k, err := alipay.ParsePublicKey([]byte(in))
-			if err != nil || !k.Equal(&keyApp.PublicKey) {
+			if err != nil || !k.Equal(&testkit.AlipayKey().PublicKey) {
 				t.Fatalf("k=%v err=%v", k, err)
 			}
 		})
 	}
-	p8, _ := devpki.PrivateKeyPKCS8Base64(keyApp)
+	p8, _ := devpki.PrivateKeyPKCS8Base64(testkit.AlipayKey())
 	for name, in := range map[string]string{
 		"ErrPrivateKey":  p8,
-		"ErrPrivatePEM":  string(devpki.PrivateKeyPKCS1PEM(keyApp)),
-		"ErrCertificate": string(pki.Alipay.PEM),
+		"ErrPrivatePEM":  string(devpki.PrivateKeyPKCS1PEM(testkit.AlipayKey())),
+		"ErrCertificate": string(testkit.PKI().Alipay.PEM),
 		"ErrGarbage":     "hello",
 		"ErrEmpty":       "",
 	} {
@@ -358,21 +306,24 @@ func TestParsePublicKey(t *testing.T) {
 func TestVerifier_Notification(t *testing.T) {
 	t.Parallel()
 	aesKey := []byte("0123456789abcdef")
-	v := keyVerifier(t, &alipay.App{ID: appID, Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}, EncryptKey: aesKey},
-		&alipay.App{ID: "2099", Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}})
-	body := func(f alipay.Form) []byte { return []byte(sign(t, f, keyApp, alipay.FormV1).Encode()) }
+	v := keyVerifier(t, &alipay.App{ID: testkit.AppID, Keys: []alipay.Key{{Pub: &testkit.AlipayKey().PublicKey}}, EncryptKey: aesKey},
+		&alipay.App{ID: "2099", Keys: []alipay.Key{{Pub: &testkit.AlipayKey().PublicKey}}})
+	body := func(f alipay.Form) []byte {
+		return []byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1).Encode())
+	}
 	t.Run("OK", func(t *testing.T) {
-		n, m, err := v.Notification(body(baseForm()), notify.ChannelHTTP, time.Now())
+		f := baseForm(t)
+		n, m, err := v.Notification(body(f), notify.ChannelHTTP, time.Now())
 		if err != nil || m.Form != alipay.FormV1 {
 			t.Fatal(err)
 		}
-		if n.AppID != appID || n.NotifyID != "n-1" || n.Method != "alipay.open.mini.version.audit.passed" ||
+		if n.AppID != testkit.AppID || n.NotifyID != f["notify_id"] || n.Method != "alipay.open.mini.version.audit.passed" ||
 			n.UTCTimestamp != 1516797622752 || n.BizContent != `{"mini_app_id":"2014072300007148"}` || n.Failure != "" {
 			t.Fatalf("%+v", n)
 		}
 	})
 	t.Run("GBK", func(t *testing.T) {
-		f := baseForm()
+		f := baseForm(t)
 		f["charset"] = "GBK"
 		biz, err := alipay.ToGBK(`{"mini_app_id":"1","app_name":"张三的试用小程序"}`)
 		if err != nil {
@@ -390,17 +341,17 @@ func TestVerifier_Notification(t *testing.T) {
 	t.Run("ErrGBKVerifiedAsUTF8", func(t *testing.T) {
 		// Signed over the GBK bytes, then sent as the same text in UTF-8:
 		// the signature covers the bytes received, so it is refused.
-		f := baseForm()
+		f := baseForm(t)
 		f["charset"] = "GBK"
 		gbk, _ := alipay.ToGBK(`{"app_name":"张三"}`)
 		f["biz_content"] = gbk
-		s := sign(t, f, keyApp, alipay.FormV1)
+		s := testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1)
 		s["biz_content"] = `{"app_name":"张三"}`
 		_, _, err := v.Notification([]byte(s.Encode()), notify.ChannelHTTP, time.Now())
 		wantCode(t, err, notify.EUNVERIFIED, "bad_signature")
 	})
 	t.Run("AES", func(t *testing.T) {
-		f := baseForm()
+		f := baseForm(t)
 		f["encrypt_type"] = "AES"
 		ct, err := alipay.EncryptBiz(aesKey, `{"mini_app_id":"42"}`)
 		if err != nil {
@@ -413,7 +364,7 @@ func TestVerifier_Notification(t *testing.T) {
 		}
 	})
 	t.Run("AESNoKeyKeptAsFailed", func(t *testing.T) {
-		f := baseForm()
+		f := baseForm(t)
 		f["app_id"] = "2099"
 		f["encrypt_type"] = "AES"
 		ct, _ := alipay.EncryptBiz(aesKey, `{"mini_app_id":"42"}`)
@@ -424,7 +375,7 @@ func TestVerifier_Notification(t *testing.T) {
 		}
 	})
 	t.Run("SecretsRedacted", func(t *testing.T) {
-		f := baseForm()
+		f := baseForm(t)
 		f["biz_content"] = `{"app_auth_token":"tok","auth_app_id":"1"}`
 		n, _, err := v.Notification(body(f), notify.ChannelHTTP, time.Now())
 		if err != nil {
@@ -436,7 +387,7 @@ func TestVerifier_Notification(t *testing.T) {
 	})
 	t.Run("OlderStyle", func(t *testing.T) {
 		f := alipay.Form{"notify_id": "g-1", "notify_type": "open_app_auth_notify", "notify_time": "2018-01-24 20:40:22",
-			"app_id": appID, "sign_type": "RSA2", "biz_content": `{}`, "charset": "utf-8"}
+			"app_id": testkit.AppID, "sign_type": "RSA2", "biz_content": `{}`, "charset": "utf-8"}
 		n, _, err := v.Notification(body(f), notify.ChannelHTTP, time.Now())
 		if err != nil || n.Method != "open_app_auth_notify" || n.UTCTimestamp != 1516797622000 {
 			t.Fatalf("n=%+v err=%v", n, err)
@@ -450,7 +401,7 @@ func TestVerifier_Notification(t *testing.T) {
 		"ErrBadUTF8":      func(f alipay.Form) { f["biz_content"] = "\xff" },
 	} {
 		t.Run(name, func(t *testing.T) {
-			f := baseForm()
+			f := baseForm(t)
 			mut(f)
 			_, _, err := v.Notification(body(f), notify.ChannelHTTP, time.Now())
 			if notify.ErrorCode(err) != notify.EINVALID {

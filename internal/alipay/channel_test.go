@@ -13,11 +13,12 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 const channelContent = `{ "mini_app_id" : "2014072300007148", "note":"a } brace \" and \\ in a string {" }`
 
-const channelData = `{"header":{"appId":"` + appID + `","msgApi":"alipay.open.mini.version.audit.passed"},` +
+const channelData = `{"header":{"appId":"` + testkit.AppID + `","msgApi":"alipay.open.mini.version.audit.passed"},` +
 	`"content":` + channelContent + `}`
 
 // channelMessage returns a channel message whose x-sign signs data with k,
@@ -36,7 +37,7 @@ func channelMessage(t testing.TB, k *rsa.PrivateKey, msgID, signType, data strin
 	}
 	m := alipay.ChannelMessage{MsgID: msgID, Timestamp: "1516797622752", Version: "1.0", Charset: "UTF-8",
 		SignType: signType, Sign: base64.StdEncoding.EncodeToString(sig), Data: []byte(data),
-		AppID: appID, MsgAPI: "alipay.open.mini.version.audit.passed", Content: []byte(channelContent)}
+		AppID: testkit.AppID, MsgAPI: "alipay.open.mini.version.audit.passed", Content: []byte(channelContent)}
 	return m
 }
 
@@ -45,11 +46,11 @@ func TestVerifier_VerifyChannelMessage(t *testing.T) {
 	v := keyVerifier(t)
 	now := time.Unix(1700000000, 0)
 	t.Run("OK", func(t *testing.T) {
-		n, err := v.VerifyChannelMessage(appID, channelMessage(t, keyApp, "m-1", "RSA2", channelData), now)
+		n, err := v.VerifyChannelMessage(testkit.AppID, channelMessage(t, testkit.AlipayKey(), "m-1", "RSA2", channelData), now)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n.AppID != appID || n.NotifyID != "m-1" || n.Method != "alipay.open.mini.version.audit.passed" ||
+		if n.AppID != testkit.AppID || n.NotifyID != "m-1" || n.Method != "alipay.open.mini.version.audit.passed" ||
 			n.UTCTimestamp != 1516797622752 || n.Channel != notify.ChannelWebSocket || n.BizContent != channelContent ||
 			n.ContentForm != alipay.ContentFormChannel || !n.ReceivedAt.Equal(now) {
 			t.Fatalf("notification = %+v", n)
@@ -64,49 +65,51 @@ func TestVerifier_VerifyChannelMessage(t *testing.T) {
 			t.Fatal("the digest is not the signed data's")
 		}
 	})
-	good := func() alipay.ChannelMessage { return channelMessage(t, keyApp, "m-1", "RSA2", channelData) }
+	good := func() alipay.ChannelMessage {
+		return channelMessage(t, testkit.AlipayKey(), "m-1", "RSA2", channelData)
+	}
 	with := func(mut func(*alipay.ChannelMessage)) alipay.ChannelMessage {
 		m := good()
 		mut(&m)
 		return m
 	}
-	otherApp := strings.Replace(channelData, appID, "2099999999999999", 1)
+	otherApp := strings.Replace(channelData, testkit.AppID, "2099999999999999", 1)
 	cases := []struct {
 		name         string
 		app          string
 		m            alipay.ChannelMessage
 		code, reason string
 	}{
-		{"ErrOtherKey", appID, channelMessage(t, other, "m-1", "RSA2", channelData), notify.EUNVERIFIED, "bad_signature"},
-		{"ErrContentChanged", appID, with(func(m *alipay.ChannelMessage) {
+		{"ErrOtherKey", testkit.AppID, channelMessage(t, testkit.OtherKey(), "m-1", "RSA2", channelData), notify.EUNVERIFIED, "bad_signature"},
+		{"ErrContentChanged", testkit.AppID, with(func(m *alipay.ChannelMessage) {
 			m.Data = []byte(strings.Replace(channelData, "2014072300007148", "2014072300007149", 1))
 		}), notify.EUNVERIFIED, "bad_signature"},
-		{"ErrWhiteSpaceChanged", appID, with(func(m *alipay.ChannelMessage) {
+		{"ErrWhiteSpaceChanged", testkit.AppID, with(func(m *alipay.ChannelMessage) {
 			m.Data = []byte(strings.Replace(channelData, `"mini_app_id" : `, `"mini_app_id": `, 1))
 		}), notify.EUNVERIFIED, "bad_signature"},
-		{"ErrSignMissing", appID, with(func(m *alipay.ChannelMessage) { m.Sign = "" }), notify.EUNVERIFIED, "missing_sign"},
-		{"ErrSignNotBase64", appID, with(func(m *alipay.ChannelMessage) { m.Sign = "!!" + m.Sign }), notify.EUNVERIFIED, "bad_signature"},
-		{"ErrSignTooLong", appID, with(func(m *alipay.ChannelMessage) { m.Sign = strings.Repeat("A", 2000) }), notify.EUNVERIFIED, "bad_signature"},
-		{"ErrRSA1NotAllowed", appID, channelMessage(t, keyApp, "m-1", "RSA", channelData), notify.EUNVERIFIED, "sign_type_refused"},
-		{"ErrUnknownSignType", appID, with(func(m *alipay.ChannelMessage) { m.SignType = "SM2" }), notify.EUNVERIFIED, "sign_type_refused"},
-		{"ErrNoSignType", appID, with(func(m *alipay.ChannelMessage) { m.SignType = "" }), notify.EINVALID, "missing_parameter"},
+		{"ErrSignMissing", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.Sign = "" }), notify.EUNVERIFIED, "missing_sign"},
+		{"ErrSignNotBase64", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.Sign = "!!" + m.Sign }), notify.EUNVERIFIED, "bad_signature"},
+		{"ErrSignTooLong", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.Sign = strings.Repeat("A", 2000) }), notify.EUNVERIFIED, "bad_signature"},
+		{"ErrRSA1NotAllowed", testkit.AppID, channelMessage(t, testkit.AlipayKey(), "m-1", "RSA", channelData), notify.EUNVERIFIED, "sign_type_refused"},
+		{"ErrUnknownSignType", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.SignType = "SM2" }), notify.EUNVERIFIED, "sign_type_refused"},
+		{"ErrNoSignType", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.SignType = "" }), notify.EINVALID, "missing_parameter"},
 		{"ErrUnknownApp", "2099999999999999", good(), notify.EUNVERIFIED, "unknown_app"},
-		{"ErrMessageOfAnotherApp", appID, with(func(m *alipay.ChannelMessage) {
-			*m = channelMessage(t, keyApp, "m-1", "RSA2", otherApp)
+		{"ErrMessageOfAnotherApp", testkit.AppID, with(func(m *alipay.ChannelMessage) {
+			*m = channelMessage(t, testkit.AlipayKey(), "m-1", "RSA2", otherApp)
 			m.AppID = "2099999999999999"
 		}), notify.EUNVERIFIED, "app_mismatch"},
-		{"ErrNoMsgID", appID, with(func(m *alipay.ChannelMessage) { m.MsgID = "" }), notify.EINVALID, "missing_parameter"},
-		{"ErrMsgIDWithAmp", appID, with(func(m *alipay.ChannelMessage) { m.MsgID = "m-1&sign_type=RSA2" }), notify.EINVALID, "bad_parameter"},
-		{"ErrMsgIDWithEquals", appID, with(func(m *alipay.ChannelMessage) { m.MsgID = "m=1" }), notify.EINVALID, "bad_parameter"},
-		{"ErrMsgIDWithQuote", appID, with(func(m *alipay.ChannelMessage) { m.MsgID = `m-"1` }), notify.EINVALID, "bad_parameter"},
-		{"ErrMsgIDTooLong", appID, with(func(m *alipay.ChannelMessage) { m.MsgID = strings.Repeat("m", 65) }), notify.EINVALID, "bad_parameter"},
-		{"ErrBadCharset", appID, with(func(m *alipay.ChannelMessage) { m.Charset = "latin1" }), notify.EINVALID, "bad_charset"},
-		{"ErrNoData", appID, with(func(m *alipay.ChannelMessage) { m.Data = nil }), notify.EINVALID, "missing_parameter"},
-		{"ErrNoMsgAPI", appID, with(func(m *alipay.ChannelMessage) { m.MsgAPI = "" }), notify.EINVALID, "missing_parameter"},
-		{"ErrMsgAPINotAMethod", appID, with(func(m *alipay.ChannelMessage) { m.MsgAPI = "x&y=z" }), notify.EINVALID, "bad_parameter"},
-		{"ErrTimestampAhead", appID, with(func(m *alipay.ChannelMessage) { m.Timestamp = fmt.Sprint(time.Now().Add(time.Hour).UnixMilli()) }), notify.ETOOEARLY, "future_timestamp"},
-		{"ErrTimestamp2286", appID, with(func(m *alipay.ChannelMessage) { m.Timestamp = "9999999999999" }), notify.ETOOEARLY, "future_timestamp"},
-		{"ErrTimestampNotANumber", appID, with(func(m *alipay.ChannelMessage) { m.Timestamp = "15167976&2752" }), notify.EINVALID, "bad_parameter"},
+		{"ErrNoMsgID", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.MsgID = "" }), notify.EINVALID, "missing_parameter"},
+		{"ErrMsgIDWithAmp", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.MsgID = "m-1&sign_type=RSA2" }), notify.EINVALID, "bad_parameter"},
+		{"ErrMsgIDWithEquals", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.MsgID = "m=1" }), notify.EINVALID, "bad_parameter"},
+		{"ErrMsgIDWithQuote", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.MsgID = `m-"1` }), notify.EINVALID, "bad_parameter"},
+		{"ErrMsgIDTooLong", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.MsgID = strings.Repeat("m", 65) }), notify.EINVALID, "bad_parameter"},
+		{"ErrBadCharset", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.Charset = "latin1" }), notify.EINVALID, "bad_charset"},
+		{"ErrNoData", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.Data = nil }), notify.EINVALID, "missing_parameter"},
+		{"ErrNoMsgAPI", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.MsgAPI = "" }), notify.EINVALID, "missing_parameter"},
+		{"ErrMsgAPINotAMethod", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.MsgAPI = "x&y=z" }), notify.EINVALID, "bad_parameter"},
+		{"ErrTimestampAhead", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.Timestamp = fmt.Sprint(time.Now().Add(time.Hour).UnixMilli()) }), notify.ETOOEARLY, "future_timestamp"},
+		{"ErrTimestamp2286", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.Timestamp = "9999999999999" }), notify.ETOOEARLY, "future_timestamp"},
+		{"ErrTimestampNotANumber", testkit.AppID, with(func(m *alipay.ChannelMessage) { m.Timestamp = "15167976&2752" }), notify.EINVALID, "bad_parameter"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -122,28 +125,30 @@ func TestVerifier_VerifyChannelMessage(t *testing.T) {
 func TestVerifier_VerifyChannelMessage_Variants(t *testing.T) {
 	t.Parallel()
 	t.Run("RSA1Allowed", func(t *testing.T) {
-		v := keyVerifier(t, &alipay.App{ID: appID, Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}, AllowRSA1: true})
-		if _, err := v.VerifyChannelMessage(appID, channelMessage(t, keyApp, "m-1", "RSA", channelData), time.Now()); err != nil {
+		v := keyVerifier(t, &alipay.App{ID: testkit.AppID, Keys: []alipay.Key{{Pub: &testkit.AlipayKey().PublicKey}}, AllowRSA1: true})
+		if _, err := v.VerifyChannelMessage(testkit.AppID, channelMessage(t, testkit.AlipayKey(), "m-1", "RSA", channelData), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("CertModeRotatedCert", func(t *testing.T) {
-		v := keyVerifier(t, certApp(t, pki.Alipay.PEM, pki.Rotated.PEM))
-		n, err := v.VerifyChannelMessage(appID, channelMessage(t, pki.Rotated.Key, "m-1", "RSA2", channelData), time.Now())
+		app := testkit.CertApp()
+		app.ID = testkit.AppID // channelData's app
+		v := keyVerifier(t, app)
+		n, err := v.VerifyChannelMessage(testkit.AppID, channelMessage(t, testkit.PKI().Rotated.Key, "m-1", "RSA2", channelData), time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n.CertSN != alipay.CertSN(pki.Rotated.Cert) {
+		if n.CertSN != alipay.CertSN(testkit.PKI().Rotated.Cert) {
 			t.Fatalf("cert_sn = %q", n.CertSN)
 		}
 	})
 	t.Run("SecretsRedacted", func(t *testing.T) {
 		v := keyVerifier(t)
 		content := `{"app_auth_token":"secret-token","auth_app_id":"2013072300101234"}`
-		data := `{"header":{"appId":"` + appID + `","msgApi":"alipay.open.auth.appauth.cancelled"},"content":` + content + `}`
-		m := channelMessage(t, keyApp, "m-2", "RSA2", data)
+		data := `{"header":{"appId":"` + testkit.AppID + `","msgApi":"alipay.open.auth.appauth.cancelled"},"content":` + content + `}`
+		m := channelMessage(t, testkit.AlipayKey(), "m-2", "RSA2", data)
 		m.MsgAPI, m.Content = "alipay.open.auth.appauth.cancelled", []byte(content)
-		n, err := v.VerifyChannelMessage(appID, m, time.Now())
+		n, err := v.VerifyChannelMessage(testkit.AppID, m, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,16 +162,16 @@ func TestVerifier_VerifyChannelMessage_Variants(t *testing.T) {
 	t.Run("GBKSigned", func(t *testing.T) {
 		v := keyVerifier(t)
 		content := `{"app_name":"张三的小程序"}`
-		data := `{"header":{"appId":"` + appID + `","msgApi":"alipay.open.mini.test"},"content":` + content + `}`
+		data := `{"header":{"appId":"` + testkit.AppID + `","msgApi":"alipay.open.mini.test"},"content":` + content + `}`
 		gbk, err := alipay.ToGBK(data)
 		if err != nil {
 			t.Fatal(err)
 		}
 		d := sha256.Sum256([]byte(gbk))
-		sig, _ := rsa.SignPKCS1v15(nil, keyApp, crypto.SHA256, d[:])
+		sig, _ := rsa.SignPKCS1v15(nil, testkit.AlipayKey(), crypto.SHA256, d[:])
 		m := alipay.ChannelMessage{MsgID: "g", Charset: "GBK", SignType: "RSA2", Sign: base64.StdEncoding.EncodeToString(sig),
-			Data: []byte(data), AppID: appID, MsgAPI: "alipay.open.mini.test", Content: []byte(content)}
-		n, err := v.VerifyChannelMessage(appID, m, time.Now())
+			Data: []byte(data), AppID: testkit.AppID, MsgAPI: "alipay.open.mini.test", Content: []byte(content)}
+		n, err := v.VerifyChannelMessage(testkit.AppID, m, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,16 +194,16 @@ func TestVerifier_VerifyText(t *testing.T) {
 		return base64.StdEncoding.EncodeToString(sig)
 	}
 	t.Run("OK", func(t *testing.T) {
-		if err := v.VerifyText(appID, text, signOf(keyApp)); err != nil {
+		if err := v.VerifyText(testkit.AppID, text, signOf(testkit.AlipayKey())); err != nil {
 			t.Fatal(err)
 		}
 	})
 	for name, err := range map[string]error{
-		"ErrOtherKey":    v.VerifyText(appID, text, signOf(other)),
-		"ErrUnsigned":    v.VerifyText(appID, text, ""),
-		"ErrNotBase64":   v.VerifyText(appID, text, "!!"),
-		"ErrUnknownApp":  v.VerifyText("2099", text, signOf(keyApp)),
-		"ErrTextChanged": v.VerifyText(appID, append([]byte(" "), text...), signOf(keyApp)),
+		"ErrOtherKey":    v.VerifyText(testkit.AppID, text, signOf(testkit.OtherKey())),
+		"ErrUnsigned":    v.VerifyText(testkit.AppID, text, ""),
+		"ErrNotBase64":   v.VerifyText(testkit.AppID, text, "!!"),
+		"ErrUnknownApp":  v.VerifyText("2099", text, signOf(testkit.AlipayKey())),
+		"ErrTextChanged": v.VerifyText(testkit.AppID, append([]byte(" "), text...), signOf(testkit.AlipayKey())),
 	} {
 		t.Run(name, func(t *testing.T) {
 			if err == nil {

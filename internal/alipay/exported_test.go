@@ -13,6 +13,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 // The functions exported for internal/diagnose answer as the gateway's own
@@ -20,14 +21,14 @@ import (
 
 func TestVerifier_VerifyAt(t *testing.T) {
 	t.Parallel()
-	c := pki.Expired
+	c := testkit.PKI().Expired
 	sn := alipay.CertSN(c.Cert)
-	v := keyVerifier(t, &alipay.App{ID: appID, CertMode: true, Keys: []alipay.Key{
+	v := keyVerifier(t, &alipay.App{ID: testkit.AppID, CertMode: true, Keys: []alipay.Key{
 		{SN: sn, Pub: &c.Key.PublicKey, NotBefore: c.Cert.NotBefore, NotAfter: c.Cert.NotAfter},
 	}})
-	f := baseForm()
+	f := baseForm(t)
 	f["alipay_cert_sn"] = sn
-	f = sign(t, f, c.Key, alipay.FormV1)
+	f = testkit.Sign(t, f, c.Key, alipay.FormV1)
 	m, err := v.VerifyAt(f, c.Cert.NotAfter.Add(-time.Hour))
 	if err != nil || m.Form != alipay.FormV1 || m.CertSN != sn {
 		t.Fatalf("within the cert's validity: m=%v err=%v", m, err)
@@ -70,13 +71,13 @@ func TestDigest(t *testing.T) {
 func TestParseLeafCert(t *testing.T) {
 	t.Parallel()
 	// The Alipay cert file holds the signing cert, then its intermediate.
-	c, err := alipay.ParseLeafCert(pki.Expired.PEM)
-	if err != nil || !c.Equal(pki.Expired.Cert) {
+	c, err := alipay.ParseLeafCert(testkit.PKI().Expired.PEM)
+	if err != nil || !c.Equal(testkit.PKI().Expired.Cert) {
 		t.Fatalf("c=%v err=%v", c, err)
 	}
 	// A cert pasted as bare base64 DER, line breaks and all.
-	der := base64.StdEncoding.EncodeToString(pki.Alipay.Cert.Raw)
-	if c, err := alipay.ParseLeafCert([]byte(der[:64] + "\n" + der[64:] + "\n")); err != nil || !c.Equal(pki.Alipay.Cert) {
+	der := base64.StdEncoding.EncodeToString(testkit.PKI().Alipay.Cert.Raw)
+	if c, err := alipay.ParseLeafCert([]byte(der[:64] + "\n" + der[64:] + "\n")); err != nil || !c.Equal(testkit.PKI().Alipay.Cert) {
 		t.Fatalf("bare base64: c=%v err=%v", c, err)
 	}
 	if _, err := alipay.ParseLeafCert([]byte("nope")); err == nil || err.Error() != "no certificate found" {
@@ -124,7 +125,7 @@ func TestForm_Method(t *testing.T) {
 
 func TestForm_ValidUTF8(t *testing.T) {
 	t.Parallel()
-	if f := baseForm(); !f.ValidUTF8() {
+	if f := baseForm(t); !f.ValidUTF8() {
 		t.Error("baseForm is not valid UTF-8")
 	}
 	if f := (alipay.Form{"memo": "\xff"}); f.ValidUTF8() {

@@ -2,26 +2,22 @@ package alipay_test
 
 import (
 	"bytes"
-	"crypto"
 	"strings"
 	"testing"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
-// signedSamples are the seed's samples signed with keyApp (V1 and V2), the
-// only messages the fuzzed verifier may accept.
+// signedSamples are the seed's samples signed with testkit.AlipayKey (V1
+// and V2), the only messages the fuzzed verifier may accept.
 func signedSamples(t testing.TB) []alipay.Form {
 	var out []alipay.Form
 	for _, s := range samples.All() {
-		s.Form["app_id"] = appID
+		s.Form["app_id"] = testkit.AppID
 		for _, form := range []alipay.ContentForm{alipay.FormV1, alipay.FormV2} {
-			f, err := alipay.Sign(alipay.Form(s.Form), keyApp, form, crypto.SHA256)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, f)
+			out = append(out, testkit.Sign(t, alipay.Form(s.Form), testkit.AlipayKey(), form))
 		}
 	}
 	return out

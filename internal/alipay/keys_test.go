@@ -17,11 +17,12 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 func TestParsePrivateKey(t *testing.T) {
 	t.Parallel()
-	k := keyApp
+	k := testkit.AlipayKey()
 	pkcs8PEM, err := devpki.PrivateKeyPKCS8PEM(k)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +58,7 @@ func TestParsePrivateKey(t *testing.T) {
 			"PKCS8PEMIndented": indent(pkcs8PEM),
 			"PKCS1PEMIndented": indent(pkcs1PEM),
 			"PEMWithPreamble":  "Bag Attributes\n  localKeyID: 01\n" + string(pkcs8PEM),
-			"PEMAfterCert":     string(pki.Alipay.PEM) + string(pkcs1PEM),
+			"PEMAfterCert":     string(testkit.PKI().Alipay.PEM) + string(pkcs1PEM),
 			"PKCS1PEMTypedAs8": strings.ReplaceAll(string(pkcs1PEM), "RSA PRIVATE KEY", "PRIVATE KEY"),
 		}
 		for name, in := range inputs {
@@ -100,7 +101,7 @@ func TestParsePrivateKey(t *testing.T) {
 			"Truncated":    base64.StdEncoding.EncodeToString(der[:len(der)/2]),
 			"RandomBytes":  base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x30, 0x82}, 100)),
 			"BrokenPEM":    "-----BEGIN PRIVATE KEY-----\n%%%%\n-----END PRIVATE KEY-----\n",
-			"CertOnly":     string(pki.Alipay.PEM),
+			"CertOnly":     string(testkit.PKI().Alipay.PEM),
 			"PublicKeyPEM": "-----BEGIN PUBLIC KEY-----\n" + pkcs8B64 + "\n-----END PUBLIC KEY-----\n",
 			"Encrypted":    "-----BEGIN ENCRYPTED PRIVATE KEY-----\n" + pkcs8B64 + "\n-----END ENCRYPTED PRIVATE KEY-----\n",
 			"LegacyEncrypted": "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00000000000000000000000000000000\n\n" +

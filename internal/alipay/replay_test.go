@@ -11,6 +11,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 // refold re-sends a signed form as a folding replay would: without
@@ -43,19 +44,19 @@ func TestVerifier_FoldingReplay(t *testing.T) {
 	t.Run("OK", func(t *testing.T) {
 		// The genuine V2 notification verifies, and its digest is the
 		// SHA-256 of the signed string.
-		genuine := sign(t, baseForm(), keyApp, alipay.FormV2)
+		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2)
 		_, m, err := v.Notification(body(genuine), notify.ChannelHTTP, now)
 		if err != nil || m.Form != alipay.FormV2 || m.Digest != sha256.Sum256(alipay.SignContent(genuine, alipay.FormV2)) {
 			t.Fatalf("m=%+v err=%v", m, err)
 		}
 	})
 	t.Run("ErrNotifyIDFolded", func(t *testing.T) {
-		genuine := sign(t, baseForm(), keyApp, alipay.FormV2)
+		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2)
 		_, _, err := v.Notification(body(refold(t, genuine, "notify_id")), notify.ChannelHTTP, now)
 		wantCode(t, err, notify.EINVALID, "bad_parameter")
 	})
 	t.Run("ErrNotifyIDFoldedSignTypeKept", func(t *testing.T) {
-		f := refold(t, sign(t, baseForm(), keyApp, alipay.FormV2), "notify_id")
+		f := refold(t, testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2), "notify_id")
 		f["sign_type"] = "RSA2"
 		_, _, err := v.Notification(body(f), notify.ChannelHTTP, now)
 		wantCode(t, err, notify.EINVALID, "bad_parameter")
@@ -64,13 +65,13 @@ func TestVerifier_FoldingReplay(t *testing.T) {
 		// The authorization notification: notify_type sorts just before
 		// sign_type; with no notify_type, notify_time does.
 		f := alipay.Form{"notify_id": "g-1", "notify_type": "open_app_auth_notify", "notify_time": "2018-01-24 20:40:22",
-			"app_id": appID, "sign_type": "RSA2", "biz_content": `{}`, "charset": "utf-8", "version": "1.0"}
+			"app_id": testkit.AppID, "sign_type": "RSA2", "biz_content": `{}`, "charset": "utf-8", "version": "1.0"}
 		for _, into := range []string{"notify_type", "notify_time"} {
-			g := sign(t, f, keyApp, alipay.FormV2)
+			g := testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV2)
 			if into == "notify_time" {
 				delete(f, "notify_type")
 				f["msg_method"] = "alipay.open.x.y"
-				g = sign(t, f, keyApp, alipay.FormV2)
+				g = testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV2)
 			}
 			folded := refold(t, g, into)
 			folded["sign_type"] = "RSA2"
@@ -81,7 +82,7 @@ func TestVerifier_FoldingReplay(t *testing.T) {
 	t.Run("ErrV1NeighboursFolded", func(t *testing.T) {
 		// In the V1 string, utc_timestamp and version are neighbours: one
 		// parameter folded into the other gives the same string.
-		genuine := sign(t, baseForm(), keyApp, alipay.FormV1)
+		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1)
 		folded := alipay.Form{}
 		for k, val := range genuine {
 			folded[k] = val
@@ -96,7 +97,7 @@ func TestVerifier_FoldingReplay(t *testing.T) {
 	})
 	t.Run("ErrNameFolded", func(t *testing.T) {
 		// '&' or '=' in a parameter name (URL-encoded in the body).
-		genuine := sign(t, baseForm(), keyApp, alipay.FormV1)
+		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1)
 		raw := strings.Replace(genuine.Encode(), "version=1.1", url.QueryEscape("version=1.1&x")+"=y", 1)
 		_, _, err := v.Notification([]byte(raw), notify.ChannelHTTP, now)
 		wantCode(t, err, notify.EINVALID, "bad_parameter")
@@ -105,7 +106,7 @@ func TestVerifier_FoldingReplay(t *testing.T) {
 		// Whatever split of the signed string verifies, its digest is the
 		// one the inbox keys replays on: the refolded twin (were it taken)
 		// has the digest of the genuine notification.
-		genuine := sign(t, baseForm(), keyApp, alipay.FormV2)
+		genuine := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV2)
 		twin := refold(t, genuine, "notify_id")
 		if sha256.Sum256(alipay.SignContent(twin, alipay.FormV1)) != sha256.Sum256(alipay.SignContent(genuine, alipay.FormV2)) {
 			t.Fatal("digests differ")
@@ -116,7 +117,9 @@ func TestVerifier_FoldingReplay(t *testing.T) {
 func TestVerifier_Shapes(t *testing.T) {
 	t.Parallel()
 	v := keyVerifier(t)
-	body := func(f alipay.Form) []byte { return []byte(sign(t, f, keyApp, alipay.FormV1).Encode()) }
+	body := func(f alipay.Form) []byte {
+		return []byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1).Encode())
+	}
 	for name, mut := range map[string]func(alipay.Form){
 		"OlderStyleVersionEmpty": func(f alipay.Form) { f["version"] = "" },
 		"NotifyIDOfDigits":       func(f alipay.Form) { f["notify_id"] = "2023061200222160714bd1bb5ee8ef0" },
@@ -126,7 +129,7 @@ func TestVerifier_Shapes(t *testing.T) {
 		"EncryptTypeEmpty":       func(f alipay.Form) { f["encrypt_type"] = "" },
 	} {
 		t.Run("OK/"+name, func(t *testing.T) {
-			f := baseForm()
+			f := baseForm(t)
 			mut(f)
 			if _, _, err := v.Notification(body(f), notify.ChannelHTTP, time.Now()); err != nil {
 				t.Fatal(err)
@@ -153,14 +156,14 @@ func TestVerifier_Shapes(t *testing.T) {
 		"ErrLongName":         func(f alipay.Form) { f[strings.Repeat("k", 65)] = "" },
 	} {
 		t.Run(name, func(t *testing.T) {
-			f := baseForm()
+			f := baseForm(t)
 			mut(f)
 			_, _, err := v.Notification(body(f), notify.ChannelHTTP, time.Now())
 			wantCode(t, err, notify.EINVALID, "bad_parameter")
 		})
 	}
 	t.Run("ErrNoSignType", func(t *testing.T) {
-		f := baseForm()
+		f := baseForm(t)
 		delete(f, "sign_type")
 		_, _, err := v.Notification(body(f), notify.ChannelHTTP, time.Now())
 		wantCode(t, err, notify.EINVALID, "missing_parameter")
@@ -168,12 +171,12 @@ func TestVerifier_Shapes(t *testing.T) {
 	t.Run("ErrTooManyParameters", func(t *testing.T) {
 		// Thousands of empty parameters and a zero sign: refused before
 		// anything is parsed.
-		raw := sign(t, baseForm(), keyApp, alipay.FormV1).Encode() + strings.Repeat("&e=", 10000)
+		raw := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1).Encode() + strings.Repeat("&e=", 10000)
 		_, _, err := v.Notification([]byte(raw), notify.ChannelHTTP, time.Now())
 		wantCode(t, err, notify.EINVALID, "too_many_parameters")
 	})
 	t.Run("ErrLongSign", func(t *testing.T) {
-		f := sign(t, baseForm(), keyApp, alipay.FormV1)
+		f := testkit.Sign(t, baseForm(t), testkit.AlipayKey(), alipay.FormV1)
 		f["sign"] = strings.Repeat("A", alipay.MaxSignLen+4)
 		_, _, err := v.Notification([]byte(f.Encode()), notify.ChannelHTTP, time.Now())
 		wantCode(t, err, notify.EUNVERIFIED, "bad_signature")
@@ -183,7 +186,7 @@ func TestVerifier_Shapes(t *testing.T) {
 func TestVerifier_FutureTimestamp(t *testing.T) {
 	t.Parallel()
 	v, err := alipay.NewVerifierWith(alipay.VerifierConfig{
-		Apps:         []*alipay.App{{ID: appID, Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}}},
+		Apps:         []*alipay.App{testkit.KeyApp()},
 		MaxClockSkew: 2 * time.Minute,
 	})
 	if err != nil {
@@ -191,9 +194,9 @@ func TestVerifier_FutureTimestamp(t *testing.T) {
 	}
 	now := time.Now()
 	at := func(d time.Duration) []byte {
-		f := baseForm()
+		f := baseForm(t)
 		f["utc_timestamp"] = fmt.Sprint(now.Add(d).UnixMilli())
-		return []byte(sign(t, f, keyApp, alipay.FormV1).Encode())
+		return []byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1).Encode())
 	}
 	t.Run("OK", func(t *testing.T) {
 		for _, d := range []time.Duration{-24 * time.Hour, 0, 119 * time.Second} {
@@ -207,16 +210,16 @@ func TestVerifier_FutureTimestamp(t *testing.T) {
 		wantCode(t, err, notify.ETOOEARLY, "future_timestamp")
 	})
 	t.Run("Err2286", func(t *testing.T) {
-		f := baseForm()
+		f := baseForm(t)
 		f["utc_timestamp"] = "9999999999999"
-		_, _, err := v.Notification([]byte(sign(t, f, keyApp, alipay.FormV1).Encode()), notify.ChannelHTTP, now)
+		_, _, err := v.Notification([]byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1).Encode()), notify.ChannelHTTP, now)
 		wantCode(t, err, notify.ETOOEARLY, "future_timestamp")
 	})
 	t.Run("ErrNotifyTimeAhead", func(t *testing.T) {
 		f := alipay.Form{"notify_id": "g-1", "notify_type": "open_app_auth_notify",
 			"notify_time": now.Add(time.Hour).In(alipay.ChinaTime).Format(time.DateTime),
-			"app_id":      appID, "sign_type": "RSA2", "biz_content": `{}`, "charset": "utf-8"}
-		_, _, err := v.Notification([]byte(sign(t, f, keyApp, alipay.FormV1).Encode()), notify.ChannelHTTP, now)
+			"app_id":      testkit.AppID, "sign_type": "RSA2", "biz_content": `{}`, "charset": "utf-8"}
+		_, _, err := v.Notification([]byte(testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV1).Encode()), notify.ChannelHTTP, now)
 		wantCode(t, err, notify.ETOOEARLY, "future_timestamp")
 	})
 	t.Run("ErrForgedAheadIsUnverified", func(t *testing.T) {
@@ -231,17 +234,18 @@ func TestVerifier_FutureTimestamp(t *testing.T) {
 
 func TestVerifier_CertValidity(t *testing.T) {
 	t.Parallel()
-	app := certApp(t, pki.Alipay.PEM, pki.Rotated.PEM)
+	app := testkit.CertApp()                          // Keys: Alipay's cert, then Rotated
+	app.ID = testkit.AppID                            // baseForm's app
 	app.Keys[0].NotAfter = time.Now().Add(-time.Hour) // the first cert has expired since start-up
 	v := keyVerifier(t, app)
 	withSN := func(key int) alipay.Form {
-		f := baseForm()
+		f := baseForm(t)
 		f["alipay_cert_sn"] = app.Keys[key].SN
-		k := pki.Alipay.Key
+		k := testkit.PKI().Alipay.Key
 		if key == 1 {
-			k = pki.Rotated.Key
+			k = testkit.PKI().Rotated.Key
 		}
-		return sign(t, f, k, alipay.FormV1)
+		return testkit.Sign(t, f, k, alipay.FormV1)
 	}
 	t.Run("OK", func(t *testing.T) {
 		if _, err := v.Verify(withSN(1)); err != nil {
@@ -253,7 +257,7 @@ func TestVerifier_CertValidity(t *testing.T) {
 		wantCode(t, err, notify.EUNVERIFIED, "cert_expired")
 	})
 	t.Run("ErrExpiredNoSN", func(t *testing.T) {
-		_, err := v.Verify(sign(t, baseForm(), pki.Alipay.Key, alipay.FormV1))
+		_, err := v.Verify(testkit.Sign(t, baseForm(t), testkit.PKI().Alipay.Key, alipay.FormV1))
 		wantCode(t, err, notify.EUNVERIFIED, "bad_signature")
 	})
 }

@@ -16,27 +16,24 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/config"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
-
-const certAppID = "2021000000000002"
-
-var pki = devpki.MustNewPKI(certAppID)
 
 // apps loads, with the real config code, a public-key app and a
 // certificate-mode app with two certs (a rotation) from the test PKI.
 func apps(t *testing.T) []*alipay.App {
 	t.Helper()
 	dir := t.TempDir()
-	if err := pki.WriteDir(dir); err != nil {
+	if err := testkit.PKI().WriteDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	b64, err := devpki.PublicKeyBase64(&pki.Alipay.Key.PublicKey)
+	b64, err := devpki.PublicKeyBase64(&testkit.PKI().Alipay.Key.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := func(name string) string { return filepath.Join(dir, name) }
-	yaml := "apps:\n  - app_id: \"2021000000000001\"\n    alipay_public_key: " + b64 +
-		"\n  - app_id: \"" + certAppID + "\"\n    alipay_root_cert_file: " + p(devpki.RootCertFile) +
+	yaml := "apps:\n  - app_id: \"" + testkit.AppID + "\"\n    alipay_public_key: " + b64 +
+		"\n  - app_id: \"" + testkit.CertAppID + "\"\n    alipay_root_cert_file: " + p(devpki.RootCertFile) +
 		"\n    alipay_public_cert_files: [" + p(devpki.AlipayCertFile) + ", " + p(devpki.RotatedCertFile) + "]\n"
 	if err := os.WriteFile(p("gateway.yaml"), []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -118,8 +115,8 @@ func TestStart(t *testing.T) {
 				for _, l := range s.GetLabel() {
 					labels[l.GetName()] = l.GetValue()
 				}
-				if labels["app_id"] != certAppID {
-					t.Errorf("gauge for app %q; want only the cert app %s", labels["app_id"], certAppID)
+				if labels["app_id"] != testkit.CertAppID {
+					t.Errorf("gauge for app %q; want only the cert app %s", labels["app_id"], testkit.CertAppID)
 				}
 				got[labels["cert_sn"]] = s.GetGauge().GetValue()
 			}
@@ -148,7 +145,7 @@ func TestStart(t *testing.T) {
 				t.Fatalf("%d log lines; want one per cert (%d):\n%s", len(lines), len(certs), logs)
 			}
 			for i, k := range certs {
-				for _, want := range []string{`"level":"` + tc.level + `"`, `"app_id":"` + certAppID + `"`, `"cert_sn":"` + k.SN + `"`,
+				for _, want := range []string{`"level":"` + tc.level + `"`, `"app_id":"` + testkit.CertAppID + `"`, `"cert_sn":"` + k.SN + `"`,
 					`"not_after":"` + k.NotAfter.UTC().Format(time.RFC3339) + `"`} {
 					if !strings.Contains(lines[i], want) {
 						t.Errorf("line %d lacks %s: %s", i, want, lines[i])

@@ -9,15 +9,15 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/config"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
-var pki = devpki.MustNewPKI("2021000000000002")
-
-// Token keys: A as base64 and as hex, B as base64, C (AES-128) as hex.
+// Token keys: A (testkit.TokenKey) as base64 and as hex, B
+// (testkit.OtherTokenKey) as base64, C (AES-128) as hex.
 const (
-	tokenKeyA    = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	tokenKeyA    = testkit.TokenKeyBase64
 	tokenKeyAHex = "3031323334353637383961626364656630313233343536373839616263646566"
-	tokenKeyB    = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
+	tokenKeyB    = testkit.OtherTokenKeyBase64
 	tokenKeyC    = "30313233343536373839616263646566"
 )
 
@@ -25,10 +25,10 @@ const (
 func files(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := pki.WriteDir(dir); err != nil {
+	if err := testkit.PKI().WriteDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	b64, _ := devpki.PublicKeyBase64(&pki.Alipay.Key.PublicKey)
+	b64, _ := devpki.PublicKeyBase64(&testkit.PKI().Alipay.Key.PublicKey)
 	if err := os.WriteFile(filepath.Join(dir, "pub.txt"), []byte(b64), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestLoad(t *testing.T) {
 	t.Parallel()
 	dir := files(t)
 	p := func(name string) string { return filepath.Join(dir, name) }
-	b64, _ := devpki.PublicKeyBase64(&pki.Alipay.Key.PublicKey)
+	b64, _ := devpki.PublicKeyBase64(&testkit.PKI().Alipay.Key.PublicKey)
 	base := func(kv ...string) map[string]string {
 		m := map[string]string{"DATABASE_URL": "postgres://x@127.0.0.1/db"}
 		for i := 0; i+1 < len(kv); i += 2 {
@@ -124,7 +124,7 @@ func TestLoad(t *testing.T) {
 
 func TestLoad_TrustedProxies(t *testing.T) {
 	t.Parallel()
-	b64, _ := devpki.PublicKeyBase64(&pki.Alipay.Key.PublicKey)
+	b64, _ := devpki.PublicKeyBase64(&testkit.PKI().Alipay.Key.PublicKey)
 	c, err := config.Load(map[string]string{
 		"DATABASE_URL": "postgres://x@127.0.0.1/db", "ALIPAY_APP_ID": "1", "ALIPAY_PUBLIC_KEY": b64,
 		"TRUSTED_PROXIES": "10.1.2.3/8, 192.168.0.7,fd00::/8,::ffff:172.16.0.1",
@@ -155,7 +155,7 @@ func TestEnvVars(t *testing.T) {
 // open too.
 func TestLoad_TokenKeys(t *testing.T) {
 	t.Parallel()
-	b64, _ := devpki.PublicKeyBase64(&pki.Alipay.Key.PublicKey)
+	b64, _ := devpki.PublicKeyBase64(&testkit.PKI().Alipay.Key.PublicKey)
 	load := func(kv ...string) *config.Config {
 		t.Helper()
 		env := map[string]string{"DATABASE_URL": "postgres://x@127.0.0.1/db", "ALIPAY_APP_ID": "1", "ALIPAY_PUBLIC_KEY": b64}

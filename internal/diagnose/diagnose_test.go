@@ -1,7 +1,6 @@
 package diagnose_test
 
 import (
-	"crypto"
 	"crypto/rsa"
 	"net/url"
 	"sort"
@@ -11,34 +10,18 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/diagnose"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
-// Diagnose fixtures: one PKI. In public-key mode its Alipay cert's key plays
-// Alipay's public key, its App key the app's, and Rotated's key a stranger.
-var dgPKI = devpki.MustNewPKI("2021000000000001")
+// Diagnose fixtures: testkit's PKI, and forms for its app (CertAppID). In
+// public-key mode the PKI's Alipay cert's key plays Alipay's public key, its
+// App key the app's, and Rotated's key a stranger.
 
-const dgAppID = "2021000000000001"
-
-func dgForm() alipay.Form {
-	return alipay.Form{
-		"charset":       "UTF-8",
-		"biz_content":   `{"mini_app_id":"2014072300007148"}`,
-		"msg_method":    "alipay.open.mini.version.audit.passed",
-		"utc_timestamp": "1516797622752",
-		"version":       "1.1",
-		"sign_type":     "RSA2",
-		"notify_id":     "dg-1",
-		"app_id":        dgAppID,
-	}
-}
-
-func dgSign(t *testing.T, f alipay.Form, k *rsa.PrivateKey, form alipay.ContentForm, h crypto.Hash) alipay.Form {
+// dgForm is the audit-passed sample for testkit.CertAppID, with a fresh
+// notify_id.
+func dgForm(t *testing.T) alipay.Form {
 	t.Helper()
-	out, err := alipay.Sign(f, k, form, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return testkit.Sample(t, "audit-passed", testkit.CertAppID)
 }
 
 func dgPub(t *testing.T, k *rsa.PrivateKey) []byte {
@@ -52,12 +35,12 @@ func dgPub(t *testing.T, k *rsa.PrivateKey) []byte {
 
 // keyMode is the configuration of public-key mode with Alipay's key.
 func keyMode(t *testing.T) diagnose.DiagnoseInput {
-	return diagnose.DiagnoseInput{PublicKeys: []diagnose.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: dgPub(t, dgPKI.Alipay.Key)}}}
+	return diagnose.DiagnoseInput{PublicKeys: []diagnose.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: dgPub(t, testkit.PKI().Alipay.Key)}}}
 }
 
 // certMode is the configuration of certificate mode with the given certs.
 func certMode(certs ...devpki.Cert) diagnose.DiagnoseInput {
-	in := diagnose.DiagnoseInput{RootCert: &diagnose.Source{Name: devpki.RootCertFile, Data: dgPKI.RootBundlePEM}}
+	in := diagnose.DiagnoseInput{RootCert: &diagnose.Source{Name: devpki.RootCertFile, Data: testkit.PKI().RootBundlePEM}}
 	for _, c := range certs {
 		in.Certs = append(in.Certs, diagnose.Source{Name: "cert-" + alipay.CertSN(c.Cert) + ".crt", Data: c.PEM})
 	}
@@ -108,7 +91,7 @@ func signWithPlus(t *testing.T, f alipay.Form, k *rsa.PrivateKey) alipay.Form {
 	t.Helper()
 	for i := 0; i < 200; i++ {
 		f["notify_id"] = "dg-plus-" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)
-		s := dgSign(t, f, k, alipay.FormV1, crypto.SHA256)
+		s := testkit.Sign(t, f, k, alipay.FormV1)
 		if strings.Contains(s["sign"], "+") {
 			return s
 		}
@@ -146,15 +129,15 @@ func decodedBody(f alipay.Form) string {
 
 func TestDiagnose(t *testing.T) {
 	t.Parallel()
-	alipayKey, stranger, appKey := dgPKI.Alipay.Key, dgPKI.Rotated.Key, dgPKI.App.Key
+	alipayKey, stranger, appKey := testkit.PKI().Alipay.Key, testkit.PKI().Rotated.Key, testkit.PKI().App.Key
 
 	t.Run("OK", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		r := diagnose.Diagnose([]byte(f.Encode()+"\n"), keyMode(t))
 		check(t, r, true, diagnose.DiagContentForm)
 		noErrors(t, r)
-		if r.Form != "v1" || r.Key != "ALIPAY_PUBLIC_KEY" || r.AppID != dgAppID || r.NotifyID != "dg-1" {
+		if r.Form != "v1" || r.Key != "ALIPAY_PUBLIC_KEY" || r.AppID != testkit.CertAppID || r.NotifyID != f["notify_id"] {
 			t.Errorf("report = %+v", r)
 		}
 		if !strings.Contains(text(t, r, diagnose.DiagContentForm), "sign_type left out") {
@@ -164,7 +147,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SignTypeKept", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV2, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV2)
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, true, diagnose.DiagContentForm)
 		if r.Form != "v2" || !strings.Contains(text(t, r, diagnose.DiagContentForm), "sign_type kept") {
@@ -178,7 +161,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("WrongKey", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), stranger, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), stranger, alipay.FormV1)
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagWrongKey, diagnose.DiagGatewayRefuses)
 		if r.Reason != "bad_signature" {
@@ -201,7 +184,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("Altered", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		f["biz_content"] = `{"mini_app_id":"2014072300009999"}`
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagWrongKey)
@@ -213,7 +196,7 @@ func TestDiagnose(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		in := diagnose.DiagnoseInput{PublicKeys: []diagnose.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: pem}}}
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
 		check(t, r, false, diagnose.DiagKeyIsPrivate, diagnose.DiagNoKeys, diagnose.DiagWrongKey)
@@ -224,7 +207,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SignersPrivateKeyPasted", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		in := diagnose.DiagnoseInput{PublicKeys: []diagnose.Source{{Name: "key.pem", Data: devpki.PrivateKeyPKCS1PEM(alipayKey)}}}
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
 		check(t, r, false, diagnose.DiagKeyIsPrivate, diagnose.DiagPrivateHalfVerifies)
@@ -232,8 +215,8 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("CertPastedAsKey", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
-		in := diagnose.DiagnoseInput{PublicKeys: []diagnose.Source{{Name: "ALIPAY_PUBLIC_KEY_FILE alipayCertPublicKey_RSA2.crt", Data: dgPKI.Alipay.PEM}}}
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
+		in := diagnose.DiagnoseInput{PublicKeys: []diagnose.Source{{Name: "ALIPAY_PUBLIC_KEY_FILE alipayCertPublicKey_RSA2.crt", Data: testkit.PKI().Alipay.PEM}}}
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
 		check(t, r, false, diagnose.DiagKeyIsCert, diagnose.DiagPastedCertVerifies)
 		if !strings.Contains(text(t, r, diagnose.DiagKeyIsCert), "ALIPAY_ROOT_CERT_FILE") {
@@ -243,7 +226,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("AppKeyConfiguredAsAlipays", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		in := diagnose.DiagnoseInput{
 			PublicKeys:    []diagnose.Source{{Name: "ALIPAY_PUBLIC_KEY", Data: dgPub(t, appKey)}},
 			AppPublicKeys: []diagnose.Source{{Name: "app_public_key.txt", Data: dgPub(t, appKey)}},
@@ -257,9 +240,9 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SignedWithAppKey", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), appKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), appKey, alipay.FormV1)
 		in := keyMode(t)
-		in.AppPublicKeys = []diagnose.Source{{Name: devpki.AppCertFile(dgAppID), Data: dgPKI.App.PEM}}
+		in.AppPublicKeys = []diagnose.Source{{Name: devpki.AppCertFile(testkit.CertAppID), Data: testkit.PKI().App.PEM}}
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
 		check(t, r, false, diagnose.DiagSignedWithAppKey)
 		if r.Has(diagnose.DiagWrongKey) {
@@ -269,14 +252,14 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("PlusAsSpace", func(t *testing.T) {
 		t.Parallel()
-		f := signWithPlus(t, dgForm(), alipayKey)
+		f := signWithPlus(t, dgForm(t), alipayKey)
 		r := diagnose.Diagnose([]byte(rawBody(f)), keyMode(t))
 		check(t, r, true, diagnose.DiagSignSpacesRepaired)
 		if s := text(t, r, diagnose.DiagSignSpacesRepaired); !strings.Contains(s, "then verified") {
 			t.Error(s)
 		}
 		// Repaired but still wrong: said so.
-		g := signWithPlus(t, dgForm(), stranger)
+		g := signWithPlus(t, dgForm(t), stranger)
 		r = diagnose.Diagnose([]byte(rawBody(g)), keyMode(t))
 		check(t, r, false, diagnose.DiagSignSpacesRepaired, diagnose.DiagWrongKey)
 		if s := text(t, r, diagnose.DiagSignSpacesRepaired); !strings.Contains(s, "still did not verify") {
@@ -286,7 +269,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("PlusDropped", func(t *testing.T) {
 		t.Parallel()
-		f := signWithPlus(t, dgForm(), alipayKey)
+		f := signWithPlus(t, dgForm(t), alipayKey)
 		f["sign"] = strings.Replace(f["sign"], "+", "", 1)
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagSignNotBase64)
@@ -297,7 +280,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SignTruncated", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		f["sign"] = f["sign"][:100] + f["sign"][104:]
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagSignWrongLength)
@@ -308,7 +291,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SignURLSafe", func(t *testing.T) {
 		t.Parallel()
-		f := signWithPlus(t, dgForm(), alipayKey)
+		f := signWithPlus(t, dgForm(t), alipayKey)
 		f["sign"] = strings.NewReplacer("+", "-", "/", "_").Replace(f["sign"])
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagSignNotBase64, diagnose.DiagSignURLSafe)
@@ -317,7 +300,7 @@ func TestDiagnose(t *testing.T) {
 	t.Run("EmptyValuesDropped", func(t *testing.T) {
 		t.Parallel()
 		// The sender signs without the empty parameters, then sends them.
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		f["min_app_id"] = ""
 		f["encrypt_type"] = ""
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
@@ -329,15 +312,15 @@ func TestDiagnose(t *testing.T) {
 			t.Error("wrong_key reported although empty values explain it")
 		}
 		// Signed with them (as Alipay does): verifies.
-		g := dgForm()
+		g := dgForm(t)
 		g["min_app_id"] = ""
-		g = dgSign(t, g, alipayKey, alipay.FormV1, crypto.SHA256)
+		g = testkit.Sign(t, g, alipayKey, alipay.FormV1)
 		check(t, diagnose.Diagnose([]byte(g.Encode()), keyMode(t)), true)
 	})
 
 	t.Run("ValuesTrimmed", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		f["version"] = "1.1 "
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagValuesTrimmed)
@@ -345,9 +328,9 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SHA1Refused", func(t *testing.T) {
 		t.Parallel()
-		f := dgForm()
+		f := dgForm(t)
 		f["sign_type"] = "RSA"
-		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA1)
+		f = testkit.SignSHA1(t, f, alipayKey, alipay.FormV1)
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagSHA1Refused)
 		if r.Reason != "sign_type_refused" {
@@ -361,7 +344,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SHA1DeclaredRSA2", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV2, crypto.SHA1)
+		f := testkit.SignSHA1(t, dgForm(t), alipayKey, alipay.FormV2)
 		in := keyMode(t)
 		in.AllowRSA1 = true
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
@@ -373,41 +356,41 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SHA256DeclaredRSA", func(t *testing.T) {
 		t.Parallel()
-		f := dgForm()
+		f := dgForm(t)
 		f["sign_type"] = "RSA"
-		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
 		check(t, diagnose.Diagnose([]byte(f.Encode()), keyMode(t)), false, diagnose.DiagSHA256DeclaredRSA)
 	})
 
 	t.Run("SignTypeUnsupported", func(t *testing.T) {
 		t.Parallel()
-		f := dgForm()
+		f := dgForm(t)
 		f["sign_type"] = "rsa2"
-		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagSignTypeUnsupported)
 	})
 
 	t.Run("CertMode", func(t *testing.T) {
 		t.Parallel()
-		f := dgForm()
-		f["alipay_cert_sn"] = alipay.CertSN(dgPKI.Alipay.Cert)
-		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
-		r := diagnose.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay))
+		f := dgForm(t)
+		f["alipay_cert_sn"] = alipay.CertSN(testkit.PKI().Alipay.Cert)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
+		r := diagnose.Diagnose([]byte(f.Encode()), certMode(testkit.PKI().Alipay))
 		check(t, r, true)
 		noErrors(t, r)
-		if r.CertSN != alipay.CertSN(dgPKI.Alipay.Cert) || !strings.Contains(r.Key, r.CertSN) {
+		if r.CertSN != alipay.CertSN(testkit.PKI().Alipay.Cert) || !strings.Contains(r.Key, r.CertSN) {
 			t.Errorf("cert sn %s key %s", r.CertSN, r.Key)
 		}
 	})
 
 	t.Run("CertRotation", func(t *testing.T) {
 		t.Parallel()
-		sn := alipay.CertSN(dgPKI.Rotated.Cert)
-		f := dgForm()
+		sn := alipay.CertSN(testkit.PKI().Rotated.Cert)
+		f := dgForm(t)
 		f["alipay_cert_sn"] = sn
-		f = dgSign(t, f, dgPKI.Rotated.Key, alipay.FormV2CertSN, crypto.SHA256)
-		r := diagnose.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay, dgPKI.Rotated))
+		f = testkit.Sign(t, f, testkit.PKI().Rotated.Key, alipay.FormV2CertSN)
+		r := diagnose.Diagnose([]byte(f.Encode()), certMode(testkit.PKI().Alipay, testkit.PKI().Rotated))
 		check(t, r, true)
 		if r.CertSN != sn || r.Form != "v2+cert_sn" {
 			t.Errorf("cert sn %s form %s", r.CertSN, r.Form)
@@ -425,15 +408,15 @@ func TestDiagnose(t *testing.T) {
 	t.Run("UnknownCertSN", func(t *testing.T) {
 		t.Parallel()
 		// Signed by the rotated cert, only the old one configured.
-		f := dgForm()
-		f["alipay_cert_sn"] = alipay.CertSN(dgPKI.Rotated.Cert)
-		f = dgSign(t, f, dgPKI.Rotated.Key, alipay.FormV1, crypto.SHA256)
-		r := diagnose.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay))
+		f := dgForm(t)
+		f["alipay_cert_sn"] = alipay.CertSN(testkit.PKI().Rotated.Cert)
+		f = testkit.Sign(t, f, testkit.PKI().Rotated.Key, alipay.FormV1)
+		r := diagnose.Diagnose([]byte(f.Encode()), certMode(testkit.PKI().Alipay))
 		check(t, r, false, diagnose.DiagUnknownCertSN, diagnose.DiagWrongKey)
 		if r.Reason != "unknown_cert_sn" {
 			t.Errorf("reason = %s", r.Reason)
 		}
-		if s := text(t, r, diagnose.DiagUnknownCertSN); !strings.Contains(s, alipay.CertSN(dgPKI.Alipay.Cert)) || !strings.Contains(s, "rotation") {
+		if s := text(t, r, diagnose.DiagUnknownCertSN); !strings.Contains(s, alipay.CertSN(testkit.PKI().Alipay.Cert)) || !strings.Contains(s, "rotation") {
 			t.Error(s)
 		}
 	})
@@ -441,10 +424,10 @@ func TestDiagnose(t *testing.T) {
 	t.Run("CertSNOfAnotherCert", func(t *testing.T) {
 		t.Parallel()
 		// Signed by the configured cert, but naming another SN.
-		f := dgForm()
-		f["alipay_cert_sn"] = alipay.CertSN(dgPKI.Rotated.Cert)
-		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
-		r := diagnose.Diagnose([]byte(f.Encode()), certMode(dgPKI.Alipay))
+		f := dgForm(t)
+		f["alipay_cert_sn"] = alipay.CertSN(testkit.PKI().Rotated.Cert)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
+		r := diagnose.Diagnose([]byte(f.Encode()), certMode(testkit.PKI().Alipay))
 		check(t, r, false, diagnose.DiagUnknownCertSN)
 		if s := text(t, r, diagnose.DiagUnknownCertSN); !strings.Contains(s, "yet") {
 			t.Error(s)
@@ -453,10 +436,10 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("CertExpired", func(t *testing.T) {
 		t.Parallel()
-		f := dgForm()
-		f["alipay_cert_sn"] = alipay.CertSN(dgPKI.Expired.Cert)
-		f = dgSign(t, f, dgPKI.Expired.Key, alipay.FormV1, crypto.SHA256)
-		in := certMode(dgPKI.Expired)
+		f := dgForm(t)
+		f["alipay_cert_sn"] = alipay.CertSN(testkit.PKI().Expired.Cert)
+		f = testkit.Sign(t, f, testkit.PKI().Expired.Key, alipay.FormV1)
+		in := certMode(testkit.PKI().Expired)
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
 		check(t, r, false, diagnose.DiagCertExpired, diagnose.DiagNoKeys, diagnose.DiagRefusedCertVerifies)
 		if s := text(t, r, diagnose.DiagCertExpired); !strings.Contains(s, in.Certs[0].Name) || !strings.Contains(s, "expired on") {
@@ -466,8 +449,8 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("CertUnchained", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), dgPKI.Rogue.Key, alipay.FormV1, crypto.SHA256)
-		in := certMode(dgPKI.Alipay, dgPKI.Rogue)
+		f := testkit.Sign(t, dgForm(t), testkit.PKI().Rogue.Key, alipay.FormV1)
+		in := certMode(testkit.PKI().Alipay, testkit.PKI().Rogue)
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
 		check(t, r, false, diagnose.DiagCertUnchained, diagnose.DiagRefusedCertVerifies)
 		if s := text(t, r, diagnose.DiagCertUnchained); !strings.Contains(s, in.Certs[1].Name) {
@@ -480,33 +463,33 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("RootMissing", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
-		in := certMode(dgPKI.Alipay)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
+		in := certMode(testkit.PKI().Alipay)
 		in.RootCert = nil
 		check(t, diagnose.Diagnose([]byte(f.Encode()), in), false, diagnose.DiagRootMissing, diagnose.DiagRefusedCertVerifies)
 	})
 
 	t.Run("AppCertConfiguredAsAlipays", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		in := certMode()
-		in.Certs = []diagnose.Source{{Name: "certs/" + devpki.AppCertFile(dgAppID), Data: dgPKI.App.PEM}}
+		in.Certs = []diagnose.Source{{Name: "certs/" + devpki.AppCertFile(testkit.CertAppID), Data: testkit.PKI().App.PEM}}
 		r := diagnose.Diagnose([]byte(f.Encode()), in)
 		check(t, r, false, diagnose.DiagCertIsAppCert, diagnose.DiagWrongKey)
 	})
 
 	t.Run("BodyDecodedTwice", func(t *testing.T) {
 		t.Parallel()
-		f := dgForm()
+		f := dgForm(t)
 		f["biz_content"] = `{"memo":"100% sure","tag":"a+b"}`
-		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
 		// "% s" does not decode: the body does not even parse.
 		r := diagnose.Diagnose([]byte(decodedBody(f)), keyMode(t))
 		check(t, r, false, diagnose.DiagMalformedForm, diagnose.DiagBodyDecodedTwice)
 		// It parses, but '+' becomes a space.
-		g := dgForm()
+		g := dgForm(t)
 		g["biz_content"] = `{"tag":"a+b"}`
-		g = dgSign(t, g, alipayKey, alipay.FormV1, crypto.SHA256)
+		g = testkit.Sign(t, g, alipayKey, alipay.FormV1)
 		r = diagnose.Diagnose([]byte(decodedBody(g)), keyMode(t))
 		check(t, r, false, diagnose.DiagBodyDecodedTwice)
 		// The raw body verifies, and says values hold '%'.
@@ -516,9 +499,9 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("ValuesEncodedTwice", func(t *testing.T) {
 		t.Parallel()
-		f := dgForm()
+		f := dgForm(t)
 		f["biz_content"] = `{"app_name":"张三的试用小程序"}`
-		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
 		f["biz_content"] = url.QueryEscape(f["biz_content"])
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagValuesEncodedTwice)
@@ -526,7 +509,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("SignEncodedTwice", func(t *testing.T) {
 		t.Parallel()
-		f := signWithPlus(t, dgForm(), alipayKey)
+		f := signWithPlus(t, dgForm(t), alipayKey)
 		f["sign"] = url.QueryEscape(f["sign"])
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagSignEncodedTwice)
@@ -535,7 +518,7 @@ func TestDiagnose(t *testing.T) {
 	t.Run("CharsetMismatch", func(t *testing.T) {
 		t.Parallel()
 		// Signed over GBK bytes, sent as UTF-8.
-		f := dgForm()
+		f := dgForm(t)
 		f["biz_content"] = `{"app_name":"张三的试用小程序"}`
 		gbk := alipay.Form{}
 		for k, v := range f {
@@ -545,7 +528,7 @@ func TestDiagnose(t *testing.T) {
 			}
 			gbk[k] = s
 		}
-		signed := dgSign(t, gbk, alipayKey, alipay.FormV1, crypto.SHA256)
+		signed := testkit.Sign(t, gbk, alipayKey, alipay.FormV1)
 		f["sign"] = signed["sign"]
 		r := diagnose.Diagnose([]byte(f.Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagCharsetMismatch)
@@ -564,7 +547,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("MissingSign", func(t *testing.T) {
 		t.Parallel()
-		r := diagnose.Diagnose([]byte(dgForm().Encode()), keyMode(t))
+		r := diagnose.Diagnose([]byte(dgForm(t).Encode()), keyMode(t))
 		check(t, r, false, diagnose.DiagMissingSign)
 		if r.Reason != "missing_sign" {
 			t.Errorf("reason = %s", r.Reason)
@@ -573,7 +556,7 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("NoKeys", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
 		check(t, diagnose.Diagnose([]byte(f.Encode()), diagnose.DiagnoseInput{}), false, diagnose.DiagNoKeys)
 		in := keyMode(t)
 		in.PublicKeys[0].Data = []byte("not a key")
@@ -582,23 +565,23 @@ func TestDiagnose(t *testing.T) {
 
 	t.Run("BothModes", func(t *testing.T) {
 		t.Parallel()
-		f := dgSign(t, dgForm(), alipayKey, alipay.FormV1, crypto.SHA256)
-		in := certMode(dgPKI.Alipay)
+		f := testkit.Sign(t, dgForm(t), alipayKey, alipay.FormV1)
+		in := certMode(testkit.PKI().Alipay)
 		in.PublicKeys = keyMode(t).PublicKeys
 		check(t, diagnose.Diagnose([]byte(f.Encode()), in), true, diagnose.DiagBothModes)
 	})
 
 	t.Run("NotANotification", func(t *testing.T) {
 		t.Parallel()
-		f := dgForm()
+		f := dgForm(t)
 		delete(f, "notify_id")
-		f = dgSign(t, f, alipayKey, alipay.FormV1, crypto.SHA256)
+		f = testkit.Sign(t, f, alipayKey, alipay.FormV1)
 		check(t, diagnose.Diagnose([]byte(f.Encode()), keyMode(t)), true, diagnose.DiagNotANotification)
 	})
 
 	t.Run("FindingsOrdered", func(t *testing.T) {
 		t.Parallel()
-		f := signWithPlus(t, dgForm(), stranger)
+		f := signWithPlus(t, dgForm(t), stranger)
 		r := diagnose.Diagnose([]byte(rawBody(f)), keyMode(t))
 		rank := map[diagnose.Level]int{diagnose.LevelError: 0, diagnose.LevelWarning: 1, diagnose.LevelInfo: 2}
 		for i := 1; i < len(r.Findings); i++ {

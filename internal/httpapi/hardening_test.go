@@ -1,13 +1,10 @@
 package httpapi_test
 
 import (
-	"bytes"
 	"context"
-	"crypto"
 	"fmt"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,18 +15,8 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/intake"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
-
-// signedV2 signs f with sign_type in the signed content (the SDKs' V2, as
-// some of Alipay's messages are signed) and returns the body.
-func signedV2(t *testing.T, f alipay.Form) string {
-	t.Helper()
-	s, err := alipay.Sign(f, keyApp, alipay.FormV2, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.Encode()
-}
 
 // TestNotify_FoldingReplay is the attack of the hardening issue, end to end:
 // a captured V2-signed grant, re-sent without sign_type and with
@@ -38,8 +25,8 @@ func signedV2(t *testing.T, f alipay.Form) string {
 func TestNotify_FoldingReplay(t *testing.T) {
 	t.Parallel()
 	g := newGateway(t)
-	grant := sample(t, "auth-granted", keyAppID)
-	genuine := signedV2(t, grant)
+	grant := testkit.Sample(t, "auth-granted", testkit.AppID)
+	genuine := testkit.Sign(t, grant, testkit.AlipayKey(), alipay.FormV2).Encode() // V2, as the SDKs sign some messages
 	g.mustAccept(t, genuine)
 	before := g.stateRows(t)
 	s, _ := alipay.ParseForm([]byte(genuine))
@@ -74,7 +61,7 @@ func TestNotify_FutureTimestamp(t *testing.T) {
 	g := newGateway(t)
 	now := time.Now().UnixMilli()
 	audit := func(method string, ts int64) string {
-		return signed(t, form(keyAppID, method, `{"mini_app_id":"future-1","mini_app_version":"1"}`, ts), keyApp)
+		return testkit.Body(t, testkit.Form(testkit.AppID, method, `{"mini_app_id":"future-1","mini_app_version":"1"}`, ts), testkit.AlipayKey())
 	}
 	t.Run("Err2286", func(t *testing.T) {
 		if code, reply := g.post(t, audit(notify.MethodAuditPassed, 9999999999999)); code != 425 || reply != "fail" {
@@ -104,15 +91,15 @@ func TestNotify_FutureTimestamp(t *testing.T) {
 func TestNotify_NotifyIDConflict(t *testing.T) {
 	t.Parallel()
 	g := newGateway(t)
-	first := form(keyAppID, notify.MethodAuditPassed, `{"mini_app_id":"conflict-1","mini_app_version":"1"}`, 1000)
-	g.mustAccept(t, signed(t, first, keyApp))
+	first := testkit.Form(testkit.AppID, notify.MethodAuditPassed, `{"mini_app_id":"conflict-1","mini_app_version":"1"}`, 1000)
+	g.mustAccept(t, testkit.Body(t, first, testkit.AlipayKey()))
 	second := copyForm(first)
 	second["msg_method"] = notify.MethodAuditRejected
 	second["utc_timestamp"] = "2000"
-	if code, reply := g.post(t, signed(t, second, keyApp)); code != 409 || reply != "fail" {
+	if code, reply := g.post(t, testkit.Body(t, second, testkit.AlipayKey())); code != 409 || reply != "fail" {
 		t.Fatalf("got %d %q, want 409 fail", code, reply)
 	}
-	st, _, dc := g.status(t, keyAppID, first["notify_id"])
+	st, _, dc := g.status(t, testkit.AppID, first["notify_id"])
 	m, _ := g.db.MiniApp(context.Background(), "conflict-1")
 	if st != "applied" || dc != 1 || m.AuditStatus != notify.AuditPassed {
 		t.Fatalf("status %s count %d mini-app %+v", st, dc, m)
@@ -125,16 +112,16 @@ func TestNotify_ForeignEntity(t *testing.T) {
 	t.Parallel()
 	g := newGateway(t)
 	biz := `{"mini_app_id":"foreign-1","mini_app_version":"1"}`
-	owner := form(certAppID, notify.MethodAuditPassed, biz, 1000)
-	g.mustAccept(t, signed(t, owner, pki.Alipay.Key))
-	intruder := form(keyAppID, notify.MethodAuditRejected, biz, 2000)
-	g.mustAccept(t, signed(t, intruder, keyApp)) // kept, acknowledged: a resend would not change it
-	st, e, _ := g.status(t, keyAppID, intruder["notify_id"])
-	if st != "failed" || !strings.Contains(e, "belongs to app "+certAppID) {
+	owner := testkit.Form(testkit.CertAppID, notify.MethodAuditPassed, biz, 1000)
+	g.mustAccept(t, testkit.Body(t, owner, testkit.PKI().Alipay.Key))
+	intruder := testkit.Form(testkit.AppID, notify.MethodAuditRejected, biz, 2000)
+	g.mustAccept(t, testkit.Body(t, intruder, testkit.AlipayKey())) // kept, acknowledged: a resend would not change it
+	st, e, _ := g.status(t, testkit.AppID, intruder["notify_id"])
+	if st != "failed" || !strings.Contains(e, "belongs to app "+testkit.CertAppID) {
 		t.Fatalf("status %s error %q", st, e)
 	}
 	m, _ := g.db.MiniApp(context.Background(), "foreign-1")
-	if m.AppID != certAppID || m.AuditStatus != notify.AuditPassed {
+	if m.AppID != testkit.CertAppID || m.AuditStatus != notify.AuditPassed {
 		t.Fatalf("%+v", m)
 	}
 }
@@ -144,52 +131,31 @@ func TestNotify_ForeignEntity(t *testing.T) {
 func TestNotify_GrantWithoutTokenKey(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, pgtest.New(t), rig{registry: notify.NewRegistry(notify.RegistryConfig{})})
-	if code, reply := g.post(t, signed(t, sample(t, "auth-granted", keyAppID), keyApp)); code != 503 || reply != "fail" {
+	if code, reply := g.post(t, testkit.Body(t, testkit.Sample(t, "auth-granted", testkit.AppID), testkit.AlipayKey())); code != 503 || reply != "fail" {
 		t.Fatalf("got %d %q, want 503 fail", code, reply)
 	}
 	if n := g.stateRows(t); n != 0 {
 		t.Fatalf("%d rows written", n)
 	}
-	g.mustAccept(t, signed(t, sample(t, "audit-passed", keyAppID), keyApp)) // the rest goes on
-}
-
-// syncBuffer is a log sink for one test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	g.mustAccept(t, testkit.Body(t, testkit.Sample(t, "audit-passed", testkit.AppID), testkit.AlipayKey())) // the rest goes on
 }
 
 // TestNotify_LogClipped: a forged request's values are clipped in its log
 // line (one used to make a 60 KB line).
 func TestNotify_LogClipped(t *testing.T) {
 	t.Parallel()
-	v, err := alipay.NewVerifier([]*alipay.App{{ID: keyAppID, Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs syncBuffer
+	v := testkit.Verifier(t, testkit.KeyApp())
+	var logs testkit.LogBuffer
 	db := pgtest.New(t)
-	pipeline := intake.New(intake.Config{Registry: pgtest.Registry(t), Inbox: db, Logger: zerolog.New(&logs)})
+	pipeline := intake.New(intake.Config{Registry: testkit.Registry(t), Inbox: db, Logger: zerolog.New(&logs)})
 	srv := httptest.NewServer(httpapi.New(httpapi.Config{Verifier: v, Intake: pipeline, Store: db, Logger: zerolog.New(&logs), MaxBodyBytes: 64 << 10}))
 	t.Cleanup(srv.Close)
 	g := &gateway{db: db, srv: srv}
 	long := strings.Repeat("x", 30000)
 	for _, body := range []string{
-		fmt.Sprintf("app_id=%s&notify_id=%s&msg_method=a.b&sign_type=RSA2&sign=AAAA", keyAppID, long),
+		fmt.Sprintf("app_id=%s&notify_id=%s&msg_method=a.b&sign_type=RSA2&sign=AAAA", testkit.AppID, long),
 		fmt.Sprintf("app_id=%s&notify_id=n&msg_method=%s&sign_type=RSA2&sign=AAAA", long, long),
-		fmt.Sprintf("app_id=%s&notify_id=n&msg_method=a.b&sign_type=%s&sign=AAAA", keyAppID, long),
+		fmt.Sprintf("app_id=%s&notify_id=n&msg_method=a.b&sign_type=%s&sign=AAAA", testkit.AppID, long),
 	} {
 		if code, _ := g.post(t, body); code < 400 {
 			t.Fatalf("accepted: %d", code)

@@ -2,75 +2,29 @@ package httpapi_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/rsa"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/alipay-notify-gateway/gateway/internal/alipay"
-	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/intake"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
-	"github.com/alipay-notify-gateway/gateway/internal/samples"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
-// Test apps: keyAppID verifies in public-key mode, certAppID in certificate
-// mode with two live certs (a rotation). The samples' own app id is the
-// public-key one.
-const (
-	keyAppID  = "2013121700999429"
-	certAppID = "2021000000000002"
-	opsToken  = "test-ops-token-0123456789"
-)
-
-var (
-	pki    = devpki.MustNewPKI(certAppID)
-	keyApp = devpki.MustNewKey()
-	other  = devpki.MustNewKey()
-	seq    atomic.Int64
-)
+// opsToken is the ops API's bearer token in every test gateway.
+const opsToken = "test-ops-token-0123456789"
 
 // gateway is a running gateway on a fresh schema.
 type gateway struct {
 	db   *postgres.DB
 	srv  *httptest.Server
-	logs *logBuffer // what the gateway logged
-}
-
-// logBuffer collects log lines; it is safe for concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// testLogger logs to t and to logs.
-func testLogger(t testing.TB, logs *logBuffer) zerolog.Logger {
-	return zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), logs))
+	logs *testkit.LogBuffer // what the gateway logged
 }
 
 func newGateway(t *testing.T) *gateway {
@@ -91,38 +45,24 @@ type rig struct {
 }
 
 // startGateway serves a gateway on db, built as r says: the verifier of the
-// test apps (keyAppID in public-key mode, certAppID in certificate mode
-// with two live certs), and the intake pipeline over r's inbox.
+// test apps (testkit.KeyApp and testkit.CertApp, whose two live certs are a
+// rotation), and the intake pipeline over r's inbox.
 func startGateway(t *testing.T, db *postgres.DB, r rig) *gateway {
 	t.Helper()
-	roots, err := alipay.ParseRootBundle(pki.RootBundlePEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := &alipay.App{ID: certAppID, CertMode: true, EncryptKey: r.certEncryptKey}
-	for _, pem := range [][]byte{pki.Alipay.PEM, pki.Rotated.PEM} {
-		c, err := alipay.ParseAlipayCert(pem, roots, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert.Keys = append(cert.Keys, alipay.Key{SN: c.SN, Pub: c.Key})
-	}
-	v, err := alipay.NewVerifier([]*alipay.App{
-		{ID: keyAppID, Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}, EncryptKey: []byte("0123456789abcdef")},
-		cert,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testkit.KeyApp()
+	key.EncryptKey = []byte("0123456789abcdef")
+	cert := testkit.CertApp()
+	cert.EncryptKey = r.certEncryptKey
+	v := testkit.Verifier(t, key, cert)
 	if r.inbox == nil {
 		r.inbox = db
 	}
 	if r.registry == nil {
-		r.registry = pgtest.Registry(t)
+		r.registry = testkit.Registry(t)
 	}
-	logs := &logBuffer{}
+	logs := &testkit.LogBuffer{}
 	cfg := r.cfg
-	cfg.Verifier, cfg.Store, cfg.Logger, cfg.Metrics = v, db, testLogger(t, logs), r.metrics
+	cfg.Verifier, cfg.Store, cfg.Logger, cfg.Metrics = v, db, testkit.Logger(t, logs), r.metrics
 	pipeline := intake.New(intake.Config{Registry: r.registry, Inbox: r.inbox, Arrivals: r.arrivals, Metrics: r.metrics,
 		Logger: cfg.Logger, Store: db, Redecode: v.Redecode})
 	cfg.Intake, cfg.Reprocessor = pipeline, pipeline
@@ -184,40 +124,4 @@ func (g *gateway) status(t testing.TB, appID, notifyID string) (string, string, 
 		t.Fatalf("notification %s/%s: %v", appID, notifyID, err)
 	}
 	return st, e, dc
-}
-
-// uniqueID returns a notify_id no other test uses.
-func uniqueID(prefix string) string {
-	return fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano(), seq.Add(1))
-}
-
-// signed signs f with key (V1 content) and returns the body.
-func signed(t *testing.T, f alipay.Form, key *rsa.PrivateKey) string {
-	t.Helper()
-	s, err := alipay.Sign(f, key, alipay.FormV1, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.Encode()
-}
-
-// sample returns the named sample's form for app, with a fresh notify_id.
-func sample(t *testing.T, name, app string) alipay.Form {
-	t.Helper()
-	s, ok := samples.Get(name)
-	if !ok {
-		t.Fatalf("no sample %s", name)
-	}
-	f := alipay.Form(s.Form)
-	f["app_id"] = app
-	f["notify_id"] = uniqueID(name)
-	return f
-}
-
-// form is a minimal notification for app with method and biz.
-func form(app, method, biz string, ts int64) alipay.Form {
-	return alipay.Form{
-		"charset": "UTF-8", "biz_content": biz, "msg_method": method, "version": "1.1", "sign_type": "RSA2",
-		"utc_timestamp": fmt.Sprint(ts), "notify_id": uniqueID("n"), "app_id": app,
-	}
 }

@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"context"
-	"crypto"
 	"io"
 	"net/http"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 func TestNotify_Samples(t *testing.T) {
@@ -23,22 +23,22 @@ func TestNotify_Samples(t *testing.T) {
 	g := newGateway(t)
 	for _, s := range samples.All() {
 		t.Run("KeyMode/"+s.Name, func(t *testing.T) {
-			f := sample(t, s.Name, keyAppID)
-			body := signed(t, f, keyApp)
+			f := testkit.Sample(t, s.Name, testkit.AppID)
+			body := testkit.Body(t, f, testkit.AlipayKey())
 			g.mustAccept(t, body)
 			g.mustAccept(t, body) // a resend
-			st, _, dc := g.status(t, keyAppID, f["notify_id"])
+			st, _, dc := g.status(t, testkit.AppID, f["notify_id"])
 			if st != string(notify.StatusApplied) || dc != 2 {
 				t.Fatalf("status %s, delivery_count %d", st, dc)
 			}
 		})
 		t.Run("CertMode/"+s.Name, func(t *testing.T) {
-			f := sample(t, s.Name, certAppID)
-			f["alipay_cert_sn"] = alipay.CertSN(pki.Alipay.Cert)
-			body := signed(t, f, pki.Alipay.Key)
+			f := testkit.Sample(t, s.Name, testkit.CertAppID)
+			f["alipay_cert_sn"] = alipay.CertSN(testkit.PKI().Alipay.Cert)
+			body := testkit.Body(t, f, testkit.PKI().Alipay.Key)
 			g.mustAccept(t, body)
 			g.mustAccept(t, body)
-			if _, _, dc := g.status(t, certAppID, f["notify_id"]); dc != 2 {
+			if _, _, dc := g.status(t, testkit.CertAppID, f["notify_id"]); dc != 2 {
 				t.Fatalf("delivery_count %d", dc)
 			}
 		})
@@ -52,37 +52,33 @@ func TestNotify_Accepted(t *testing.T) {
 	t.Parallel()
 	g := newGateway(t)
 	t.Run("V2", func(t *testing.T) {
-		f := sample(t, "audit-passed", keyAppID)
-		s, err := alipay.Sign(f, keyApp, alipay.FormV2, crypto.SHA256)
-		if err != nil {
-			t.Fatal(err)
-		}
-		g.mustAccept(t, s.Encode())
+		f := testkit.Sample(t, "audit-passed", testkit.AppID)
+		g.mustAccept(t, testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV2).Encode())
 	})
 	t.Run("EmptyExtraParameter", func(t *testing.T) {
-		f := sample(t, "audit-passed", keyAppID)
+		f := testkit.Sample(t, "audit-passed", testkit.AppID)
 		f["extra"] = ""
-		g.mustAccept(t, signed(t, f, keyApp))
+		g.mustAccept(t, testkit.Body(t, f, testkit.AlipayKey()))
 	})
 	t.Run("RotatedCert", func(t *testing.T) {
-		f := sample(t, "audit-passed", certAppID)
-		f["alipay_cert_sn"] = alipay.CertSN(pki.Rotated.Cert)
-		g.mustAccept(t, signed(t, f, pki.Rotated.Key))
+		f := testkit.Sample(t, "audit-passed", testkit.CertAppID)
+		f["alipay_cert_sn"] = alipay.CertSN(testkit.PKI().Rotated.Cert)
+		g.mustAccept(t, testkit.Body(t, f, testkit.PKI().Rotated.Key))
 	})
 	t.Run("CertWithoutSN", func(t *testing.T) {
-		g.mustAccept(t, signed(t, sample(t, "audit-passed", certAppID), pki.Rotated.Key))
+		g.mustAccept(t, testkit.Body(t, testkit.Sample(t, "audit-passed", testkit.CertAppID), testkit.PKI().Rotated.Key))
 	})
 	t.Run("UnhandledMethod", func(t *testing.T) {
-		f := form(keyAppID, "alipay.open.some.future.method", `{"x":1}`, 1)
-		g.mustAccept(t, signed(t, f, keyApp))
-		if st, _, _ := g.status(t, keyAppID, f["notify_id"]); st != "unhandled" {
+		f := testkit.Form(testkit.AppID, "alipay.open.some.future.method", `{"x":1}`, 1)
+		g.mustAccept(t, testkit.Body(t, f, testkit.AlipayKey()))
+		if st, _, _ := g.status(t, testkit.AppID, f["notify_id"]); st != "unhandled" {
 			t.Fatalf("status %s", st)
 		}
 	})
 	t.Run("SignPlusAsSpace", func(t *testing.T) {
 		for i := 0; i < 50; i++ {
-			f := sample(t, "audit-passed", keyAppID)
-			body := signed(t, f, keyApp)
+			f := testkit.Sample(t, "audit-passed", testkit.AppID)
+			body := testkit.Body(t, f, testkit.AlipayKey())
 			s, _ := alipay.ParseForm([]byte(body))
 			if !strings.Contains(s["sign"], "+") {
 				continue
@@ -103,22 +99,21 @@ func escape(s string) string {
 func TestNotify_Refused(t *testing.T) {
 	t.Parallel()
 	g := newGateway(t)
-	good := func() alipay.Form { return sample(t, "audit-rejected", keyAppID) }
+	good := func() alipay.Form { return testkit.Sample(t, "audit-rejected", testkit.AppID) }
 	resign := func(mut func(alipay.Form)) string {
-		s, _ := alipay.ParseForm([]byte(signed(t, good(), keyApp)))
+		s, _ := alipay.ParseForm([]byte(testkit.Body(t, good(), testkit.AlipayKey())))
 		mut(s)
 		return s.Encode()
 	}
 	sha1 := func() string {
 		f := good()
 		f["sign_type"] = "RSA"
-		s, _ := alipay.Sign(f, keyApp, alipay.FormV1, crypto.SHA1)
-		return s.Encode()
+		return testkit.SignSHA1(t, f, testkit.AlipayKey(), alipay.FormV1).Encode()
 	}
 	certFor := func(c interface{}, sn string) string {
-		f := sample(t, "audit-rejected", certAppID)
+		f := testkit.Sample(t, "audit-rejected", testkit.CertAppID)
 		f["alipay_cert_sn"] = sn
-		return signed(t, f, pki.Rogue.Key)
+		return testkit.Body(t, f, testkit.PKI().Rogue.Key)
 	}
 	cases := []struct {
 		name string
@@ -130,11 +125,11 @@ func TestNotify_Refused(t *testing.T) {
 		{"AddedParameter", resign(func(f alipay.Form) { f["added"] = "1" }), 403},
 		{"NoSign", resign(func(f alipay.Form) { delete(f, "sign") }), 403},
 		{"GarbageSign", resign(func(f alipay.Form) { f["sign"] = "garbage!!" }), 403},
-		{"OtherKey", signed(t, good(), other), 403},
+		{"OtherKey", testkit.Body(t, good(), testkit.OtherKey()), 403},
 		{"SHA1", sha1(), 403},
 		{"UnknownApp", resign(func(f alipay.Form) { f["app_id"] = "2099000000000000" }), 403},
 		{"UnknownCertSN", certFor(nil, "0123456789abcdef0123456789abcdef"), 403},
-		{"RogueCertSN", certFor(nil, alipay.CertSN(pki.Rogue.Cert)), 403},
+		{"RogueCertSN", certFor(nil, alipay.CertSN(testkit.PKI().Rogue.Cert)), 403},
 		{"EmptyBody", "", 400},
 		{"NotAForm", "%%%", 400},
 		{"NoNotifyID", resign(func(f alipay.Form) { delete(f, "notify_id") }), 400},
@@ -149,7 +144,7 @@ func TestNotify_Refused(t *testing.T) {
 		})
 	}
 	t.Run("SignInQueryIgnored", func(t *testing.T) {
-		s, _ := alipay.ParseForm([]byte(signed(t, good(), keyApp)))
+		s, _ := alipay.ParseForm([]byte(testkit.Body(t, good(), testkit.AlipayKey())))
 		sig := s["sign"]
 		delete(s, "sign")
 		resp, err := http.Post(g.srv.URL+"/alipay/notify?sign="+escape(sig), "application/x-www-form-urlencoded", strings.NewReader(s.Encode()))
@@ -169,18 +164,10 @@ func TestNotify_Refused(t *testing.T) {
 func TestNotify_Concurrent(t *testing.T) {
 	t.Parallel()
 	g := newGateway(t)
-	body := signed(t, sample(t, "merchant-confirmed", keyAppID), keyApp)
+	body := testkit.Body(t, testkit.Sample(t, "merchant-confirmed", testkit.AppID), testkit.AlipayKey())
 	const n = 32
-	var wg sync.WaitGroup
 	codes := make([]int, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			codes[i], _ = g.post(t, body)
-		}()
-	}
-	wg.Wait()
+	testkit.Concurrently(n, func(i int) { codes[i], _ = g.post(t, body) })
 	for i, c := range codes {
 		if c != 200 {
 			t.Fatalf("delivery %d got %d", i, c)
@@ -200,10 +187,10 @@ func TestMetrics(t *testing.T) {
 	db := pgtest.New(t)
 	m := metrics.New()
 	g := startGateway(t, db, rig{metrics: m})
-	body := signed(t, sample(t, "audit-passed", keyAppID), keyApp)
+	body := testkit.Body(t, testkit.Sample(t, "audit-passed", testkit.AppID), testkit.AlipayKey())
 	g.mustAccept(t, body)
 	g.mustAccept(t, body)
-	g.post(t, signed(t, sample(t, "audit-passed", keyAppID), other))
+	g.post(t, testkit.Body(t, testkit.Sample(t, "audit-passed", testkit.AppID), testkit.OtherKey()))
 	g.post(t, "a="+strings.Repeat("x", 17<<10))
 	m.Sample(context.Background(), db.Pool, db)
 	resp, err := http.Get(g.srv.URL + "/metrics")
@@ -245,10 +232,10 @@ func TestNotify_DatabaseOutage(t *testing.T) {
 	batcher := postgres.NewBatcher(db, postgres.BatcherConfig{})
 	defer batcher.Close()
 	g := startGateway(t, db, rig{inbox: batcher})
-	g.mustAccept(t, signed(t, sample(t, "audit-passed", keyAppID), keyApp))
+	g.mustAccept(t, testkit.Body(t, testkit.Sample(t, "audit-passed", testkit.AppID), testkit.AlipayKey()))
 
 	proxy.Stop()
-	down := signed(t, sample(t, "audit-rejected", keyAppID), keyApp)
+	down := testkit.Body(t, testkit.Sample(t, "audit-rejected", testkit.AppID), testkit.AlipayKey())
 	if code, reply := g.post(t, down); code != 503 || reply != "fail" {
 		t.Fatalf("database down: got %d %q, want 503 fail", code, reply)
 	}
@@ -287,9 +274,9 @@ func TestNotify_Arrivals(t *testing.T) {
 	defer b.Close()
 	counter := &arrivalCounter{next: b}
 	g := startGateway(t, db, rig{inbox: b, arrivals: counter})
-	bodies := []string{"", "%%%", "a=" + strings.Repeat("x", 17<<10), signed(t, sample(t, "audit-rejected", keyAppID), other)}
+	bodies := []string{"", "%%%", "a=" + strings.Repeat("x", 17<<10), testkit.Body(t, testkit.Sample(t, "audit-rejected", testkit.AppID), testkit.OtherKey())}
 	for _, s := range []string{"audit-rejected", "merchant-confirmed", "appauth-cancelled"} {
-		bodies = append(bodies, signed(t, sample(t, s, keyAppID), keyApp))
+		bodies = append(bodies, testkit.Body(t, testkit.Sample(t, s, testkit.AppID), testkit.AlipayKey()))
 	}
 	var wg sync.WaitGroup
 	for _, body := range bodies {

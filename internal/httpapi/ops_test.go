@@ -19,6 +19,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 	"github.com/alipay-notify-gateway/gateway/internal/view"
 	"github.com/alipay-notify-gateway/gateway/internal/webhook"
 )
@@ -55,9 +56,9 @@ func TestOps_SevenKinds(t *testing.T) {
 	g := newGateway(t)
 	ids := map[string]string{}
 	for _, s := range samples.All() {
-		f := sample(t, s.Name, keyAppID)
+		f := testkit.Sample(t, s.Name, testkit.AppID)
 		ids[s.Name] = f["notify_id"]
-		g.mustAccept(t, signed(t, f, keyApp))
+		g.mustAccept(t, testkit.Body(t, f, testkit.AlipayKey()))
 	}
 	var n view.StoredNotification
 	g.mustGet(t, "/v1/notifications/"+ids["audit-rejected"], &n)
@@ -102,8 +103,8 @@ func TestOps_OutOfOrder(t *testing.T) {
 	t.Parallel()
 	g := newGateway(t)
 	send := func(method, biz string, ts int64) string {
-		f := form(keyAppID, method, biz, ts)
-		g.mustAccept(t, signed(t, f, keyApp))
+		f := testkit.Form(testkit.AppID, method, biz, ts)
+		g.mustAccept(t, testkit.Body(t, f, testkit.AlipayKey()))
 		return f["notify_id"]
 	}
 	statusOf := func(id string) notify.Status {
@@ -131,9 +132,9 @@ func TestOps_OutOfOrder(t *testing.T) {
 	})
 	t.Run("GrantCancel", func(t *testing.T) {
 		send(notify.MethodAuthCancelled, `{"auth_app_id":"ooo"}`, 2000)
-		f := sample(t, "auth-granted", keyAppID)
+		f := testkit.Sample(t, "auth-granted", testkit.AppID)
 		f["biz_content"] = strings.Replace(strings.Replace(f["biz_content"], "2013072300101234", "ooo", 1), "1516797623000", "1000", 1)
-		g.mustAccept(t, signed(t, f, keyApp))
+		g.mustAccept(t, testkit.Body(t, f, testkit.AlipayKey()))
 		var a view.Authorization
 		g.mustGet(t, "/v1/authorizations/ooo", &a)
 		if a.Status != "cancelled" || statusOf(f["notify_id"]) != "stale" {
@@ -145,8 +146,8 @@ func TestOps_OutOfOrder(t *testing.T) {
 func TestOps_Storm(t *testing.T) {
 	t.Parallel()
 	g := newGateway(t)
-	f := sample(t, "baseaudit-passed", keyAppID)
-	body := signed(t, f, keyApp)
+	f := testkit.Sample(t, "baseaudit-passed", testkit.AppID)
+	body := testkit.Body(t, f, testkit.AlipayKey())
 	done := make(chan int, 32)
 	for range 32 {
 		go func() { c, _ := g.post(t, body); done <- c }()
@@ -185,14 +186,14 @@ func TestOps_Reprocess(t *testing.T) {
 	aesKey := []byte("fedcba9876543210")
 	after := startGateway(t, open(), rig{certEncryptKey: aesKey})
 
-	unhandled := sample(t, "audit-passed", keyAppID)
-	before.mustAccept(t, signed(t, unhandled, keyApp))
-	encrypted := sample(t, "merchant-confirmed", certAppID)
+	unhandled := testkit.Sample(t, "audit-passed", testkit.AppID)
+	before.mustAccept(t, testkit.Body(t, unhandled, testkit.AlipayKey()))
+	encrypted := testkit.Sample(t, "merchant-confirmed", testkit.CertAppID)
 	encrypted["encrypt_type"] = "AES"
 	encrypted["biz_content"], _ = alipay.EncryptBiz(aesKey, encrypted["biz_content"])
-	before.mustAccept(t, signed(t, encrypted, pki.Alipay.Key))
-	notJSON := form(keyAppID, notify.MethodAuditPassed, "not json", 1)
-	before.mustAccept(t, signed(t, notJSON, keyApp))
+	before.mustAccept(t, testkit.Body(t, encrypted, testkit.PKI().Alipay.Key))
+	notJSON := testkit.Form(testkit.AppID, notify.MethodAuditPassed, "not json", 1)
+	before.mustAccept(t, testkit.Body(t, notJSON, testkit.AlipayKey()))
 
 	var n view.StoredNotification
 	before.mustGet(t, "/v1/notifications/"+unhandled["notify_id"], &n)
@@ -276,8 +277,8 @@ func TestOps_ListAndCursor(t *testing.T) {
 		if i%3 == 0 {
 			method = "alipay.open.other"
 		}
-		f := form(keyAppID, method, fmt.Sprintf(`{"mini_app_id":"list-%d"}`, i), int64(i+1))
-		g.mustAccept(t, signed(t, f, keyApp))
+		f := testkit.Form(testkit.AppID, method, fmt.Sprintf(`{"mini_app_id":"list-%d"}`, i), int64(i+1))
+		g.mustAccept(t, testkit.Body(t, f, testkit.AlipayKey()))
 		want[f["notify_id"]] = method == notify.MethodAuditPassed
 	}
 	walk := func(query string, limit int) []string {
@@ -321,7 +322,7 @@ func TestOps_ListAndCursor(t *testing.T) {
 		}
 	})
 	t.Run("Filter", func(t *testing.T) {
-		ids := walk("&msg_method="+notify.MethodAuditPassed+"&status=applied&app_id="+keyAppID, 4)
+		ids := walk("&msg_method="+notify.MethodAuditPassed+"&status=applied&app_id="+testkit.AppID, 4)
 		n := 0
 		for _, ok := range want {
 			if ok {
@@ -347,7 +348,7 @@ func TestOps_ListAndCursor(t *testing.T) {
 	})
 	t.Run("Orders", func(t *testing.T) {
 		for i := range 7 {
-			g.mustAccept(t, signed(t, form(keyAppID, notify.MethodMerchantConfirmed, fmt.Sprintf(`{"order_no":"o-%d","out_order_no":"out-%d","status":"PROCESS"}`, i, i%2), 1), keyApp))
+			g.mustAccept(t, testkit.Body(t, testkit.Form(testkit.AppID, notify.MethodMerchantConfirmed, fmt.Sprintf(`{"order_no":"o-%d","out_order_no":"out-%d","status":"PROCESS"}`, i, i%2), 1), testkit.AlipayKey()))
 		}
 		var all []string
 		cursor := ""
@@ -374,7 +375,7 @@ func TestOps_ListAndCursor(t *testing.T) {
 		}
 	})
 	t.Run("Authorizations", func(t *testing.T) {
-		g.mustAccept(t, signed(t, form(keyAppID, notify.MethodAuthCancelled, `{"auth_app_id":"a1"}`, 1), keyApp))
+		g.mustAccept(t, testkit.Body(t, testkit.Form(testkit.AppID, notify.MethodAuthCancelled, `{"auth_app_id":"a1"}`, 1), testkit.AlipayKey()))
 		var p struct{ Items []view.Authorization }
 		g.mustGet(t, "/v1/authorizations?status=cancelled", &p)
 		if len(p.Items) != 1 || p.Items[0].AuthAppID != "a1" {

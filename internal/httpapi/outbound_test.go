@@ -15,31 +15,22 @@ import (
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
-	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
-
-// outboundApp is the public-key mode app's own key, for outbound calls;
-// Alipay's key is keyApp, as for its notifications.
-var outboundApp = devpki.MustNewKey()
-
-const outboundMerchant = "2021000000000888"
 
 // outboundGateway is a gateway with outbound calls to a simulator.
 type outboundGateway struct {
 	*gateway
 	sim     *openapisim.Sim
 	svc     *outbound.Service
-	svcLogs *logBuffer    // what the outbound service logged
-	offset  *atomic.Int64 // the outbound clock is ahead of now by this
+	svcLogs *testkit.LogBuffer // what the outbound service logged
+	offset  *atomic.Int64      // the outbound clock is ahead of now by this
 }
-
-// otherAppID is a second ISV app, in gateways made with withOtherApp.
-const otherAppID = "2021000000000003"
 
 // outboundOptions change newOutboundGateway's gateway.
 type outboundOptions struct {
@@ -57,19 +48,21 @@ func newOutboundGateway(t *testing.T, opts ...func(*outboundOptions)) *outboundG
 	for _, f := range opts {
 		f(&o)
 	}
-	apps := []*alipay.App{{ID: keyAppID, Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}, PrivateKey: outboundApp}}
-	simApps := []openapisim.App{{ID: keyAppID, Pub: &outboundApp.PublicKey}}
+	apps := []*alipay.App{testkit.KeyApp()}
 	if o.otherApp {
-		apps = append(apps, &alipay.App{ID: otherAppID, Keys: []alipay.Key{{Pub: &keyApp.PublicKey}}, PrivateKey: outboundApp})
-		simApps = append(simApps, openapisim.App{ID: otherAppID, Pub: &outboundApp.PublicKey})
+		apps = append(apps, testkit.OtherApp())
 	}
-	sim := openapisim.Start(openapisim.Config{Apps: simApps, SignKey: keyApp})
+	var simApps []openapisim.App
+	for _, a := range apps {
+		simApps = append(simApps, testkit.SimApp(a))
+	}
+	sim := openapisim.Start(openapisim.Config{Apps: simApps, SignKey: testkit.AlipayKey()})
 	t.Cleanup(sim.Close)
 	db := pgtest.New(t)
-	svcLogs, offset := &logBuffer{}, &atomic.Int64{}
+	svcLogs, offset := &testkit.LogBuffer{}, &atomic.Int64{}
 	svc, err := outbound.New(outbound.Config{
-		Apps: apps, GatewayURL: sim.URL(), Store: db, Sealer: pgtest.Sealer(t),
-		Logger: testLogger(t, svcLogs), Timeout: 2 * time.Second,
+		Apps: apps, GatewayURL: sim.URL(), Store: db, Sealer: testkit.Sealer(t),
+		Logger: testkit.Logger(t, svcLogs), Timeout: 2 * time.Second,
 		Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) },
 	})
 	if err != nil {
@@ -79,7 +72,7 @@ func newOutboundGateway(t *testing.T, opts ...func(*outboundOptions)) *outboundG
 	return &outboundGateway{gateway: startGateway(t, db, rig{cfg: o.cfg}), sim: sim, svc: svc, svcLogs: svcLogs, offset: offset}
 }
 
-// withOtherApp adds otherAppID to the gateway's ISV apps.
+// withOtherApp adds testkit.OtherAppID to the gateway's ISV apps.
 func withOtherApp(o *outboundOptions) { o.otherApp = true }
 
 // call makes a request and returns the status, headers and body.
@@ -116,11 +109,11 @@ func errorOf(t *testing.T, body string) map[string]string {
 	return b.Error
 }
 
-// state returns the state of a new authorization link for keyAppID,
+// state returns the state of a new authorization link for testkit.AppID,
 // query-escaped.
 func (g *outboundGateway) state(t *testing.T) string {
 	t.Helper()
-	return url.QueryEscape(g.link(t, keyAppID).State)
+	return url.QueryEscape(g.link(t, testkit.AppID).State)
 }
 
 // link returns a new authorization link for appID, made by the service.
@@ -133,12 +126,12 @@ func (g *outboundGateway) link(t *testing.T, appID string) outbound.Link {
 	return l
 }
 
-// authorize completes the authorization flow for outboundMerchant through
+// authorize completes the authorization flow for testkit.MerchantAppID through
 // the callback.
 func (g *outboundGateway) authorize(t *testing.T) {
 	t.Helper()
-	code := g.sim.IssueCode(keyAppID, outboundMerchant, "2088000000000888")
-	if status, _, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID+"&app_auth_code="+code+"&source=alipay_app_auth&state="+g.state(t), "", ""); status != 200 {
+	code := g.sim.IssueCode(testkit.AppID, testkit.MerchantAppID, "2088000000000888")
+	if status, _, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+testkit.AppID+"&app_auth_code="+code+"&source=alipay_app_auth&state="+g.state(t), "", ""); status != 200 {
 		t.Fatalf("callback: %d %s", status, body)
 	}
 }
@@ -157,7 +150,7 @@ func TestOutbound_SendTemplateMessage(t *testing.T) {
 	t.Run("OK", func(t *testing.T) {
 		status, _, body := g.call(t, "POST", "/v1/template-messages", opsToken, templateMessage)
 		var s outbound.Send
-		if status != 200 || json.Unmarshal([]byte(body), &s) != nil || s.Status != "sent" || s.Code != "10000" || s.AppID != keyAppID {
+		if status != 200 || json.Unmarshal([]byte(body), &s) != nil || s.Status != "sent" || s.Code != "10000" || s.AppID != testkit.AppID {
 			t.Fatalf("%d %s", status, body)
 		}
 		if len(g.sim.Sent()) != 1 {
@@ -231,14 +224,14 @@ func TestOutbound_SendTemplateMessage(t *testing.T) {
 	})
 	t.Run("OnBehalfThenCancelled", func(t *testing.T) {
 		g.authorize(t)
-		if status, _, body := g.call(t, "POST", "/v1/template-messages", opsToken, onBehalfOf(templateMessage, outboundMerchant)); status != 200 {
+		if status, _, body := g.call(t, "POST", "/v1/template-messages", opsToken, onBehalfOf(templateMessage, testkit.MerchantAppID)); status != 200 {
 			t.Fatalf("%d %s", status, body)
 		}
 		// The merchant cancels: Alipay's notification arrives, signed.
-		biz := fmt.Sprintf(`{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000888","app_auth_token":"x"}`, keyAppID, outboundMerchant)
-		g.mustAccept(t, signed(t, form(keyAppID, notify.MethodAuthCancelled, biz, time.Now().Add(time.Second).UnixMilli()), keyApp))
+		biz := fmt.Sprintf(`{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000888","app_auth_token":"x"}`, testkit.AppID, testkit.MerchantAppID)
+		g.mustAccept(t, testkit.Body(t, testkit.Form(testkit.AppID, notify.MethodAuthCancelled, biz, time.Now().Add(time.Second).UnixMilli()), testkit.AlipayKey()))
 		calls := len(g.sim.Calls(send))
-		status, _, body := g.call(t, "POST", "/v1/template-messages", opsToken, onBehalfOf(templateMessage, outboundMerchant))
+		status, _, body := g.call(t, "POST", "/v1/template-messages", opsToken, onBehalfOf(templateMessage, testkit.MerchantAppID))
 		if status != 409 || !strings.Contains(errorOf(t, body)["message"], "cancelled") {
 			t.Fatalf("%d %s", status, body)
 		}
@@ -348,13 +341,13 @@ func TestOutbound_AuthCallback(t *testing.T) {
 	t.Parallel()
 	g := newOutboundGateway(t, withOtherApp)
 	t.Run("OK", func(t *testing.T) {
-		code := g.sim.IssueCode(keyAppID, outboundMerchant, "2088000000000888")
-		status, h, body := g.callback(t, keyAppID, code, g.link(t, keyAppID).State)
-		if status != 200 || !strings.Contains(body, "Authorization complete") || !strings.Contains(body, outboundMerchant) ||
+		code := g.sim.IssueCode(testkit.AppID, testkit.MerchantAppID, "2088000000000888")
+		status, h, body := g.callback(t, testkit.AppID, code, g.link(t, testkit.AppID).State)
+		if status != 200 || !strings.Contains(body, "Authorization complete") || !strings.Contains(body, testkit.MerchantAppID) ||
 			!strings.HasPrefix(h.Get("Content-Type"), "text/html") || h.Get("Referrer-Policy") != "no-referrer" || h.Get("Cache-Control") != "no-store" {
 			t.Fatalf("%d %s", status, body)
 		}
-		token, refresh := g.sim.Tokens(keyAppID, outboundMerchant)
+		token, refresh := g.sim.Tokens(testkit.AppID, testkit.MerchantAppID)
 		if token == "" || strings.Contains(body, token) || strings.Contains(body, refresh) {
 			t.Fatal("the page shows a token")
 		}
@@ -362,11 +355,11 @@ func TestOutbound_AuthCallback(t *testing.T) {
 			st     string
 			sealed []byte
 		)
-		if err := g.db.Pool.QueryRow(t.Context(), `SELECT status, app_auth_token FROM authorizations WHERE auth_app_id = $1`, outboundMerchant).
+		if err := g.db.Pool.QueryRow(t.Context(), `SELECT status, app_auth_token FROM authorizations WHERE auth_app_id = $1`, testkit.MerchantAppID).
 			Scan(&st, &sealed); err != nil {
 			t.Fatal(err)
 		}
-		opened, err := pgtest.Sealer(t).Open(sealed, notify.TokenOwner(keyAppID, outboundMerchant))
+		opened, err := testkit.Sealer(t).Open(sealed, notify.TokenOwner(testkit.AppID, testkit.MerchantAppID))
 		if st != "authorized" || string(sealed) == token || err != nil || opened != token {
 			t.Fatalf("stored %s, opens to %q (%v)", st, opened, err)
 		}
@@ -374,9 +367,9 @@ func TestOutbound_AuthCallback(t *testing.T) {
 
 	// Refused states: a 400 and the generic page, and Alipay is never
 	// called, so the code is still good afterwards.
-	good := g.link(t, keyAppID).State
+	good := g.link(t, testkit.AppID).State
 	g.offset.Store(int64(-2 * time.Hour))
-	expired := g.link(t, keyAppID).State // issued two hours ago, for an hour
+	expired := g.link(t, testkit.AppID).State // issued two hours ago, for an hour
 	g.offset.Store(0)
 	raw, _ := base64.StdEncoding.DecodeString(good)
 	raw[10] ^= 0x40 // in the nonce: well-formed, its tag no longer matches
@@ -384,15 +377,15 @@ func TestOutbound_AuthCallback(t *testing.T) {
 	for _, c := range []struct {
 		name, appID, state, reason string
 	}{
-		{"ErrNoState", keyAppID, "", "missing_state"},
-		{"ErrMalformedState", keyAppID, "definitely not a state", "malformed_state"},
-		{"ErrForgedState", keyAppID, forged, "forged_state"},
-		{"ErrExpiredState", keyAppID, expired, "expired_state"},
-		{"ErrOtherAppState", otherAppID, good, "other_app_state"},
+		{"ErrNoState", testkit.AppID, "", "missing_state"},
+		{"ErrMalformedState", testkit.AppID, "definitely not a state", "malformed_state"},
+		{"ErrForgedState", testkit.AppID, forged, "forged_state"},
+		{"ErrExpiredState", testkit.AppID, expired, "expired_state"},
+		{"ErrOtherAppState", testkit.OtherAppID, good, "other_app_state"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			requests := g.sim.Requests()
-			code := g.sim.IssueCode(c.appID, outboundMerchant, "2088000000000888")
+			code := g.sim.IssueCode(c.appID, testkit.MerchantAppID, "2088000000000888")
 			status, _, body := g.callback(t, c.appID, code, c.state)
 			if status != 400 {
 				t.Fatalf("%d %s", status, body)
@@ -416,7 +409,7 @@ func TestOutbound_AuthCallback(t *testing.T) {
 	}
 	t.Run("ErrDuplicateState", func(t *testing.T) {
 		requests := g.sim.Requests()
-		status, _, body := g.callback(t, keyAppID, g.sim.IssueCode(keyAppID, outboundMerchant, ""), good, "state", good)
+		status, _, body := g.callback(t, testkit.AppID, g.sim.IssueCode(testkit.AppID, testkit.MerchantAppID, ""), good, "state", good)
 		if status != 400 || g.sim.Requests() != requests {
 			t.Fatalf("%d %s", status, body)
 		}
@@ -425,14 +418,14 @@ func TestOutbound_AuthCallback(t *testing.T) {
 		}
 	})
 	t.Run("ErrMissingCode", func(t *testing.T) {
-		status, _, body := g.callback(t, keyAppID, "", good)
+		status, _, body := g.callback(t, testkit.AppID, "", good)
 		if status != 400 {
 			t.Fatalf("%d %s", status, body)
 		}
 		g.failedPage(t, body, linesBadLink)
 	})
 	t.Run("ErrBadCode", func(t *testing.T) {
-		status, _, body := g.callback(t, keyAppID, "<script>", good)
+		status, _, body := g.callback(t, testkit.AppID, "<script>", good)
 		if status != 422 || strings.Contains(body, "isv.code-invalid") || strings.Contains(body, "script") {
 			t.Fatalf("%d %s", status, body)
 		}
@@ -466,7 +459,7 @@ func TestOutbound_AuthCallback_ErrorPage(t *testing.T) {
 	leaks := []string{"dial tcp", "connection refused", "127.0.0.1", "HTTP 503", "503", "upstream", "Alipay answered", "gateway.do"}
 	t.Run("ErrUpstream", func(t *testing.T) {
 		g.sim.Fail(openapisim.MethodAuthTokenApp, openapisim.Fault{HTTPStatus: 503})
-		status, _, body := g.callback(t, keyAppID, g.sim.IssueCode(keyAppID, outboundMerchant, ""), g.link(t, keyAppID).State)
+		status, _, body := g.callback(t, testkit.AppID, g.sim.IssueCode(testkit.AppID, testkit.MerchantAppID, ""), g.link(t, testkit.AppID).State)
 		if status != 502 {
 			t.Fatalf("%d %s", status, body)
 		}
@@ -481,9 +474,9 @@ func TestOutbound_AuthCallback_ErrorPage(t *testing.T) {
 		}
 	})
 	t.Run("ErrUnreachable", func(t *testing.T) {
-		state := g.link(t, keyAppID).State
+		state := g.link(t, testkit.AppID).State
 		g.sim.Close() // Alipay is gone: the dial is refused
-		status, _, body := g.callback(t, keyAppID, "code-never-issued", state)
+		status, _, body := g.callback(t, testkit.AppID, "code-never-issued", state)
 		if status != 502 {
 			t.Fatalf("%d %s", status, body)
 		}
@@ -510,15 +503,15 @@ func TestOutbound_AuthCallback_RateLimit(t *testing.T) {
 	t.Parallel()
 	t.Run("ErrClientLimit", func(t *testing.T) {
 		g := newOutboundGateway(t, func(o *outboundOptions) { o.cfg = httpapi.Config{} }) // the defaults
-		state := g.link(t, keyAppID).State
+		state := g.link(t, testkit.AppID).State
 		for i := 0; i < 5; i++ { // the burst; refused states count too
-			if status, _, body := g.callback(t, keyAppID, "", state); status != 400 {
+			if status, _, body := g.callback(t, testkit.AppID, "", state); status != 400 {
 				t.Fatalf("request %d: %d %s", i+1, status, body)
 			}
 		}
 		requests := g.sim.Requests()
-		code := g.sim.IssueCode(keyAppID, outboundMerchant, "")
-		status, h, body := g.callback(t, keyAppID, code, state)
+		code := g.sim.IssueCode(testkit.AppID, testkit.MerchantAppID, "")
+		status, h, body := g.callback(t, testkit.AppID, code, state)
 		if status != 429 || h.Get("Retry-After") != "6" || g.sim.Requests() != requests {
 			t.Fatalf("%d %v %s", status, h, body)
 		}
@@ -526,7 +519,7 @@ func TestOutbound_AuthCallback_RateLimit(t *testing.T) {
 			t.Fatalf("log %v", line)
 		}
 		// X-Forwarded-For is not trusted without TRUSTED_PROXIES.
-		req, _ := http.NewRequest("GET", g.srv.URL+"/alipay/auth/callback?app_id="+keyAppID, nil)
+		req, _ := http.NewRequest("GET", g.srv.URL+"/alipay/auth/callback?app_id="+testkit.AppID, nil)
 		req.Header.Set("X-Forwarded-For", "198.51.100.9")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -545,7 +538,7 @@ func TestOutbound_AuthCallback_RateLimit(t *testing.T) {
 			}
 		})
 		from := func(client string) int {
-			req, _ := http.NewRequest("GET", g.srv.URL+"/alipay/auth/callback?app_id="+keyAppID, nil)
+			req, _ := http.NewRequest("GET", g.srv.URL+"/alipay/auth/callback?app_id="+testkit.AppID, nil)
 			req.Header.Set("X-Forwarded-For", client)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -592,7 +585,7 @@ func TestOutbound_AuthorizationLinks(t *testing.T) {
 			t.Fatalf("%d %s", status, body)
 		}
 		u, err := url.Parse(link.URL)
-		if err != nil || u.Scheme+"://"+u.Host+u.Path != outbound.DefaultAuthURL || u.Query().Get("app_id") != keyAppID ||
+		if err != nil || u.Scheme+"://"+u.Host+u.Path != outbound.DefaultAuthURL || u.Query().Get("app_id") != testkit.AppID ||
 			u.Query().Get("redirect_uri") != callback || u.Query().Get("state") != link.State {
 			t.Fatalf("%s", link.URL)
 		}
@@ -608,27 +601,27 @@ func TestOutbound_AuthorizationLinks(t *testing.T) {
 		q := redirect.Query()
 		q.Set("app_id", u.Query().Get("app_id"))
 		q.Set("source", "alipay_app_auth")
-		q.Set("app_auth_code", g.sim.IssueCode(keyAppID, outboundMerchant, "2088000000000888"))
+		q.Set("app_auth_code", g.sim.IssueCode(testkit.AppID, testkit.MerchantAppID, "2088000000000888"))
 		q.Set("state", u.Query().Get("state"))
 		redirect.RawQuery = q.Encode()
 		status, _, body := g.call(t, "GET", strings.TrimPrefix(redirect.String(), g.srv.URL), "", "")
-		if status != 200 || !strings.Contains(body, outboundMerchant) {
+		if status != 200 || !strings.Contains(body, testkit.MerchantAppID) {
 			t.Fatalf("%d %s", status, body)
 		}
 	})
 	t.Run("OKRoundTripUnescaped", func(t *testing.T) {
 		// Should Alipay append the state as it is, a "+" reads as a space.
 		var l outbound.Link
-		for l = g.link(t, keyAppID); !strings.ContainsAny(l.State, "+/"); l = g.link(t, keyAppID) {
+		for l = g.link(t, testkit.AppID); !strings.ContainsAny(l.State, "+/"); l = g.link(t, testkit.AppID) {
 		}
-		code := g.sim.IssueCode(keyAppID, outboundMerchant, "2088000000000888")
-		status, _, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+keyAppID+"&app_auth_code="+code+"&state="+l.State, "", "")
+		code := g.sim.IssueCode(testkit.AppID, testkit.MerchantAppID, "2088000000000888")
+		status, _, body := g.call(t, "GET", "/alipay/auth/callback?app_id="+testkit.AppID+"&app_auth_code="+code+"&state="+l.State, "", "")
 		if status != 200 {
 			t.Fatalf("%s: %d %s", l.State, status, body)
 		}
 	})
 	t.Run("OKTTL", func(t *testing.T) {
-		status, body := post(t, fmt.Sprintf(`{"app_id":%q,"redirect_uri":"http://localhost:8080/alipay/auth/callback","ttl_seconds":600}`, keyAppID))
+		status, body := post(t, fmt.Sprintf(`{"app_id":%q,"redirect_uri":"http://localhost:8080/alipay/auth/callback","ttl_seconds":600}`, testkit.AppID))
 		var l outbound.Link
 		if status != 200 || json.Unmarshal([]byte(body), &l) != nil {
 			t.Fatalf("%d %s", status, body)

@@ -15,6 +15,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 // get serves GET path on h and returns the status and body.
@@ -30,7 +31,7 @@ func get(h http.Handler, path string) (int, string) {
 func TestNewInternal_Routes(t *testing.T) {
 	t.Parallel()
 	db := pgtest.New(t)
-	cfg := httpapi.Config{ReadyChecks: []func(context.Context) error{db.Ready}, Metrics: metrics.New(), Logger: zerolog.New(zerolog.NewTestWriter(t))}
+	cfg := httpapi.Config{ReadyChecks: []func(context.Context) error{db.Ready}, Metrics: metrics.New(), Logger: testkit.Logger(t)}
 	internalCfg := cfg
 	internalCfg.InternalListener = true
 	for name, tc := range map[string]struct {

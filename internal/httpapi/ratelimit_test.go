@@ -3,8 +3,11 @@ package httpapi
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 // fakeClock is a clock tests move by hand.
@@ -141,24 +144,13 @@ func TestLimiter_Memory(t *testing.T) {
 func TestLimiter_Concurrent(t *testing.T) {
 	t.Parallel()
 	l := newLimiter(RateLimit{Every: time.Hour, Burst: 5}, RateLimit{Every: time.Hour, Burst: 1000}, 100, nil)
-	var (
-		wg sync.WaitGroup
-		mu sync.Mutex
-		ok int
-	)
-	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if allowed, _, _ := l.allow("same"); allowed {
-				mu.Lock()
-				ok++
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if ok != 5 {
+	var allowed atomic.Int64
+	testkit.Concurrently(50, func(int) {
+		if ok, _, _ := l.allow("same"); ok {
+			allowed.Add(1)
+		}
+	})
+	if ok := allowed.Load(); ok != 5 {
 		t.Fatalf("%d of 50 concurrent requests allowed; want the burst, 5", ok)
 	}
 }

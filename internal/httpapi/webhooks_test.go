@@ -13,6 +13,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 	"github.com/alipay-notify-gateway/gateway/internal/view"
 	"github.com/alipay-notify-gateway/gateway/internal/webhook"
 )
@@ -52,7 +53,7 @@ func TestOps_Events(t *testing.T) {
 	t.Parallel()
 	g := newWebhookGateway(t)
 	for _, s := range samples.All() {
-		g.mustAccept(t, signed(t, sample(t, s.Name, keyAppID), keyApp))
+		g.mustAccept(t, testkit.Body(t, testkit.Sample(t, s.Name, testkit.AppID), testkit.AlipayKey()))
 	}
 	types := map[string]int{}
 	cursor := ""
@@ -64,7 +65,7 @@ func TestOps_Events(t *testing.T) {
 		}
 		for _, e := range page.Items {
 			types[e.Type]++
-			if !strings.HasPrefix(e.ID, "evt_") || e.AppID != keyAppID || e.NotifyID == "" {
+			if !strings.HasPrefix(e.ID, "evt_") || e.AppID != testkit.AppID || e.NotifyID == "" {
 				t.Fatalf("%+v", e)
 			}
 		}
@@ -137,7 +138,7 @@ func TestOps_Endpoints(t *testing.T) {
 		}
 	})
 	t.Run("ReplayAndDeliveries", func(t *testing.T) {
-		g.mustAccept(t, signed(t, sample(t, "audit-passed", keyAppID), keyApp))
+		g.mustAccept(t, testkit.Body(t, testkit.Sample(t, "audit-passed", testkit.AppID), testkit.AlipayKey()))
 		var out map[string]any
 		deadline := time.Now().Add(5 * time.Second)
 		for {

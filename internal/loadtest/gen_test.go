@@ -4,42 +4,27 @@ import (
 	"bytes"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
-	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
-	"github.com/alipay-notify-gateway/gateway/internal/seal"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
-
-const testAppID = "2021000000000001"
-
-// testKey is one RSA key for every test: generating one takes a while.
-var testKey = sync.OnceValues(devpki.NewKey)
 
 func testGenerator(t *testing.T, mix string) *Generator {
 	t.Helper()
-	key, err := testKey()
-	if err != nil {
-		t.Fatalf("NewKey: %v", err)
-	}
 	m, err := MixOf(mix)
 	if err != nil {
 		t.Fatalf("MixOf(%q): %v", mix, err)
 	}
-	return &Generator{AppID: testAppID, Prefix: "test-run", Seed: 42, TSBase: 1_700_000_000_000, Entities: 5, Mix: m, Key: key}
+	return &Generator{AppID: testkit.AppID, Prefix: "test-run", Seed: 42, TSBase: 1_700_000_000_000, Entities: 5, Mix: m, Key: testkit.AlipayKey()}
 }
 
 func testVerifier(t *testing.T, g *Generator) *alipay.Verifier {
 	t.Helper()
-	v, err := alipay.NewVerifier([]*alipay.App{{ID: g.AppID, Keys: []alipay.Key{{Pub: &g.Key.PublicKey}}}})
-	if err != nil {
-		t.Fatalf("NewVerifier: %v", err)
-	}
-	return v
+	return testkit.Verifier(t, &alipay.App{ID: g.AppID, Keys: []alipay.Key{{Pub: &g.Key.PublicKey}}})
 }
 
 // TestBodyVerifies: every generated body verifies as the gateway verifies
@@ -49,11 +34,7 @@ func TestBodyVerifies(t *testing.T) {
 	t.Parallel()
 	g := testGenerator(t, "")
 	v := testVerifier(t, g)
-	sealer, err := seal.New(bytes.Repeat([]byte{7}, 32))
-	if err != nil {
-		t.Fatalf("NewSealer: %v", err)
-	}
-	registry := notify.NewRegistry(notify.RegistryConfig{Sealer: sealer})
+	registry := testkit.Registry(t)
 	const n = 60
 	seenMethods := map[string]bool{}
 	seenIDs := map[string]bool{}
@@ -69,9 +50,9 @@ func TestBodyVerifies(t *testing.T) {
 		if m.Form.Name != alipay.FormV1.Name {
 			t.Errorf("Body(%d) verified with form %s, want v1", i, m.Form.Name)
 		}
-		if got.NotifyID != g.NotifyID(i) || got.AppID != testAppID || got.Method != g.Method(i) {
+		if got.NotifyID != g.NotifyID(i) || got.AppID != testkit.AppID || got.Method != g.Method(i) {
 			t.Errorf("Body(%d): notify_id %q app_id %q method %q, want %q %q %q",
-				i, got.NotifyID, got.AppID, got.Method, g.NotifyID(i), testAppID, g.Method(i))
+				i, got.NotifyID, got.AppID, got.Method, g.NotifyID(i), testkit.AppID, g.Method(i))
 		}
 		if got.Failure != "" {
 			t.Errorf("Body(%d): failure %q", i, got.Failure)

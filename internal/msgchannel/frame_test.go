@@ -14,9 +14,10 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/msgchannel"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
-const frameData = `{"header":{"appId":"` + appID + `","msgApi":"alipay.open.mini.version.audit.passed"},` +
+const frameData = `{"header":{"appId":"` + testkit.AppID + `","msgApi":"alipay.open.mini.version.audit.passed"},` +
 	`"content":{ "mini_app_id" : "2014072300007148", "note":"a } brace \" and \\ in a string {" }}`
 
 // signedFrame returns a CONSUME frame whose x-sign signs data with Alipay's
@@ -24,7 +25,7 @@ const frameData = `{"header":{"appId":"` + appID + `","msgApi":"alipay.open.mini
 func signedFrame(t testing.TB, msgID, data string) []byte {
 	t.Helper()
 	d := sha256.Sum256([]byte(data))
-	sig, err := rsa.SignPKCS1v15(nil, platformKey, crypto.SHA256, d[:])
+	sig, err := rsa.SignPKCS1v15(nil, testkit.AlipayKey(), crypto.SHA256, d[:])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +43,7 @@ func TestParseFrame(t *testing.T) {
 			t.Fatal(err)
 		}
 		if f.StreamID != "s-1" || f.FromSys != "openchannel" || f.FromSysIP != "10.0.0.1" || string(f.Data) != frameData ||
-			f.Cmd != msgchannel.CmdConsume || f.MsgID != "m-1" || f.Timestamp != "1516797622752" || f.AppID != appID ||
+			f.Cmd != msgchannel.CmdConsume || f.MsgID != "m-1" || f.Timestamp != "1516797622752" || f.AppID != testkit.AppID ||
 			f.MsgAPI != "alipay.open.mini.version.audit.passed" ||
 			string(f.Content) != `{ "mini_app_id" : "2014072300007148", "note":"a } brace \" and \\ in a string {" }` {
 			t.Fatalf("frame = %+v", f)
@@ -79,7 +80,7 @@ func TestParseFrame(t *testing.T) {
 		{"ErrNUL", replace(`m-1`, "m-\x001"), true},
 		{"ErrNotUTF8", replace(`2014072300007148`, "2014\xff"), true},
 		{"ErrDataNotAnObject", replace(`"data":{`, `"data":[{`+"\"x\":1}],\"y\":{"), false},
-		{"ErrContentNotAnObject", signedFrame(t, "m-1", `{"header":{"appId":"`+appID+`","msgApi":"x"},"content":"abc"}`), false},
+		{"ErrContentNotAnObject", signedFrame(t, "m-1", `{"header":{"appId":"`+testkit.AppID+`","msgApi":"x"},"content":"abc"}`), false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f, err := msgchannel.ParseFrame(c.frame)
@@ -126,10 +127,7 @@ func TestFrame_Ack(t *testing.T) {
 
 func TestRegisterAnswer(t *testing.T) {
 	t.Parallel()
-	v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.DeliverWebSocket)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := testkit.Verifier(t, newApp(testkit.AppID, testkit.AppKey(), alipay.DeliverWebSocket))
 	answer := func(k *rsa.PrivateKey, response string) []byte {
 		d := sha256.Sum256([]byte(response))
 		sig, err := rsa.SignPKCS1v15(nil, k, crypto.SHA256, d[:])
@@ -140,29 +138,29 @@ func TestRegisterAnswer(t *testing.T) {
 	}
 	ok := `{"code":"10000","msg":"Success","link_token":"tok-1"}`
 	t.Run("OK", func(t *testing.T) {
-		tok, err := msgchannel.RegisterAnswer(v, appID, answer(platformKey, ok))
+		tok, err := msgchannel.RegisterAnswer(v, testkit.AppID, answer(testkit.AlipayKey(), ok))
 		if err != nil || tok != "tok-1" {
 			t.Fatalf("token %q, %v", tok, err)
 		}
 	})
 	t.Run("ErrOtherKey", func(t *testing.T) {
-		if _, err := msgchannel.RegisterAnswer(v, appID, answer(otherKey, ok)); err == nil {
+		if _, err := msgchannel.RegisterAnswer(v, testkit.AppID, answer(testkit.OtherKey(), ok)); err == nil {
 			t.Fatal("an answer signed by another key was accepted")
 		}
 	})
 	t.Run("ErrUnsigned", func(t *testing.T) {
-		if _, err := msgchannel.RegisterAnswer(v, appID, []byte(`{"response":`+ok+`}`)); err == nil {
+		if _, err := msgchannel.RegisterAnswer(v, testkit.AppID, []byte(`{"response":`+ok+`}`)); err == nil {
 			t.Fatal("an unsigned answer was accepted")
 		}
 	})
 	t.Run("ErrRefused", func(t *testing.T) {
-		_, err := msgchannel.RegisterAnswer(v, appID, []byte(`{"response":{"code":"40004","msg":"Business Failed","sub_code":"isv.invalid-signature"}}`))
+		_, err := msgchannel.RegisterAnswer(v, testkit.AppID, []byte(`{"response":{"code":"40004","msg":"Business Failed","sub_code":"isv.invalid-signature"}}`))
 		if err == nil || !strings.Contains(err.Error(), "isv.invalid-signature") {
 			t.Fatalf("refusal: %v", err)
 		}
 	})
 	t.Run("ErrHTML", func(t *testing.T) {
-		if _, err := msgchannel.RegisterAnswer(v, appID, []byte(`<html>`)); err == nil {
+		if _, err := msgchannel.RegisterAnswer(v, testkit.AppID, []byte(`<html>`)); err == nil {
 			t.Fatal("HTML accepted")
 		}
 	})
@@ -171,17 +169,17 @@ func TestRegisterAnswer(t *testing.T) {
 func TestSignParams(t *testing.T) {
 	t.Parallel()
 	t.Run("OK", func(t *testing.T) {
-		p, err := msgchannel.SignParams(map[string]string{"app_id": appID, "charset": "UTF-8", "timestamp": "1", "nonce": "n"}, appKey)
+		p, err := msgchannel.SignParams(map[string]string{"app_id": testkit.AppID, "charset": "UTF-8", "timestamp": "1", "nonce": "n"}, testkit.AppKey())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if p["sign_type"] != "RSA2" {
 			t.Fatalf("params = %v", p)
 		}
-		content := "app_id=" + appID + "&charset=UTF-8&nonce=n&sign_type=RSA2&timestamp=1"
+		content := "app_id=" + testkit.AppID + "&charset=UTF-8&nonce=n&sign_type=RSA2&timestamp=1"
 		sig, _ := base64.StdEncoding.DecodeString(p["sign"])
 		d := sha256.Sum256([]byte(content))
-		if err := rsa.VerifyPKCS1v15(&appKey.PublicKey, crypto.SHA256, d[:], sig); err != nil {
+		if err := rsa.VerifyPKCS1v15(&testkit.AppKey().PublicKey, crypto.SHA256, d[:], sig); err != nil {
 			t.Fatalf("sign does not verify over %q", content)
 		}
 	})
@@ -198,10 +196,7 @@ func FuzzParseFrame(f *testing.F) {
 	f.Add(signedFrame(f, "m-1", frameData))
 	f.Add([]byte("stream-id:1\r\n\r\n{\"protocol\":{\"x-cmd\":\"CONSUME\"},\"data\":{\"header\":{}}}"))
 	f.Add([]byte("\r\n\r\n{\"protocol\":{},\"data\":null}"))
-	v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.DeliverWebSocket)})
-	if err != nil {
-		f.Fatal(err)
-	}
+	v := testkit.Verifier(f, newApp(testkit.AppID, testkit.AppKey(), alipay.DeliverWebSocket))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := msgchannel.ParseFrame(b)
 		if err != nil {
@@ -210,7 +205,7 @@ func FuzzParseFrame(f *testing.F) {
 			}
 			return
 		}
-		n, err := v.VerifyChannelMessage(appID, fr.Message(), time.Now())
+		n, err := v.VerifyChannelMessage(testkit.AppID, fr.Message(), time.Now())
 		if err == nil {
 			if n == nil || !json.Valid(fr.Data) || !bytes.Contains(fr.Data, fr.Content) {
 				t.Fatalf("accepted %q as %+v", b, n)

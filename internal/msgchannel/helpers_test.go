@@ -2,7 +2,6 @@ package msgchannel_test
 
 import (
 	"context"
-	"crypto"
 	"crypto/rsa"
 	"net/http/httptest"
 	"sync"
@@ -13,7 +12,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
-	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/intake"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/msgchannel"
@@ -22,15 +20,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
-)
-
-// The samples' app; keys are made once per test binary: they are slow.
-const appID = "2013121700999429"
-
-var (
-	platformKey = devpki.MustNewKey() // Alipay's side: signs register answers and messages
-	appKey      = devpki.MustNewKey() // the app's own key: signs register and connect
-	otherKey    = devpki.MustNewKey()
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 // fast are timings short enough for tests.
@@ -42,8 +32,12 @@ func fast(cfg *msgchannel.Config) {
 	cfg.DrainTimeout = 5 * time.Second
 }
 
+// newApp is a public-key mode app id (testkit.KeyApp's keys) that signs
+// with key (none when nil), delivered as delivery says.
 func newApp(id string, key *rsa.PrivateKey, delivery string) *alipay.App {
-	return &alipay.App{ID: id, Keys: []alipay.Key{{Pub: &platformKey.PublicKey}}, PrivateKey: key, Delivery: delivery}
+	a := testkit.KeyApp()
+	a.ID, a.PrivateKey, a.Delivery = id, key, delivery
+	return a
 }
 
 // newSim starts a simulator that knows the app's public key.
@@ -51,10 +45,10 @@ func newSim(t *testing.T, platform *rsa.PrivateKey, appIDs ...string) (*msgsim.S
 	t.Helper()
 	apps := map[string]*rsa.PublicKey{}
 	for _, id := range appIDs {
-		apps[id] = &appKey.PublicKey
+		apps[id] = &testkit.AppKey().PublicKey
 	}
 	sim := msgsim.New(msgsim.Config{Apps: apps, PlatformKey: platform, AckTimeout: time.Second, RetryAfter: 100 * time.Millisecond,
-		Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger().Level(zerolog.InfoLevel)})
+		Logger: testkit.Logger(t).Level(zerolog.InfoLevel)})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(func() {
 		sim.Close()
@@ -82,16 +76,13 @@ func newRig(t *testing.T, db *postgres.DB, inbox notify.Inbox, opts ...rigOption
 	if db == nil {
 		db = pgtest.New(t)
 	}
-	sim, url := newSim(t, platformKey, appID)
-	v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.DeliverWebSocket)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim, url := newSim(t, testkit.AlipayKey(), testkit.AppID)
+	v := testkit.Verifier(t, newApp(testkit.AppID, testkit.AppKey(), alipay.DeliverWebSocket))
 	if inbox == nil {
 		inbox = db
 	}
-	app, _ := v.App(appID)
-	m, log := metrics.New(), zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()
+	app, _ := v.App(testkit.AppID)
+	m, log := metrics.New(), testkit.Logger(t)
 	cfg := msgchannel.Config{App: app, Verifier: v, Intake: pipeline(t, inbox, m), Host: url, AllowInsecure: true, Metrics: m, Logger: log}
 	fast(&cfg)
 	for _, o := range opts {
@@ -109,8 +100,8 @@ func newRig(t *testing.T, db *postgres.DB, inbox notify.Inbox, opts ...rigOption
 // pipeline is the intake pipeline over inbox, deciding with every handler
 // (a token key set), counting into m.
 func pipeline(t *testing.T, inbox notify.Inbox, m *metrics.Metrics) *intake.Pipeline {
-	return intake.New(intake.Config{Registry: pgtest.Registry(t), Inbox: inbox, Metrics: m, Timeout: 5 * time.Second,
-		Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()})
+	return intake.New(intake.Config{Registry: testkit.Registry(t), Inbox: inbox, Metrics: m, Timeout: 5 * time.Second,
+		Logger: testkit.Logger(t)})
 }
 
 // run starts fn in a goroutine and returns a func that cancels it and waits
@@ -147,15 +138,12 @@ func waitCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// eventually polls cond every 10 ms for up to 10 s.
+// eventually waits up to 10 s for cond (testkit.Poll), and fails saying
+// what it waited for when cond does not come true.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testkit.Poll(10*time.Second, cond) {
+		t.Fatalf("timed out waiting for %s", what)
 	}
 }
 
@@ -177,19 +165,12 @@ func httpIngest(t *testing.T, v *alipay.Verifier, inbox notify.Inbox, s samples.
 	t.Helper()
 	f := alipay.Form(s.Form)
 	f["notify_id"] = notifyID
-	signed, err := alipay.Sign(f, platformKey, alipay.FormV2, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
+	signed := testkit.Sign(t, f, testkit.AlipayKey(), alipay.FormV2)
 	n, _, err := v.Notification([]byte(signed.Encode()), notify.ChannelHTTP, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := pgtest.Registry(t).Decide(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := inbox.Ingest(context.Background(), d)
+	out, err := inbox.Ingest(context.Background(), testkit.Decide(t, n))
 	if err != nil {
 		t.Fatal(err)
 	}

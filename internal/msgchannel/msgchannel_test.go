@@ -9,14 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/msgchannel"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 	"github.com/alipay-notify-gateway/gateway/internal/view"
 )
 
@@ -34,12 +33,12 @@ func TestSamples_SameStateAsHTTP(t *testing.T) {
 	for _, s := range messageSamples() {
 		id := "ws-" + s.Name
 		ids = append(ids, id)
-		if err := r.sim.Deliver(appID, s.Method, s.Form["biz_content"], id, sampleTS); err != nil {
+		if err := r.sim.Deliver(testkit.AppID, s.Method, s.Form["biz_content"], id, sampleTS); err != nil {
 			t.Fatal(err)
 		}
 		// One at a time, in the same order as over HTTP: order matters to
 		// state.
-		if _, err := r.sim.WaitAck(ctx, appID, id, msgchannel.AckSuccess); err != nil {
+		if _, err := r.sim.WaitAck(ctx, testkit.AppID, id, msgchannel.AckSuccess); err != nil {
 			t.Fatal(err)
 		}
 		httpIngest(t, r.v, httpDB, s, id)
@@ -48,11 +47,11 @@ func TestSamples_SameStateAsHTTP(t *testing.T) {
 		t.Fatalf("%d message samples; want 6", len(ids))
 	}
 	for _, id := range ids {
-		ws, err := r.db.Notification(ctx, appID, id)
+		ws, err := r.db.Notification(ctx, testkit.AppID, id)
 		if err != nil {
 			t.Fatalf("%s over the WebSocket: %v", id, err)
 		}
-		ht, err := httpDB.Notification(ctx, appID, id)
+		ht, err := httpDB.Notification(ctx, testkit.AppID, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,7 +83,7 @@ func sameState(t *testing.T, ctx context.Context, a, b *postgres.DB) {
 		"mini app 2014072300007148": func(db *postgres.DB) (any, error) { return db.MiniApp(ctx, "2014072300007148") },
 		"order 2394834823942343":    func(db *postgres.DB) (any, error) { return db.Order(ctx, "2394834823942343") },
 		"order 2394834823942344":    func(db *postgres.DB) (any, error) { return db.Order(ctx, "2394834823942344") },
-		"authorization":             func(db *postgres.DB) (any, error) { return db.Authorization(ctx, appID, "2013072300101234") },
+		"authorization":             func(db *postgres.DB) (any, error) { return db.Authorization(ctx, testkit.AppID, testkit.MerchantAppID) },
 	}
 	found := 0
 	for name, read := range reads {
@@ -142,26 +141,26 @@ func TestForgedMessage_RefusedAndNothingChanges(t *testing.T) {
 	r := newRig(t, nil, nil)
 	ctx := waitCtx(t)
 	s := messageSamples()[3] // audit-passed
-	if err := r.sim.DeliverForged(appID, s.Method, s.Form["biz_content"], "forged-1", sampleTS); err != nil {
+	if err := r.sim.DeliverForged(testkit.AppID, s.Method, s.Form["biz_content"], "forged-1", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "forged-1", msgchannel.AckFail); err != nil {
+	if _, err := r.sim.WaitAck(ctx, testkit.AppID, "forged-1", msgchannel.AckFail); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.db.Notification(ctx, appID, "forged-1"); notify.ErrorCode(err) != notify.ENOTFOUND {
+	if _, err := r.db.Notification(ctx, testkit.AppID, "forged-1"); notify.ErrorCode(err) != notify.ENOTFOUND {
 		t.Fatalf("a forged message was stored: %v", err)
 	}
 	if _, err := r.db.MiniApp(ctx, "2014072300007148"); notify.ErrorCode(err) != notify.ENOTFOUND {
 		t.Fatalf("a forged message changed state: %v", err)
 	}
 	// The channel carries on: a genuine message after it is taken.
-	if err := r.sim.Deliver(appID, s.Method, s.Form["biz_content"], "genuine-1", sampleTS); err != nil {
+	if err := r.sim.Deliver(testkit.AppID, s.Method, s.Form["biz_content"], "genuine-1", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "genuine-1", msgchannel.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, testkit.AppID, "genuine-1", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(r.sim.AcksOf(appID, "forged-1")); got != 1 {
+	if got := len(r.sim.AcksOf(testkit.AppID, "forged-1")); got != 1 {
 		t.Fatalf("forged message acknowledged %d times", got)
 	}
 	if !r.client.Connected() || r.client.Reconnects() != 0 {
@@ -174,10 +173,10 @@ func TestDroppedConnection_ReconnectsAndLosesNothing(t *testing.T) {
 	r := newRig(t, nil, nil)
 	ctx := waitCtx(t)
 	ss := messageSamples()
-	if err := r.sim.Deliver(appID, ss[1].Method, ss[1].Form["biz_content"], "before-drop", sampleTS); err != nil {
+	if err := r.sim.Deliver(testkit.AppID, ss[1].Method, ss[1].Form["biz_content"], "before-drop", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "before-drop", msgchannel.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, testkit.AppID, "before-drop", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.client.Ready(); err != nil {
@@ -185,53 +184,53 @@ func TestDroppedConnection_ReconnectsAndLosesNothing(t *testing.T) {
 	}
 
 	// Drop it, and refuse registrations meanwhile: not ready, and why.
-	r.sim.RefuseRegistrations(appID, 1000)
-	if n := r.sim.DropConnections(appID); n != 1 {
+	r.sim.RefuseRegistrations(testkit.AppID, 1000)
+	if n := r.sim.DropConnections(testkit.AppID); n != 1 {
 		t.Fatalf("dropped %d connections", n)
 	}
 	eventually(t, "not ready after the drop", func() bool {
 		err := r.client.Ready()
-		return err != nil && strings.Contains(err.Error(), appID) && strings.Contains(err.Error(), "register refused")
+		return err != nil && strings.Contains(err.Error(), testkit.AppID) && strings.Contains(err.Error(), "register refused")
 	})
-	if counter(t, r.metrics, "alipay_gateway_websocket_connected", appID) != 0 {
+	if counter(t, r.metrics, "alipay_gateway_websocket_connected", testkit.AppID) != 0 {
 		t.Fatal("websocket_connected is 1 while disconnected")
 	}
 	// Delivered while the app is away: sent when it is back.
-	if err := r.sim.Deliver(appID, ss[2].Method, ss[2].Form["biz_content"], "during-drop", sampleTS); err != nil {
+	if err := r.sim.Deliver(testkit.AppID, ss[2].Method, ss[2].Form["biz_content"], "during-drop", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	r.sim.RefuseRegistrations(appID, 0)
-	if err := r.sim.WaitConnects(ctx, appID, 2); err != nil {
+	r.sim.RefuseRegistrations(testkit.AppID, 0)
+	if err := r.sim.WaitConnects(ctx, testkit.AppID, 2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "during-drop", msgchannel.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, testkit.AppID, "during-drop", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.sim.Deliver(appID, ss[3].Method, ss[3].Form["biz_content"], "after-drop", sampleTS); err != nil {
+	if err := r.sim.Deliver(testkit.AppID, ss[3].Method, ss[3].Form["biz_content"], "after-drop", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "after-drop", msgchannel.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, testkit.AppID, "after-drop", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
-	if r.client.Reconnects() < 1 || counter(t, r.metrics, "alipay_gateway_websocket_reconnects_total", appID) < 1 {
-		t.Fatalf("reconnects %d, metric %v", r.client.Reconnects(), counter(t, r.metrics, "alipay_gateway_websocket_reconnects_total", appID))
+	if r.client.Reconnects() < 1 || counter(t, r.metrics, "alipay_gateway_websocket_reconnects_total", testkit.AppID) < 1 {
+		t.Fatalf("reconnects %d, metric %v", r.client.Reconnects(), counter(t, r.metrics, "alipay_gateway_websocket_reconnects_total", testkit.AppID))
 	}
-	if counter(t, r.metrics, "alipay_gateway_websocket_connected", appID) != 1 {
+	if counter(t, r.metrics, "alipay_gateway_websocket_connected", testkit.AppID) != 1 {
 		t.Fatal("websocket_connected is not 1 once reconnected")
 	}
-	if r.sim.Registrations(appID) < 2 {
-		t.Fatalf("%d registrations: a reconnection must register again", r.sim.Registrations(appID))
+	if r.sim.Registrations(testkit.AppID) < 2 {
+		t.Fatalf("%d registrations: a reconnection must register again", r.sim.Registrations(testkit.AppID))
 	}
 	// Nothing acknowledged SUCCESS is missing from the inbox.
 	for _, a := range r.sim.Acks() {
 		if a.Status != msgchannel.AckSuccess {
 			continue
 		}
-		if _, err := r.db.Notification(ctx, appID, a.MsgID); err != nil {
+		if _, err := r.db.Notification(ctx, testkit.AppID, a.MsgID); err != nil {
 			t.Fatalf("%s acknowledged but not stored: %v", a.MsgID, err)
 		}
 	}
-	if p := r.sim.Pending(appID); len(p) != 0 {
+	if p := r.sim.Pending(testkit.AppID); len(p) != 0 {
 		t.Fatalf("pending: %v", p)
 	}
 }
@@ -244,13 +243,13 @@ func TestBothChannels_OneEffect(t *testing.T) {
 
 	// HTTP first, then the same message over the WebSocket.
 	httpIngest(t, r.v, r.db, ss[1], "both-1")
-	if err := r.sim.Deliver(appID, ss[1].Method, ss[1].Form["biz_content"], "both-1", sampleTS); err != nil {
+	if err := r.sim.Deliver(testkit.AppID, ss[1].Method, ss[1].Form["biz_content"], "both-1", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "both-1", msgchannel.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, testkit.AppID, "both-1", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
-	n, err := r.db.Notification(ctx, appID, "both-1")
+	n, err := r.db.Notification(ctx, testkit.AppID, "both-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,23 +258,23 @@ func TestBothChannels_OneEffect(t *testing.T) {
 	}
 
 	// The WebSocket first, then HTTP.
-	if err := r.sim.Deliver(appID, ss[2].Method, ss[2].Form["biz_content"], "both-2", sampleTS); err != nil {
+	if err := r.sim.Deliver(testkit.AppID, ss[2].Method, ss[2].Form["biz_content"], "both-2", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "both-2", msgchannel.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, testkit.AppID, "both-2", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
 	if out := httpIngest(t, r.v, r.db, ss[2], "both-2"); !out.Duplicate || out.DeliveryCount != 2 {
 		t.Fatalf("HTTP after the WebSocket: %+v", out)
 	}
-	n, err = r.db.Notification(ctx, appID, "both-2")
+	n, err = r.db.Notification(ctx, testkit.AppID, "both-2")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n.DeliveryCount != 2 || n.Channel != notify.ChannelWebSocket {
 		t.Fatalf("after WebSocket then HTTP: %+v", n)
 	}
-	list, _, err := r.db.Notifications(ctx, view.NotificationFilter{AppID: appID})
+	list, _, err := r.db.Notifications(ctx, view.NotificationFilter{AppID: testkit.AppID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,23 +298,23 @@ func TestDatabaseOutage_AckFailThenRedelivered(t *testing.T) {
 	r := newRig(t, db, inbox)
 	ctx := waitCtx(t)
 	s := messageSamples()[3]
-	if err := r.sim.Deliver(appID, s.Method, s.Form["biz_content"], "outage-1", sampleTS); err != nil {
+	if err := r.sim.Deliver(testkit.AppID, s.Method, s.Form["biz_content"], "outage-1", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "outage-1", msgchannel.AckFail); err != nil {
+	if _, err := r.sim.WaitAck(ctx, testkit.AppID, "outage-1", msgchannel.AckFail); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "outage-1", msgchannel.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, testkit.AppID, "outage-1", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
-	acks := r.sim.AcksOf(appID, "outage-1")
+	acks := r.sim.AcksOf(testkit.AppID, "outage-1")
 	if len(acks) != 3 || acks[0].Status != msgchannel.AckFail || acks[1].Status != msgchannel.AckFail || acks[2].Status != msgchannel.AckSuccess {
 		t.Fatalf("acks %+v; want FAIL, FAIL, SUCCESS", acks)
 	}
-	if got := r.sim.Sends(appID, "outage-1"); got != 3 {
+	if got := r.sim.Sends(testkit.AppID, "outage-1"); got != 3 {
 		t.Fatalf("sent %d times; want 3", got)
 	}
-	n, err := db.Notification(ctx, appID, "outage-1")
+	n, err := db.Notification(ctx, testkit.AppID, "outage-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +330,7 @@ func TestShutdown_FinishesInFlightThenCloses(t *testing.T) {
 	r := newRig(t, db, gate)
 	ctx := waitCtx(t)
 	s := messageSamples()[3]
-	if err := r.sim.Deliver(appID, s.Method, s.Form["biz_content"], "inflight-1", sampleTS); err != nil {
+	if err := r.sim.Deliver(testkit.AppID, s.Method, s.Form["biz_content"], "inflight-1", sampleTS); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -352,13 +351,13 @@ func TestShutdown_FinishesInFlightThenCloses(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("Run did not return after the in-flight message was done")
 	}
-	if acks := r.sim.AcksOf(appID, "inflight-1"); len(acks) != 1 || acks[0].Status != msgchannel.AckSuccess {
+	if acks := r.sim.AcksOf(testkit.AppID, "inflight-1"); len(acks) != 1 || acks[0].Status != msgchannel.AckSuccess {
 		t.Fatalf("acks %+v; want one SUCCESS, sent before the close", acks)
 	}
-	if _, err := db.Notification(ctx, appID, "inflight-1"); err != nil {
+	if _, err := db.Notification(ctx, testkit.AppID, "inflight-1"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the simulator to see the close", func() bool { return r.sim.Connections(appID) == 0 })
+	eventually(t, "the simulator to see the close", func() bool { return r.sim.Connections(testkit.AppID) == 0 })
 	if r.client.Connected() || r.client.Ready() == nil {
 		t.Fatal("still connected after Run returned")
 	}
@@ -378,21 +377,18 @@ func TestRegistration_Refusals(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			signer := platformKey
+			signer := testkit.AlipayKey()
 			if !c.platform {
-				signer = otherKey
+				signer = testkit.OtherKey()
 			}
-			sim, url := newSim(t, signer, appID)
-			key := appKey
+			sim, url := newSim(t, signer, testkit.AppID)
+			key := testkit.AppKey()
 			if !c.appKey {
-				key = otherKey
+				key = testkit.OtherKey()
 			}
-			v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, key, alipay.DeliverWebSocket)})
-			if err != nil {
-				t.Fatal(err)
-			}
+			v := testkit.Verifier(t, newApp(testkit.AppID, key, alipay.DeliverWebSocket))
 			m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Intake: pipeline(t, &flakyInbox{}, nil), Host: url, AllowInsecure: true,
-				Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger(), Backoff: []time.Duration{20 * time.Millisecond}})
+				Logger: testkit.Logger(t), Backoff: []time.Duration{20 * time.Millisecond}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -401,10 +397,10 @@ func TestRegistration_Refusals(t *testing.T) {
 				err := m.Ready(context.Background())
 				return err != nil && strings.Contains(err.Error(), c.want)
 			})
-			if !strings.Contains(m.Ready(context.Background()).Error(), "app "+appID) {
+			if !strings.Contains(m.Ready(context.Background()).Error(), "app "+testkit.AppID) {
 				t.Fatalf("readiness error does not name the app: %v", m.Ready(context.Background()))
 			}
-			if sim.Connects(appID) != 0 {
+			if sim.Connects(testkit.AppID) != 0 {
 				t.Fatal("connected anyway")
 			}
 		})
@@ -414,17 +410,14 @@ func TestRegistration_Refusals(t *testing.T) {
 func TestManager(t *testing.T) {
 	t.Parallel()
 	const wsApp, bothApp, httpApp = "2021000000000011", "2021000000000012", "2021000000000013"
-	sim, url := newSim(t, platformKey, wsApp, bothApp)
-	v, err := alipay.NewVerifier([]*alipay.App{
-		newApp(wsApp, appKey, alipay.DeliverWebSocket),
-		newApp(bothApp, appKey, alipay.DeliverBoth),
+	sim, url := newSim(t, testkit.AlipayKey(), wsApp, bothApp)
+	v := testkit.Verifier(t,
+		newApp(wsApp, testkit.AppKey(), alipay.DeliverWebSocket),
+		newApp(bothApp, testkit.AppKey(), alipay.DeliverBoth),
 		newApp(httpApp, nil, alipay.DeliverHTTP),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	)
 	cfg := msgchannel.Config{Verifier: v, Intake: pipeline(t, pgtest.New(t), nil), Host: url, AllowInsecure: true, Metrics: metrics.New(),
-		Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()}
+		Logger: testkit.Logger(t)}
 	fast(&cfg)
 	m, err := msgchannel.NewManager(cfg)
 	if err != nil {
@@ -455,7 +448,7 @@ func TestManager(t *testing.T) {
 	}
 
 	// No app on the WebSocket: nothing to run, always ready.
-	v2, _ := alipay.NewVerifier([]*alipay.App{newApp(httpApp, nil, alipay.DeliverHTTP)})
+	v2 := testkit.Verifier(t, newApp(httpApp, nil, alipay.DeliverHTTP))
 	none, err := msgchannel.NewManager(msgchannel.Config{Verifier: v2, Intake: pipeline(t, &flakyInbox{}, nil), Host: "openchannel.alipay.com"})
 	if err != nil {
 		t.Fatal(err)
@@ -464,7 +457,7 @@ func TestManager(t *testing.T) {
 		t.Fatal("a manager without apps is not idle")
 	}
 	// An app on the WebSocket without a private key cannot start.
-	v3, _ := alipay.NewVerifier([]*alipay.App{newApp(wsApp, nil, alipay.DeliverWebSocket)})
+	v3 := testkit.Verifier(t, newApp(wsApp, nil, alipay.DeliverWebSocket))
 	if _, err := msgchannel.NewManager(msgchannel.Config{Verifier: v3, Intake: pipeline(t, &flakyInbox{}, nil), Host: url}); err == nil ||
 		!strings.Contains(err.Error(), "private key") {
 		t.Fatalf("no private key: %v", err)
@@ -473,8 +466,8 @@ func TestManager(t *testing.T) {
 
 func TestNewClient_Insecure(t *testing.T) {
 	t.Parallel()
-	v, _ := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.DeliverWebSocket)})
-	app, _ := v.App(appID)
+	v := testkit.Verifier(t, newApp(testkit.AppID, testkit.AppKey(), alipay.DeliverWebSocket))
+	app, _ := v.App(testkit.AppID)
 	t.Run("ErrPlainWebSocket", func(t *testing.T) {
 		_, err := msgchannel.NewClient(msgchannel.Config{App: app, Verifier: v, Intake: pipeline(t, &flakyInbox{}, nil), Host: "http://127.0.0.1:8090"})
 		if err == nil || !strings.Contains(err.Error(), "ALIPAY_MSG_ALLOW_INSECURE") {
@@ -522,22 +515,22 @@ func TestPing(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, nil, nil, func(c *msgchannel.Config) { c.PongTimeout = 300 * time.Millisecond })
 	ctx := waitCtx(t)
-	if err := r.sim.WaitConnects(ctx, appID, 1); err != nil {
+	if err := r.sim.WaitConnects(ctx, testkit.AppID, 1); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond) // several pings at 100 ms
-	if !r.client.Connected() || r.client.Reconnects() != 0 || r.sim.Connects(appID) != 1 {
+	if !r.client.Connected() || r.client.Reconnects() != 0 || r.sim.Connects(testkit.AppID) != 1 {
 		t.Fatal("pings cost a live connection")
 	}
-	r.sim.MutePings(appID, true)
+	r.sim.MutePings(testkit.AppID, true)
 	eventually(t, "the silent peer to be found out", func() bool { return r.client.Reconnects() >= 1 })
-	r.sim.MutePings(appID, false)
+	r.sim.MutePings(testkit.AppID, false)
 	eventually(t, "connected again", func() bool { return r.client.Ready() == nil })
 	s := messageSamples()[3]
-	if err := r.sim.Deliver(appID, s.Method, s.Form["biz_content"], "after-silence", sampleTS); err != nil {
+	if err := r.sim.Deliver(testkit.AppID, s.Method, s.Form["biz_content"], "after-silence", sampleTS); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "after-silence", msgchannel.AckSuccess); err != nil {
+	if _, err := r.sim.WaitAck(ctx, testkit.AppID, "after-silence", msgchannel.AckSuccess); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -545,12 +538,9 @@ func TestPing(t *testing.T) {
 // TestUnreachable: readiness says why, without the request's sign.
 func TestUnreachable(t *testing.T) {
 	t.Parallel()
-	v, err := alipay.NewVerifier([]*alipay.App{newApp(appID, appKey, alipay.DeliverWebSocket)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := testkit.Verifier(t, newApp(testkit.AppID, testkit.AppKey(), alipay.DeliverWebSocket))
 	m, err := msgchannel.NewManager(msgchannel.Config{Verifier: v, Intake: pipeline(t, &flakyInbox{}, nil), Host: "http://127.0.0.1:1", AllowInsecure: true,
-		Logger: zerolog.New(zerolog.NewTestWriter(t)), Backoff: []time.Duration{20 * time.Millisecond}})
+		Logger: testkit.Logger(t), Backoff: []time.Duration{20 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -581,10 +571,10 @@ func TestReplayedData_NoSecondEffect(t *testing.T) {
 		{notify.MethodAuditPassed, passed, "ws-c"}, // the first, replayed later
 	} {
 		now += 1000
-		if err := r.sim.Deliver(appID, m.api, m.content, m.id, now); err != nil {
+		if err := r.sim.Deliver(testkit.AppID, m.api, m.content, m.id, now); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.sim.WaitAck(ctx, appID, m.id, msgchannel.AckSuccess); err != nil {
+		if _, err := r.sim.WaitAck(ctx, testkit.AppID, m.id, msgchannel.AckSuccess); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -592,7 +582,7 @@ func TestReplayedData_NoSecondEffect(t *testing.T) {
 	if err != nil || m.AuditStatus != notify.AuditRejected {
 		t.Fatalf("%+v %v", m, err)
 	}
-	if _, err := r.db.Notification(ctx, appID, "ws-c"); notify.ErrorCode(err) != notify.ENOTFOUND {
+	if _, err := r.db.Notification(ctx, testkit.AppID, "ws-c"); notify.ErrorCode(err) != notify.ENOTFOUND {
 		t.Fatalf("the replay was stored: %v", err)
 	}
 }
@@ -603,13 +593,13 @@ func TestFutureTimestamp_AckFail(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, nil, nil)
 	ctx := waitCtx(t)
-	if err := r.sim.Deliver(appID, notify.MethodAuditPassed, `{"mini_app_id":"ws-future"}`, "ws-f", time.Now().Add(time.Hour).UnixMilli()); err != nil {
+	if err := r.sim.Deliver(testkit.AppID, notify.MethodAuditPassed, `{"mini_app_id":"ws-future"}`, "ws-f", time.Now().Add(time.Hour).UnixMilli()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.sim.WaitAck(ctx, appID, "ws-f", msgchannel.AckFail); err != nil {
+	if _, err := r.sim.WaitAck(ctx, testkit.AppID, "ws-f", msgchannel.AckFail); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.db.Notification(ctx, appID, "ws-f"); notify.ErrorCode(err) != notify.ENOTFOUND {
+	if _, err := r.db.Notification(ctx, testkit.AppID, "ws-f"); notify.ErrorCode(err) != notify.ENOTFOUND {
 		t.Fatalf("stored: %v", err)
 	}
 }

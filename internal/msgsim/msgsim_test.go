@@ -14,35 +14,24 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/rs/zerolog"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
-	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/msgchannel"
 	"github.com/alipay-notify-gateway/gateway/internal/msgsim"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
-const appID = "2021000000000001"
-
-var (
-	platformKey = devpki.MustNewKey()
-	appKey      = devpki.MustNewKey()
-	otherKey    = devpki.MustNewKey()
-	verifier    = mustVerifier()
-)
-
-func mustVerifier() *alipay.Verifier {
-	v, err := alipay.NewVerifier([]*alipay.App{{ID: appID, Keys: []alipay.Key{{Pub: &platformKey.PublicKey}}}})
-	if err != nil {
-		panic(err)
-	}
-	return v
+// verifier verifies what the simulator signs (with testkit.AlipayKey) for
+// testkit.AppID.
+func verifier(t testing.TB) *alipay.Verifier {
+	t.Helper()
+	return testkit.Verifier(t, testkit.KeyApp())
 }
 
 func start(t *testing.T) (*msgsim.Server, string) {
 	t.Helper()
-	sim := msgsim.New(msgsim.Config{Apps: map[string]*rsa.PublicKey{appID: &appKey.PublicKey}, PlatformKey: platformKey,
-		AckTimeout: 300 * time.Millisecond, RetryAfter: 50 * time.Millisecond, Logger: zerolog.New(zerolog.NewTestWriter(t))})
+	sim := msgsim.New(msgsim.Config{Apps: map[string]*rsa.PublicKey{testkit.AppID: &testkit.AppKey().PublicKey}, PlatformKey: testkit.AlipayKey(),
+		AckTimeout: 300 * time.Millisecond, RetryAfter: 50 * time.Millisecond, Logger: testkit.Logger(t)})
 	mux := http.NewServeMux()
 	mux.Handle("/sim/", sim.Control())
 	mux.Handle("/", sim)
@@ -70,7 +59,7 @@ func now() string { return strconv.FormatInt(time.Now().UnixMilli(), 10) }
 func register(t *testing.T, base string, key *rsa.PrivateKey, nonce, ts string) (string, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, base+"/websocket/register.do?"+signed(t, key, map[string]string{
-		"app_id": appID, "charset": "UTF-8", "timestamp": ts, "sdk_version": "test", "nonce": nonce}), nil)
+		"app_id": testkit.AppID, "charset": "UTF-8", "timestamp": ts, "sdk_version": "test", "nonce": nonce}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +81,8 @@ func register(t *testing.T, base string, key *rsa.PrivateKey, nonce, ts string) 
 
 func connect(t *testing.T, base, token, cookie string) (*websocket.Conn, int, error) {
 	t.Helper()
-	u := strings.Replace(base, "http://", "ws://", 1) + "/websocket?" + signed(t, appKey, map[string]string{
-		"app_id": appID, "charset": "UTF-8", "timestamp": now(), "sdk_version": "test", "link_token": token})
+	u := strings.Replace(base, "http://", "ws://", 1) + "/websocket?" + signed(t, testkit.AppKey(), map[string]string{
+		"app_id": testkit.AppID, "charset": "UTF-8", "timestamp": now(), "sdk_version": "test", "link_token": token})
 	h := http.Header{"Content-Type": {"application/x-www-form-urlencoded;charset=UTF-8"}}
 	if cookie != "" {
 		h.Set("Cookie", cookie)
@@ -112,8 +101,8 @@ func connect(t *testing.T, base, token, cookie string) (*websocket.Conn, int, er
 // session registers and connects.
 func session(t *testing.T, base string) *websocket.Conn {
 	t.Helper()
-	answer, zone := register(t, base, appKey, strconv.FormatInt(time.Now().UnixNano(), 10), now())
-	tok, err := msgchannel.RegisterAnswer(verifier, appID, []byte(answer))
+	answer, zone := register(t, base, testkit.AppKey(), strconv.FormatInt(time.Now().UnixNano(), 10), now())
+	tok, err := msgchannel.RegisterAnswer(verifier(t), testkit.AppID, []byte(answer))
 	if err != nil {
 		t.Fatalf("%v: %s", err, answer)
 	}
@@ -155,8 +144,8 @@ func ctx(t *testing.T) context.Context {
 func TestRegister(t *testing.T) {
 	t.Parallel()
 	sim, base := start(t)
-	answer, zone := register(t, base, appKey, "n1", now())
-	if _, err := msgchannel.RegisterAnswer(verifier, appID, []byte(answer)); err != nil || zone == "" {
+	answer, zone := register(t, base, testkit.AppKey(), "n1", now())
+	if _, err := msgchannel.RegisterAnswer(verifier(t), testkit.AppID, []byte(answer)); err != nil || zone == "" {
 		t.Fatalf("answer %s, zone %q: %v", answer, zone, err)
 	}
 	for name, c := range map[string]struct {
@@ -164,35 +153,35 @@ func TestRegister(t *testing.T) {
 		nonce, ts    string
 		wantInAnswer string
 	}{
-		"wrong key":      {otherKey, "n2", now(), "isv.invalid-signature"},
-		"nonce replayed": {appKey, "n1", now(), "isv.repeated-nonce"},
-		"stale":          {appKey, "n3", strconv.FormatInt(time.Now().Add(-time.Hour).UnixMilli(), 10), "away from now"},
+		"wrong key":      {testkit.OtherKey(), "n2", now(), "isv.invalid-signature"},
+		"nonce replayed": {testkit.AppKey(), "n1", now(), "isv.repeated-nonce"},
+		"stale":          {testkit.AppKey(), "n3", strconv.FormatInt(time.Now().Add(-time.Hour).UnixMilli(), 10), "away from now"},
 	} {
 		answer, zone := register(t, base, c.key, c.nonce, c.ts)
 		if !strings.Contains(answer, c.wantInAnswer) || zone != "" {
 			t.Errorf("%s: answer %s, zone %q", name, answer, zone)
 		}
-		if _, err := msgchannel.RegisterAnswer(verifier, appID, []byte(answer)); err == nil {
+		if _, err := msgchannel.RegisterAnswer(verifier(t), testkit.AppID, []byte(answer)); err == nil {
 			t.Errorf("%s: the refusal reads as a success", name)
 		}
 	}
-	sim.RefuseRegistrations(appID, 1)
-	if answer, _ := register(t, base, appKey, "n4", now()); !strings.Contains(answer, `"code":"20000"`) {
+	sim.RefuseRegistrations(testkit.AppID, 1)
+	if answer, _ := register(t, base, testkit.AppKey(), "n4", now()); !strings.Contains(answer, `"code":"20000"`) {
 		t.Fatalf("refusal on command: %s", answer)
 	}
-	if answer, _ := register(t, base, appKey, "n5", now()); !strings.Contains(answer, `"code":"10000"`) {
+	if answer, _ := register(t, base, testkit.AppKey(), "n5", now()); !strings.Contains(answer, `"code":"10000"`) {
 		t.Fatalf("after the refusal: %s", answer)
 	}
-	if sim.Registrations(appID) != 2 {
-		t.Fatalf("%d registrations", sim.Registrations(appID))
+	if sim.Registrations(testkit.AppID) != 2 {
+		t.Fatalf("%d registrations", sim.Registrations(testkit.AppID))
 	}
 }
 
 func TestConnect(t *testing.T) {
 	t.Parallel()
 	sim, base := start(t)
-	answer, zone := register(t, base, appKey, "n1", now())
-	tok, err := msgchannel.RegisterAnswer(verifier, appID, []byte(answer))
+	answer, zone := register(t, base, testkit.AppKey(), "n1", now())
+	tok, err := msgchannel.RegisterAnswer(verifier(t), testkit.AppID, []byte(answer))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +196,7 @@ func TestConnect(t *testing.T) {
 		t.Fatalf("unknown token: %d", status)
 	}
 	session(t, base)
-	if err := sim.WaitConnects(ctx(t), appID, 1); err != nil {
+	if err := sim.WaitConnects(ctx(t), testkit.AppID, 1); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -217,12 +206,12 @@ func TestDelivery(t *testing.T) {
 	sim, base := start(t)
 	content := `{"mini_app_id":"2014072300007148"}`
 	// Delivered before the app connects: sent when it does.
-	if err := sim.Deliver(appID, "alipay.open.mini.version.audit.passed", content, "m1", 1516797622752); err != nil {
+	if err := sim.Deliver(testkit.AppID, "alipay.open.mini.version.audit.passed", content, "m1", 1516797622752); err != nil {
 		t.Fatal(err)
 	}
 	c := session(t, base)
 	f, _ := read(t, c)
-	n, err := verifier.VerifyChannelMessage(appID, f.Message(), time.Now())
+	n, err := verifier(t).VerifyChannelMessage(testkit.AppID, f.Message(), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,23 +231,23 @@ func TestDelivery(t *testing.T) {
 		t.Fatalf("after FAIL: %+v", third)
 	}
 	ack(t, c, third, msgchannel.AckSuccess)
-	if err := sim.WaitIdle(ctx(t), appID); err != nil {
+	if err := sim.WaitIdle(ctx(t), testkit.AppID); err != nil {
 		t.Fatal(err)
 	}
-	if got := sim.Sends(appID, "m1"); got != 3 {
+	if got := sim.Sends(testkit.AppID, "m1"); got != 3 {
 		t.Fatalf("sent %d times", got)
 	}
-	acks := sim.AcksOf(appID, "m1")
+	acks := sim.AcksOf(testkit.AppID, "m1")
 	if len(acks) != 2 || acks[0].Status != msgchannel.AckFail || acks[1].Status != msgchannel.AckSuccess || !acks[1].StreamOK {
 		t.Fatalf("acks %+v", acks)
 	}
 
 	// A forged message does not verify, and is sent once.
-	if err := sim.DeliverForged(appID, "alipay.open.mini.version.audit.passed", content, "forged", 0); err != nil {
+	if err := sim.DeliverForged(testkit.AppID, "alipay.open.mini.version.audit.passed", content, "forged", 0); err != nil {
 		t.Fatal(err)
 	}
 	forged, _ := read(t, c)
-	_, err = verifier.VerifyChannelMessage(appID, forged.Message(), time.Now())
+	_, err = verifier(t).VerifyChannelMessage(testkit.AppID, forged.Message(), time.Now())
 	if err == nil {
 		t.Fatal("a forged message verifies")
 	}
@@ -267,16 +256,13 @@ func TestDelivery(t *testing.T) {
 	bad := *forged
 	bad.StreamID = "nope"
 	ack(t, c, &bad, msgchannel.AckFail)
-	deadline := time.Now().Add(5 * time.Second)
-	for len(sim.Violations()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return len(sim.Violations()) > 0 })
 	if v := sim.Violations(); len(v) != 1 || !strings.Contains(v[0], "stream-id") {
 		t.Fatalf("violations %v", v)
 	}
 
 	// Dropped: the app sees the connection end.
-	if sim.DropConnections(appID) != 1 {
+	if sim.DropConnections(testkit.AppID) != 1 {
 		t.Fatal("nothing dropped")
 	}
 	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -289,7 +275,7 @@ func TestDelivery(t *testing.T) {
 func TestMessageFrame_AsAlipaySendsIt(t *testing.T) {
 	t.Parallel()
 	sim, _ := start(t)
-	msg, err := sim.Message(appID, "alipay.open.mini.version.audit.passed", `{"a":"\"}"}`, "id-1", 42, false)
+	msg, err := sim.Message(testkit.AppID, "alipay.open.mini.version.audit.passed", `{"a":"\"}"}`, "id-1", 42, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +283,7 @@ func TestMessageFrame_AsAlipaySendsIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := verifier.VerifyChannelMessage(appID, f.Message(), time.Now())
+	n, err := verifier(t).VerifyChannelMessage(testkit.AppID, f.Message(), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,19 +305,19 @@ func TestControl(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&out)
 		return resp.StatusCode, out
 	}
-	if code, out := post("/sim/deliver", url.Values{"app_id": {appID}, "sample": {"audit-passed"}, "msg_id": {"c1"}}); code != http.StatusAccepted || out["msg_id"] != "c1" {
+	if code, out := post("/sim/deliver", url.Values{"app_id": {testkit.AppID}, "sample": {"audit-passed"}, "msg_id": {"c1"}}); code != http.StatusAccepted || out["msg_id"] != "c1" {
 		t.Fatalf("%d %v", code, out)
 	}
-	if code, _ := post("/sim/deliver", url.Values{"app_id": {appID}, "sample": {"auth-granted"}}); code != http.StatusBadRequest {
+	if code, _ := post("/sim/deliver", url.Values{"app_id": {testkit.AppID}, "sample": {"auth-granted"}}); code != http.StatusBadRequest {
 		t.Fatalf("an HTTP-only sample: %d", code)
 	}
 	if code, _ := post("/sim/deliver", url.Values{"app_id": {"nope"}, "msg_api": {"x"}, "content": {"{}"}}); code != http.StatusBadRequest {
 		t.Fatalf("unknown app: %d", code)
 	}
-	if code, _ := post("/sim/refuse", url.Values{"app_id": {appID}, "n": {"1"}}); code != http.StatusOK {
+	if code, _ := post("/sim/refuse", url.Values{"app_id": {testkit.AppID}, "n": {"1"}}); code != http.StatusOK {
 		t.Fatal(code)
 	}
-	if p := sim.Pending(appID); len(p) != 1 || p[0] != "c1" {
+	if p := sim.Pending(testkit.AppID); len(p) != 1 || p[0] != "c1" {
 		t.Fatalf("pending %v", p)
 	}
 	resp, err := http.Get(base + "/sim/status")

@@ -9,11 +9,12 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 func TestRegistry_DecideEvents(t *testing.T) {
 	t.Parallel()
-	reg := notify.NewRegistry(notify.RegistryConfig{Sealer: sealer(t)})
+	reg := notify.NewRegistry(notify.RegistryConfig{Sealer: testkit.Sealer(t)})
 	want := map[string]string{
 		"auth-granted": notify.EventAuthorizationGranted, "appauth-cancelled": notify.EventAuthorizationCancelled,
 		"merchant-confirmed": notify.EventMiniAppOrderUpdated, "fastregister-changed": notify.EventMiniAppOrderUpdated,
@@ -22,7 +23,7 @@ func TestRegistry_DecideEvents(t *testing.T) {
 	}
 	for _, s := range samples.All() {
 		t.Run(s.Name, func(t *testing.T) {
-			n := fromSample(t, s.Name)
+			n := testkit.SampleNote(t, s.Name)
 			n.ReceivedAt = time.Now()
 			d, err := reg.Decide(n)
 			if err != nil {

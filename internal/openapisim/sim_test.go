@@ -15,20 +15,14 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
-)
-
-const appID = "2021000000000009"
-
-var (
-	appKey    = devpki.MustNewKey()
-	alipayKey = devpki.MustNewKey()
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 // request returns a signed request for method with biz, signed by key.
 func request(t *testing.T, method, biz string, key *rsa.PrivateKey, extra url.Values) url.Values {
 	t.Helper()
 	p := url.Values{
-		"app_id": {appID}, "method": {method}, "format": {"JSON"}, "charset": {"utf-8"}, "sign_type": {"RSA2"},
+		"app_id": {testkit.AppID}, "method": {method}, "format": {"JSON"}, "charset": {"utf-8"}, "sign_type": {"RSA2"},
 		"timestamp": {time.Now().Format("2006-01-02 15:04:05")}, "version": {"1.0"}, "biz_content": {biz},
 	}
 	for k, v := range extra {
@@ -88,8 +82,8 @@ func field(t *testing.T, raw json.RawMessage, name string) string {
 func TestSim_Serve(t *testing.T) {
 	t.Parallel()
 	sim := openapisim.Start(openapisim.Config{
-		Apps:    []openapisim.App{{ID: appID, Pub: &appKey.PublicKey}},
-		SignKey: alipayKey,
+		Apps:    []openapisim.App{{ID: testkit.AppID, Pub: &testkit.AppKey().PublicKey}},
+		SignKey: testkit.AlipayKey(),
 	})
 	defer sim.Close()
 	c := &http.Client{Timeout: 2 * time.Second}
@@ -97,11 +91,11 @@ func TestSim_Serve(t *testing.T) {
 	const key = "alipay_open_app_mini_templatemessage_send_response"
 
 	t.Run("OK", func(t *testing.T) {
-		code, raw := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, appKey, nil))
+		code, raw := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, testkit.AppKey(), nil))
 		if code != 200 || field(t, raw[key], "code") != "10000" {
 			t.Fatalf("%d %s", code, raw[key])
 		}
-		if !signedBy(raw, key, &alipayKey.PublicKey) {
+		if !signedBy(raw, key, &testkit.AlipayKey().PublicKey) {
 			t.Fatal("answer not signed by Alipay's key over the response object")
 		}
 		if got := sim.Sent(); len(got) != 1 || got[0].UserTemplateID != "tpl" || got[0].ToUserID != "2088000000000001" {
@@ -110,7 +104,7 @@ func TestSim_Serve(t *testing.T) {
 	})
 	t.Run("ErrSignature", func(t *testing.T) {
 		n := len(sim.Sent())
-		code, raw := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, alipayKey, nil))
+		code, raw := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, testkit.AlipayKey(), nil))
 		if code != 200 || field(t, raw["error_response"], "sub_code") != "isv.invalid-signature" || raw["sign"] != nil {
 			t.Fatalf("%d %v", code, raw)
 		}
@@ -119,7 +113,7 @@ func TestSim_Serve(t *testing.T) {
 		}
 	})
 	t.Run("ErrTampered", func(t *testing.T) {
-		p := request(t, openapisim.MethodTemplateMessageSend, send, appKey, nil)
+		p := request(t, openapisim.MethodTemplateMessageSend, send, testkit.AppKey(), nil)
 		p.Set("biz_content", strings.Replace(send, "tpl", "tpl2", 1))
 		_, raw := post(t, c, sim, p)
 		if field(t, raw["error_response"], "sub_code") != "isv.invalid-signature" {
@@ -127,40 +121,40 @@ func TestSim_Serve(t *testing.T) {
 		}
 	})
 	t.Run("ErrAppAuthToken", func(t *testing.T) {
-		_, raw := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, appKey, url.Values{"app_auth_token": {"nope"}}))
-		if field(t, raw[key], "code") != "20001" || !signedBy(raw, key, &alipayKey.PublicKey) {
+		_, raw := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, testkit.AppKey(), url.Values{"app_auth_token": {"nope"}}))
+		if field(t, raw[key], "code") != "20001" || !signedBy(raw, key, &testkit.AlipayKey().PublicKey) {
 			t.Fatalf("%v", raw)
 		}
 	})
 	t.Run("BusinessError", func(t *testing.T) {
 		sim.Fail(openapisim.MethodTemplateMessageSend, openapisim.Fault{Code: "40004", Msg: "Business Failed", SubCode: "USER_TEMPLATE_ILLEGAL", SubMsg: "模板不合法"})
-		_, raw := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, appKey, nil))
-		if field(t, raw[key], "sub_code") != "USER_TEMPLATE_ILLEGAL" || !signedBy(raw, key, &alipayKey.PublicKey) {
+		_, raw := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, testkit.AppKey(), nil))
+		if field(t, raw[key], "sub_code") != "USER_TEMPLATE_ILLEGAL" || !signedBy(raw, key, &testkit.AlipayKey().PublicKey) {
 			t.Fatalf("%v", raw)
 		}
 	})
 	t.Run("Faults", func(t *testing.T) {
 		sim.Fail(openapisim.MethodTemplateMessageSend, openapisim.Fault{HTTPStatus: 503})
-		if code, _ := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, appKey, nil)); code != 503 {
+		if code, _ := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, testkit.AppKey(), nil)); code != 503 {
 			t.Fatalf("status %d", code)
 		}
 		sim.Fail(openapisim.MethodTemplateMessageSend, openapisim.Fault{BadSign: true})
-		if _, raw := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, appKey, nil)); signedBy(raw, key, &alipayKey.PublicKey) {
+		if _, raw := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, testkit.AppKey(), nil)); signedBy(raw, key, &testkit.AlipayKey().PublicKey) {
 			t.Fatal("BadSign answer verifies")
 		}
 		sim.Fail(openapisim.MethodTemplateMessageSend, openapisim.Fault{Unsigned: true})
-		if _, raw := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, appKey, nil)); raw["sign"] != nil {
+		if _, raw := post(t, c, sim, request(t, openapisim.MethodTemplateMessageSend, send, testkit.AppKey(), nil)); raw["sign"] != nil {
 			t.Fatal("Unsigned answer has a sign")
 		}
 		sim.Fail(openapisim.MethodTemplateMessageSend, openapisim.Fault{Hang: true})
 		short := &http.Client{Timeout: 200 * time.Millisecond}
-		if _, err := short.PostForm(sim.URL(), request(t, openapisim.MethodTemplateMessageSend, send, appKey, nil)); err == nil {
+		if _, err := short.PostForm(sim.URL(), request(t, openapisim.MethodTemplateMessageSend, send, testkit.AppKey(), nil)); err == nil {
 			t.Fatal("Hang answered")
 		}
 	})
 	t.Run("AuthToken", func(t *testing.T) {
-		code := sim.IssueCode(appID, "2021000000000100", "2088000000000100")
-		_, raw := post(t, c, sim, request(t, openapisim.MethodAuthTokenApp, `{"grant_type":"authorization_code","code":"`+code+`"}`, appKey, nil))
+		code := sim.IssueCode(testkit.AppID, "2021000000000100", "2088000000000100")
+		_, raw := post(t, c, sim, request(t, openapisim.MethodAuthTokenApp, `{"grant_type":"authorization_code","code":"`+code+`"}`, testkit.AppKey(), nil))
 		const tk = "alipay_open_auth_token_app_response"
 		var ans struct {
 			Code   string `json:"code"`
@@ -171,11 +165,11 @@ func TestSim_Serve(t *testing.T) {
 		if err := json.Unmarshal(raw[tk], &ans); err != nil || ans.Code != "10000" || len(ans.Tokens) != 1 {
 			t.Fatalf("%s", raw[tk])
 		}
-		if token, _ := sim.Tokens(appID, "2021000000000100"); token != ans.Tokens[0].AppAuthToken {
+		if token, _ := sim.Tokens(testkit.AppID, "2021000000000100"); token != ans.Tokens[0].AppAuthToken {
 			t.Fatal("token not live")
 		}
 		// A code is used once.
-		_, raw = post(t, c, sim, request(t, openapisim.MethodAuthTokenApp, `{"grant_type":"authorization_code","code":"`+code+`"}`, appKey, nil))
+		_, raw = post(t, c, sim, request(t, openapisim.MethodAuthTokenApp, `{"grant_type":"authorization_code","code":"`+code+`"}`, testkit.AppKey(), nil))
 		if field(t, raw[tk], "sub_code") != "isv.code-invalid" {
 			t.Fatalf("%s", raw[tk])
 		}
@@ -185,22 +179,22 @@ func TestSim_Serve(t *testing.T) {
 func TestSim_CertMode(t *testing.T) {
 	t.Parallel()
 	sim := openapisim.Start(openapisim.Config{
-		Apps:    []openapisim.App{{ID: appID, Pub: &appKey.PublicKey, AppCertSN: "appsn", RootCertSN: "rootsn"}},
-		SignKey: alipayKey, CertSN: "alipaysn",
+		Apps:    []openapisim.App{{ID: testkit.AppID, Pub: &testkit.AppKey().PublicKey, AppCertSN: "appsn", RootCertSN: "rootsn"}},
+		SignKey: testkit.AlipayKey(), CertSN: "alipaysn",
 	})
 	defer sim.Close()
 	c := &http.Client{Timeout: 2 * time.Second}
 	query := `{"user_id":"2088000000000001","template_id_list":["a"]}`
 	const key = "alipay_open_app_messagetemplate_subscribe_query_response"
 	t.Run("OK", func(t *testing.T) {
-		_, raw := post(t, c, sim, request(t, openapisim.MethodSubscribeQuery, query, appKey, url.Values{"app_cert_sn": {"appsn"}, "alipay_root_cert_sn": {"rootsn"}}))
-		if field(t, raw[key], "code") != "10000" || string(raw["alipay_cert_sn"]) != `"alipaysn"` || !signedBy(raw, key, &alipayKey.PublicKey) {
+		_, raw := post(t, c, sim, request(t, openapisim.MethodSubscribeQuery, query, testkit.AppKey(), url.Values{"app_cert_sn": {"appsn"}, "alipay_root_cert_sn": {"rootsn"}}))
+		if field(t, raw[key], "code") != "10000" || string(raw["alipay_cert_sn"]) != `"alipaysn"` || !signedBy(raw, key, &testkit.AlipayKey().PublicKey) {
 			t.Fatalf("%v", raw)
 		}
 	})
 	t.Run("ErrCertSN", func(t *testing.T) {
 		requests, calls := sim.Requests(), len(sim.Calls(openapisim.MethodSubscribeQuery))
-		_, raw := post(t, c, sim, request(t, openapisim.MethodSubscribeQuery, query, appKey, url.Values{"app_cert_sn": {"other"}, "alipay_root_cert_sn": {"rootsn"}}))
+		_, raw := post(t, c, sim, request(t, openapisim.MethodSubscribeQuery, query, testkit.AppKey(), url.Values{"app_cert_sn": {"other"}, "alipay_root_cert_sn": {"rootsn"}}))
 		if field(t, raw["error_response"], "sub_code") != "isv.app-cert-sn-mismatch" {
 			t.Fatalf("%v", raw)
 		}

@@ -10,14 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
-	"github.com/alipay-notify-gateway/gateway/internal/seal"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 func TestService_CompleteAuthorization(t *testing.T) {
@@ -34,14 +32,14 @@ func TestService_CompleteAuthorization(t *testing.T) {
 			notifyID           string
 		)
 		err := e.db.Pool.QueryRow(ctx, `SELECT status, app_auth_token, app_refresh_token, expires_at, refresh_expires_at, event_notify_id
-            FROM authorizations WHERE app_id = $1 AND auth_app_id = $2`, keyAppID, merchant).Scan(&status, &sealed, &sealed2, &expires, &reExpires, &notifyID)
+            FROM authorizations WHERE app_id = $1 AND auth_app_id = $2`, testkit.AppID, testkit.MerchantAppID).Scan(&status, &sealed, &sealed2, &expires, &reExpires, &notifyID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if status != "authorized" || string(sealed) == token || len(sealed2) == 0 {
 			t.Fatalf("status %s; tokens must be stored sealed", status)
 		}
-		opened, err := pgtest.Sealer(t).Open(sealed, notify.TokenOwner(keyAppID, merchant))
+		opened, err := testkit.Sealer(t).Open(sealed, notify.TokenOwner(testkit.AppID, testkit.MerchantAppID))
 		if err != nil || opened != token {
 			t.Fatalf("sealed token opens to %q, %v", opened, err)
 		}
@@ -57,7 +55,7 @@ func TestService_CompleteAuthorization(t *testing.T) {
 		}
 	})
 	t.Run("ErrCodeUsed", func(t *testing.T) {
-		code := e.sim.IssueCode(keyAppID, merchant, "2088000000000999")
+		code := e.sim.IssueCode(testkit.AppID, testkit.MerchantAppID, "2088000000000999")
 		cb := outbound.Callback{Code: code, State: e.state(t, "")}
 		if _, err := e.svc.CompleteAuthorization(ctx, cb); err != nil {
 			t.Fatal(err)
@@ -69,7 +67,7 @@ func TestService_CompleteAuthorization(t *testing.T) {
 		}
 	})
 	t.Run("ErrMissingCode", func(t *testing.T) {
-		_, err := e.svc.CompleteAuthorization(ctx, outbound.Callback{AppID: keyAppID, State: e.state(t, "")})
+		_, err := e.svc.CompleteAuthorization(ctx, outbound.Callback{AppID: testkit.AppID, State: e.state(t, "")})
 		wantCode(t, err, notify.EINVALID, "missing_code")
 	})
 	t.Run("ErrUnknownApp", func(t *testing.T) {
@@ -78,7 +76,7 @@ func TestService_CompleteAuthorization(t *testing.T) {
 	})
 	t.Run("ErrUpstream", func(t *testing.T) {
 		e.sim.Fail(openapisim.MethodAuthTokenApp, openapisim.Fault{HTTPStatus: 503})
-		_, err := e.svc.CompleteAuthorization(ctx, outbound.Callback{AppID: keyAppID, Code: e.sim.IssueCode(keyAppID, merchant, ""), State: e.state(t, "")})
+		_, err := e.svc.CompleteAuthorization(ctx, outbound.Callback{AppID: testkit.AppID, Code: e.sim.IssueCode(testkit.AppID, testkit.MerchantAppID, ""), State: e.state(t, "")})
 		wantCode(t, err, outbound.EUPSTREAM)
 	})
 }
@@ -114,8 +112,8 @@ func TestService_CompleteAuthorization_State(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			requests := e.sim.Requests()
-			code := e.sim.IssueCode(keyAppID, merchant, "2088000000000999")
-			_, err := e.svc.CompleteAuthorization(ctx, outbound.Callback{AppID: keyAppID, Code: code, State: c.state})
+			code := e.sim.IssueCode(testkit.AppID, testkit.MerchantAppID, "2088000000000999")
+			_, err := e.svc.CompleteAuthorization(ctx, outbound.Callback{AppID: testkit.AppID, Code: code, State: c.state})
 			wantCode(t, err, notify.EINVALID, c.reason)
 			if e.sim.Requests() != requests {
 				t.Fatal("Alipay was called")
@@ -127,14 +125,14 @@ func TestService_CompleteAuthorization_State(t *testing.T) {
 	}
 	t.Run("OK", func(t *testing.T) {
 		// The refused codes are still good: nothing used them.
-		code := e.sim.IssueCode(keyAppID, merchant, "2088000000000999")
-		if _, err := e.svc.CompleteAuthorization(ctx, outbound.Callback{AppID: keyAppID, Code: code, State: good}); err != nil {
+		code := e.sim.IssueCode(testkit.AppID, testkit.MerchantAppID, "2088000000000999")
+		if _, err := e.svc.CompleteAuthorization(ctx, outbound.Callback{AppID: testkit.AppID, Code: code, State: good}); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("OKStateUsedTwice", func(t *testing.T) {
 		// One link may serve several merchants until it expires.
-		code := e.sim.IssueCode(keyAppID, "2021000000000778", "2088000000000998")
+		code := e.sim.IssueCode(testkit.AppID, "2021000000000778", "2088000000000998")
 		if _, err := e.svc.CompleteAuthorization(ctx, outbound.Callback{Code: code, State: good}); err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +142,7 @@ func TestService_CompleteAuthorization_State(t *testing.T) {
 		var s string
 		for s = e.state(t, ""); !strings.Contains(s, "+"); s = e.state(t, "") {
 		}
-		code := e.sim.IssueCode(keyAppID, merchant, "2088000000000999")
+		code := e.sim.IssueCode(testkit.AppID, testkit.MerchantAppID, "2088000000000999")
 		if _, err := e.svc.CompleteAuthorization(ctx, outbound.Callback{Code: code, State: strings.ReplaceAll(s, "+", " ")}); err != nil {
 			t.Fatal(err)
 		}
@@ -155,24 +153,22 @@ func TestService_CompleteAuthorization_State(t *testing.T) {
 // app does not authorize another.
 func TestService_CompleteAuthorization_OtherApp(t *testing.T) {
 	t.Parallel()
-	a, simA := keyApp()
-	const otherAppID = "2021000000000003"
-	b := &alipay.App{ID: otherAppID, Keys: a.Keys, PrivateKey: appKey}
-	sim := openapisim.Start(openapisim.Config{Apps: []openapisim.App{simA, {ID: otherAppID, Pub: &appKey.PublicKey}}, SignKey: alipayKey})
+	a, b := testkit.KeyApp(), testkit.OtherApp()
+	sim := openapisim.Start(openapisim.Config{Apps: []openapisim.App{testkit.SimApp(a), testkit.SimApp(b)}, SignKey: testkit.AlipayKey()})
 	t.Cleanup(sim.Close)
 	svc, err := outbound.New(outbound.Config{
-		Apps: []*alipay.App{a, b}, GatewayURL: sim.URL(), Store: pgtest.New(t), Sealer: pgtest.Sealer(t),
-		Logger: zerolog.New(zerolog.NewTestWriter(t)),
+		Apps: []*alipay.App{a, b}, GatewayURL: sim.URL(), Store: pgtest.New(t), Sealer: testkit.Sealer(t),
+		Logger: testkit.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	link, err := svc.AuthorizationLink(outbound.LinkRequest{AppID: keyAppID, RedirectURI: redirectURI})
+	link, err := svc.AuthorizationLink(outbound.LinkRequest{AppID: testkit.AppID, RedirectURI: redirectURI})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Run("ErrOtherAppState", func(t *testing.T) {
-		_, err := svc.CompleteAuthorization(context.Background(), outbound.Callback{AppID: otherAppID, Code: "c", State: link.State})
+		_, err := svc.CompleteAuthorization(context.Background(), outbound.Callback{AppID: testkit.OtherAppID, Code: "c", State: link.State})
 		wantCode(t, err, notify.EINVALID, "other_app_state")
 		if sim.Requests() != 0 {
 			t.Fatal("Alipay was called")
@@ -191,16 +187,13 @@ func TestService_CompleteAuthorization_OtherApp(t *testing.T) {
 // TOKEN_ENCRYPTION_OLD_KEYS.
 func TestService_CompleteAuthorization_KeyRotation(t *testing.T) {
 	t.Parallel()
-	oldKey, newKey := []byte("fedcba9876543210fedcba9876543210"), []byte("0123456789abcdef0123456789abcdef")
+	oldKey, newKey := testkit.OtherTokenKey, testkit.TokenKey
 	before := otherKeyState(t) // under oldKey
 	check := func(t *testing.T, current []byte, old ...[]byte) error {
 		t.Helper()
-		sealer, err := seal.New(current, old...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		app, _ := keyApp()
-		svc, err := outbound.New(outbound.Config{Apps: []*alipay.App{app}, GatewayURL: "http://127.0.0.1:1/gateway.do", Store: nopStore{}, Sealer: sealer})
+		app := testkit.KeyApp()
+		svc, err := outbound.New(outbound.Config{Apps: []*alipay.App{app}, GatewayURL: "http://127.0.0.1:1/gateway.do", Store: nopStore{},
+			Sealer: testkit.SealerOf(t, current, old...)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -216,16 +209,13 @@ func TestService_CompleteAuthorization_KeyRotation(t *testing.T) {
 	})
 }
 
-// otherKeyState is a well-formed state for keyAppID issued under another
+// otherKeyState is a well-formed state for testkit.AppID issued under another
 // TOKEN_ENCRYPTION_KEY.
 func otherKeyState(t *testing.T) string {
 	t.Helper()
-	sealer, err := seal.New([]byte("fedcba9876543210fedcba9876543210"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, _ := keyApp()
-	svc, err := outbound.New(outbound.Config{Apps: []*alipay.App{app}, GatewayURL: "http://127.0.0.1:1/gateway.do", Store: nopStore{}, Sealer: sealer})
+	app := testkit.KeyApp()
+	svc, err := outbound.New(outbound.Config{Apps: []*alipay.App{app}, GatewayURL: "http://127.0.0.1:1/gateway.do", Store: nopStore{},
+		Sealer: testkit.SealerOf(t, testkit.OtherTokenKey)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,11 +241,11 @@ func TestService_AuthorizationLink(t *testing.T) {
 			t.Fatal(err)
 		}
 		q := u.Query()
-		if u.Scheme+"://"+u.Host+u.Path != outbound.DefaultAuthURL || len(q) != 3 || q.Get("app_id") != keyAppID ||
+		if u.Scheme+"://"+u.Host+u.Path != outbound.DefaultAuthURL || len(q) != 3 || q.Get("app_id") != testkit.AppID ||
 			q.Get("redirect_uri") != redirectURI+"?from=ops" || q.Get("state") != l.State {
 			t.Fatalf("%s", l.URL)
 		}
-		if !l.ExpiresAt.Equal(now.Add(time.Hour).Truncate(time.Second)) || l.AppID != keyAppID {
+		if !l.ExpiresAt.Equal(now.Add(time.Hour).Truncate(time.Second)) || l.AppID != testkit.AppID {
 			t.Fatalf("expires %v", l.ExpiresAt)
 		}
 		// Alipay's limits: base64, at most 100 characters.
@@ -268,7 +258,7 @@ func TestService_AuthorizationLink(t *testing.T) {
 	})
 	t.Run("OKTTL", func(t *testing.T) {
 		for _, s := range []int64{60, 86400} {
-			l, err := e.svc.AuthorizationLink(outbound.LinkRequest{AppID: keyAppID, RedirectURI: "http://127.0.0.1:8080/alipay/auth/callback", TTLSeconds: ttl(s)})
+			l, err := e.svc.AuthorizationLink(outbound.LinkRequest{AppID: testkit.AppID, RedirectURI: "http://127.0.0.1:8080/alipay/auth/callback", TTLSeconds: ttl(s)})
 			if err != nil || !l.ExpiresAt.Equal(now.Add(time.Duration(s)*time.Second).Truncate(time.Second)) {
 				t.Fatalf("%d: %v %v", s, l.ExpiresAt, err)
 			}
@@ -309,9 +299,9 @@ func TestService_AuthorizationLink(t *testing.T) {
 
 func TestNew_AuthURL(t *testing.T) {
 	t.Parallel()
-	app, _ := keyApp()
+	app := testkit.KeyApp()
 	cfg := func(u string) outbound.Config {
-		return outbound.Config{Apps: []*alipay.App{app}, GatewayURL: "http://127.0.0.1:1/gateway.do", Store: nopStore{}, Sealer: pgtest.Sealer(t), AuthURL: u}
+		return outbound.Config{Apps: []*alipay.App{app}, GatewayURL: "http://127.0.0.1:1/gateway.do", Store: nopStore{}, Sealer: testkit.Sealer(t), AuthURL: u}
 	}
 	t.Run("OK", func(t *testing.T) {
 		svc, err := outbound.New(cfg("https://openauth-sandbox.dl.alipaydev.com/oauth2/appToAppAuth.htm?lang=en"))
@@ -366,7 +356,7 @@ func TestService_CompleteAuthorization_Ordering(t *testing.T) {
 
 func onBehalf() outbound.TemplateMessage {
 	m := message()
-	m.AuthAppID = merchant
+	m.AuthAppID = testkit.MerchantAppID
 	return m
 }
 
@@ -377,7 +367,7 @@ func TestService_OnBehalf(t *testing.T) {
 	t.Run("ErrUnknownAuthorization", func(t *testing.T) {
 		_, _, err := e.svc.SendTemplateMessage(ctx, onBehalf(), "")
 		wantCode(t, err, notify.ENOTFOUND, "unknown_authorization")
-		_, err = e.svc.QuerySubscriptions(ctx, outbound.SubscriptionQuery{AuthAppID: merchant, UserID: userID, TemplateIDs: []string{"a"}})
+		_, err = e.svc.QuerySubscriptions(ctx, outbound.SubscriptionQuery{AuthAppID: testkit.MerchantAppID, UserID: userID, TemplateIDs: []string{"a"}})
 		wantCode(t, err, notify.ENOTFOUND, "unknown_authorization")
 	})
 	t.Run("OK", func(t *testing.T) {
@@ -389,7 +379,7 @@ func TestService_OnBehalf(t *testing.T) {
 		if got := calls[len(calls)-1].Params.Get("app_auth_token"); got != token {
 			t.Fatalf("app_auth_token %q; want the merchant's", got)
 		}
-		if sent := e.sim.Sent(); sent[len(sent)-1].AuthAppID != merchant {
+		if sent := e.sim.Sent(); sent[len(sent)-1].AuthAppID != testkit.MerchantAppID {
 			t.Fatalf("%+v", sent)
 		}
 		var req string
@@ -405,7 +395,7 @@ func TestService_OnBehalf(t *testing.T) {
 		e.cancel(t, time.Now().Add(time.Second).UnixMilli())
 		_, _, err := e.svc.SendTemplateMessage(ctx, onBehalf(), "")
 		wantCode(t, err, notify.ECONFLICT, "authorization_cancelled")
-		_, err = e.svc.QuerySubscriptions(ctx, outbound.SubscriptionQuery{AuthAppID: merchant, UserID: userID, TemplateIDs: []string{"a"}})
+		_, err = e.svc.QuerySubscriptions(ctx, outbound.SubscriptionQuery{AuthAppID: testkit.MerchantAppID, UserID: userID, TemplateIDs: []string{"a"}})
 		wantCode(t, err, notify.ECONFLICT, "authorization_cancelled")
 		if len(e.sim.Calls(send)) != calls {
 			t.Fatal("a cancelled token was used")
@@ -415,7 +405,7 @@ func TestService_OnBehalf(t *testing.T) {
 		// Alipay refuses a token it no longer honours (20001).
 		e2 := newEnv(t, options{})
 		e2.authorize(t)
-		e2.sim.Revoke(keyAppID, merchant)
+		e2.sim.Revoke(testkit.AppID, testkit.MerchantAppID)
 		_, _, err := e2.svc.SendTemplateMessage(ctx, onBehalf(), "")
 		var be *outbound.BusinessError
 		if !errors.As(err, &be) || be.Code != "20001" {

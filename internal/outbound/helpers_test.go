@@ -4,39 +4,21 @@ import (
 	"context"
 	"crypto/rsa"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
-	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
-	"github.com/alipay-notify-gateway/gateway/internal/redact"
 	"github.com/alipay-notify-gateway/gateway/internal/seal"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
-// Test apps: keyAppID calls in public-key mode, certAppID in certificate
-// mode. merchant is a merchant app that authorizes them.
-const (
-	keyAppID  = "2021000000000001"
-	certAppID = "2021000000000002"
-	otherApp  = "2021000000000003" // a second public-key mode app, with options.otherApp
-	merchant  = "2021000000000777"
-	userID    = "2088000000000001"
-)
-
-var (
-	appKey    = devpki.MustNewKey() // the ISV app's private key (public-key mode)
-	alipayKey = devpki.MustNewKey() // Alipay's key (public-key mode)
-	pki       = devpki.MustNewPKI(certAppID)
-	seq       atomic.Int64
-)
+// userID is the Alipay user the template messages go to.
+const userID = "2088000000000001"
 
 // env is a Service on a fresh schema calling a simulator.
 type env struct {
@@ -52,55 +34,33 @@ type options struct {
 	now      func() time.Time
 	// signKey replaces the app's private key (a misconfigured app).
 	signKey *rsa.PrivateKey
-	// otherApp configures otherApp beside the public-key mode app.
+	// testkit.OtherAppID configures testkit.OtherApp beside the public-key mode app.
 	otherApp bool
-}
-
-// keyApp returns the public-key mode app and the simulator's view of it.
-func keyApp() (*alipay.App, openapisim.App) {
-	return &alipay.App{ID: keyAppID, Keys: []alipay.Key{{Pub: &alipayKey.PublicKey}}, PrivateKey: appKey},
-		openapisim.App{ID: keyAppID, Pub: &appKey.PublicKey}
-}
-
-// certApp returns the certificate mode app (two live Alipay certs), the
-// simulator's view of it, and Alipay's cert SN.
-func certApp(t testing.TB) (*alipay.App, openapisim.App, string) {
-	roots, err := alipay.ParseRootBundle(pki.RootBundlePEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &alipay.App{ID: certAppID, CertMode: true, PrivateKey: pki.App.Key,
-		AppCertSN: alipay.CertSN(pki.App.Cert), RootCertSN: roots.SN}
-	for _, c := range []devpki.Cert{pki.Alipay, pki.Rotated} {
-		a.Keys = append(a.Keys, alipay.Key{SN: alipay.CertSN(c.Cert), Pub: &c.Key.PublicKey})
-	}
-	return a, openapisim.App{ID: certAppID, Pub: &pki.App.Key.PublicKey, AppCertSN: a.AppCertSN, RootCertSN: a.RootCertSN},
-		alipay.CertSN(pki.Alipay.Cert)
 }
 
 func newEnv(t *testing.T, o options) *env {
 	t.Helper()
-	app, simApp := keyApp()
-	cfg := openapisim.Config{Apps: []openapisim.App{simApp}, SignKey: alipayKey}
+	app := testkit.KeyApp()
+	cfg := openapisim.Config{Apps: []openapisim.App{testkit.SimApp(app)}, SignKey: testkit.AlipayKey()}
 	if o.certMode {
-		var sn string
-		app, simApp, sn = certApp(t)
-		cfg = openapisim.Config{Apps: []openapisim.App{simApp}, SignKey: pki.Alipay.Key, CertSN: sn}
+		app = testkit.CertApp()
+		cfg = openapisim.Config{Apps: []openapisim.App{testkit.SimApp(app)}, SignKey: testkit.PKI().Alipay.Key, CertSN: alipay.CertSN(testkit.PKI().Alipay.Cert)}
 	}
 	if o.signKey != nil {
 		app.PrivateKey = o.signKey
 	}
 	apps := []*alipay.App{app}
 	if o.otherApp {
-		apps = append(apps, &alipay.App{ID: otherApp, Keys: []alipay.Key{{Pub: &alipayKey.PublicKey}}, PrivateKey: appKey})
-		cfg.Apps = append(cfg.Apps, openapisim.App{ID: otherApp, Pub: &appKey.PublicKey})
+		other := testkit.OtherApp()
+		apps = append(apps, other)
+		cfg.Apps = append(cfg.Apps, testkit.SimApp(other))
 	}
 	sim := openapisim.Start(cfg)
 	t.Cleanup(sim.Close)
 	db := pgtest.New(t)
 	svc, err := outbound.New(outbound.Config{
-		Apps: apps, GatewayURL: sim.URL(), Store: db, Sealer: pgtest.Sealer(t),
-		Logger: zerolog.New(zerolog.NewTestWriter(t)), Timeout: o.timeout, Now: o.now,
+		Apps: apps, GatewayURL: sim.URL(), Store: db, Sealer: testkit.Sealer(t),
+		Logger: testkit.Logger(t), Timeout: o.timeout, Now: o.now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +74,7 @@ func (e *env) serviceWith(t *testing.T, sealer *seal.Sealer) *outbound.Service {
 	t.Helper()
 	svc, err := outbound.New(outbound.Config{
 		Apps: []*alipay.App{e.app}, GatewayURL: e.sim.URL(), Store: e.db, Sealer: sealer,
-		Logger: zerolog.New(zerolog.NewTestWriter(t)),
+		Logger: testkit.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -133,12 +93,12 @@ func message() outbound.TemplateMessage {
 func (e *env) authorize(t *testing.T) string {
 	t.Helper()
 	grants, err := e.svc.CompleteAuthorization(context.Background(), outbound.Callback{
-		AppID: e.app.ID, Code: e.sim.IssueCode(e.app.ID, merchant, "2088000000000999"), State: e.state(t, e.app.ID),
+		AppID: e.app.ID, Code: e.sim.IssueCode(e.app.ID, testkit.MerchantAppID, "2088000000000999"), State: e.state(t, e.app.ID),
 	})
 	if err != nil || len(grants) != 1 || !grants[0].Applied {
 		t.Fatalf("authorize: %+v %v", grants, err)
 	}
-	token, _ := e.sim.Tokens(e.app.ID, merchant)
+	token, _ := e.sim.Tokens(e.app.ID, testkit.MerchantAppID)
 	return token
 }
 
@@ -159,27 +119,13 @@ func (e *env) state(t *testing.T, appID string) string {
 	return l.State
 }
 
-// decide is what the application decides of n (every handler, with the
-// test token key).
-func decide(t *testing.T, n *notify.Notification) notify.Decided {
-	t.Helper()
-	d, err := pgtest.Registry(t).Decide(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
 // cancel ingests merchant's alipay.open.auth.appauth.cancelled at ts (ms).
 func (e *env) cancel(t *testing.T, ts int64) notify.Outcome {
 	t.Helper()
-	biz := fmt.Sprintf(`{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000999","app_auth_token":"whatever"}`, e.app.ID, merchant)
-	red, secrets := redact.Secrets(biz)
-	out, err := e.db.Ingest(context.Background(), decide(t, &notify.Notification{
-		AppID: e.app.ID, NotifyID: fmt.Sprintf("cancel-%d", seq.Add(1)), Method: notify.MethodAuthCancelled, UTCTimestamp: ts,
-		BizContent: red, Secrets: secrets, Params: map[string]string{"biz_content": red, "msg_method": notify.MethodAuthCancelled},
-		Channel: notify.ChannelHTTP, ContentForm: "v1", ReceivedAt: time.Now(),
-	}))
+	biz := fmt.Sprintf(`{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000999","app_auth_token":"whatever"}`, e.app.ID, testkit.MerchantAppID)
+	n := testkit.Note(notify.MethodAuthCancelled, biz, ts)
+	n.AppID = e.app.ID
+	out, err := e.db.Ingest(context.Background(), testkit.Decide(t, n))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,13 +138,11 @@ func (e *env) cancel(t *testing.T, ts int64) notify.Outcome {
 func (e *env) grant(t *testing.T, id string, authTime int64, token, refresh string) notify.Outcome {
 	t.Helper()
 	biz := fmt.Sprintf(`{"detail":{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000999","auth_time":%d,`+
-		`"app_auth_token":%q,"app_refresh_token":%q,"expires_in":3600,"re_expires_in":7200}}`, e.app.ID, merchant, authTime, token, refresh)
-	red, secrets := redact.Secrets(biz)
-	out, err := e.db.Ingest(context.Background(), decide(t, &notify.Notification{
-		AppID: e.app.ID, NotifyID: id, Method: notify.MethodAuthGranted, BizContent: red, Secrets: secrets,
-		Params:  map[string]string{"biz_content": red, "notify_type": notify.MethodAuthGranted, "status": "execute_auth", "auth_app_id": merchant},
-		Channel: notify.ChannelHTTP, ContentForm: "v1", ReceivedAt: time.Now(),
-	}))
+		`"app_auth_token":%q,"app_refresh_token":%q,"expires_in":3600,"re_expires_in":7200}}`, e.app.ID, testkit.MerchantAppID, authTime, token, refresh)
+	n := testkit.Note(notify.MethodAuthGranted, biz, authTime)
+	n.AppID, n.NotifyID = e.app.ID, id
+	n.Params["status"], n.Params["auth_app_id"] = "execute_auth", testkit.MerchantAppID
+	out, err := e.db.Ingest(context.Background(), testkit.Decide(t, n))
 	if err != nil {
 		t.Fatal(err)
 	}

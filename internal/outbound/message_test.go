@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 const send = openapisim.MethodTemplateMessageSend
@@ -24,7 +24,7 @@ func TestService_SendTemplateMessage(t *testing.T) {
 
 	t.Run("OK", func(t *testing.T) {
 		s, replayed, err := e.svc.SendTemplateMessage(ctx, message(), "")
-		if err != nil || replayed || s.Status != outbound.SendSent || s.Code != "10000" || s.AppID != keyAppID || s.FinishedAt == nil {
+		if err != nil || replayed || s.Status != outbound.SendSent || s.Code != "10000" || s.AppID != testkit.AppID || s.FinishedAt == nil {
 			t.Fatalf("%+v %v %v", s, replayed, err)
 		}
 		got := e.sim.Sent()
@@ -131,7 +131,7 @@ func TestService_SendTemplateMessage_RequestSignature(t *testing.T) {
 	t.Parallel()
 	// The app signs with a key Alipay does not know: the simulator refuses
 	// the request before doing anything.
-	e := newEnv(t, options{signKey: devpki.MustNewKey()})
+	e := newEnv(t, options{signKey: testkit.OtherKey()})
 	s, _, err := e.svc.SendTemplateMessage(context.Background(), message(), "")
 	var be *outbound.BusinessError
 	if !errors.As(err, &be) || be.SubCode != "isv.invalid-signature" {
@@ -243,12 +243,12 @@ func TestService_SendTemplateMessage_IdempotencyPerApp(t *testing.T) {
 		return m
 	}
 	t.Run("OK", func(t *testing.T) {
-		first, replayed, err := e.svc.SendTemplateMessage(ctx, forApp(keyAppID), "shared-1")
+		first, replayed, err := e.svc.SendTemplateMessage(ctx, forApp(testkit.AppID), "shared-1")
 		if err != nil || replayed {
 			t.Fatalf("%v %v", replayed, err)
 		}
-		other, replayed, err := e.svc.SendTemplateMessage(ctx, forApp(otherApp), "shared-1")
-		if err != nil || replayed || other.ID == first.ID || other.AppID != otherApp {
+		other, replayed, err := e.svc.SendTemplateMessage(ctx, forApp(testkit.OtherAppID), "shared-1")
+		if err != nil || replayed || other.ID == first.ID || other.AppID != testkit.OtherAppID {
 			t.Fatalf("the other app's send: %+v %v %v", other, replayed, err)
 		}
 		for _, want := range []*outbound.Send{first, other} {
@@ -258,7 +258,7 @@ func TestService_SendTemplateMessage_IdempotencyPerApp(t *testing.T) {
 			}
 		}
 		sent := e.sim.Sent()
-		if len(sent) != 2 || sent[0].AppID != keyAppID || sent[1].AppID != otherApp {
+		if len(sent) != 2 || sent[0].AppID != testkit.AppID || sent[1].AppID != testkit.OtherAppID {
 			t.Fatalf("%+v", sent)
 		}
 	})
@@ -273,15 +273,15 @@ func TestService_SendTemplateMessage_Abandoned(t *testing.T) {
 	e := newEnv(t, options{timeout: time.Second, now: func() time.Time { return clock() }})
 	ctx := context.Background()
 	m := message()
-	m.AppID = keyAppID
+	m.AppID = testkit.AppID
 	req, _ := json.Marshal(m)
-	s := &outbound.Send{AppID: keyAppID, IdempotencyKey: "dead-1", Request: req, Status: outbound.SendPending}
+	s := &outbound.Send{AppID: testkit.AppID, IdempotencyKey: "dead-1", Request: req, Status: outbound.SendPending}
 	// Record a pending send as a dead process would have left it, with the
 	// request hash the Service computes (taken from a real send of m).
 	if _, _, err := e.svc.SendTemplateMessage(ctx, m, "probe"); err != nil {
 		t.Fatal(err)
 	}
-	probe, err := e.db.SendByKey(ctx, keyAppID, "probe")
+	probe, err := e.db.SendByKey(ctx, testkit.AppID, "probe")
 	if err != nil {
 		t.Fatal(err)
 	}

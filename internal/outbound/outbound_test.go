@@ -11,29 +11,30 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 func TestNew(t *testing.T) {
 	t.Parallel()
 	db := pgtest.New(t)
-	app, _ := keyApp()
-	good := outbound.Config{Apps: []*alipay.App{app}, GatewayURL: "http://127.0.0.1:1/gateway.do", Store: db, Sealer: pgtest.Sealer(t)}
+	app := testkit.KeyApp()
+	good := outbound.Config{Apps: []*alipay.App{app}, GatewayURL: "http://127.0.0.1:1/gateway.do", Store: db, Sealer: testkit.Sealer(t)}
 	t.Run("OK", func(t *testing.T) {
 		svc, err := outbound.New(good)
-		if err != nil || strings.Join(svc.AppIDs(), ",") != keyAppID {
+		if err != nil || strings.Join(svc.AppIDs(), ",") != testkit.AppID {
 			t.Fatal(err)
 		}
 		if !outbound.Configured(good.Apps) || outbound.Configured([]*alipay.App{{ID: "x"}}) {
 			t.Fatal("Configured")
 		}
 	})
-	certNoSN, _, _ := certApp(t)
+	certNoSN := testkit.CertApp()
 	certNoSN.AppCertSN = ""
 	for name, edit := range map[string]func(*outbound.Config){
 		"ErrNoSealer":     func(c *outbound.Config) { c.Sealer = nil },
 		"ErrNoStore":      func(c *outbound.Config) { c.Store = nil },
 		"ErrNoGateway":    func(c *outbound.Config) { c.GatewayURL = "" },
-		"ErrNoPrivateKey": func(c *outbound.Config) { c.Apps = []*alipay.App{{ID: keyAppID, Keys: app.Keys}} },
+		"ErrNoPrivateKey": func(c *outbound.Config) { c.Apps = []*alipay.App{{ID: testkit.AppID, Keys: app.Keys}} },
 		"ErrNoAppCertSN":  func(c *outbound.Config) { c.Apps = []*alipay.App{certNoSN} },
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -45,7 +46,7 @@ func TestNew(t *testing.T) {
 		})
 	}
 	t.Run("ErrAppIDAmongSeveral", func(t *testing.T) {
-		cert, _, _ := certApp(t)
+		cert := testkit.CertApp()
 		cfg := good
 		cfg.Apps = []*alipay.App{app, cert}
 		svc, err := outbound.New(cfg)
@@ -69,7 +70,7 @@ func TestService_CertMode(t *testing.T) {
 		if _, _, err := e.svc.SendTemplateMessage(ctx, onBehalf(), ""); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.svc.QuerySubscriptions(ctx, outbound.SubscriptionQuery{AuthAppID: merchant, UserID: userID, TemplateIDs: []string{"t"}}); err != nil {
+		if _, err := e.svc.QuerySubscriptions(ctx, outbound.SubscriptionQuery{AuthAppID: testkit.MerchantAppID, UserID: userID, TemplateIDs: []string{"t"}}); err != nil {
 			t.Fatal(err)
 		}
 		calls := e.sim.Calls(send)
@@ -78,21 +79,21 @@ func TestService_CertMode(t *testing.T) {
 		}
 	})
 	t.Run("OKRotatedCert", func(t *testing.T) {
-		e.sim.Fail(send, openapisim.Fault{SignWith: pki.Rotated.Key, CertSN: alipay.CertSN(pki.Rotated.Cert)})
+		e.sim.Fail(send, openapisim.Fault{SignWith: testkit.PKI().Rotated.Key, CertSN: alipay.CertSN(testkit.PKI().Rotated.Cert)})
 		if _, _, err := e.svc.SendTemplateMessage(ctx, message(), ""); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("ErrWrongCertKey", func(t *testing.T) {
 		// Signed by the rotated key but naming the current cert.
-		e.sim.Fail(send, openapisim.Fault{SignWith: pki.Rotated.Key})
+		e.sim.Fail(send, openapisim.Fault{SignWith: testkit.PKI().Rotated.Key})
 		_, _, err := e.svc.SendTemplateMessage(ctx, message(), "")
 		wantCode(t, err, outbound.EUPSTREAM, "alipay_bad_answer")
 	})
 	t.Run("ErrUnknownCert", func(t *testing.T) {
 		// A cert that chains to no configured root (or any unconfigured
 		// SN) is refused, never downloaded.
-		e.sim.Fail(send, openapisim.Fault{SignWith: pki.Rogue.Key, CertSN: alipay.CertSN(pki.Rogue.Cert)})
+		e.sim.Fail(send, openapisim.Fault{SignWith: testkit.PKI().Rogue.Key, CertSN: alipay.CertSN(testkit.PKI().Rogue.Cert)})
 		_, _, err := e.svc.SendTemplateMessage(ctx, message(), "")
 		wantCode(t, err, outbound.EUPSTREAM, "alipay_bad_answer")
 		if len(e.sim.Calls("alipay.open.app.alipaycert.download")) != 0 {

@@ -4,15 +4,14 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
-	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
-	"github.com/alipay-notify-gateway/gateway/internal/seal"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 const tokenApp = openapisim.MethodAuthTokenApp
@@ -40,7 +39,7 @@ func storedToken(t *testing.T, e *env, authAppID string) (string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	token, err := pgtest.Sealer(t).Open(sealed, notify.TokenOwner(e.app.ID, authAppID))
+	token, err := testkit.Sealer(t).Open(sealed, notify.TokenOwner(e.app.ID, authAppID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,8 +60,8 @@ func TestRefresher_RefreshDue(t *testing.T) {
 		if err != nil || n != 1 || failed != 0 {
 			t.Fatalf("%d %d %v", n, failed, err)
 		}
-		live, _ := e.sim.Tokens(keyAppID, merchant)
-		status, stored := storedToken(t, e, merchant)
+		live, _ := e.sim.Tokens(testkit.AppID, testkit.MerchantAppID)
+		status, stored := storedToken(t, e, testkit.MerchantAppID)
 		if status != "authorized" || stored != live || stored == old {
 			t.Fatalf("stored %q, live %q, old %q", stored, live, old)
 		}
@@ -121,7 +120,7 @@ func TestRefresher_RefreshDue_Cancelled(t *testing.T) {
 		if n := <-done; n != 0 {
 			t.Fatalf("refreshed %d", n)
 		}
-		if status, token := storedToken(t, e, merchant); status != "cancelled" || token != "" {
+		if status, token := storedToken(t, e, testkit.MerchantAppID); status != "cancelled" || token != "" {
 			t.Fatalf("%s %q", status, token)
 		}
 	})
@@ -142,7 +141,7 @@ func TestRefresher_RefreshDue_Failure(t *testing.T) {
 	if err := e.db.Pool.QueryRow(ctx, `SELECT refresh_error FROM authorizations`).Scan(&reason); err != nil || reason == "" {
 		t.Fatalf("refresh_error %q %v", reason, err)
 	}
-	if _, token := storedToken(t, e, merchant); token != old {
+	if _, token := storedToken(t, e, testkit.MerchantAppID); token != old {
 		t.Fatal("a failed refresh changed the token")
 	}
 	if n, failed, _ := r.RefreshDue(ctx); n+failed != 0 {
@@ -163,7 +162,7 @@ func TestRefresher_RefreshDue_Ordering(t *testing.T) {
 	ctx := context.Background()
 	e.sim.SetTokenLifetimes(3600, 7200)
 	e.authorize(t) // through the flow, two hours ago: tokens Alipay knows
-	token, refresh := e.sim.Tokens(keyAppID, merchant)
+	token, refresh := e.sim.Tokens(testkit.AppID, testkit.MerchantAppID)
 	granted := now.Add(-90 * time.Minute).UnixMilli()
 	if out := e.grant(t, "2023010100000000001", granted, token, refresh); out.Status != notify.StatusApplied {
 		t.Fatalf("%+v", out)
@@ -172,7 +171,7 @@ func TestRefresher_RefreshDue_Ordering(t *testing.T) {
 	if n, _, err := e.svc.Refresher(outbound.RefresherConfig{}).RefreshDue(ctx); n != 1 || err != nil {
 		t.Fatalf("%d %v", n, err)
 	}
-	refreshed, _ := e.sim.Tokens(keyAppID, merchant)
+	refreshed, _ := e.sim.Tokens(testkit.AppID, testkit.MerchantAppID)
 
 	t.Run("OK", func(t *testing.T) {
 		var (
@@ -190,7 +189,7 @@ func TestRefresher_RefreshDue_Ordering(t *testing.T) {
 		if out := e.grant(t, "2023010100000000002", granted, token, refresh); out.Status != notify.StatusStale {
 			t.Fatalf("%+v", out)
 		}
-		if _, stored := storedToken(t, e, merchant); stored != refreshed {
+		if _, stored := storedToken(t, e, testkit.MerchantAppID); stored != refreshed {
 			t.Fatal("the refreshed grant, delivered again, put the old tokens back")
 		}
 	})
@@ -198,7 +197,7 @@ func TestRefresher_RefreshDue_Ordering(t *testing.T) {
 		if out := e.grant(t, "2023010100000000003", now.Add(-6*time.Minute).UnixMilli(), "late-token", "late-refresh"); out.Status != notify.StatusStale {
 			t.Fatalf("%+v", out)
 		}
-		if _, stored := storedToken(t, e, merchant); stored != refreshed {
+		if _, stored := storedToken(t, e, testkit.MerchantAppID); stored != refreshed {
 			t.Fatal("a grant from before the refresh overwrote its tokens")
 		}
 	})
@@ -208,7 +207,7 @@ func TestRefresher_RefreshDue_Ordering(t *testing.T) {
 		if out := e.cancel(t, now.Add(-2*time.Minute).UnixMilli()); out.Status != notify.StatusApplied {
 			t.Fatalf("%+v", out)
 		}
-		if status, stored := storedToken(t, e, merchant); status != "cancelled" || stored != "" {
+		if status, stored := storedToken(t, e, testkit.MerchantAppID); status != "cancelled" || stored != "" {
 			t.Fatalf("%s %q", status, stored)
 		}
 	})
@@ -220,17 +219,13 @@ func TestRefresher_RefreshDue_Ordering(t *testing.T) {
 // new key alone.
 func TestRefresher_RefreshDue_RotatedKey(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, options{}) // seals with pgtest.Sealer's key
+	e := newEnv(t, options{}) // seals with testkit.Sealer's key
 	ctx := context.Background()
 	e.sim.SetTokenLifetimes(3600, 7200)
 	e.authorize(t)
-	oldKey := []byte("0123456789abcdef0123456789abcdef") // pgtest.Sealer's
-	newKey := []byte("fedcba9876543210fedcba9876543210")
-	rotated, err := seal.New(newKey, oldKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	newOnly, _ := seal.New(newKey)
+	oldKey, newKey := testkit.TokenKey, testkit.OtherTokenKey // testkit.Sealer's, and a new one
+	rotated := testkit.SealerOf(t, newKey, oldKey)
+	newOnly := testkit.SealerOf(t, newKey)
 	svc := e.serviceWith(t, rotated)
 	t.Run("OK", func(t *testing.T) {
 		if _, _, err := svc.SendTemplateMessage(ctx, onBehalf(), ""); err != nil {
@@ -269,11 +264,11 @@ func TestRefresher_RefreshDue_OtherMerchant(t *testing.T) {
 			t.Fatal("Alipay was not asked")
 		}
 		var reason string
-		if err := e.db.Pool.QueryRow(ctx, `SELECT refresh_error FROM authorizations WHERE auth_app_id = $1`, merchant).Scan(&reason); err != nil ||
+		if err := e.db.Pool.QueryRow(ctx, `SELECT refresh_error FROM authorizations WHERE auth_app_id = $1`, testkit.MerchantAppID).Scan(&reason); err != nil ||
 			!strings.Contains(reason, "carries tokens for "+other+" only") {
 			t.Fatalf("refresh_error %q %v", reason, err)
 		}
-		if status, token := storedToken(t, e, merchant); status != "authorized" || token != old {
+		if status, token := storedToken(t, e, testkit.MerchantAppID); status != "authorized" || token != old {
 			t.Fatalf("%s: the token changed", status)
 		}
 		var rows int
@@ -295,32 +290,21 @@ func TestRefresher_RefreshDue_Replicas(t *testing.T) {
 	e.sim.SetTokenLifetimes(3600, 7200)
 	const merchants = 6
 	for i := 0; i < merchants; i++ {
-		code := e.sim.IssueCode(keyAppID, fmt.Sprintf("20210000000010%02d", i), "2088000000000999")
-		if _, err := e.svc.CompleteAuthorization(ctx, outbound.Callback{AppID: keyAppID, Code: code, State: e.state(t, "")}); err != nil {
+		code := e.sim.IssueCode(testkit.AppID, fmt.Sprintf("20210000000010%02d", i), "2088000000000999")
+		if _, err := e.svc.CompleteAuthorization(ctx, outbound.Callback{AppID: testkit.AppID, Code: code, State: e.state(t, "")}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	e.sim.Fail(tokenApp, openapisim.Fault{Delay: 100 * time.Millisecond})
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		total int
-	)
-	for i := 0; i < 3; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n, _, err := e.svc.Refresher(outbound.RefresherConfig{RetryAfter: time.Hour}).RefreshDue(ctx)
-			if err != nil {
-				t.Error(err)
-			}
-			mu.Lock()
-			total += n
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	if total != merchants || refreshCalls(e) != merchants {
+	var refreshed atomic.Int64
+	testkit.Concurrently(3, func(int) {
+		n, _, err := e.svc.Refresher(outbound.RefresherConfig{RetryAfter: time.Hour}).RefreshDue(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		refreshed.Add(int64(n))
+	})
+	if total := refreshed.Load(); total != merchants || refreshCalls(e) != merchants {
 		t.Fatalf("refreshed %d with %d calls; want %d each", total, refreshCalls(e), merchants)
 	}
 }
@@ -336,10 +320,7 @@ func TestRefresher_Run(t *testing.T) {
 		e.svc.Refresher(outbound.RefresherConfig{Interval: 20 * time.Millisecond}).Run(ctx)
 		close(done)
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for refreshCalls(e) == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Poll(5*time.Second, func() bool { return refreshCalls(e) > 0 })
 	cancel()
 	<-done
 	if refreshCalls(e) == 0 {

@@ -8,6 +8,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 const query = openapisim.MethodSubscribeQuery
@@ -24,7 +25,7 @@ func TestService_QuerySubscriptions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.AppID != keyAppID || got.ShowComponent == nil || !*got.ShowComponent || len(got.Relations) != 2 {
+		if got.AppID != testkit.AppID || got.ShowComponent == nil || !*got.ShowComponent || len(got.Relations) != 2 {
 			t.Fatalf("%+v", got)
 		}
 		r1, r2 := got.Relations[0], got.Relations[1]

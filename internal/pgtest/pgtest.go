@@ -1,6 +1,10 @@
 // Package pgtest gives each test a real, empty, migrated Postgres schema of
 // its own, on the server that `make test` starts (DATABASE_URL), and drops
 // it when the test ends. Tests using it may run in parallel.
+//
+// It is the Postgres part of the tests' kit, internal/testkit, which holds
+// every other fixture (apps, keys, notifications, the registry and the
+// token sealer) and imports no database.
 package pgtest
 
 import (
@@ -13,9 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
-	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
 
 // URL returns the test server's URL, failing the test when there is none.
@@ -75,18 +77,4 @@ func New(t testing.TB) *postgres.DB {
 		t.Fatalf("pgtest: migrate: %v", err)
 	}
 	return db
-}
-
-// Registry returns the registry of every handler, with a token key.
-func Registry(t testing.TB) *notify.Registry {
-	return notify.NewRegistry(notify.RegistryConfig{Sealer: Sealer(t)})
-}
-
-// Sealer returns a token sealer with a fixed test key.
-func Sealer(t testing.TB) *seal.Sealer {
-	s, err := seal.New([]byte("0123456789abcdef0123456789abcdef"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }

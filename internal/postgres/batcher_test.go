@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 func TestIngestBatch(t *testing.T) {
@@ -19,7 +19,7 @@ func TestIngestBatch(t *testing.T) {
 	db := pgtest.New(t)
 	ctx := context.Background()
 	t.Run("CopiesInOneBatch", func(t *testing.T) {
-		n := note(notify.MethodAuditPassed, `{"mini_app_id":"c1","mini_app_version":"1"}`, 1)
+		n := testkit.Note(notify.MethodAuditPassed, `{"mini_app_id":"c1","mini_app_version":"1"}`, 1)
 		res := db.IngestBatch(ctx, decide(t, n, n, n))
 		for i, r := range res {
 			if r.Err != nil || r.Outcome.Status != notify.StatusApplied || r.Outcome.DeliveryCount != 3 || r.Outcome.Duplicate != (i > 0) {
@@ -32,18 +32,18 @@ func TestIngestBatch(t *testing.T) {
 		}
 	})
 	t.Run("SameKeyOrderedInOneBatch", func(t *testing.T) {
-		newer := note(notify.MethodAuditPassed, `{"mini_app_id":"c2","mini_app_version":"1"}`, 20)
-		older := note(notify.MethodAuditRejected, `{"mini_app_id":"c2","mini_app_version":"1"}`, 10)
+		newer := testkit.Note(notify.MethodAuditPassed, `{"mini_app_id":"c2","mini_app_version":"1"}`, 20)
+		older := testkit.Note(notify.MethodAuditRejected, `{"mini_app_id":"c2","mini_app_version":"1"}`, 10)
 		res := db.IngestBatch(ctx, decide(t, newer, older))
 		if res[0].Outcome.Status != notify.StatusApplied || res[1].Outcome.Status != notify.StatusStale {
 			t.Fatalf("%+v", res)
 		}
 	})
 	t.Run("BadRowFailsAlone", func(t *testing.T) {
-		good1 := note(notify.MethodMerchantConfirmed, `{"order_no":"b1","status":"PROCESS"}`, 1)
+		good1 := testkit.Note(notify.MethodMerchantConfirmed, `{"order_no":"b1","status":"PROCESS"}`, 1)
 		// A NUL character is valid JSON but not valid Postgres text.
-		bad := note(notify.MethodAuditRejected, `{"mini_app_id":"b2","mini_app_version":"1","audit_reason":"x\u0000y"}`, 1)
-		good2 := note(notify.MethodMerchantConfirmed, `{"order_no":"b3","status":"PROCESS"}`, 1)
+		bad := testkit.Note(notify.MethodAuditRejected, `{"mini_app_id":"b2","mini_app_version":"1","audit_reason":"x\u0000y"}`, 1)
+		good2 := testkit.Note(notify.MethodMerchantConfirmed, `{"order_no":"b3","status":"PROCESS"}`, 1)
 		res := db.IngestBatch(ctx, decide(t, good1, bad, good2))
 		if res[0].Outcome.Status != notify.StatusApplied || res[2].Outcome.Status != notify.StatusApplied {
 			t.Fatalf("%+v", res)
@@ -51,7 +51,7 @@ func TestIngestBatch(t *testing.T) {
 		if res[1].Err != nil || res[1].Outcome.Status != notify.StatusFailed || !strings.Contains(res[1].Outcome.Error, "store:") {
 			t.Fatalf("%+v", res[1])
 		}
-		if n, err := db.Notification(ctx, app, bad.NotifyID); err != nil || n.Status != notify.StatusFailed {
+		if n, err := db.Notification(ctx, testkit.AppID, bad.NotifyID); err != nil || n.Status != notify.StatusFailed {
 			t.Fatalf("bad row not kept: %+v %v", n, err)
 		}
 	})
@@ -72,22 +72,16 @@ func TestBatcher_Ingest(t *testing.T) {
 	}})
 	t.Run("OK", func(t *testing.T) {
 		const n = 300
-		var wg sync.WaitGroup
 		errs := make(chan error, 2*n)
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				x := note(notify.MethodMerchantConfirmed, fmt.Sprintf(`{"order_no":"g%d","status":"PROCESS"}`, i), 1)
-				for range 2 { // and a resend, possibly in the same batch
-					out, err := b.Ingest(context.Background(), decide(t, x)[0])
-					if err != nil || out.Status != notify.StatusApplied {
-						errs <- fmt.Errorf("%+v %v", out, err)
-					}
+		testkit.Concurrently(n, func(i int) {
+			x := testkit.Note(notify.MethodMerchantConfirmed, fmt.Sprintf(`{"order_no":"g%d","status":"PROCESS"}`, i), 1)
+			for range 2 { // and a resend, possibly in the same batch
+				out, err := b.Ingest(context.Background(), decide(t, x)[0])
+				if err != nil || out.Status != notify.StatusApplied {
+					errs <- fmt.Errorf("%+v %v", out, err)
 				}
-			}()
-		}
-		wg.Wait()
+			}
+		})
 		close(errs)
 		for err := range errs {
 			t.Fatal(err)
@@ -103,7 +97,7 @@ func TestBatcher_Ingest(t *testing.T) {
 	})
 	t.Run("ErrClosed", func(t *testing.T) {
 		b.Close()
-		_, err := b.Ingest(context.Background(), decide(t, note(notify.MethodAuditPassed, `{}`, 1))[0])
+		_, err := b.Ingest(context.Background(), decide(t, testkit.Note(notify.MethodAuditPassed, `{}`, 1))[0])
 		if notify.ErrorCode(err) != notify.EUNAVAILABLE {
 			t.Fatalf("err = %v", err)
 		}
@@ -119,7 +113,7 @@ func TestBatcher_DatabaseDown(t *testing.T) {
 	defer db.Close()
 	b := postgres.NewBatcher(db, postgres.BatcherConfig{})
 	defer b.Close()
-	_, err = b.Ingest(context.Background(), decide(t, note(notify.MethodAuditPassed, `{}`, 1))[0])
+	_, err = b.Ingest(context.Background(), decide(t, testkit.Note(notify.MethodAuditPassed, `{}`, 1))[0])
 	if notify.ErrorCode(err) != notify.EUNAVAILABLE {
 		t.Fatalf("err = %v", err)
 	}
@@ -132,18 +126,18 @@ func TestIngestBatch_Rounds(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	grant := func(ts int64) *notify.Notification {
-		n := note(notify.MethodAuthGranted, fmt.Sprintf(`{"detail":{"app_id":"%s","auth_app_id":"mr","auth_time":%d,"app_auth_token":"t","app_refresh_token":"r","expires_in":3600}}`, app, ts), ts)
+		n := testkit.Note(notify.MethodAuthGranted, fmt.Sprintf(`{"detail":{"app_id":"%s","auth_app_id":"mr","auth_time":%d,"app_auth_token":"t","app_refresh_token":"r","expires_in":3600}}`, testkit.AppID, ts), ts)
 		n.Params["status"] = "execute_auth"
 		return n
 	}
 	cancel := func(ts int64) *notify.Notification {
-		return note(notify.MethodAuthCancelled, `{"auth_app_id":"mr"}`, ts)
+		return testkit.Note(notify.MethodAuthCancelled, `{"auth_app_id":"mr"}`, ts)
 	}
 	order := func(ts int64, status string) *notify.Notification {
-		return note(notify.MethodMerchantConfirmed, `{"order_no":"or","status":"`+status+`"}`, ts)
+		return testkit.Note(notify.MethodMerchantConfirmed, `{"order_no":"or","status":"`+status+`"}`, ts)
 	}
 	audit := func(ts int64, method, version string) *notify.Notification {
-		return note(method, `{"mini_app_id":"ar","mini_app_version":"`+version+`"}`, ts)
+		return testkit.Note(method, `{"mini_app_id":"ar","mini_app_version":"`+version+`"}`, ts)
 	}
 	batch := []*notify.Notification{
 		grant(100), order(10, "PROCESS"), audit(10, notify.MethodAuditRejected, "1"), cancel(200),
@@ -158,7 +152,7 @@ func TestIngestBatch_Rounds(t *testing.T) {
 
 	// state is what a database ends with, in one string.
 	state := func(db *postgres.DB) string {
-		a, err := db.Authorization(ctx, app, "mr")
+		a, err := db.Authorization(ctx, testkit.AppID, "mr")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -216,7 +210,7 @@ func TestBatcher_Arriving(t *testing.T) {
 	defer b.Close()
 	ctx := context.Background()
 	audit := func(miniApp string, ts int64) *notify.Notification {
-		return note(notify.MethodAuditPassed, `{"mini_app_id":"`+miniApp+`","mini_app_version":"0.0.1"}`, ts)
+		return testkit.Note(notify.MethodAuditPassed, `{"mini_app_id":"`+miniApp+`","mini_app_version":"0.0.1"}`, ts)
 	}
 	ingest := func(n *notify.Notification) <-chan error {
 		done := make(chan error, 1)

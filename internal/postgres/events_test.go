@@ -12,6 +12,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 	"github.com/alipay-notify-gateway/gateway/internal/view"
 )
 
@@ -54,7 +55,7 @@ func TestIngest_Events(t *testing.T) {
 	db := pgtest.New(t)
 	ctx := context.Background()
 	t.Run("OK", func(t *testing.T) {
-		n := note(notify.MethodAuditPassed, `{"mini_app_id":"e1","mini_app_version":"1","audit_reason":"x"}`, 100)
+		n := testkit.Note(notify.MethodAuditPassed, `{"mini_app_id":"e1","mini_app_version":"1","audit_reason":"x"}`, 100)
 		want(t, ingest(t, db, n), notify.StatusApplied, false)
 		want(t, ingest(t, db, n), notify.StatusApplied, true) // a resend: no second event
 		evs := eventsOf(t, db, n.NotifyID)
@@ -66,7 +67,7 @@ func TestIngest_Events(t *testing.T) {
 		if err := json.Unmarshal(got.Data, &m); err != nil || m["mini_app_id"] != "e1" || m["version"] != "1" || m["audit_status"] != "audit_passed" {
 			t.Fatalf("%s %v", got.Data, err)
 		}
-		if got.OccurredAt == nil || got.OccurredAt.UnixMilli() != 100 || got.AppID != app || got.ID != notify.EventID(got.Seq) {
+		if got.OccurredAt == nil || got.OccurredAt.UnixMilli() != 100 || got.AppID != testkit.AppID || got.ID != notify.EventID(got.Seq) {
 			t.Fatalf("%+v", got)
 		}
 		rec := evs[notify.EventNotificationReceived]
@@ -78,8 +79,8 @@ func TestIngest_Events(t *testing.T) {
 		}
 	})
 	t.Run("StaleMakesNoStateEvent", func(t *testing.T) {
-		newer := note(notify.MethodAuditPassed, `{"mini_app_id":"e2","mini_app_version":"1"}`, 200)
-		older := note(notify.MethodAuditRejected, `{"mini_app_id":"e2","mini_app_version":"1"}`, 100)
+		newer := testkit.Note(notify.MethodAuditPassed, `{"mini_app_id":"e2","mini_app_version":"1"}`, 200)
+		older := testkit.Note(notify.MethodAuditRejected, `{"mini_app_id":"e2","mini_app_version":"1"}`, 100)
 		want(t, ingest(t, db, newer), notify.StatusApplied, false)
 		want(t, ingest(t, db, older), notify.StatusStale, false)
 		evs := eventsOf(t, db, older.NotifyID)
@@ -93,7 +94,7 @@ func TestIngest_Events(t *testing.T) {
 		}
 	})
 	t.Run("UnknownMethod", func(t *testing.T) {
-		n := note("alipay.open.something.new", `{"k":"v"}`, 100)
+		n := testkit.Note("alipay.open.something.new", `{"k":"v"}`, 100)
 		want(t, ingest(t, db, n), notify.StatusUnhandled, false)
 		evs := eventsOf(t, db, n.NotifyID)
 		var m map[string]any
@@ -103,9 +104,9 @@ func TestIngest_Events(t *testing.T) {
 		}
 	})
 	t.Run("ForeignMakesNoStateEvent", func(t *testing.T) {
-		mine := note(notify.MethodMerchantConfirmed, `{"order_no":"e4","status":"PROCESS"}`, 100)
+		mine := testkit.Note(notify.MethodMerchantConfirmed, `{"order_no":"e4","status":"PROCESS"}`, 100)
 		want(t, ingest(t, db, mine), notify.StatusApplied, false)
-		theirs := note(notify.MethodMerchantConfirmed, `{"order_no":"e4","status":"FINISH"}`, 200)
+		theirs := testkit.Note(notify.MethodMerchantConfirmed, `{"order_no":"e4","status":"FINISH"}`, 200)
 		theirs.AppID = "2021000000000002"
 		out := ingest(t, db, theirs)
 		if !out.Foreign {
@@ -154,10 +155,10 @@ func TestEvents_Feed(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer first.Rollback(ctx)
-		if _, err := first.Exec(ctx, insert, app, "slow"); err != nil {
+		if _, err := first.Exec(ctx, insert, testkit.AppID, "slow"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := db.Pool.Exec(ctx, insert, app, "fast"); err != nil { // a later id, committed first
+		if _, err := db.Pool.Exec(ctx, insert, testkit.AppID, "fast"); err != nil { // a later id, committed first
 			t.Fatal(err)
 		}
 		got, next := feed(t, db, view.EventFilter{After: start})
@@ -185,7 +186,7 @@ func TestEvents_Feed(t *testing.T) {
 				for i := range each {
 					tx, err := db.Pool.Begin(ctx)
 					if err == nil {
-						_, err = tx.Exec(ctx, insert, app, fmt.Sprintf("w%d-%d", w, i))
+						_, err = tx.Exec(ctx, insert, testkit.AppID, fmt.Sprintf("w%d-%d", w, i))
 					}
 					if err == nil {
 						time.Sleep(time.Duration(r.IntN(3000)) * time.Microsecond) // commit in another order than ids

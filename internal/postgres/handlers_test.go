@@ -4,50 +4,28 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
-	"github.com/alipay-notify-gateway/gateway/internal/redact"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
-const app = "2021000000000001"
-
-var seq atomic.Int64
-
-// note returns a notification of method with biz at ts (ms), as the
-// verifier would hand it over (secrets already taken out of biz).
-func note(method, biz string, ts int64) *notify.Notification {
-	red, secrets := redact.Secrets(biz)
-	return &notify.Notification{
-		AppID: app, NotifyID: fmt.Sprintf("n-%d", seq.Add(1)), Method: method, UTCTimestamp: ts,
-		BizContent: red, Secrets: secrets, Params: map[string]string{"biz_content": red, "msg_method": method},
-		Channel: notify.ChannelHTTP, ContentForm: "v1", ReceivedAt: time.Now(),
-	}
-}
-
-// decide returns what the application decides of ns: the registry of every
-// handler, with a token key.
+// decide returns what the application decides of ns (testkit.Decide).
 func decide(t testing.TB, ns ...*notify.Notification) []notify.Decided {
 	t.Helper()
-	reg := pgtest.Registry(t)
 	out := make([]notify.Decided, len(ns))
 	for i, n := range ns {
-		d, err := reg.Decide(n)
-		if err != nil {
-			t.Fatalf("%s: %v", n.NotifyID, err)
-		}
-		out[i] = d
+		out[i] = testkit.Decide(t, n)
 	}
 	return out
 }
 
 // redecide is Reprocess's decide: the registry, as intake.Pipeline runs it.
 func redecide(t testing.TB) func(*notify.Notification) (notify.Decided, error) {
-	return pgtest.Registry(t).Decide
+	return testkit.Registry(t).Decide
 }
 
 func ingest(t *testing.T, db *postgres.DB, n *notify.Notification) notify.Outcome {
@@ -72,7 +50,7 @@ func TestIngest_AuditHandlers(t *testing.T) {
 	ctx := context.Background()
 	rejected := `{"mini_app_id":"m1","mini_app_version":"1.0.0","bundle_id":"b","audit_reason":"bad","base_audit":"REJECT","promote_audit":"REJECT","base_audit_reason":{"audit_images":["a.png"],"memos":[{"memo":"x","memo_image_list":["m.png"]}]}}`
 	t.Run("Applied", func(t *testing.T) {
-		want(t, ingest(t, db, note(notify.MethodAuditRejected, rejected, 100)), notify.StatusApplied, false)
+		want(t, ingest(t, db, testkit.Note(notify.MethodAuditRejected, rejected, 100)), notify.StatusApplied, false)
 		m, err := db.MiniApp(ctx, "m1")
 		if err != nil {
 			t.Fatal(err)
@@ -84,7 +62,7 @@ func TestIngest_AuditHandlers(t *testing.T) {
 		}
 	})
 	t.Run("Duplicate", func(t *testing.T) {
-		n := note(notify.MethodAuditPassed, `{"mini_app_id":"m1","mini_app_version":"1.0.0"}`, 200)
+		n := testkit.Note(notify.MethodAuditPassed, `{"mini_app_id":"m1","mini_app_version":"1.0.0"}`, 200)
 		want(t, ingest(t, db, n), notify.StatusApplied, false)
 		out := ingest(t, db, n)
 		want(t, out, notify.StatusApplied, true)
@@ -98,7 +76,7 @@ func TestIngest_AuditHandlers(t *testing.T) {
 	})
 	t.Run("Stale", func(t *testing.T) {
 		// A newer passed (200) is there: an older rejection (150) changes nothing.
-		want(t, ingest(t, db, note(notify.MethodAuditRejected, rejected, 150)), notify.StatusStale, false)
+		want(t, ingest(t, db, testkit.Note(notify.MethodAuditRejected, rejected, 150)), notify.StatusStale, false)
 		m, _ := db.MiniApp(ctx, "m1")
 		if m.AuditStatus != notify.AuditPassed || m.Versions[0].AuditStatus != notify.AuditPassed {
 			t.Fatalf("%+v", m)
@@ -109,15 +87,15 @@ func TestIngest_AuditHandlers(t *testing.T) {
 		}
 	})
 	t.Run("NoVersionUpdatesAppOnly", func(t *testing.T) {
-		want(t, ingest(t, db, note(notify.MethodBaseAuditPassed, `{"mini_app_id":"m1"}`, 300)), notify.StatusApplied, false)
+		want(t, ingest(t, db, testkit.Note(notify.MethodBaseAuditPassed, `{"mini_app_id":"m1"}`, 300)), notify.StatusApplied, false)
 		m, _ := db.MiniApp(ctx, "m1")
 		if m.AuditStatus != notify.BaseAuditPassed || len(m.Versions) != 1 || m.Versions[0].AuditStatus != notify.AuditPassed {
 			t.Fatalf("%+v", m)
 		}
 	})
 	t.Run("TieDecidedByNotifyID", func(t *testing.T) {
-		a := note(notify.MethodAuditPassed, `{"mini_app_id":"tie","mini_app_version":"1"}`, 500)
-		b := note(notify.MethodAuditRejected, `{"mini_app_id":"tie","mini_app_version":"1"}`, 500)
+		a := testkit.Note(notify.MethodAuditPassed, `{"mini_app_id":"tie","mini_app_version":"1"}`, 500)
+		b := testkit.Note(notify.MethodAuditRejected, `{"mini_app_id":"tie","mini_app_version":"1"}`, 500)
 		a.NotifyID, b.NotifyID = "tie-b", "tie-a" // b sorts first, so a wins whatever the order
 		ingest(t, db, a)
 		want(t, ingest(t, db, b), notify.StatusStale, false)
@@ -128,7 +106,7 @@ func TestIngest_AuditHandlers(t *testing.T) {
 	})
 	for name, biz := range map[string]string{"NotJSON": "not json", "NoMiniAppID": `{"mini_app_version":"1"}`, "Array": `[1]`} {
 		t.Run("Malformed/"+name, func(t *testing.T) {
-			out := ingest(t, db, note(notify.MethodAuditPassed, biz, 1))
+			out := ingest(t, db, testkit.Note(notify.MethodAuditPassed, biz, 1))
 			if out.Status != notify.StatusFailed || out.Error == "" {
 				t.Fatalf("%+v", out)
 			}
@@ -144,28 +122,28 @@ func TestIngest_OrderHandlers(t *testing.T) {
 		return `{"order_no":"o1","out_order_no":"out1","min_app_id":"2021","status":"` + status + `","pid":"2088"}`
 	}
 	t.Run("Applied", func(t *testing.T) {
-		want(t, ingest(t, db, note(notify.MethodMerchantConfirmed, confirmed("PROCESS"), 100)), notify.StatusApplied, false)
+		want(t, ingest(t, db, testkit.Note(notify.MethodMerchantConfirmed, confirmed("PROCESS"), 100)), notify.StatusApplied, false)
 		o, err := db.Order(ctx, "o1")
 		if err != nil || o.Kind != notify.OrderKindMerchantConfirmed || o.Status != "PROCESS" || o.MiniAppID != "2021" || o.PID != "2088" {
 			t.Fatalf("%+v %v", o, err)
 		}
 	})
 	t.Run("NewerWithEmptyIDKeepsThem", func(t *testing.T) {
-		want(t, ingest(t, db, note(notify.MethodMerchantConfirmed, `{"order_no":"o1","min_app_id":"","status":"AGREED"}`, 200)), notify.StatusApplied, false)
+		want(t, ingest(t, db, testkit.Note(notify.MethodMerchantConfirmed, `{"order_no":"o1","min_app_id":"","status":"AGREED"}`, 200)), notify.StatusApplied, false)
 		o, _ := db.Order(ctx, "o1")
 		if o.Status != "AGREED" || o.MiniAppID != "2021" || o.OutOrderNo != "out1" {
 			t.Fatalf("%+v", o)
 		}
 	})
 	t.Run("Stale", func(t *testing.T) {
-		want(t, ingest(t, db, note(notify.MethodMerchantConfirmed, confirmed("REJECTED"), 150)), notify.StatusStale, false)
+		want(t, ingest(t, db, testkit.Note(notify.MethodMerchantConfirmed, confirmed("REJECTED"), 150)), notify.StatusStale, false)
 		o, _ := db.Order(ctx, "o1")
 		if o.Status != "AGREED" || len(o.History) != 3 || o.History[1].Status != "REJECTED" || o.History[1].Applied {
 			t.Fatalf("%+v", o)
 		}
 	})
 	t.Run("Duplicate", func(t *testing.T) {
-		n := note(notify.MethodFastRegisterChanged, `{"order_no":"f1","out_order_no":"x","merchant_app_id":"3","status":"SOMETHING_NEW","app_name":"张三","merchant_id":"m"}`, 1)
+		n := testkit.Note(notify.MethodFastRegisterChanged, `{"order_no":"f1","out_order_no":"x","merchant_app_id":"3","status":"SOMETHING_NEW","app_name":"张三","merchant_id":"m"}`, 1)
 		want(t, ingest(t, db, n), notify.StatusApplied, false)
 		want(t, ingest(t, db, n), notify.StatusApplied, true)
 		o, _ := db.Order(ctx, "f1")
@@ -174,7 +152,7 @@ func TestIngest_OrderHandlers(t *testing.T) {
 		}
 	})
 	t.Run("Malformed", func(t *testing.T) {
-		out := ingest(t, db, note(notify.MethodFastRegisterChanged, `{"status":"X"}`, 1))
+		out := ingest(t, db, testkit.Note(notify.MethodFastRegisterChanged, `{"status":"X"}`, 1))
 		if out.Status != notify.StatusFailed || !strings.Contains(out.Error, "order_no") {
 			t.Fatalf("%+v", out)
 		}
@@ -186,12 +164,12 @@ func TestIngest_AuthHandlers(t *testing.T) {
 	db := pgtest.New(t)
 	ctx := context.Background()
 	grant := func(authTime int64) *notify.Notification {
-		n := note(notify.MethodAuthGranted, fmt.Sprintf(`{"detail":{"app_id":"%s","auth_app_id":"merchant1","auth_time":%d,"app_auth_token":"tok-%d","app_refresh_token":"ref","expires_in":"3600","re_expires_in":7200,"user_id":"2088u"}}`, app, authTime, authTime), authTime)
+		n := testkit.Note(notify.MethodAuthGranted, fmt.Sprintf(`{"detail":{"app_id":"%s","auth_app_id":"merchant1","auth_time":%d,"app_auth_token":"tok-%d","app_refresh_token":"ref","expires_in":"3600","re_expires_in":7200,"user_id":"2088u"}}`, testkit.AppID, authTime, authTime), authTime)
 		n.Params["status"] = "execute_auth"
 		return n
 	}
 	cancel := func(ts int64) *notify.Notification {
-		return note(notify.MethodAuthCancelled, `{"app_auth_token":"tok","app_id":"x","auth_app_id":"merchant1","user_id":"2088u"}`, ts)
+		return testkit.Note(notify.MethodAuthCancelled, `{"app_auth_token":"tok","app_id":"x","auth_app_id":"merchant1","user_id":"2088u"}`, ts)
 	}
 	t.Run("Applied", func(t *testing.T) {
 		n := grant(1000)
@@ -211,7 +189,7 @@ func TestIngest_AuthHandlers(t *testing.T) {
 		if strings.Contains(string(sealed), "tok-1000") {
 			t.Fatal("token stored in clear")
 		}
-		tok, err := pgtest.Sealer(t).Open(sealed, notify.TokenOwner(app, "merchant1"))
+		tok, err := testkit.Sealer(t).Open(sealed, notify.TokenOwner(testkit.AppID, "merchant1"))
 		if err != nil || tok != "tok-1000" {
 			t.Fatalf("open: %q %v", tok, err)
 		}
@@ -223,14 +201,14 @@ func TestIngest_AuthHandlers(t *testing.T) {
 	})
 	t.Run("CancelWipesTokens", func(t *testing.T) {
 		want(t, ingest(t, db, cancel(2000)), notify.StatusApplied, false)
-		a, _ := db.Authorization(ctx, app, "merchant1")
+		a, _ := db.Authorization(ctx, testkit.AppID, "merchant1")
 		if a.Status != "cancelled" || a.HasToken || a.CancelledAt == nil {
 			t.Fatalf("%+v", a)
 		}
 	})
 	t.Run("OlderGrantStale", func(t *testing.T) {
 		want(t, ingest(t, db, grant(1500)), notify.StatusStale, false)
-		a, _ := db.Authorization(ctx, app, "merchant1")
+		a, _ := db.Authorization(ctx, testkit.AppID, "merchant1")
 		if a.Status != "cancelled" || a.HasToken {
 			t.Fatalf("%+v", a)
 		}
@@ -238,7 +216,7 @@ func TestIngest_AuthHandlers(t *testing.T) {
 	t.Run("NewerGrantAfterCancel", func(t *testing.T) {
 		want(t, ingest(t, db, grant(3000)), notify.StatusApplied, false)
 		want(t, ingest(t, db, cancel(2500)), notify.StatusStale, false)
-		a, _ := db.Authorization(ctx, app, "merchant1")
+		a, _ := db.Authorization(ctx, testkit.AppID, "merchant1")
 		if a.Status != "authorized" || !a.HasToken {
 			t.Fatalf("%+v", a)
 		}
@@ -249,16 +227,16 @@ func TestIngest_AuthHandlers(t *testing.T) {
 		want(t, ingest(t, db, n), notify.StatusApplied, true)
 	})
 	t.Run("CancelOfUnknownThenOlderGrant", func(t *testing.T) {
-		c := note(notify.MethodAuthCancelled, `{"auth_app_id":"merchant2"}`, 5000)
+		c := testkit.Note(notify.MethodAuthCancelled, `{"auth_app_id":"merchant2"}`, 5000)
 		want(t, ingest(t, db, c), notify.StatusApplied, false)
-		g := note(notify.MethodAuthGranted, `{"detail":{"auth_app_id":"merchant2","auth_time":4000,"app_auth_token":"t"}}`, 4000)
+		g := testkit.Note(notify.MethodAuthGranted, `{"detail":{"auth_app_id":"merchant2","auth_time":4000,"app_auth_token":"t"}}`, 4000)
 		want(t, ingest(t, db, g), notify.StatusStale, false)
 	})
 	t.Run("Malformed", func(t *testing.T) {
 		for _, n := range []*notify.Notification{
-			note(notify.MethodAuthCancelled, `{"user_id":"1"}`, 1),
-			note(notify.MethodAuthGranted, `{"detail":{"auth_app_id":"m3","auth_time":1}}`, 1), // no token
-			note(notify.MethodAuthGranted, `nope`, 1),
+			testkit.Note(notify.MethodAuthCancelled, `{"user_id":"1"}`, 1),
+			testkit.Note(notify.MethodAuthGranted, `{"detail":{"auth_app_id":"m3","auth_time":1}}`, 1), // no token
+			testkit.Note(notify.MethodAuthGranted, `nope`, 1),
 		} {
 			if out := ingest(t, db, n); out.Status != notify.StatusFailed || out.Error == "" {
 				t.Fatalf("%+v", out)
@@ -270,7 +248,7 @@ func TestIngest_AuthHandlers(t *testing.T) {
 func TestIngest_Unhandled(t *testing.T) {
 	t.Parallel()
 	db := pgtest.New(t)
-	n := note("alipay.open.future.thing", `{"a":1}`, 1)
+	n := testkit.Note("alipay.open.future.thing", `{"a":1}`, 1)
 	want(t, ingest(t, db, n), notify.StatusUnhandled, false)
 	want(t, ingest(t, db, n), notify.StatusUnhandled, true)
 }

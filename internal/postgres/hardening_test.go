@@ -9,11 +9,12 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
-// signed returns note(...) with a content digest, as the verifier sets it.
+// signed returns testkit.Note(...) with a content digest, as the verifier sets it.
 func signed(method, biz string, ts int64) *notify.Notification {
-	n := note(method, biz, ts)
+	n := testkit.Note(method, biz, ts)
 	d := sha256.Sum256([]byte(n.NotifyID + biz))
 	n.ContentDigest = d[:]
 	return n
@@ -46,7 +47,7 @@ func TestIngest_Replay(t *testing.T) {
 		if !out.Duplicate || out.ReplayOf != n.NotifyID || out.Status != notify.StatusApplied || out.Label() != "replay" {
 			t.Fatalf("%+v", out)
 		}
-		if _, err := db.Notification(ctx, app, n.NotifyID+"x"); notify.ErrorCode(err) != notify.ENOTFOUND {
+		if _, err := db.Notification(ctx, testkit.AppID, n.NotifyID+"x"); notify.ErrorCode(err) != notify.ENOTFOUND {
 			t.Fatalf("the replay was stored: %v", err)
 		}
 		if h := historyOf("r1"); h != 1 {
@@ -125,7 +126,7 @@ func TestIngest_NotifyIDConflict(t *testing.T) {
 		if notify.ErrorCode(err) != notify.ECONFLICT || notify.ErrorReason(err) != "notify_id_conflict" {
 			t.Fatalf("err = %v", err)
 		}
-		stored, _ := db.Notification(ctx, app, first.NotifyID)
+		stored, _ := db.Notification(ctx, testkit.AppID, first.NotifyID)
 		m, _ := db.MiniApp(ctx, "c1")
 		if stored.DeliveryCount != 1 || stored.MsgMethod != notify.MethodAuditPassed || m.AuditStatus != notify.AuditPassed {
 			t.Fatalf("the first was changed: %+v %+v", stored, m)
@@ -162,26 +163,26 @@ func TestIngest_Ownership(t *testing.T) {
 	t.Parallel()
 	db := pgtest.New(t)
 	ctx := context.Background()
-	const other = "2021000000000009"
+	const other = testkit.OtherAppID
 	of := func(appID string, n *notify.Notification) *notify.Notification {
 		n.AppID = appID
 		return n
 	}
 	t.Run("ErrMiniAppOfAnotherApp", func(t *testing.T) {
-		want(t, ingest(t, db, note(notify.MethodAuditPassed, `{"mini_app_id":"o1","mini_app_version":"1"}`, 100)), notify.StatusApplied, false)
-		out := ingest(t, db, of(other, note(notify.MethodAuditRejected, `{"mini_app_id":"o1","mini_app_version":"1"}`, 200)))
+		want(t, ingest(t, db, testkit.Note(notify.MethodAuditPassed, `{"mini_app_id":"o1","mini_app_version":"1"}`, 100)), notify.StatusApplied, false)
+		out := ingest(t, db, of(other, testkit.Note(notify.MethodAuditRejected, `{"mini_app_id":"o1","mini_app_version":"1"}`, 200)))
 		if out.Status != notify.StatusFailed || !out.Foreign || out.Label() != "foreign" ||
-			!strings.Contains(out.Error, "mini-app o1 belongs to app "+app) {
+			!strings.Contains(out.Error, "mini-app o1 belongs to app "+testkit.AppID) {
 			t.Fatalf("%+v", out)
 		}
 		m, _ := db.MiniApp(ctx, "o1")
 		h, _ := db.AuditHistory(ctx, "o1")
-		if m.AppID != app || m.AuditStatus != notify.AuditPassed || m.Versions[0].AuditStatus != notify.AuditPassed || len(h) != 1 {
+		if m.AppID != testkit.AppID || m.AuditStatus != notify.AuditPassed || m.Versions[0].AuditStatus != notify.AuditPassed || len(h) != 1 {
 			t.Fatalf("state changed: %+v %+v", m, h)
 		}
 	})
 	t.Run("ErrNewVersionOfAnotherAppsMiniApp", func(t *testing.T) {
-		out := ingest(t, db, of(other, note(notify.MethodAuditPassed, `{"mini_app_id":"o1","mini_app_version":"2"}`, 300)))
+		out := ingest(t, db, of(other, testkit.Note(notify.MethodAuditPassed, `{"mini_app_id":"o1","mini_app_version":"2"}`, 300)))
 		if !out.Foreign {
 			t.Fatalf("%+v", out)
 		}
@@ -191,26 +192,26 @@ func TestIngest_Ownership(t *testing.T) {
 		}
 	})
 	t.Run("ErrOrderOfAnotherApp", func(t *testing.T) {
-		ingest(t, db, note(notify.MethodMerchantConfirmed, `{"order_no":"o2","status":"PROCESS"}`, 100))
-		out := ingest(t, db, of(other, note(notify.MethodMerchantConfirmed, `{"order_no":"o2","status":"AGREED","min_app_id":"x"}`, 200)))
-		if !out.Foreign || !strings.Contains(out.Error, "order o2 belongs to app "+app) {
+		ingest(t, db, testkit.Note(notify.MethodMerchantConfirmed, `{"order_no":"o2","status":"PROCESS"}`, 100))
+		out := ingest(t, db, of(other, testkit.Note(notify.MethodMerchantConfirmed, `{"order_no":"o2","status":"AGREED","min_app_id":"x"}`, 200)))
+		if !out.Foreign || !strings.Contains(out.Error, "order o2 belongs to app "+testkit.AppID) {
 			t.Fatalf("%+v", out)
 		}
 		o, _ := db.Order(ctx, "o2")
-		if o.AppID != app || o.Status != "PROCESS" || len(o.History) != 1 {
+		if o.AppID != testkit.AppID || o.Status != "PROCESS" || len(o.History) != 1 {
 			t.Fatalf("%+v", o)
 		}
 	})
 	t.Run("OwnerGoesOn", func(t *testing.T) {
-		want(t, ingest(t, db, note(notify.MethodMerchantConfirmed, `{"order_no":"o2","status":"AGREED"}`, 300)), notify.StatusApplied, false)
-		if o, _ := db.Order(ctx, "o2"); o.AppID != app || o.Status != "AGREED" {
+		want(t, ingest(t, db, testkit.Note(notify.MethodMerchantConfirmed, `{"order_no":"o2","status":"AGREED"}`, 300)), notify.StatusApplied, false)
+		if o, _ := db.Order(ctx, "o2"); o.AppID != testkit.AppID || o.Status != "AGREED" {
 			t.Fatalf("%+v", o)
 		}
 	})
 	t.Run("ReprocessStaysForeign", func(t *testing.T) {
-		n := of(other, note("alipay.open.mini.unknown", `{}`, 1))
+		n := of(other, testkit.Note("alipay.open.mini.unknown", `{}`, 1))
 		ingest(t, db, n) // unhandled: reprocess applies to it
-		n2 := of(other, note(notify.MethodAuditPassed, `{"mini_app_id":"o1","mini_app_version":"3"}`, 400))
+		n2 := of(other, testkit.Note(notify.MethodAuditPassed, `{"mini_app_id":"o1","mini_app_version":"3"}`, 400))
 		if out := ingest(t, db, n2); !out.Foreign {
 			t.Fatalf("%+v", out)
 		}
@@ -223,14 +224,14 @@ func TestIngest_Ownership(t *testing.T) {
 		// A merchant's authorization of each ISV app is its own row: one
 		// app's cancellation leaves the other's grant as it is.
 		grant := func(appID string) *notify.Notification {
-			n := of(appID, note(notify.MethodAuthGranted, `{"detail":{"auth_app_id":"m1","auth_time":1000,"app_auth_token":"t","app_refresh_token":"r"}}`, 1000))
+			n := of(appID, testkit.Note(notify.MethodAuthGranted, `{"detail":{"auth_app_id":"m1","auth_time":1000,"app_auth_token":"t","app_refresh_token":"r"}}`, 1000))
 			n.Params["status"] = "execute_auth"
 			return n
 		}
-		ingest(t, db, grant(app))
+		ingest(t, db, grant(testkit.AppID))
 		ingest(t, db, grant(other))
-		want(t, ingest(t, db, of(other, note(notify.MethodAuthCancelled, `{"auth_app_id":"m1"}`, 2000))), notify.StatusApplied, false)
-		mine, _ := db.Authorization(ctx, app, "m1")
+		want(t, ingest(t, db, of(other, testkit.Note(notify.MethodAuthCancelled, `{"auth_app_id":"m1"}`, 2000))), notify.StatusApplied, false)
+		mine, _ := db.Authorization(ctx, testkit.AppID, "m1")
 		theirs, _ := db.Authorization(ctx, other, "m1")
 		if mine.Status != "authorized" || theirs.Status != "cancelled" {
 			t.Fatalf("%+v %+v", mine, theirs)

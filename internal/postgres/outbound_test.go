@@ -6,21 +6,21 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
-
-const obApp = "2021000000000051"
 
 // obGrant is a flow grant of authAppID at ms whose token expires after
 // expiresIn seconds.
 func obGrant(authAppID string, ms, expiresIn int64) notify.AuthGrant {
 	return notify.AuthGrant{
-		Origin:    notify.Origin{AppID: obApp, NotifyID: fmt.Sprintf("oauth:%s:%d", authAppID, ms), At: ms},
+		Origin:    notify.Origin{AppID: testkit.AppID, NotifyID: fmt.Sprintf("oauth:%s:%d", authAppID, ms), At: ms},
 		AuthAppID: authAppID, UserID: "2088000000000009", AuthTime: ms,
 		SealedAuthToken: []byte("sealed-token"), SealedRefreshToken: []byte("sealed-refresh"),
 		ExpiresIn: expiresIn, ReExpiresIn: expiresIn + 3600,
@@ -30,11 +30,8 @@ func obGrant(authAppID string, ms, expiresIn int64) notify.AuthGrant {
 // obCancel ingests authAppID's cancellation notification at ms.
 func obCancel(t *testing.T, db *postgres.DB, authAppID string, ms int64) notify.Outcome {
 	t.Helper()
-	biz := fmt.Sprintf(`{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000009"}`, obApp, authAppID)
-	out, err := db.Ingest(context.Background(), decide(t, &notify.Notification{
-		AppID: obApp, NotifyID: fmt.Sprintf("ob-cancel-%d", seq.Add(1)), Method: notify.MethodAuthCancelled, UTCTimestamp: ms,
-		BizContent: biz, Params: map[string]string{"biz_content": biz}, Channel: notify.ChannelHTTP, ContentForm: "v1", ReceivedAt: time.Now(),
-	})[0])
+	biz := fmt.Sprintf(`{"app_id":%q,"auth_app_id":%q,"user_id":"2088000000000009"}`, testkit.AppID, authAppID)
+	out, err := db.Ingest(context.Background(), testkit.Decide(t, testkit.Note(notify.MethodAuthCancelled, biz, ms)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +55,7 @@ func TestDB_SaveGrant(t *testing.T) {
 		if !mustSave(t, db, obGrant("m1", now, 3600)) {
 			t.Fatal("not applied")
 		}
-		if tok, err := db.AuthToken(context.Background(), obApp, "m1"); err != nil || string(tok) != "sealed-token" {
+		if tok, err := db.AuthToken(context.Background(), testkit.AppID, "m1"); err != nil || string(tok) != "sealed-token" {
 			t.Fatalf("%q %v", tok, err)
 		}
 	})
@@ -69,7 +66,7 @@ func TestDB_SaveGrant(t *testing.T) {
 		if mustSave(t, db, obGrant("m1", now+500, 3600)) {
 			t.Fatal("an older grant overrode a newer cancellation")
 		}
-		_, err := db.AuthToken(context.Background(), obApp, "m1")
+		_, err := db.AuthToken(context.Background(), testkit.AppID, "m1")
 		if notify.ErrorCode(err) != notify.ECONFLICT {
 			t.Fatalf("%v", err)
 		}
@@ -104,7 +101,7 @@ func TestDB_AuthToken(t *testing.T) {
 		{"ErrExpired", "old", notify.ECONFLICT, "token_expired"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := db.AuthToken(ctx, obApp, tc.authAppID)
+			_, err := db.AuthToken(ctx, testkit.AppID, tc.authAppID)
 			if notify.ErrorCode(err) != tc.code || tc.code != "" && notify.ErrorReason(err) != tc.reason {
 				t.Fatalf("%v", err)
 			}
@@ -113,7 +110,7 @@ func TestDB_AuthToken(t *testing.T) {
 }
 
 func send(key string) *notify.TemplateSend {
-	return &notify.TemplateSend{AppID: obApp, IdempotencyKey: key, RequestHash: "h",
+	return &notify.TemplateSend{AppID: testkit.AppID, IdempotencyKey: key, RequestHash: "h",
 		Request: []byte(`{"to_user_id":"2088000000000001","user_template_id":"t","page":"p","data":{"k":{"value":"v"}}}`)}
 }
 
@@ -143,7 +140,7 @@ func TestDB_StartSend(t *testing.T) {
 		if err := db.FinishSend(ctx, s); err != nil || s.FinishedAt == nil {
 			t.Fatal(err)
 		}
-		got, err := db.SendByKey(ctx, obApp, "k1")
+		got, err := db.SendByKey(ctx, testkit.AppID, "k1")
 		if err != nil || got.ID != s.ID || got.Status != notify.SendSent || got.LatencyMS != 12 || request(t, got).UserTemplateID != "t" ||
 			string(request(t, got).Data) != `{"k": {"value": "v"}}` && string(request(t, got).Data) != `{"k":{"value":"v"}}` {
 			t.Fatalf("%+v %v", got, err)
@@ -158,7 +155,7 @@ func TestDB_StartSend(t *testing.T) {
 	t.Run("OtherApp", func(t *testing.T) {
 		// Keys are the app's: another app's k1 is another send.
 		other := send("k1")
-		other.AppID = "2021000000000052"
+		other.AppID = testkit.OtherAppID
 		prior, err := db.StartSend(ctx, other)
 		if err != nil || prior != nil || other.ID == 0 {
 			t.Fatalf("%+v %v", prior, err)
@@ -181,34 +178,21 @@ func TestDB_StartSend(t *testing.T) {
 		}
 	})
 	t.Run("Concurrent", func(t *testing.T) {
-		var (
-			wg     sync.WaitGroup
-			mu     sync.Mutex
-			starts int
-		)
-		for i := 0; i < 10; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				prior, err := db.StartSend(ctx, send("k2"))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if prior == nil {
-					mu.Lock()
-					starts++
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
-		if starts != 1 {
+		var started atomic.Int64
+		testkit.Concurrently(10, func(int) {
+			prior, err := db.StartSend(ctx, send("k2"))
+			if err != nil {
+				t.Error(err)
+			} else if prior == nil {
+				started.Add(1)
+			}
+		})
+		if starts := started.Load(); starts != 1 {
 			t.Fatalf("%d calls started the same key", starts)
 		}
 	})
 	t.Run("ErrNotFound", func(t *testing.T) {
-		if _, err := db.SendByKey(ctx, obApp, "nope"); notify.ErrorCode(err) != notify.ENOTFOUND {
+		if _, err := db.SendByKey(ctx, testkit.AppID, "nope"); notify.ErrorCode(err) != notify.ENOTFOUND {
 			t.Fatal(err)
 		}
 	})
@@ -227,12 +211,12 @@ func TestDB_ClaimRefresh(t *testing.T) {
 	window := now.Add(24 * time.Hour)
 
 	t.Run("OK", func(t *testing.T) {
-		d, err := db.ClaimRefresh(ctx, []string{obApp}, window, time.Hour)
+		d, err := db.ClaimRefresh(ctx, []string{testkit.AppID}, window, time.Hour)
 		if err != nil || d == nil || d.AuthAppID != "soon" || string(d.SealedRefreshToken) != "sealed-refresh" {
 			t.Fatalf("%+v %v", d, err)
 		}
 		// Claimed: not again within retryAfter.
-		if d2, _ := db.ClaimRefresh(ctx, []string{obApp}, window, time.Hour); d2 != nil {
+		if d2, _ := db.ClaimRefresh(ctx, []string{testkit.AppID}, window, time.Hour); d2 != nil {
 			t.Fatalf("claimed twice: %+v", d2)
 		}
 		ok, err := db.CompleteRefresh(ctx, d, notify.Refreshed{SealedAuthToken: []byte("new"), SealedRefreshToken: []byte("new-r"),
@@ -240,7 +224,7 @@ func TestDB_ClaimRefresh(t *testing.T) {
 		if err != nil || !ok {
 			t.Fatal(err)
 		}
-		if tok, _ := db.AuthToken(ctx, obApp, "soon"); string(tok) != "new" {
+		if tok, _ := db.AuthToken(ctx, testkit.AppID, "soon"); string(tok) != "new" {
 			t.Fatalf("token %q", tok)
 		}
 	})
@@ -251,7 +235,7 @@ func TestDB_ClaimRefresh(t *testing.T) {
 		}
 	})
 	t.Run("ChangedMeanwhile", func(t *testing.T) {
-		d, err := db.ClaimRefresh(ctx, []string{obApp}, window, 0)
+		d, err := db.ClaimRefresh(ctx, []string{testkit.AppID}, window, 0)
 		if err != nil || d == nil || d.AuthAppID != "soon2" {
 			t.Fatalf("%+v %v", d, err)
 		}
@@ -262,7 +246,7 @@ func TestDB_ClaimRefresh(t *testing.T) {
 		if err := db.FailRefresh(ctx, d, "whatever"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := db.AuthToken(ctx, obApp, "soon2"); notify.ErrorCode(err) != notify.ECONFLICT {
+		if _, err := db.AuthToken(ctx, testkit.AppID, "soon2"); notify.ErrorCode(err) != notify.ECONFLICT {
 			t.Fatalf("%v", err)
 		}
 	})
@@ -271,27 +255,19 @@ func TestDB_ClaimRefresh(t *testing.T) {
 			mustSave(t, db, obGrant(fmt.Sprintf("many%d", i), ms, 3600))
 		}
 		var (
-			wg   sync.WaitGroup
 			mu   sync.Mutex
 			seen = map[string]int{}
 		)
-		for i := 0; i < 8; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				d, err := db.ClaimRefresh(ctx, []string{obApp}, window, time.Hour)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if d != nil {
-					mu.Lock()
-					seen[d.AuthAppID]++
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
+		testkit.Concurrently(8, func(int) {
+			d, err := db.ClaimRefresh(ctx, []string{testkit.AppID}, window, time.Hour)
+			if err != nil {
+				t.Error(err)
+			} else if d != nil {
+				mu.Lock()
+				seen[d.AuthAppID]++
+				mu.Unlock()
+			}
+		})
 		if len(seen) != 4 {
 			t.Fatalf("claimed %v; want each of 4 once", seen)
 		}
@@ -314,7 +290,7 @@ func TestDB_CompleteRefresh(t *testing.T) {
 	// complete refreshes authAppID's grant g with EventAt eventAt.
 	complete := func(t *testing.T, g notify.AuthGrant, eventAt int64) {
 		t.Helper()
-		d := &notify.DueRefresh{AppID: obApp, AuthAppID: g.AuthAppID, EventAt: g.At, EventNotifyID: g.NotifyID}
+		d := &notify.DueRefresh{AppID: testkit.AppID, AuthAppID: g.AuthAppID, EventAt: g.At, EventNotifyID: g.NotifyID}
 		ok, err := db.CompleteRefresh(ctx, d, notify.Refreshed{SealedAuthToken: []byte("refreshed"), SealedRefreshToken: []byte("refreshed-r"),
 			At: time.Now(), ExpiresIn: 3600, EventAt: eventAt})
 		if err != nil || !ok {
@@ -328,7 +304,7 @@ func TestDB_CompleteRefresh(t *testing.T) {
 			id string
 		)
 		if err := db.Pool.QueryRow(ctx, `SELECT event_at, event_notify_id FROM authorizations WHERE app_id = $1 AND auth_app_id = $2`,
-			obApp, authAppID).Scan(&at, &id); err != nil {
+			testkit.AppID, authAppID).Scan(&at, &id); err != nil {
 			t.Fatal(err)
 		}
 		return at, id
@@ -351,7 +327,7 @@ func TestDB_CompleteRefresh(t *testing.T) {
 				t.Fatalf("%s applied after the refresh", name)
 			}
 		}
-		if tok, _ := db.AuthToken(ctx, obApp, "c1"); string(tok) != "refreshed" {
+		if tok, _ := db.AuthToken(ctx, testkit.AppID, "c1"); string(tok) != "refreshed" {
 			t.Fatalf("token %q", tok)
 		}
 		if out := obCancel(t, db, "c1", eventAt+1); out.Status != notify.StatusApplied {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 func TestDB_SealedTokensAfter(t *testing.T) {
@@ -28,7 +29,7 @@ func TestDB_SealedTokensAfter(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, r := range rows {
-				if r.AppID != obApp || string(r.AuthToken) != "sealed-token" || string(r.RefreshToken) != "sealed-refresh" {
+				if r.AppID != testkit.AppID || string(r.AuthToken) != "sealed-token" || string(r.RefreshToken) != "sealed-refresh" {
 					t.Fatalf("%+v", r)
 				}
 				got = append(got, r.AuthAppID)
@@ -51,9 +52,9 @@ func TestDB_ReplaceSealedTokens(t *testing.T) {
 	ms := time.Now().UnixMilli()
 	read := func(t *testing.T, authAppID string) postgres.SealedTokens {
 		t.Helper()
-		r := postgres.SealedTokens{AppID: obApp, AuthAppID: authAppID}
+		r := postgres.SealedTokens{AppID: testkit.AppID, AuthAppID: authAppID}
 		err := db.Pool.QueryRow(ctx, `SELECT app_auth_token, app_refresh_token FROM authorizations WHERE app_id = $1 AND auth_app_id = $2`,
-			obApp, authAppID).Scan(&r.AuthToken, &r.RefreshToken)
+			testkit.AppID, authAppID).Scan(&r.AuthToken, &r.RefreshToken)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +90,7 @@ func TestDB_ReplaceSealedTokens(t *testing.T) {
 		if ok, err := db.ReplaceSealedTokens(ctx, before, []byte("resealed-token"), []byte("resealed-refresh")); err != nil || ok {
 			t.Fatalf("wrote tokens into a cancelled authorization: %v %v", ok, err)
 		}
-		if _, err := db.AuthToken(ctx, obApp, "r3"); err == nil {
+		if _, err := db.AuthToken(ctx, testkit.AppID, "r3"); err == nil {
 			t.Fatal("the cancelled authorization holds a token")
 		}
 	})

@@ -2,62 +2,23 @@ package seal_test
 
 import (
 	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
 	"encoding/hex"
 	"strings"
 	"testing"
 
 	"github.com/alipay-notify-gateway/gateway/internal/seal"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
-func sealer(t *testing.T) *seal.Sealer {
-	t.Helper()
-	s, err := seal.New([]byte("0123456789abcdef0123456789abcdef"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 var (
-	keyA = []byte("0123456789abcdef0123456789abcdef")
-	keyB = []byte("fedcba9876543210fedcba9876543210")
+	keyA = testkit.TokenKey // testkit.Sealer's
+	keyB = testkit.OtherTokenKey
 	keyC = []byte("0123456789abcdef") // AES-128
 )
 
-// ring returns a Sealer that seals with current and opens with old too.
-func ring(t *testing.T, current []byte, old ...[]byte) *seal.Sealer {
-	t.Helper()
-	s, err := seal.New(current, old...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// legacySeal seals as the Sealer did before key ids: nonce || ciphertext,
-// the owner as additional data. The nonce is random after prefix.
-func legacySeal(t *testing.T, key []byte, plaintext, owner string, prefix ...byte) []byte {
-	t.Helper()
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nonce := make([]byte, aead.NonceSize())
-	_, _ = rand.Read(nonce)
-	copy(nonce, prefix)
-	return aead.Seal(nonce, nonce, []byte(plaintext), []byte(owner))
-}
-
 func TestSealer(t *testing.T) {
 	t.Parallel()
-	s := sealer(t)
+	s := testkit.Sealer(t)
 	sealed, err := s.Seal("secret", "owner-a")
 	if err != nil || strings.Contains(string(sealed), "secret") {
 		t.Fatalf("%v", err)
@@ -82,7 +43,7 @@ func TestSealer(t *testing.T) {
 		if !bytes.Equal(again[1:5], sealed[1:5]) {
 			t.Fatal("one key, two key ids")
 		}
-		if b, _ := ring(t, keyB).Seal("secret", "owner-a"); bytes.Equal(b[1:5], sealed[1:5]) {
+		if b, _ := testkit.SealerOf(t, keyB).Seal("secret", "owner-a"); bytes.Equal(b[1:5], sealed[1:5]) {
 			t.Fatal("two keys, one key id")
 		}
 	})
@@ -95,14 +56,14 @@ func TestSealer(t *testing.T) {
 		}
 	})
 	t.Run("ErrOtherKey", func(t *testing.T) {
-		if _, err := ring(t, keyB).Open(sealed, "owner-a"); err == nil {
+		if _, err := testkit.SealerOf(t, keyB).Open(sealed, "owner-a"); err == nil {
 			t.Fatal("opened with another key")
 		}
 	})
 	t.Run("ErrHeaderChanged", func(t *testing.T) {
 		// The header is authenticated: stripped (as if legacy) or naming
 		// another configured key, the value does not open.
-		other := ring(t, keyB, keyA)
+		other := testkit.SealerOf(t, keyB, keyA)
 		renamed := append([]byte(nil), sealed...)
 		b, _ := other.Seal("x", "owner-a")
 		copy(renamed[1:5], b[1:5])
@@ -118,11 +79,11 @@ func TestSealer(t *testing.T) {
 // tells what a re-seal would change.
 func TestSealer_Rotation(t *testing.T) {
 	t.Parallel()
-	underA, err := ring(t, keyA).Seal("token", "owner")
+	underA, err := testkit.SealerOf(t, keyA).Seal("token", "owner")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rotated := ring(t, keyB, keyC, keyA) // B current, C and A old
+	rotated := testkit.SealerOf(t, keyB, keyC, keyA) // B current, C and A old
 	t.Run("OK", func(t *testing.T) {
 		if got, err := rotated.Open(underA, "owner"); err != nil || got != "token" {
 			t.Fatalf("%q %v", got, err)
@@ -134,13 +95,13 @@ func TestSealer_Rotation(t *testing.T) {
 		if !rotated.IsCurrent(underB, "owner") {
 			t.Fatal("a value under the current key is not current")
 		}
-		if _, err := ring(t, keyA).Open(underB, "owner"); err == nil {
+		if _, err := testkit.SealerOf(t, keyA).Open(underB, "owner"); err == nil {
 			t.Fatal("the old key alone opened a value sealed under the new one")
 		}
 	})
 	t.Run("OKLegacy", func(t *testing.T) {
 		for name, key := range map[string][]byte{"current": keyB, "old": keyA, "old AES-128": keyC} {
-			legacy := legacySeal(t, key, "token", "owner")
+			legacy := testkit.LegacySeal(t, key, "token", "owner")
 			if got, err := rotated.Open(legacy, "owner"); err != nil || got != "token" {
 				t.Fatalf("legacy under the %s key: %q %v", name, got, err)
 			}
@@ -154,7 +115,7 @@ func TestSealer_Rotation(t *testing.T) {
 		// A legacy value whose nonce starts like the current key's header:
 		// the header form fails, the legacy form opens.
 		underB, _ := rotated.Seal("x", "owner")
-		legacy := legacySeal(t, keyB, "token", "owner", underB[:5]...)
+		legacy := testkit.LegacySeal(t, keyB, "token", "owner", underB[:5]...)
 		if got, err := rotated.Open(legacy, "owner"); err != nil || got != "token" {
 			t.Fatalf("%q %v", got, err)
 		}
@@ -163,11 +124,11 @@ func TestSealer_Rotation(t *testing.T) {
 		}
 	})
 	t.Run("ErrNotConfigured", func(t *testing.T) {
-		underD, _ := ring(t, []byte("ddddddddddddddddddddddddddddddd1")).Seal("token", "owner")
+		underD, _ := testkit.SealerOf(t, []byte("ddddddddddddddddddddddddddddddd1")).Seal("token", "owner")
 		if _, err := rotated.Open(underD, "owner"); err == nil || rotated.IsCurrent(underD, "owner") {
 			t.Fatalf("a value under an unknown key: %v", err)
 		}
-		if _, err := rotated.Open(legacySeal(t, []byte("ddddddddddddddddddddddddddddddd1"), "token", "owner"), "owner"); err == nil {
+		if _, err := rotated.Open(testkit.LegacySeal(t, []byte("ddddddddddddddddddddddddddddddd1"), "token", "owner"), "owner"); err == nil {
 			t.Fatal("a legacy value under an unknown key opened")
 		}
 	})
@@ -204,7 +165,7 @@ const deriveWant = "a2aa27e5e37d23384f1dbf9f3df7252218e84c17cdbdf0b070ca85ef1fa6
 
 func TestSealer_DeriveKey(t *testing.T) {
 	t.Parallel()
-	s := sealer(t)
+	s := testkit.Sealer(t)
 	t.Run("OK", func(t *testing.T) {
 		k := s.DeriveKey("auth-state v1")
 		// A change of the derivation would refuse every state in flight:
@@ -212,7 +173,7 @@ func TestSealer_DeriveKey(t *testing.T) {
 		if got := hex.EncodeToString(k); len(k) != 32 || got != deriveWant {
 			t.Fatalf("%s", got)
 		}
-		if again := sealer(t).DeriveKey("auth-state v1"); !bytes.Equal(again, k) {
+		if again := testkit.Sealer(t).DeriveKey("auth-state v1"); !bytes.Equal(again, k) {
 			t.Fatal("another Sealer with the same key derives another key")
 		}
 		if bytes.Contains(k, []byte("0123456789abcdef")) {
@@ -222,11 +183,8 @@ func TestSealer_DeriveKey(t *testing.T) {
 	t.Run("OKRing", func(t *testing.T) {
 		// After a rotation the current key derives first, the old key's
 		// derived key comes next, as it was.
-		old := sealer(t).DeriveKey("auth-state v1")
-		next, err := seal.New([]byte("fedcba9876543210fedcba9876543210"), []byte("0123456789abcdef0123456789abcdef"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		old := testkit.Sealer(t).DeriveKey("auth-state v1")
+		next := testkit.SealerOf(t, keyB, keyA)
 		keys := next.DeriveKeys("auth-state v1")
 		if len(keys) != 2 || !bytes.Equal(keys[1], old) || bytes.Equal(keys[0], old) || !bytes.Equal(keys[0], next.DeriveKey("auth-state v1")) {
 			t.Fatalf("%x", keys)
@@ -238,7 +196,7 @@ func TestSealer_DeriveKey(t *testing.T) {
 		}
 	})
 	t.Run("ErrOtherKey", func(t *testing.T) {
-		other, _ := seal.New([]byte("fedcba9876543210fedcba9876543210"))
+		other := testkit.SealerOf(t, keyB)
 		if bytes.Equal(s.DeriveKey("auth-state v1"), other.DeriveKey("auth-state v1")) {
 			t.Fatal("two token keys derive the same key")
 		}

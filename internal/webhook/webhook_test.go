@@ -19,6 +19,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
 	"github.com/alipay-notify-gateway/gateway/internal/stdwebhook"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 	"github.com/alipay-notify-gateway/gateway/internal/view"
 	"github.com/alipay-notify-gateway/gateway/internal/webhook"
 )
@@ -31,7 +32,7 @@ var seq atomic.Int64
 // notification.received and a mini_app.audit_passed.
 func ingest(t *testing.T, db *postgres.DB, prefix string, n int) {
 	t.Helper()
-	reg := pgtest.Registry(t)
+	reg := testkit.Registry(t)
 	var ds []notify.Decided
 	for i := range n {
 		biz := fmt.Sprintf(`{"mini_app_id":"%s-%d","mini_app_version":"1"}`, prefix, i)
