@@ -269,7 +269,12 @@ func TestDispatcher_Run(t *testing.T) {
 		fast.secret.Store(ep.Secret)
 		run(t, db, func(c *webhook.Config) { c.Timeout = 5 * time.Second })
 		ingest(t, db, "slow", 30)
-		eventually(t, 1500*time.Millisecond, "the fast endpoint's 60 events while the slow one hangs", func() bool { n, _ := fast.distinct(); return n == 60 })
+		// The slow one takes 2 s an attempt, 4 at once: its 60 events need
+		// 30 s. The fast one's are all there long before.
+		eventually(t, 10*time.Second, "the fast endpoint's 60 events while the slow one hangs", func() bool { n, _ := fast.distinct(); return n == 60 })
+		if n := slow.calls.Load(); n >= 30 {
+			t.Fatalf("the slow endpoint took %d calls meanwhile: the fast one waited for it", n)
+		}
 	})
 	t.Run("Replicas", func(t *testing.T) {
 		// Two dispatchers on one database: every event once at least,
