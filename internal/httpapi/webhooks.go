@@ -57,6 +57,20 @@ func idParam(r *http.Request) (int64, error) {
 	return id, nil
 }
 
+// idOnly reads the path's {id} of a request that takes no query
+// parameter; on a bad one it answers the error and returns false.
+func idOnly(w http.ResponseWriter, r *http.Request) (int64, bool) {
+	id, err := idParam(r)
+	if err == nil {
+		_, err = query(r)
+	}
+	if err != nil {
+		writeError(w, err)
+		return 0, false
+	}
+	return id, true
+}
+
 func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 	q, err := query(r, "after", "type", "app_id", "limit")
 	if err != nil {
@@ -109,12 +123,8 @@ func (s *Server) listEndpoints(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getEndpoint(w http.ResponseWriter, r *http.Request) {
-	id, err := idParam(r)
-	if err == nil {
-		_, err = query(r)
-	}
-	if err != nil {
-		writeError(w, err)
+	id, ok := idOnly(w, r)
+	if !ok {
 		return
 	}
 	ep, err := s.cfg.Webhooks.Endpoint(r.Context(), id)
@@ -122,15 +132,12 @@ func (s *Server) getEndpoint(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) updateEndpoint(w http.ResponseWriter, r *http.Request) {
-	id, err := idParam(r)
-	if err == nil {
-		_, err = query(r)
+	id, ok := idOnly(w, r)
+	if !ok {
+		return
 	}
 	var c notify.EndpointChange
-	if err == nil {
-		err = decodeJSON(w, r, maxEndpointBody, &c, "a JSON endpoint")
-	}
-	if err != nil {
+	if err := decodeJSON(w, r, maxEndpointBody, &c, "a JSON endpoint"); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -142,14 +149,11 @@ func (s *Server) updateEndpoint(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteEndpoint(w http.ResponseWriter, r *http.Request) {
-	id, err := idParam(r)
-	if err == nil {
-		_, err = query(r)
+	id, ok := idOnly(w, r)
+	if !ok {
+		return
 	}
-	if err == nil {
-		err = s.cfg.Webhooks.DeleteEndpoint(r.Context(), id)
-	}
-	if err != nil {
+	if err := s.cfg.Webhooks.DeleteEndpoint(r.Context(), id); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -158,12 +162,8 @@ func (s *Server) deleteEndpoint(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) {
-	id, err := idParam(r)
-	if err == nil {
-		_, err = query(r)
-	}
-	if err != nil {
-		writeError(w, err)
+	id, ok := idOnly(w, r)
+	if !ok {
 		return
 	}
 	ep, err := s.cfg.Webhooks.Rotate(r.Context(), id)
@@ -174,16 +174,14 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) replayEndpoint(w http.ResponseWriter, r *http.Request) {
-	id, err := idParam(r)
-	if err == nil {
-		_, err = query(r)
+	id, ok := idOnly(w, r)
+	if !ok {
+		return
 	}
 	var body struct {
 		Since *time.Time `json:"since"`
 	}
-	if err == nil {
-		err = decodeJSON(w, r, maxEndpointBody, &body, `{"since": "an RFC 3339 time"}`)
-	}
+	err := decodeJSON(w, r, maxEndpointBody, &body, `{"since": "an RFC 3339 time"}`)
 	if err == nil && body.Since == nil {
 		err = notify.Errorf(notify.EINVALID, "bad_json", `since is required: {"since": "2026-01-02T15:04:05Z"}`)
 	}
@@ -225,12 +223,8 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getDelivery(w http.ResponseWriter, r *http.Request) {
-	id, err := idParam(r)
-	if err == nil {
-		_, err = query(r)
-	}
-	if err != nil {
-		writeError(w, err)
+	id, ok := idOnly(w, r)
+	if !ok {
 		return
 	}
 	d, err := s.cfg.Webhooks.Delivery(r.Context(), id)
@@ -238,12 +232,8 @@ func (s *Server) getDelivery(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) {
-	id, err := idParam(r)
-	if err == nil {
-		_, err = query(r)
-	}
-	if err != nil {
-		writeError(w, err)
+	id, ok := idOnly(w, r)
+	if !ok {
 		return
 	}
 	d, err := s.cfg.Webhooks.RetryDelivery(r.Context(), id)
