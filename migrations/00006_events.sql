@@ -18,11 +18,13 @@ CREATE TABLE events (
     type        text        NOT NULL,
     occurred_at timestamptz,                       -- Alipay's time for it (utc_timestamp), when it has one
     created_at  timestamptz NOT NULL DEFAULT now(),
-    data        jsonb       NOT NULL,
+    data        jsonb,                             -- NULL for a notification.received: its payload is the inbox row
     UNIQUE (app_id, notify_id, type)
 );
 CREATE INDEX events_feed_idx ON events (tx, id);
-CREATE INDEX events_created_idx ON events (created_at);
+-- created_at grows with the table: a BRIN index serves a replay since a time
+-- (and retention) for little write cost.
+CREATE INDEX events_created_idx ON events USING brin (created_at);
 
 -- Where events are forwarded: the ISV's own HTTP receivers, signed per the
 -- Standard Webhooks specification. event_types empty means every type; an

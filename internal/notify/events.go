@@ -34,9 +34,9 @@ func EventTypes() []string {
 // event of a type per notification, so a repeated delivery makes none.
 type Event struct {
 	Type string
-	// Data is the payload: a JSON object. The store adds "status" and
-	// "error" to a notification.received's, as they are known only once
-	// the change is applied.
+	// Data is the payload: a JSON object; none for a
+	// notification.received, whose payload the store reads from the stored
+	// notification (ReceivedData).
 	Data json.RawMessage
 	// OccurredAt is Alipay's time for what happened; zero when unknown.
 	OccurredAt time.Time
@@ -46,32 +46,50 @@ type Event struct {
 }
 
 // receivedEvent is n's notification.received: every verified notification
-// once, its method unknown to the gateway or not, with its parameters as
-// received (biz_content decoded when it is JSON, secrets redacted) but for
-// the signature.
+// once, its method known to the gateway or not. It carries no Data: its
+// payload is the stored notification itself, which the store reads with
+// it (ReceivedData), so that intake writes the notification's content
+// once.
 func receivedEvent(n *Notification) Event {
-	params := make(map[string]string, len(n.Params))
-	for k, v := range n.Params {
+	return Event{Type: EventNotificationReceived, OccurredAt: millis(n.UTCTimestamp)}
+}
+
+// Received is what a notification.received's payload is made of: the
+// stored notification.
+type Received struct {
+	Method     string
+	Channel    string
+	Encrypted  bool
+	BizContent string            // as stored: decrypted, secrets redacted
+	Params     map[string]string // as stored
+	Status     Status
+	Error      string
+}
+
+// ReceivedData is the payload of a notification.received: the
+// notification's parameters as received (biz_content decoded when it is
+// JSON) but for the signature, and its status and error as they are
+// stored now.
+func ReceivedData(r Received) json.RawMessage {
+	params := make(map[string]string, len(r.Params))
+	for k, v := range r.Params {
 		if k != "sign" && k != "biz_content" {
 			params[k] = v
 		}
 	}
-	biz := json.RawMessage(bytes.TrimSpace([]byte(n.BizContent)))
+	biz := json.RawMessage(bytes.TrimSpace([]byte(r.BizContent)))
 	if !json.Valid(biz) {
-		biz, _ = json.Marshal(n.BizContent)
+		biz, _ = json.Marshal(r.BizContent)
 	}
-	biz = withoutNUL(biz)
-	return Event{
-		Type: EventNotificationReceived,
-		Data: mustJSON(struct {
-			MsgMethod  string            `json:"msg_method"`
-			Channel    string            `json:"channel"`
-			Encrypted  bool              `json:"encrypted"`
-			BizContent json.RawMessage   `json:"biz_content"`
-			Params     map[string]string `json:"params"`
-		}{n.Method, n.Channel, n.Encrypted, biz, params}),
-		OccurredAt: millis(n.UTCTimestamp),
-	}
+	return mustJSON(struct {
+		MsgMethod  string            `json:"msg_method"`
+		Channel    string            `json:"channel"`
+		Encrypted  bool              `json:"encrypted"`
+		BizContent json.RawMessage   `json:"biz_content"`
+		Params     map[string]string `json:"params"`
+		Status     Status            `json:"status"`
+		Error      string            `json:"error"`
+	}{r.Method, r.Channel, r.Encrypted, biz, params, r.Status, r.Error})
 }
 
 // stateEvent is the event a change makes when it applies: of type typ,

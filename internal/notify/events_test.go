@@ -33,7 +33,10 @@ func TestRegistry_DecideEvents(t *testing.T) {
 				d.Events[1].Type != want[s.Name] || !d.Events[1].IfApplied {
 				t.Fatalf("%+v", d.Events)
 			}
-			for _, ev := range d.Events {
+			if d.Events[0].Data != nil {
+				t.Fatalf("a notification.received carries its own data: %s", d.Events[0].Data)
+			}
+			for _, ev := range d.Events[1:] {
 				var m map[string]any
 				if err := json.Unmarshal(ev.Data, &m); err != nil {
 					t.Fatalf("%s: %s", ev.Type, ev.Data)
@@ -45,17 +48,33 @@ func TestRegistry_DecideEvents(t *testing.T) {
 		})
 	}
 	t.Run("Unhandled", func(t *testing.T) {
-		d, err := reg.Decide(&notify.Notification{AppID: "a", NotifyID: "n", Method: "alipay.new.thing", BizContent: "not json\x00",
-			Params: map[string]string{"sign": "x", "k": "v"}})
-		if err != nil || len(d.Events) != 1 {
+		d, err := reg.Decide(&notify.Notification{AppID: "a", NotifyID: "n", Method: "alipay.new.thing", UTCTimestamp: 5})
+		if err != nil || len(d.Events) != 1 || d.Events[0].Type != notify.EventNotificationReceived || d.Events[0].OccurredAt.UnixMilli() != 5 {
 			t.Fatalf("%+v %v", d, err)
 		}
-		var m struct {
-			BizContent string            `json:"biz_content"`
-			Params     map[string]string `json:"params"`
+	})
+}
+
+func TestReceivedData(t *testing.T) {
+	t.Parallel()
+	var m struct {
+		MsgMethod  string            `json:"msg_method"`
+		BizContent any               `json:"biz_content"`
+		Params     map[string]string `json:"params"`
+		Status     string            `json:"status"`
+	}
+	t.Run("OK", func(t *testing.T) {
+		data := notify.ReceivedData(notify.Received{Method: "m", BizContent: `{"k":"v"}`, Params: map[string]string{"sign": "x", "biz_content": "{}", "k": "v"},
+			Status: notify.StatusUnhandled})
+		if err := json.Unmarshal(data, &m); err != nil || m.BizContent.(map[string]any)["k"] != "v" || m.Params["k"] != "v" ||
+			len(m.Params) != 1 || m.Status != "unhandled" || m.MsgMethod != "m" {
+			t.Fatalf("%s %v", data, err)
 		}
-		if err := json.Unmarshal(d.Events[0].Data, &m); err != nil || m.BizContent != "not json\uFFFD" || m.Params["k"] != "v" || m.Params["sign"] != "" {
-			t.Fatalf("%s %v", d.Events[0].Data, err)
+	})
+	t.Run("NotJSON", func(t *testing.T) {
+		data := notify.ReceivedData(notify.Received{BizContent: "not json\x00"})
+		if err := json.Unmarshal(data, &m); err != nil || m.BizContent != "not json\uFFFD" {
+			t.Fatalf("%s %v", data, err)
 		}
 	})
 }

@@ -2,9 +2,10 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"sort"
 	"strconv"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -42,8 +43,8 @@ func typeFilter(param string) string {
 
 // eventsPage reads up to $3 events past the cursor ($1, $2) below the
 // horizon, and answers those of them that match app $4 and types $5, at
-// most $6 ("item" rows), the position of the last one read ("last"), and
-// how many were read ("count").
+// most $6 ("item" rows, with their payload: see eventRow), the position
+// of the last one read ("last"), and how many were read ("count").
 var eventsPage = `
 WITH scanned AS (
     SELECT tx, id, type, app_id, notify_id, occurred_at, created_at, data FROM events
@@ -53,11 +54,58 @@ WITH scanned AS (
     SELECT * FROM scanned WHERE ($4 = '' OR app_id = $4) AND ` + typeFilter("$5") + `
     ORDER BY tx, id LIMIT $6
 )
-SELECT 'item', tx::text, id, type, app_id, notify_id, occurred_at, created_at, data FROM matched
+SELECT 'item', e.tx::text, ` + eventSelect + ` FROM matched e ` + receivedJoin + `
 UNION ALL
-(SELECT 'last', tx::text, id, '', '', '', NULL, now(), 'null'::jsonb FROM scanned ORDER BY tx DESC, id DESC LIMIT 1)
+(SELECT 'last', tx::text, id, '', '', '', NULL, now(), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+ FROM scanned ORDER BY tx DESC, id DESC LIMIT 1)
 UNION ALL
-SELECT 'count', '0', count(*), '', '', '', NULL, now(), 'null'::jsonb FROM scanned`
+SELECT 'count', '0', count(*), '', '', '', NULL, now(), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM scanned`
+
+// eventSelect are an event's columns (alias e) as eventRow reads them,
+// with those of its notification (alias n, see receivedJoin) that make a
+// notification.received's payload.
+const eventSelect = `e.id, e.type, e.app_id, e.notify_id, e.occurred_at, e.created_at, e.data,
+    n.msg_method, n.channel, n.encrypted, n.biz_content, n.params::text, n.status, n.error`
+
+// receivedJoin joins to events e the inbox row of each notification.received
+// (which has no data of its own), as n.
+const receivedJoin = `LEFT JOIN notifications n ON e.data IS NULL AND n.app_id = e.app_id AND n.notify_id = e.notify_id`
+
+// eventRow scans eventSelect.
+type eventRow struct {
+	e                                        notify.StoredEvent
+	data                                     []byte
+	method, channel, biz, params, status, er *string
+	encrypted                                *bool
+}
+
+func (r *eventRow) dest() []any {
+	return []any{&r.e.Seq, &r.e.Type, &r.e.AppID, &r.e.NotifyID, &r.e.OccurredAt, &r.e.Timestamp, &r.data,
+		&r.method, &r.channel, &r.encrypted, &r.biz, &r.params, &r.status, &r.er}
+}
+
+// event returns the event scanned, its payload made from its notification
+// when it is a notification.received.
+func (r *eventRow) event() (notify.StoredEvent, error) {
+	e := r.e
+	e.ID = notify.EventID(e.Seq)
+	switch {
+	case r.data != nil:
+		e.Data = append(json.RawMessage(nil), r.data...)
+	case r.method != nil:
+		rec := notify.Received{Method: *r.method, Channel: deref(r.channel), Encrypted: deref(r.encrypted), BizContent: deref(r.biz),
+			Status: notify.Status(deref(r.status)), Error: deref(r.er)}
+		if r.params != nil {
+			if err := json.Unmarshal([]byte(*r.params), &rec.Params); err != nil {
+				return e, fmt.Errorf("store: unable to decode the params of notification %s: %w", e.NotifyID, err)
+			}
+		}
+		e.Data = notify.ReceivedData(rec)
+	default: // its notification is gone
+		e.Data = json.RawMessage(`{}`)
+	}
+	return e, nil
+}
 
 // feedScan is how many events one page reads at most, past the cursor,
 // to find its matches.
@@ -120,26 +168,25 @@ func (db *DB) Events(ctx context.Context, f view.EventFilter) (*view.EventPage, 
 
 func (p position) before(q position) bool { return p.TX < q.TX || p.TX == q.TX && p.ID < q.ID }
 
-// forEachEvent reads rows of (kind, tx::text, id, type, app_id,
-// notify_id, occurred_at, created_at, data), giving each event's feed
-// position.
+// forEachEvent reads rows of (kind, tx::text, eventSelect), giving each
+// event's feed position.
 func forEachEvent(rows pgx.Rows, f func(kind string, p position, e notify.StoredEvent)) error {
 	var (
 		kind string
 		tx   string
-		e    notify.StoredEvent
-		at   *time.Time
+		r    eventRow
 	)
-	_, err := pgx.ForEachRow(rows, []any{&kind, &tx, &e.Seq, &e.Type, &e.AppID, &e.NotifyID, &at, &e.Timestamp, &e.Data}, func() error {
-		p := position{ID: e.Seq}
+	_, err := pgx.ForEachRow(rows, append([]any{&kind, &tx}, r.dest()...), func() error {
+		p := position{ID: r.e.Seq}
 		var err error
 		if p.TX, err = strconv.ParseUint(tx, 10, 64); err != nil {
 			return err
 		}
-		out := e
-		out.ID, out.OccurredAt = notify.EventID(e.Seq), at
-		out.Data = append([]byte(nil), e.Data...)
-		f(kind, p, out)
+		e, err := r.event()
+		if err != nil {
+			return err
+		}
+		f(kind, p, e)
 		return nil
 	})
 	return err

@@ -22,7 +22,8 @@ import (
 // same channel with other signed content: then it is left out of
 // RETURNING, a conflict. Only a row inserted has events written, a state
 // event (if_applied) only when the row's change applied; a
-// notification.received (with_outcome) is given the row's status and error.
+// notification.received has no data: its payload is the inbox row, read
+// with it (see events.go).
 const insertNotifications = `
 WITH inbox AS (
 INSERT INTO notifications (app_id, notify_id, msg_method, utc_timestamp, biz_content, params, encrypted,
@@ -46,11 +47,9 @@ ON CONFLICT (app_id, notify_id) DO UPDATE
 RETURNING id, xmax = 0 AS inserted, app_id, notify_id, status, error, delivery_count
 ), outbox AS (
 INSERT INTO events (app_id, notify_id, type, occurred_at, data)
-SELECT event.app_id, event.notify_id, event.type, event.occurred_at,
-    CASE WHEN event.with_outcome THEN event.data || jsonb_build_object('status', inbox.status, 'error', inbox.error)
-         ELSE event.data END
-FROM unnest($18::text[], $19::text[], $20::text[], $21::timestamptz[], $22::jsonb[], $23::boolean[], $24::boolean[])
-    AS event(app_id, notify_id, type, occurred_at, data, if_applied, with_outcome)
+SELECT event.app_id, event.notify_id, event.type, event.occurred_at, event.data
+FROM unnest($18::text[], $19::text[], $20::text[], $21::timestamptz[], $22::jsonb[], $23::boolean[])
+    AS event(app_id, notify_id, type, occurred_at, data, if_applied)
 JOIN inbox ON inbox.app_id = event.app_id AND inbox.notify_id = event.notify_id
 WHERE inbox.inserted AND (NOT event.if_applied OR inbox.status = 'applied')
 ON CONFLICT (app_id, notify_id, type) DO NOTHING
@@ -172,16 +171,15 @@ func insertStatement(entries []*entry) (*statement, error) {
 	return &statement{insertNotifications, []any{cols.app, cols.id, cols.method, cols.ts, cols.biz, cols.params,
 		cols.enc, cols.channel, cols.form, cols.digest, cols.sn, cols.status, cols.errText, cols.copies,
 		cols.received, cols.kind, cols.ref, events.app, events.notifyID, events.typ, events.at, events.data,
-		events.ifApplied, events.withOutcome}}, nil
+		events.ifApplied}}, nil
 }
 
 // eventColumns are the events of a batch, as the columns of their insert.
 type eventColumns struct {
 	app, notifyID, typ []string
 	at                 []*time.Time
-	data               []string
+	data               []*string // NULL for a notification.received
 	ifApplied          []bool
-	withOutcome        []bool // a notification.received, which the insert gives the row's status and error
 }
 
 func (c *eventColumns) add(n *notify.Notification, events []notify.Event) {
@@ -191,8 +189,12 @@ func (c *eventColumns) add(n *notify.Notification, events []notify.Event) {
 		if !ev.OccurredAt.IsZero() {
 			at = &ev.OccurredAt
 		}
-		c.at, c.data, c.ifApplied = append(c.at, at), append(c.data, string(ev.Data)), append(c.ifApplied, ev.IfApplied)
-		c.withOutcome = append(c.withOutcome, ev.Type == notify.EventNotificationReceived)
+		var data *string
+		if ev.Data != nil {
+			d := string(ev.Data)
+			data = &d
+		}
+		c.at, c.data, c.ifApplied = append(c.at, at), append(c.data, data), append(c.ifApplied, ev.IfApplied)
 	}
 }
 

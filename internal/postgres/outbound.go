@@ -132,7 +132,7 @@ func (db *DB) SaveGrant(ctx context.Context, g notify.AuthGrant) (bool, error) {
 		return false, unavailable(err)
 	}
 	if applied {
-		if err := writeEvents(ctx, tx, g.AppID, g.NotifyID, notify.StatusApplied, "", []notify.Event{g.Event()}); err != nil {
+		if err := writeEvents(ctx, tx, g.AppID, g.NotifyID, notify.StatusApplied, []notify.Event{g.Event()}); err != nil {
 			return false, unavailable(err)
 		}
 	}

@@ -78,7 +78,7 @@ func (db *DB) Reprocess(ctx context.Context, appID, notifyID string, decide func
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	if err := writeEvents(ctx, tx, n.AppID, n.NotifyID, status, errText, d.Events); err != nil {
+	if err := writeEvents(ctx, tx, n.AppID, n.NotifyID, status, d.Events); err != nil {
 		return nil, unavailable(err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -91,18 +91,16 @@ func (db *DB) Reprocess(ctx context.Context, appID, notifyID string, decide func
 // writeEvents writes the events of one notification (or authorization
 // flow) in tx, as insertNotifications does for a batch: a state event only
 // when status is applied, none a second time.
-func writeEvents(ctx context.Context, tx pgx.Tx, appID, notifyID string, status notify.Status, errText string, events []notify.Event) error {
+func writeEvents(ctx context.Context, tx pgx.Tx, appID, notifyID string, status notify.Status, events []notify.Event) error {
 	var c eventColumns
 	c.add(&notify.Notification{AppID: appID, NotifyID: notifyID}, events)
-	_, err := tx.Exec(ctx, insertEvents, appID, notifyID, status, errText, c.typ, c.at, c.data, c.ifApplied, c.withOutcome)
+	_, err := tx.Exec(ctx, insertEvents, appID, notifyID, status, c.typ, c.at, c.data, c.ifApplied)
 	return err
 }
 
 const insertEvents = `
 INSERT INTO events (app_id, notify_id, type, occurred_at, data)
-SELECT $1, $2, event.type, event.occurred_at,
-    CASE WHEN event.with_outcome THEN event.data || jsonb_build_object('status', $3::text, 'error', $4::text) ELSE event.data END
-FROM unnest($5::text[], $6::timestamptz[], $7::jsonb[], $8::boolean[], $9::boolean[])
-    AS event(type, occurred_at, data, if_applied, with_outcome)
+SELECT $1, $2, event.type, event.occurred_at, event.data
+FROM unnest($4::text[], $5::timestamptz[], $6::jsonb[], $7::boolean[]) AS event(type, occurred_at, data, if_applied)
 WHERE NOT event.if_applied OR $3 = 'applied'
 ON CONFLICT (app_id, notify_id, type) DO NOTHING`

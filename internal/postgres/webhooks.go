@@ -233,20 +233,25 @@ func (db *DB) ClaimDeliveries(ctx context.Context, id int64, limit int, lease ti
             updated_at = now()
         FROM (SELECT id FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at <= now()
                   AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = $1 AND w.enabled)
-              ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) due, events e
+              ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) due
+        JOIN events e ON true `+receivedJoin+`
         WHERE d.id = due.id AND e.id = d.event_id
-        RETURNING d.id, d.attempts, d.expires_at, e.id, e.type, e.app_id, e.notify_id, e.occurred_at, e.created_at, e.data`,
+        RETURNING d.id, d.attempts, d.expires_at, `+eventSelect,
 		id, limit, lease.Microseconds())
 	if err != nil {
 		return nil, unavailable(err)
 	}
 	var out []notify.Delivery
 	var d notify.Delivery
-	_, err = pgx.ForEachRow(rows, []any{&d.ID, &d.Attempt, &d.ExpiresAt, &d.Event.Seq, &d.Event.Type, &d.Event.AppID,
-		&d.Event.NotifyID, &d.Event.OccurredAt, &d.Event.Timestamp, &d.Event.Data}, func() error {
-		d.EndpointID, d.Event.ID = id, notify.EventID(d.Event.Seq)
+	var r eventRow
+	_, err = pgx.ForEachRow(rows, append([]any{&d.ID, &d.Attempt, &d.ExpiresAt}, r.dest()...), func() error {
+		e, err := r.event()
+		if err != nil {
+			return err
+		}
+		d.EndpointID, d.Event = id, e
 		out = append(out, d)
-		d = notify.Delivery{}
+		d, r = notify.Delivery{}, eventRow{}
 		return nil
 	})
 	if err != nil {
