@@ -64,6 +64,8 @@ type ReceiverStats struct {
 	Differing int       `json:"differing"`
 	InFlight  int       `json:"in_flight"` // requests being answered now
 	Since     time.Time `json:"since"`     // the last Reset
+	// FirstS is when the first delivery arrived, in seconds after Since.
+	FirstS *float64 `json:"first_s,omitempty"`
 	// LastNew is when the last new webhook-id arrived; DoneAt when Distinct
 	// reached the number Reset expects, Seconds after Since, at PerSecond
 	// distinct webhook-ids a second.
@@ -221,6 +223,10 @@ func (rc *Receiver) count(id string, digest [sha256.Size]byte, slow bool) {
 	defer rc.mu.Unlock()
 	now := time.Now()
 	rc.st.Deliveries++
+	if rc.st.FirstS == nil {
+		first := now.Sub(rc.st.Since).Seconds()
+		rc.st.FirstS = &first
+	}
 	if slow {
 		rc.st.Slow++
 	}

@@ -70,7 +70,7 @@ func TestReceiver_ServeHTTP(t *testing.T) {
 			t.Error("Done not closed after the 2 expected")
 		}
 		st := rc.Stats()
-		if st.Distinct != 2 || st.Deliveries != 3 || st.Rejected != 0 || st.Differing != 0 || st.DoneAt == nil || st.PerSecond <= 0 {
+		if st.Distinct != 2 || st.Deliveries != 3 || st.Rejected != 0 || st.Differing != 0 || st.DoneAt == nil || st.PerSecond <= 0 || st.FirstS == nil {
 			t.Errorf("stats %+v", st)
 		}
 		if got := rc.Received(); len(got) != 2 || got["evt_1"] != 2 || got["evt_2"] != 1 {
