@@ -21,7 +21,7 @@ demo:
 bench:
 	@bash deploy/dev/bench.sh
 
-## soak: failure scenarios; SCENARIO=kill9|pgrestart|replicas|steady (default all; steady lasts SOAK_DURATION, 10m)
+## soak: failure scenarios; SCENARIO=kill9|pgrestart|replicas|steady|webhooks (default all; steady lasts SOAK_DURATION, 10m; webhooks 2-4m)
 soak:
 	@bash deploy/dev/soak.sh $(or $(SCENARIO),all)
 
