@@ -5,3 +5,6 @@ var (
 	StoredNotificationsSQL = storedNotifications
 	InsertNotificationsSQL = insertNotifications
 )
+
+// RecordAttemptsSQL is the statement RecordAttempts records with.
+var RecordAttemptsSQL = recordAttempts
