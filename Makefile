@@ -17,7 +17,7 @@ test:
 demo:
 	@bash deploy/dev/demo.sh
 
-## bench: gateway throughput and latency against the naive design (own Postgres; a minute or two)
+## bench: gateway throughput and latency against the naive design, and the webhooks' cost and drain (own Postgres; about three minutes; BENCH_WEBHOOKS=0 without the webhooks, =only them alone)
 bench:
 	@bash deploy/dev/bench.sh
 
