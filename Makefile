@@ -17,11 +17,11 @@ test:
 demo:
 	@bash deploy/dev/demo.sh
 
-## bench: gateway throughput and latency against the naive design (own Postgres; a minute or two)
+## bench: gateway throughput and latency against the naive design, and the webhooks' cost and drain (own Postgres; about three minutes; BENCH_WEBHOOKS=0 without the webhooks, =only them alone)
 bench:
 	@bash deploy/dev/bench.sh
 
-## soak: failure scenarios; SCENARIO=kill9|pgrestart|replicas|steady (default all; steady lasts SOAK_DURATION, 10m)
+## soak: failure scenarios; SCENARIO=kill9|pgrestart|replicas|steady|webhooks (default all; steady lasts SOAK_DURATION, 10m; webhooks 2-4m)
 soak:
 	@bash deploy/dev/soak.sh $(or $(SCENARIO),all)
 

@@ -17,6 +17,14 @@
 //	loadgen ... -resend                  # then the same N again: pure duplicates
 //	loadgen ... -rate 200 -duration 10m  # a steady soak, signed on the fly
 //
+// With -receive it is instead a receiver of the gateway's webhooks
+// (loadtest.Receiver): it verifies each delivery with the endpoints'
+// -secret, counts them by webhook-id, answers 204, and reports over
+// /_receiver/stats (with -cpu, the CPU time an event cost, once the number
+// POST /_receiver/reset?expect=N asks for have arrived):
+//
+//	loadgen -receive 127.0.0.1:18471 -secret whsec_...,whsec_... [-cpu gateway=PID]
+//
 // Bodies are a pure function of -prefix, -seed, -ts-base, -entities, -mix,
 // -app-id and the key: two runs with the same flags send the same bytes
 // (a resend, or one load against two replicas).
@@ -48,6 +56,7 @@ import (
 
 type options struct {
 	url, keyFile, appID, prefix, mix, databaseURL, genKey, cpu, forged string
+	receive, secrets                                                   string
 	n, c, entities, forgedN                                            int
 	seed, tsBase, startAt                                              int64
 	rate                                                               float64
@@ -87,8 +96,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.allowFailures, "allow-failures", false, "deliveries that are not acknowledged are expected (a kill, a restart): exit 0 if the check passes")
 	fs.StringVar(&o.forged, "forged", "", "`kinds`: after the other passes, a pass of forged requests of each kind ("+strings.Join(loadtest.ForgedKinds, ", ")+"), every one of which must be refused; with -cpu, what a refusal costs")
 	fs.IntVar(&o.forgedN, "forged-n", 5000, "requests in each -forged pass")
+	fs.StringVar(&o.receive, "receive", "", "`host:port`: be a webhook receiver there instead, until interrupted (needs -secret; -cpu is then per event)")
+	fs.StringVar(&o.secrets, "secret", "", "with -receive: the comma-separated secrets (whsec_...) of the endpoints that send to it")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: loadgen -key FILE [-url URL] [-n N] [-c C] [-resend] [-rate R -duration D] [-database-url URL] [flags]\n       loadgen -gen-key DIR\n\nflags:")
+		fmt.Fprintln(stderr, "usage: loadgen -key FILE [-url URL] [-n N] [-c C] [-resend] [-rate R -duration D] [-database-url URL] [flags]\n       loadgen -gen-key DIR\n       loadgen -receive HOST:PORT -secret WHSEC[,WHSEC] [-cpu name=pid,...]\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -97,7 +108,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	case o.genKey != "":
+	case o.receive != "" && o.secrets == "":
+		return nil, errors.New("-receive needs -secret: the secrets of the endpoints that send to it")
+	case o.genKey != "" || o.receive != "":
 		return o, nil
 	case o.keyFile == "":
 		return nil, errors.New("-key is required")
@@ -161,6 +174,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return loadtest.ExitOK
 	}
 
+	if o.receive != "" {
+		meter, err := cpuMeter(o.cpu)
+		if err != nil {
+			return usage(err)
+		}
+		say("receiving webhooks on http://%s/ (GET %sstats, POST %sreset?expect=N)", o.receive, loadtest.ControlPrefix, loadtest.ControlPrefix)
+		if err := loadtest.ServeReceiver(ctx, o.receive, splitList(o.secrets), meter); err != nil {
+			return fail(err)
+		}
+		return loadtest.ExitOK
+	}
+
 	keyPEM, err := os.ReadFile(o.keyFile)
 	if err != nil {
 		return fail(err)
@@ -178,16 +203,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usage(err)
 	}
 	defer client.Close()
-	var meter *loadtest.CPUMeter
-	if o.cpu != "" {
-		trees, err := loadtest.ParseCPUFlag(o.cpu)
-		if err == nil {
-			trees["loadgen"] = os.Getpid()
-			meter, err = loadtest.NewCPUMeter("/proc", trees)
-		}
-		if err != nil {
-			return usage(err)
-		}
+	meter, err := cpuMeter(o.cpu)
+	if err != nil {
+		return usage(err)
 	}
 	forged, _ := loadtest.ParseForged(o.forged) // checked by parseFlags
 	r := &loadtest.Run{
@@ -208,4 +226,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		say("%d deliveries were not acknowledged (use -allow-failures when that is expected)", rep.Unacked)
 	}
 	return code
+}
+
+// cpuMeter returns the meter of -cpu's process trees and loadgen's own,
+// nil without -cpu.
+func cpuMeter(flag string) (*loadtest.CPUMeter, error) {
+	if flag == "" {
+		return nil, nil
+	}
+	trees, err := loadtest.ParseCPUFlag(flag)
+	if err != nil {
+		return nil, err
+	}
+	trees["loadgen"] = os.Getpid()
+	return loadtest.NewCPUMeter("/proc", trees)
+}
+
+// splitList splits a comma-separated list, dropping empty entries.
+func splitList(s string) []string {
+	var out []string
+	for part := range strings.SplitSeq(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
 }

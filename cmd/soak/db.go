@@ -92,3 +92,34 @@ func pairs(ctx context.Context, dbURL, prefixA, prefixB string, f *replicasPairs
 		WHERE a.notify_id LIKE $1 || '-%' AND b.notify_id LIKE $2 || '-%'`,
 		[]any{prefixA, prefixB}, &f.Late, &f.Early)
 }
+
+// webhookRows reads the database's side of the webhooks scenario: the
+// webhook-ids of every event, the deliveries by status, and what the
+// attempts recorded.
+func webhookRows(ctx context.Context, dbURL string) (ids []string, f webhookDBFigures, err error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return nil, f, err
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT 'evt_' || id FROM events ORDER BY id`)
+	if err != nil {
+		return nil, f, err
+	}
+	if ids, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, f, err
+	}
+	err = conn.QueryRow(ctx, `
+		SELECT count(*), count(*) FILTER (WHERE status = 'delivered'), count(*) FILTER (WHERE status = 'pending'),
+			count(*) FILTER (WHERE status = 'dead'), coalesce(max(attempts), 0)
+		FROM webhook_deliveries`).Scan(&f.Deliveries, &f.Delivered, &f.Pending, &f.Dead, &f.MaxAttempts)
+	if err != nil {
+		return nil, f, err
+	}
+	err = conn.QueryRow(ctx, `
+		SELECT count(*), count(*) FILTER (WHERE status_code >= 500), count(*) FILTER (WHERE error LIKE 'no answer within%'),
+			count(*) FILTER (WHERE error LIKE '%connection refused%'),
+			count(*) FILTER (WHERE status_code IS NULL AND error NOT LIKE 'no answer within%' AND error NOT LIKE '%connection refused%')
+		FROM webhook_attempts`).Scan(&f.Attempts, &f.Attempts5xx, &f.TimedOut, &f.Refused, &f.OtherNoAnswer)
+	return ids, f, err
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -34,9 +35,10 @@ func ignoredEnv(name string) bool {
 	return strings.HasPrefix(name, "ALIPAY_") || name == "GATEWAY_CONFIG" || name == "INTERNAL_ADDR" || name == "PPROF_ADDR"
 }
 
-// startGateway starts a gateway on 127.0.0.1:port with dbURL, logging to
-// WORK/name.log, and waits up to a minute for its /readyz.
-func (s *soak) startGateway(ctx context.Context, name string, port int, dbURL string) (*gateway, error) {
+// startGateway starts a gateway on 127.0.0.1:port with dbURL and the
+// extra settings (NAME=value), logging to WORK/name.log, and waits up to a
+// minute for its /readyz.
+func (s *soak) startGateway(ctx context.Context, name string, port int, dbURL string, extra ...string) (*gateway, error) {
 	logPath := filepath.Join(s.work, name+".log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -58,6 +60,7 @@ func (s *soak) startGateway(ctx context.Context, name string, port int, dbURL st
 		"HTTP_ADDR=127.0.0.1:"+strconv.Itoa(port),
 		"LOG_LEVEL="+s.logLevel,
 	)
+	env = append(env, extra...)
 	cmd := exec.Command(s.gatewayBin, "serve")
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, logFile, logFile
 	// A process group of its own: a Ctrl-C reaches the soak, which stops
@@ -223,3 +226,30 @@ func tail(w io.Writer, path string, n int) {
 
 // errInterrupted ends the soak on SIGINT or SIGTERM.
 var errInterrupted = errors.New("interrupted")
+
+// createEndpoint creates a webhook endpoint to url for every event type
+// over the gateway's ops API, and returns its id and secret. It returns an
+// error when the API does not answer 201 with them.
+func (s *soak) createEndpoint(g *gateway, url string) (id int64, secret string, err error) {
+	body, _ := json.Marshal(map[string]any{"url": url, "event_types": []string{}})
+	req, err := http.NewRequest(http.MethodPost, g.url("/v1/endpoints"), bytes.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.opsToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var ep struct {
+		ID     int64  `json:"id"`
+		Secret string `json:"secret"`
+	}
+	if resp.StatusCode != http.StatusCreated || json.Unmarshal(answer, &ep) != nil || ep.Secret == "" {
+		return 0, "", fmt.Errorf("POST /v1/endpoints: HTTP %d %s", resp.StatusCode, bytes.TrimSpace(answer))
+	}
+	return ep.ID, ep.Secret, nil
+}

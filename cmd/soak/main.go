@@ -4,7 +4,7 @@
 // make soak (deploy/dev/soak.sh, which builds it, builds the gateway and
 // starts the Postgres it is given by -admin-url).
 //
-//	soak -admin-url URL [flags] kill9|pgrestart|replicas|steady|all
+//	soak -admin-url URL [flags] kill9|pgrestart|replicas|steady|webhooks|all
 //
 //	kill9      kill -9 of the gateway in the middle of a load run: every
 //	           acknowledged notification is stored; after a restart, a resend
@@ -19,6 +19,18 @@
 //	           audit.rejected older to B, same mini-app) end in the newest.
 //	steady     -rate a second for -duration: all acknowledged and stored;
 //	           RSS, heap in use and goroutines at start and end.
+//	webhooks   two gateways on one database, both dispatching (WEBHOOK_TIMEOUT
+//	           1s) to one endpoint: a local receiver (-receiver-port) that
+//	           answers a fifth of the attempts 500 and 2 % past the timeout
+//	           during a steady load of -rate/4 a second to each for a minute,
+//	           in which B is killed with SIGKILL while deliveries are in
+//	           flight and started again, the receiver goes away for 4 s, and
+//	           Postgres restarts; then, the receiver healthy, a wait (up to 8
+//	           minutes: retries come 10 s doubling after a failure) until
+//	           every event is delivered. Every event of the events table
+//	           reached the receiver (by webhook-id, signature verified), none
+//	           is left pending or dead, duplicates carry the same body; they
+//	           are counted, as at-least-once allows them.
 //
 // Each scenario gets a fresh database on the server, and gateways on
 // -port-a and -port-b (logs, load summaries and memory samples in -work).
@@ -53,11 +65,12 @@ import (
 const appID = "2021000000000001"
 
 // scenarios, in the order "all" runs them.
-var scenarios = []string{"kill9", "pgrestart", "replicas", "steady"}
+var scenarios = []string{"kill9", "pgrestart", "replicas", "steady", "webhooks"}
 
 // soak is one run of the scenarios, and the gateways it has running.
 type soak struct {
 	n, pairs, portA, portB, pgPort int
+	receiverPort                   int
 	rate                           float64
 	duration                       time.Duration
 	adminURL, pgDir, pgScript      string
@@ -84,11 +97,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&s.n, "n", 10000, "notifications per load run (SOAK_N)")
-	fs.Float64Var(&s.rate, "rate", 200, "steady deliveries a second, in pgrestart and steady (SOAK_RATE)")
+	fs.Float64Var(&s.rate, "rate", 200, "steady deliveries a second, in pgrestart and steady; a quarter of it to each gateway in webhooks (SOAK_RATE)")
 	fs.DurationVar(&s.duration, "duration", 10*time.Minute, "how long steady lasts (SOAK_DURATION)")
 	fs.IntVar(&s.pairs, "pairs", 2000, "out-of-order pairs in replicas (SOAK_PAIRS)")
 	fs.IntVar(&s.portA, "port-a", 18461, "gateway A's port (SOAK_PORT_A; below the ephemeral range)")
 	fs.IntVar(&s.portB, "port-b", 18462, "gateway B's port (SOAK_PORT_B)")
+	fs.IntVar(&s.receiverPort, "receiver-port", 18463, "the webhook receiver's port, in webhooks (SOAK_RECEIVER_PORT)")
 	fs.StringVar(&s.adminURL, "admin-url", "", "`URL` of the soak's Postgres, as pg.sh start prints it (required)")
 	fs.StringVar(&s.pgDir, "pg-dir", ".dev/pg-soak", "its pg.sh directory, for pgrestart")
 	fs.IntVar(&s.pgPort, "pg-port", 55460, "its port, for pgrestart (SOAK_PG_PORT)")
@@ -97,7 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&s.work, "work", ".dev/soak", "`dir` for keys, gateway logs, load summaries and memory samples")
 	fs.StringVar(&s.logLevel, "log-level", "warn", "the gateways' LOG_LEVEL (GATEWAY_LOG_LEVEL)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: soak -admin-url URL [flags] kill9|pgrestart|replicas|steady|all\n\nflags:")
+		fmt.Fprintln(stderr, "usage: soak -admin-url URL [flags] kill9|pgrestart|replicas|steady|webhooks|all\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -140,6 +154,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	scenario := map[string]func(context.Context) error{
 		"kill9": s.kill9Scenario, "pgrestart": s.pgrestartScenario, "replicas": s.replicasScenario, "steady": s.steadyScenario,
+		"webhooks": s.webhooksScenario,
 	}
 	for _, name := range todo {
 		err := scenario[name](ctx)

@@ -268,3 +268,64 @@ func runLine(rep *loadtest.Report, err error) string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// webhookDBFigures are the database's side of the webhooks scenario.
+type webhookDBFigures struct {
+	Events int // rows in events
+	// Deliveries counts the rows of webhook_deliveries, then by status;
+	// MaxAttempts is the most attempts one took.
+	Deliveries, Delivered, Pending, Dead, MaxAttempts int
+	// Attempts counts the rows of webhook_attempts, then those answered
+	// 5xx, with no answer within the timeout, refused (no listener), and
+	// with no answer otherwise (a connection closed, reset).
+	Attempts, Attempts5xx, TimedOut, Refused, OtherNoAnswer int
+}
+
+// webhooksFigures: two replicas dispatching to one endpoint, a receiver
+// that fails, through a kill -9 of one, a restart of the receiver and one
+// of Postgres.
+type webhooksFigures struct {
+	A, B     loadFigures // the loads to each replica
+	DB       webhookDBFigures
+	Receiver loadtest.ReceiverStats
+	// Missing counts the events the receiver never got, Extra the
+	// webhook-ids it got that are no event's.
+	Missing, Extra int
+	// InFlightAtKill is how many deliveries the receiver was answering
+	// when B was killed.
+	InFlightAtKill int
+	// SettledS is when every event was delivered, in seconds after the
+	// load; nil when not within the wait.
+	SettledS *float64
+}
+
+// duplicates is how many deliveries repeated a webhook-id received before.
+func (f webhooksFigures) duplicates() int { return f.Receiver.Deliveries - f.Receiver.Distinct }
+
+// pass: nothing acknowledged was lost (the loads' checks); every event
+// reached the receiver, verified, and nothing else did; a repeated
+// webhook-id always came with the same body; every delivery is delivered,
+// none pending or dead; and the faults happened: 500s and late answers
+// injected, attempts refused while the receiver was away, deliveries in
+// flight when B was killed.
+func (f webhooksFigures) pass() bool {
+	return f.A.Exit == 0 && f.B.Exit == 0 && f.DB.Events > 0 && f.SettledS != nil && f.Missing == 0 && f.Extra == 0 &&
+		f.Receiver.Rejected == 0 && f.Receiver.Differing == 0 &&
+		f.DB.Deliveries == f.DB.Events && f.DB.Delivered == f.DB.Events && f.DB.Pending == 0 && f.DB.Dead == 0 &&
+		f.Receiver.Failed > 0 && f.Receiver.Slow > 0 && f.DB.Refused > 0 && f.InFlightAtKill > 0
+}
+
+func (f webhooksFigures) String() string {
+	settled := "not all delivered within the wait"
+	if f.SettledS != nil {
+		settled = "all delivered " + tenths(*f.SettledS) + "s after the load"
+	}
+	return fmt.Sprintf("%d events, %d received (%d deliveries: %d duplicates, %d with another body), %d missing, %d unknown, "+
+		"%d refused by the receiver's check; %s; webhook_deliveries %d: %d delivered, %d pending, %d dead, at most %d attempts; "+
+		"attempts %d: %d × 5xx, %d timed out, %d refused, %d other without an answer; injected %d × 500 and %d late; "+
+		"B killed with %d in flight; loads A %d/%d acknowledged (exit %d), B %d/%d (exit %d)",
+		f.DB.Events, f.Receiver.Distinct, f.Receiver.Deliveries, f.duplicates(), f.Receiver.Differing, f.Missing, f.Extra,
+		f.Receiver.Rejected, settled, f.DB.Deliveries, f.DB.Delivered, f.DB.Pending, f.DB.Dead, f.DB.MaxAttempts,
+		f.DB.Attempts, f.DB.Attempts5xx, f.DB.TimedOut, f.DB.Refused, f.DB.OtherNoAnswer, f.Receiver.Failed, f.Receiver.Slow,
+		f.InFlightAtKill, f.A.Acked, f.A.Sent, f.A.Exit, f.B.Acked, f.B.Sent, f.B.Exit)
+}

@@ -45,6 +45,16 @@ func passingSteady() steadyFigures {
 		End: memSample{RSSKB: 37*1024 + 100, HeapInuse: 11 << 20, Goroutines: 15}}
 }
 
+func passingWebhooks() webhooksFigures {
+	return webhooksFigures{
+		A: loadFigures{Sent: 3000, Acked: 2890, Failed: map[string]int{"503": 110}},
+		B: loadFigures{Sent: 3000, Acked: 2500, Failed: map[string]int{"503": 110, "conn_error": 390}},
+		DB: webhookDBFigures{Events: 11000, Deliveries: 11000, Delivered: 11000, MaxAttempts: 5,
+			Attempts: 14100, Attempts5xx: 2700, TimedOut: 260, Refused: 120, OtherNoAnswer: 20},
+		Receiver:       loadtest.ReceiverStats{Distinct: 11000, Deliveries: 11420, Failed: 2700, Slow: 260},
+		InFlightAtKill: 6, SettledS: ptr(95.27)}
+}
+
 func TestFigures_String(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -62,6 +72,11 @@ func TestFigures_String(t *testing.T) {
 			"delivery_count 2..2 (sum 20000 of 20000); history 7213 rows, 7213 distinct, 7213 expected"},
 		{"replicas-pairs", passingReplicasPairs(), "2000 pairs: exit 0/0; 2000 mini-apps, 2000 in the newest state " +
 			"(audit_passed from A); the older (B) reached its gateway after the newer for 1972 pairs, before it for 28"},
+		{"webhooks", passingWebhooks(), "11000 events, 11000 received (11420 deliveries: 420 duplicates, 0 with another body), " +
+			"0 missing, 0 unknown, 0 refused by the receiver's check; all delivered 95.2s after the load; webhook_deliveries 11000: " +
+			"11000 delivered, 0 pending, 0 dead, at most 5 attempts; attempts 14100: 2700 × 5xx, 260 timed out, 120 refused, " +
+			"20 other without an answer; injected 2700 × 500 and 260 late; B killed with 6 in flight; loads A 2890/3000 " +
+			"acknowledged (exit 0), B 2500/3000 (exit 0)"},
 		{"steady", passingSteady(), "12000/12000 acknowledged at 200/s (exit 0); RSS 17 MiB at start, 37 MiB peak, " +
 			"37 MiB at end; heap in use 10 -> 11 MiB; goroutines 15 -> 15"},
 	} {
@@ -158,6 +173,33 @@ func TestFigures_Pass(t *testing.T) {
 		"ErrSteadyGoroutines": func(f *steadyFigures) { f.End.Goroutines = f.Start.Goroutines + 11 },
 	} {
 		f := passingSteady()
+		change(&f)
+		add(name, false, f)
+	}
+
+	add("OKWebhooks", true, passingWebhooks())
+	add("OKWebhooksNoDuplicates", true, func() figures { f := passingWebhooks(); f.Receiver.Deliveries = f.Receiver.Distinct; return f }())
+	for name, change := range map[string]func(*webhooksFigures){
+		"ErrWebhooksLoadA": func(f *webhooksFigures) { f.A.Exit = loadtest.ExitFailed },
+		"ErrWebhooksLoadB": func(f *webhooksFigures) { f.B.Exit = loadtest.ExitFailed },
+		"ErrWebhooksNoEvents": func(f *webhooksFigures) {
+			f.DB = webhookDBFigures{}
+			f.Receiver = loadtest.ReceiverStats{Failed: 1, Slow: 1}
+		},
+		"ErrWebhooksNotSettled":   func(f *webhooksFigures) { f.SettledS = nil },
+		"ErrWebhooksMissing":      func(f *webhooksFigures) { f.Missing = 1 },
+		"ErrWebhooksUnknown":      func(f *webhooksFigures) { f.Extra = 1 },
+		"ErrWebhooksBadSignature": func(f *webhooksFigures) { f.Receiver.Rejected = 1 },
+		"ErrWebhooksOtherBody":    func(f *webhooksFigures) { f.Receiver.Differing = 1 },
+		"ErrWebhooksNoDelivery":   func(f *webhooksFigures) { f.DB.Deliveries = f.DB.Events - 1 },
+		"ErrWebhooksUndelivered":  func(f *webhooksFigures) { f.DB.Delivered, f.DB.Pending = f.DB.Events-1, 1 },
+		"ErrWebhooksDead":         func(f *webhooksFigures) { f.DB.Delivered, f.DB.Dead = f.DB.Events-1, 1 },
+		"ErrWebhooksNo500":        func(f *webhooksFigures) { f.Receiver.Failed = 0 },
+		"ErrWebhooksNoLate":       func(f *webhooksFigures) { f.Receiver.Slow = 0 },
+		"ErrWebhooksNoRefused":    func(f *webhooksFigures) { f.DB.Refused = 0 },
+		"ErrWebhooksNoneInFlight": func(f *webhooksFigures) { f.InFlightAtKill = 0 },
+	} {
+		f := passingWebhooks()
 		change(&f)
 		add(name, false, f)
 	}

@@ -8,3 +8,6 @@ var (
 
 // TypeFilterSQL is typeFilter over parameter $1 and a column type.
 var TypeFilterSQL = typeFilter("$1")
+
+// RecordAttemptsSQL is the statement RecordAttempts records with.
+var RecordAttemptsSQL = recordAttempts

@@ -263,6 +263,14 @@ func (db *DB) ClaimDeliveries(ctx context.Context, id int64, limit int, lease ti
 // recordAttempts writes the attempts and what they leave their deliveries
 // at. An attempt that a lease expiry has overtaken (the delivery was
 // claimed again since) changes its delivery only if it succeeded.
+//
+// The deliveries are found by their ids ($1, the primary key), and
+// "pending" is said as neither delivered nor dead: where the statistics
+// know of fewer deliveries, or fewer pending ones, than there are (a
+// backlog that grew since the last ANALYZE: an endpoint back after an
+// outage, a replay), a join on the attempts alone was planned as a scan
+// of the table, or of every pending delivery through
+// webhook_deliveries_due_idx, for every batch (TestPlans_RecordAttempts).
 const recordAttempts = `
 WITH attempt AS (
     SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[], $7::text[],
@@ -271,7 +279,7 @@ WITH attempt AS (
 ), logged AS (
     INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response)
     SELECT delivery_id, attempt, started_at, duration_ms, NULLIF(status_code, 0), error, response FROM attempt
-    WHERE EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.id = attempt.delivery_id)
+    WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE id = ANY($1::bigint[]))
 )
 UPDATE webhook_deliveries d SET
     status = CASE WHEN a.ok THEN 'delivered' WHEN a.dead THEN 'dead' ELSE 'pending' END,
@@ -279,7 +287,8 @@ UPDATE webhook_deliveries d SET
     last_status_code = NULLIF(a.status_code, 0), last_error = a.error,
     delivered_at = CASE WHEN a.ok THEN now() END, updated_at = now()
 FROM attempt a
-WHERE d.id = a.delivery_id AND d.status = 'pending' AND (d.attempts = a.attempt OR a.ok)`
+WHERE d.id = ANY($1::bigint[]) AND d.id = a.delivery_id AND d.status NOT IN ('delivered', 'dead')
+    AND (d.attempts = a.attempt OR a.ok)`
 
 // endpointStreaks moves each endpoint's failure streak: a success clears
 // it, a failure starts it (rows left as they are are not written).
