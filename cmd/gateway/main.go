@@ -223,6 +223,7 @@ func serve() error {
 		dispatcher := webhook.New(webhook.Config{
 			Store: db, Logger: log, Metrics: m, Concurrency: cfg.WebhookConcurrency, Timeout: cfg.WebhookTimeout,
 			Poll: cfg.WebhookPoll, DisableAfter: cfg.WebhookDisableAfter, UserAgent: "alipay-notify-gateway/" + version(),
+			Busy: inbox.Busy, // intake first: the webhooks catch up when it eases
 		})
 		dctx, dstop := context.WithCancel(context.WithoutCancel(ctx))
 		ddone := make(chan struct{})

@@ -37,6 +37,8 @@ type Batcher struct {
 	// arriving counts the notifications being read and verified (see
 	// Arriving): those a filling batch may wait for.
 	arriving atomic.Int32
+	// inflight counts the notifications in Ingest: queued or committing.
+	inflight atomic.Int32
 	wg       sync.WaitGroup
 
 	mu     sync.RWMutex
@@ -78,6 +80,8 @@ func NewBatcher(db *DB, cfg BatcherConfig) *Batcher {
 // duplicate).
 func (b *Batcher) Ingest(ctx context.Context, d notify.Decided) (notify.Outcome, error) {
 	req := &request{d: d, done: make(chan Result, 1)}
+	b.inflight.Add(1)
+	defer b.inflight.Add(-1)
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
@@ -107,6 +111,15 @@ func (b *Batcher) Arriving() { b.arriving.Add(1) }
 // Arrived tells b that a notification announced by Arriving has reached
 // Ingest, or was refused.
 func (b *Batcher) Arrived() { b.arriving.Add(-1) }
+
+// BusyLoad is how many notifications on their way to the inbox or in it
+// make intake busy (Busy): well above what arrives one at a time, well
+// below what saturates the gateway.
+const BusyLoad = 8
+
+// Busy reports whether intake is busy: BusyLoad or more notifications are
+// being verified, queued or committed. The webhook dispatcher yields to it.
+func (b *Batcher) Busy() bool { return b.arriving.Load()+b.inflight.Load() >= BusyLoad }
 
 // Close stops taking notifications, commits those queued, and returns when
 // every batch is done.

@@ -4,6 +4,8 @@ package postgres
 var (
 	StoredNotificationsSQL = storedNotifications
 	InsertNotificationsSQL = insertNotifications
+	FanOutSQL              = fanOut
+	EventsPageSQL          = eventsPage
 )
 
 // TypeFilterSQL is typeFilter over parameter $1 and a column type.

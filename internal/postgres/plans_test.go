@@ -33,6 +33,8 @@ func TestPlans_EmptyTables(t *testing.T) {
 	for name, sql := range map[string]string{
 		"stored": postgres.StoredNotificationsSQL,
 		"insert": postgres.InsertNotificationsSQL,
+		"fanout": postgres.FanOutSQL,
+		"feed":   postgres.EventsPageSQL,
 	} {
 		t.Run(name, func(t *testing.T) {
 			sd, err := conn.Conn().Prepare(ctx, "plan_"+name, sql)

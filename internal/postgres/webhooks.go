@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"sort"
 	"strings"
 	"time"
 
@@ -129,12 +130,27 @@ func (db *DB) UpdateEndpoint(ctx context.Context, id int64, c notify.EndpointCha
 // ENOTFOUND *notify.Error when there is none, and an EUNAVAILABLE one when
 // the database cannot be reached.
 func (db *DB) DeleteEndpoint(ctx context.Context, id int64) error {
-	tag, err := db.Pool.Exec(ctx, `DELETE FROM webhook_endpoints WHERE id = $1`, id)
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	tag, err := tx.Exec(ctx, `DELETE FROM webhook_endpoints WHERE id = $1`, id)
 	if err != nil {
 		return unavailable(err)
 	}
 	if tag.RowsAffected() == 0 {
 		return endpointNotFound(id)
+	}
+	// The row's lock, held to the commit, keeps a fan-out from adding to
+	// what is deleted here.
+	_, err = tx.Exec(ctx, `WITH gone AS (DELETE FROM webhook_deliveries WHERE endpoint_id = $1 RETURNING id)
+        DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM gone)`, id)
+	if err != nil {
+		return unavailable(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return unavailable(err)
 	}
 	return nil
 }
@@ -159,67 +175,80 @@ func (db *DB) RotateSecret(ctx context.Context, id int64, secret string, overlap
 	return e, nil
 }
 
+// fanOut is FanOut's statement: $1 the endpoint, $2 how many events to
+// read, $3 how many deliveries to claim, $4 the delivery window and $5
+// the lease (in microseconds). It answers the claimed deliveries with
+// their events ("claimed" rows), and how many events it read ("read").
+var fanOut = `
+WITH endpoint AS (
+    SELECT id, cursor_tx, cursor_id, event_types, app_id FROM webhook_endpoints WHERE id = $1 AND enabled
+    FOR UPDATE SKIP LOCKED
+), scanned AS (
+    SELECT e.tx, e.id, e.type, e.app_id FROM endpoint w CROSS JOIN LATERAL (
+        SELECT tx, id, type, app_id FROM events
+        WHERE (tx, id) > (w.cursor_tx, w.cursor_id) AND ` + feedHorizon + `
+        ORDER BY tx, id LIMIT $2) e
+), matched AS (
+    SELECT s.id, row_number() OVER (ORDER BY s.tx, s.id) AS n FROM scanned s, endpoint w
+    WHERE (w.app_id = '' OR s.app_id = w.app_id) AND ` + typeFilter("w.event_types") + `
+), queued AS (
+    INSERT INTO webhook_deliveries (endpoint_id, event_id, expires_at, attempts, next_attempt_at)
+    SELECT $1, id, now() + $4 * interval '1 microsecond', CASE WHEN n <= $3 THEN 1 ELSE 0 END,
+        CASE WHEN n <= $3 THEN now() + $5 * interval '1 microsecond' ELSE now() END
+    FROM matched ORDER BY n
+    ON CONFLICT (endpoint_id, event_id) DO NOTHING
+    RETURNING id, attempts, expires_at, event_id
+), moved AS (
+    UPDATE webhook_endpoints w SET cursor_tx = last.tx, cursor_id = last.id
+    FROM (SELECT tx, id FROM scanned ORDER BY tx DESC, id DESC LIMIT 1) last
+    WHERE w.id = $1
+)
+SELECT 'claimed', q.id, q.attempts, q.expires_at, ` + eventSelect + `
+FROM queued q JOIN events e ON e.id = q.event_id ` + receivedJoin + `
+WHERE q.attempts = 1
+UNION ALL
+SELECT 'read', count(*), 0, now(), 0, '', '', '', NULL, now(), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM scanned`
+
 // FanOut gives endpoint id a delivery of each event past its cursor that
 // it takes (its app and type filters), at most limit events read, and
-// moves its cursor past them; each delivery expires (is dead-lettered if
-// not delivered) window from now. It runs in one transaction holding the endpoint's
-// row: a replica doing the same skips it. It returns how many events it
-// read and how many deliveries it made; nothing when the endpoint is
-// disabled, gone or locked. It returns an EUNAVAILABLE *notify.Error when
-// the database cannot be reached.
-func (db *DB) FanOut(ctx context.Context, id int64, limit int, window time.Duration) (read, queued int, err error) {
-	tx, err := db.Pool.Begin(ctx)
+// moves its cursor past them, in one statement holding the endpoint's
+// row: a replica doing the same at once skips it. The first claim of the
+// deliveries are claimed at once, as ClaimDeliveries does with lease, and
+// returned with their events, oldest first; the others are due now. Each
+// delivery expires (is dead-lettered if not delivered) window from now.
+// It returns nothing when the endpoint is disabled, gone or locked, and an
+// EUNAVAILABLE *notify.Error when the database cannot be reached.
+func (db *DB) FanOut(ctx context.Context, id int64, limit, claim int, window, lease time.Duration) (claimed []notify.Delivery, read int, err error) {
+	rows, err := db.Pool.Query(ctx, fanOut, id, limit, claim, window.Microseconds(), lease.Microseconds())
 	if err != nil {
-		return 0, 0, unavailable(err)
+		return nil, 0, unavailable(err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
 	var (
-		cursorTX string
-		cursorID int64
-		types    []string
-		app      string
+		kind string
+		d    notify.Delivery
+		r    eventRow
+		n    int64
 	)
-	err = tx.QueryRow(ctx, `SELECT cursor_tx::text, cursor_id, event_types, app_id FROM webhook_endpoints
-        WHERE id = $1 AND enabled FOR UPDATE SKIP LOCKED`, id).Scan(&cursorTX, &cursorID, &types, &app)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, 0, nil
-	}
+	_, err = pgx.ForEachRow(rows, append([]any{&kind, &n, &d.Attempt, &d.ExpiresAt}, r.dest()...), func() error {
+		if kind == "read" {
+			read = int(n)
+			return nil
+		}
+		e, err := r.event()
+		if err != nil {
+			return err
+		}
+		d.ID, d.EndpointID, d.Event = n, id, e
+		claimed = append(claimed, d)
+		d, r = notify.Delivery{}, eventRow{}
+		return nil
+	})
 	if err != nil {
-		return 0, 0, unavailable(err)
+		return nil, 0, unavailable(err)
 	}
-	var lastTX *string
-	var lastID *int64
-	var n int64
-	err = tx.QueryRow(ctx, `
-        WITH scanned AS (
-            SELECT tx, id, type, app_id FROM events
-            WHERE (tx, id) > ($2::text::xid8, $3::bigint) AND `+feedHorizon+`
-            ORDER BY tx, id LIMIT $4
-        ), queued AS (
-            INSERT INTO webhook_deliveries (endpoint_id, event_id, expires_at)
-            SELECT $1, id, now() + $7 * interval '1 microsecond' FROM scanned
-            WHERE ($5 = '' OR app_id = $5) AND `+typeFilter("$6")+`
-            ORDER BY tx, id
-            ON CONFLICT (endpoint_id, event_id) DO NOTHING
-            RETURNING 1
-        )
-        SELECT (SELECT tx::text FROM scanned ORDER BY tx DESC, id DESC LIMIT 1),
-               (SELECT id FROM scanned ORDER BY tx DESC, id DESC LIMIT 1),
-               (SELECT count(*) FROM scanned), (SELECT count(*) FROM queued)`,
-		id, cursorTX, cursorID, limit, app, types, window.Microseconds()).Scan(&lastTX, &lastID, &n, &queued)
-	if err != nil {
-		return 0, 0, unavailable(err)
-	}
-	if lastTX == nil {
-		return 0, 0, nil // nothing new: no cursor to move
-	}
-	if _, err := tx.Exec(ctx, `UPDATE webhook_endpoints SET cursor_tx = $2::text::xid8, cursor_id = $3 WHERE id = $1`, id, *lastTX, *lastID); err != nil {
-		return 0, 0, unavailable(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, 0, unavailable(err)
-	}
-	return int(n), queued, nil
+	sort.Slice(claimed, func(i, j int) bool { return claimed[i].Event.Seq < claimed[j].Event.Seq })
+	return claimed, read, nil
 }
 
 // ClaimDeliveries claims up to limit of endpoint id's pending deliveries

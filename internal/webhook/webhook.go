@@ -17,16 +17,9 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -34,14 +27,13 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
-	"github.com/alipay-notify-gateway/gateway/internal/stdwebhook"
 )
 
 // Store is what the dispatcher needs of the database (postgres.DB); each
 // method returns an EUNAVAILABLE *notify.Error when it cannot be reached.
 type Store interface {
 	Endpoints(ctx context.Context, enabledOnly bool) ([]*notify.Endpoint, error)
-	FanOut(ctx context.Context, id int64, limit int, window time.Duration) (read, queued int, err error)
+	FanOut(ctx context.Context, id int64, limit, claim int, window, lease time.Duration) ([]notify.Delivery, int, error)
 	ClaimDeliveries(ctx context.Context, id int64, limit int, lease time.Duration) ([]notify.Delivery, error)
 	RecordAttempts(ctx context.Context, attempts []notify.Attempt, disableAfter time.Duration) ([]int64, error)
 	WebhookStats(ctx context.Context) (*notify.WebhookStats, error)
@@ -78,6 +70,11 @@ type Config struct {
 	// after a failed attempt (notify.Backoff); for tests.
 	Window  time.Duration
 	Backoff func(attempt int) time.Duration
+	// Busy, when set, says that this replica's intake is busy: the
+	// dispatcher then yields to it, taking a few deliveries at a time, so
+	// that Alipay's answers never wait for the webhooks (which catch up
+	// when intake eases). postgres.Batcher.Busy.
+	Busy func() bool
 }
 
 // ResponseLimit is how much of an endpoint's answer an attempt keeps.
@@ -210,232 +207,4 @@ func (d *Dispatcher) sample(ctx context.Context) {
 		return
 	}
 	d.cfg.Metrics.WebhookGauges(st.OldestPending, st.Dead, st.Disabled, st.FeedLag)
-}
-
-// worker delivers to one endpoint.
-type worker struct {
-	d      *Dispatcher
-	ctx    context.Context
-	stop   context.CancelFunc
-	mu     sync.Mutex
-	ep     *notify.Endpoint
-	keys   [][]byte
-	rand   *rand.Rand
-	failed bool // the last attempt failed: the next success is logged
-}
-
-func (d *Dispatcher) newWorker(ctx context.Context, ep *notify.Endpoint) (*worker, error) {
-	w := &worker{d: d, rand: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(ep.ID)))}
-	if err := w.set(ep); err != nil {
-		return nil, err
-	}
-	w.ctx, w.stop = context.WithCancel(ctx)
-	return w, nil
-}
-
-// set gives w its endpoint as it now is (a new URL, a rotated secret).
-func (w *worker) set(ep *notify.Endpoint) error {
-	keys := make([][]byte, 0, len(ep.Secrets))
-	for _, s := range ep.Secrets {
-		k, err := stdwebhook.ParseSecret(s)
-		if err != nil {
-			return err
-		}
-		keys = append(keys, k)
-	}
-	w.mu.Lock()
-	w.ep, w.keys = ep, keys
-	w.mu.Unlock()
-	return nil
-}
-
-// backoff is the wait after attempt failed.
-func (w *worker) backoff(attempt int) time.Duration {
-	if w.d.cfg.Backoff != nil {
-		return w.d.cfg.Backoff(attempt)
-	}
-	return notify.Backoff(attempt, w.rand)
-}
-
-func (w *worker) endpoint() (*notify.Endpoint, [][]byte) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.ep, w.keys
-}
-
-// run loops until w is stopped: fan out, claim, attempt, record; an idle
-// round waits Poll.
-func (w *worker) run() {
-	cfg := w.d.cfg
-	for w.ctx.Err() == nil {
-		ep, _ := w.endpoint()
-		read, _, err := cfg.Store.FanOut(w.ctx, ep.ID, fanOutLimit, cfg.Window)
-		if err != nil {
-			w.pause(err, "events not given to the endpoint")
-			continue
-		}
-		due, err := cfg.Store.ClaimDeliveries(w.ctx, ep.ID, cfg.Batch, w.d.lease())
-		if err != nil {
-			w.pause(err, "deliveries not claimed")
-			continue
-		}
-		if len(due) > 0 {
-			w.deliver(due)
-			continue
-		}
-		if read == fanOutLimit {
-			continue
-		}
-		select {
-		case <-w.ctx.Done():
-		case <-time.After(cfg.Poll):
-		}
-	}
-}
-
-// pause logs a store error and waits a little before the next round.
-func (w *worker) pause(err error, what string) {
-	if w.ctx.Err() != nil {
-		return
-	}
-	ep, _ := w.endpoint()
-	w.d.sampled.Warn().Err(err).Int64("endpoint_id", ep.ID).Msg("webhook: " + what + "; trying again")
-	select {
-	case <-w.ctx.Done():
-	case <-time.After(time.Second):
-	}
-}
-
-// deliver attempts due, Concurrency at once, and records the results. The
-// results are recorded even when w is being stopped: an attempt made is
-// not forgotten.
-func (w *worker) deliver(due []notify.Delivery) {
-	cfg := w.d.cfg
-	ep, keys := w.endpoint()
-	results := make([]notify.Attempt, len(due))
-	sem := make(chan struct{}, cfg.Concurrency)
-	var wg sync.WaitGroup
-	for i := range due {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			results[i] = w.attempt(ep, keys, due[i])
-		}()
-	}
-	wg.Wait()
-	now := time.Now()
-	for i := range results {
-		wait := time.Duration(0)
-		if !results[i].OK {
-			wait = w.backoff(results[i].Attempt)
-		}
-		results[i].Schedule(due[i].ExpiresAt, now, wait)
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 10*time.Second)
-	defer cancel()
-	disabled, err := cfg.Store.RecordAttempts(ctx, results, cfg.DisableAfter)
-	if err != nil {
-		// The leases end and the deliveries are attempted again: at
-		// least once.
-		w.d.log.Warn().Err(err).Int64("endpoint_id", ep.ID).Int("attempts", len(results)).
-			Msg("webhook attempts not recorded; they will be made again once their lease ends")
-	}
-	w.report(ep, results, disabled)
-}
-
-// report counts the attempts and logs what an operator should know: a
-// failure (sampled), a dead letter, the endpoint recovering or disabled.
-func (w *worker) report(ep *notify.Endpoint, results []notify.Attempt, disabled []int64) {
-	for i, a := range results {
-		result := "delivered"
-		switch {
-		case a.Dead:
-			result = "dead"
-			w.d.log.Error().Int64("endpoint_id", ep.ID).Int64("delivery_id", a.DeliveryID).Int("attempts", a.Attempt).
-				Str("last_error", a.Error).Msg("webhook delivery dead-lettered: no 2xx within the delivery window (POST /v1/deliveries/{id}/retry to try again)")
-		case !a.OK:
-			result = "failed"
-			w.d.sampled.Warn().Int64("endpoint_id", ep.ID).Int64("delivery_id", a.DeliveryID).Int("attempt", a.Attempt).
-				Str("error", a.Error).Time("next_attempt_at", a.NextAt).Msg("webhook attempt failed")
-		}
-		w.d.cfg.Metrics.WebhookAttempt(ep.ID, result, a.Duration)
-		if i == len(results)-1 {
-			if a.OK && w.failed {
-				w.d.log.Info().Int64("endpoint_id", ep.ID).Msg("webhook endpoint answers again")
-			}
-			w.failed = !a.OK
-		}
-	}
-	for _, id := range disabled {
-		w.d.log.Error().Int64("endpoint_id", id).Dur("failing_for", w.d.cfg.DisableAfter).
-			Msg("webhook endpoint disabled: every attempt failed for too long (PATCH /v1/endpoints/{id} enabled=true to resume where it stopped)")
-		w.stop()
-	}
-}
-
-// attempt sends one delivery and says what came of it.
-func (w *worker) attempt(ep *notify.Endpoint, keys [][]byte, d notify.Delivery) notify.Attempt {
-	cfg := w.d.cfg
-	a := notify.Attempt{DeliveryID: d.ID, EndpointID: ep.ID, Attempt: d.Attempt, StartedAt: time.Now()}
-	body, err := json.Marshal(d.Event)
-	if err != nil {
-		a.Error = "the event does not encode: " + err.Error()
-		a.Duration = time.Since(a.StartedAt)
-		return a
-	}
-	// An attempt begun is finished (within Timeout) even when w stops.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(body))
-	if err != nil {
-		a.Error = "bad request: " + err.Error()
-		a.Duration = time.Since(a.StartedAt)
-		return a
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", cfg.UserAgent)
-	stdwebhook.SetHeaders(req.Header, d.Event.ID, a.StartedAt, body, keys...)
-	resp, err := cfg.Client.Do(req)
-	if err != nil {
-		a.Duration = time.Since(a.StartedAt)
-		a.Error = failure(err, ctx, cfg.Timeout)
-		return a
-	}
-	head, rerr := io.ReadAll(io.LimitReader(resp.Body, ResponseLimit))
-	var rest int64
-	if rerr == nil && resp.StatusCode/100 == 2 {
-		// A success is an answer that ends: read (and drop) what remains,
-		// up to a bound, within the timeout.
-		rest, rerr = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer-ResponseLimit+1))
-	}
-	resp.Body.Close() // what is left, however long, is never read
-	a.Duration = time.Since(a.StartedAt)
-	a.StatusCode, a.Response = resp.StatusCode, string(head)
-	switch {
-	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		a.Error = "HTTP " + strconv.Itoa(resp.StatusCode)
-		if loc := resp.Header.Get("Location"); resp.StatusCode/100 == 3 && loc != "" {
-			a.Error += " to " + notify.Clip(loc) + " (redirects are not followed)"
-		}
-	case rerr != nil:
-		a.Error = "HTTP " + strconv.Itoa(resp.StatusCode) + ", but the answer broke off: " + failure(rerr, ctx, cfg.Timeout)
-	case ResponseLimit+rest > maxAnswer:
-		a.Error = fmt.Sprintf("HTTP %d, but the answer goes on past %d KiB", resp.StatusCode, maxAnswer>>10)
-	default:
-		a.OK = true
-	}
-	return a
-}
-
-// maxAnswer is the longest answer a successful attempt may have: a
-// receiver whose answer goes on (an endless body) has not answered.
-const maxAnswer = 64 << 10
-
-// failure names a transport error.
-func failure(err error, ctx context.Context, timeout time.Duration) string {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Sprintf("no answer within %s", timeout)
-	}
-	return notify.Clip(err.Error())
 }

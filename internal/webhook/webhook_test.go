@@ -276,6 +276,50 @@ func TestDispatcher_Run(t *testing.T) {
 			t.Fatalf("the slow endpoint took %d calls meanwhile: the fast one waited for it", n)
 		}
 	})
+	t.Run("HangingAttemptHoldsOneSender", func(t *testing.T) {
+		// The first attempt hangs until the test lets it go: the others
+		// go on meanwhile, claimed and recorded as they finish.
+		t.Parallel()
+		db := pgtest.New(t)
+		rc := newReceiver(t)
+		release := make(chan struct{})
+		var first atomic.Bool
+		rc.fail = func(int64, http.ResponseWriter, *http.Request) bool {
+			if first.CompareAndSwap(false, true) {
+				<-release
+			}
+			return false
+		}
+		ep := endpoint(t, db, rc.srv.URL, notify.EndpointChange{})
+		rc.secret.Store(ep.Secret)
+		run(t, db, func(c *webhook.Config) { c.Timeout = 20 * time.Second })
+		ingest(t, db, "hang", 50)
+		eventually(t, 15*time.Second, "99 of 100 events while one attempt hangs", func() bool { n, _ := rc.distinct(); return n == 99 })
+		close(release)
+		eventually(t, 5*time.Second, "the 100th", func() bool { n, _ := rc.distinct(); return n == 100 })
+	})
+	t.Run("YieldsToBusyIntake", func(t *testing.T) {
+		// While intake is busy, a few deliveries every 100 ms; all of them
+		// once it eases.
+		t.Parallel()
+		db := pgtest.New(t)
+		rc := newReceiver(t)
+		ep := endpoint(t, db, rc.srv.URL, notify.EndpointChange{})
+		rc.secret.Store(ep.Secret)
+		var busy atomic.Bool
+		busy.Store(true)
+		run(t, db, func(c *webhook.Config) { c.Busy = busy.Load })
+		ingest(t, db, "busy", 50)
+		eventually(t, 10*time.Second, "a first delivery", func() bool { n, _ := rc.distinct(); return n > 0 })
+		start, first := time.Now(), rc.calls.Load()
+		time.Sleep(500 * time.Millisecond)
+		// At most Concurrency (4) claimed every 100 ms: about 20 in 500 ms.
+		if n, took := rc.calls.Load()-first, time.Since(start); n > int64(4*(took/(100*time.Millisecond)+2)) {
+			t.Fatalf("%d deliveries in %s while intake is busy", n, took)
+		}
+		busy.Store(false)
+		eventually(t, 10*time.Second, "all 100 once intake eases", func() bool { n, _ := rc.distinct(); return n == 100 })
+	})
 	t.Run("Replicas", func(t *testing.T) {
 		// Two dispatchers on one database: every event once at least,
 		// every copy with the same webhook-id.
@@ -415,4 +459,25 @@ func TestAdmin_Create(t *testing.T) {
 			t.Fatalf("%+v %v", got, err)
 		}
 	})
+}
+
+func TestEnvelope(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 12, 1, 10, 0, 0, 5, time.UTC)
+	for _, e := range []notify.StoredEvent{
+		{ID: "evt_1", Type: notify.EventMiniAppAuditPassed, Timestamp: at, AppID: app, NotifyID: "n<1>&", OccurredAt: &at, Data: json.RawMessage(`{"k":"v"}`)},
+		{ID: "evt_2", Type: notify.EventNotificationReceived, Timestamp: at, AppID: app, NotifyID: "n2"},
+	} {
+		got, err := webhook.Envelope(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Data == nil {
+			e.Data = json.RawMessage("null")
+		}
+		want, _ := json.Marshal(e)
+		if string(got) != string(want) {
+			t.Fatalf("got  %s\nwant %s", got, want)
+		}
+	}
 }

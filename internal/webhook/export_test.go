@@ -1,0 +1,4 @@
+package webhook
+
+// Envelope is envelope, for the tests.
+var Envelope = envelope
