@@ -299,7 +299,7 @@ func TestDispatcher_Run(t *testing.T) {
 		eventually(t, 5*time.Second, "the 100th", func() bool { n, _ := rc.distinct(); return n == 100 })
 	})
 	t.Run("YieldsToBusyIntake", func(t *testing.T) {
-		// While intake is busy, a few deliveries every 100 ms; all of them
+		// While intake is busy, a few deliveries every 250 ms; all of them
 		// once it eases.
 		t.Parallel()
 		db := pgtest.New(t)
@@ -313,8 +313,8 @@ func TestDispatcher_Run(t *testing.T) {
 		eventually(t, 10*time.Second, "a first delivery", func() bool { n, _ := rc.distinct(); return n > 0 })
 		start, first := time.Now(), rc.calls.Load()
 		time.Sleep(500 * time.Millisecond)
-		// At most Concurrency (4) claimed every 100 ms: about 20 in 500 ms.
-		if n, took := rc.calls.Load()-first, time.Since(start); n > int64(4*(took/(100*time.Millisecond)+2)) {
+		// At most Concurrency (4) claimed every 250 ms: about 8 in 500 ms.
+		if n, took := rc.calls.Load()-first, time.Since(start); n > int64(4*(took/(250*time.Millisecond)+2)) {
 			t.Fatalf("%d deliveries in %s while intake is busy", n, took)
 		}
 		busy.Store(false)

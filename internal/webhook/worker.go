@@ -73,7 +73,7 @@ func (w *worker) backoff(attempt int) time.Duration {
 const (
 	// yieldPause is how long a worker waits between claims while intake
 	// is busy (Config.Busy).
-	yieldPause = 100 * time.Millisecond
+	yieldPause = 250 * time.Millisecond
 	// recordWait is the longest a result waits to be recorded with others.
 	recordWait = 20 * time.Millisecond
 )
@@ -81,8 +81,10 @@ const (
 // run loops until w is stopped, then finishes the attempts it began and
 // records them. It claims when its queue and the attempts in flight are
 // down to half a Batch (so that claims come in batches), or at once when
-// idle; when nothing is claimed it waits Poll. While intake is busy it
-// claims at most Concurrency deliveries every yieldPause.
+// idle; when nothing is claimed it waits Poll. It records results half a
+// Batch at a time, or when none is in flight, or after recordWait. While
+// intake is busy it claims at most Concurrency deliveries every
+// yieldPause: intake first, and the webhooks never starve.
 func (w *worker) run() {
 	cfg := w.d.cfg
 	jobs := make(chan notify.Delivery)
@@ -151,7 +153,7 @@ func (w *worker) run() {
 		if stopping {
 			queue = nil // claimed, not begun: their leases end, and they are attempted again
 		}
-		if len(done) >= cfg.Concurrency || len(done) > 0 && inFlight == 0 {
+		if len(done) >= cfg.Batch/2 || len(done) > 0 && inFlight == 0 {
 			record()
 		}
 		// Wait for a result, the next claim, or a record that is due.
