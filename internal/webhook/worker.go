@@ -132,7 +132,7 @@ func (w *worker) run() {
 			if busy {
 				n = min(n, cfg.Concurrency)
 			}
-			claimed, more, err := w.claim(n)
+			claimed, more, err := w.claim(n, busy)
 			lastClaim = now
 			switch {
 			case err != nil:
@@ -190,12 +190,19 @@ func (w *worker) run() {
 }
 
 // claim fans out the new events to the endpoint, claiming up to n of
-// them, and claims due retries to make up n. more reports that the feed
-// may hold more right now. A store error is logged (sampled).
-func (w *worker) claim(n int) (claimed []notify.Delivery, more bool, err error) {
+// them, and claims due retries to make up n. It reads up to fanOutLimit
+// events of the feed (those past n are given deliveries, due now), or,
+// while intake is busy, n: then nothing is written that is not attempted
+// at once. more reports that the feed may hold more right now. A store
+// error is logged (sampled).
+func (w *worker) claim(n int, busy bool) (claimed []notify.Delivery, more bool, err error) {
 	cfg := w.d.cfg
 	ep, _ := w.endpoint()
-	claimed, read, err := cfg.Store.FanOut(w.ctx, ep.ID, fanOutLimit, n, cfg.Window, w.d.lease())
+	limit := fanOutLimit
+	if busy {
+		limit = n
+	}
+	claimed, read, err := cfg.Store.FanOut(w.ctx, ep.ID, limit, n, cfg.Window, w.d.lease())
 	if err != nil {
 		w.storeError(err, "events not given to the endpoint")
 		return nil, false, err
@@ -208,7 +215,7 @@ func (w *worker) claim(n int) (claimed []notify.Delivery, more bool, err error) 
 		}
 		claimed = append(claimed, retries...)
 	}
-	return claimed, read == fanOutLimit || len(claimed) == n, nil
+	return claimed, read == limit || len(claimed) == n, nil
 }
 
 func (w *worker) storeError(err error, what string) {
