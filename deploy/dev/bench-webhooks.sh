@@ -11,6 +11,11 @@
 #          endpoint or with two, both to the local receiver and every event
 #          type, then loadgen: BENCH_WH_N (20000) new notifications over
 #          BENCH_C connections, the dispatcher delivering all the while.
+#  steady  a fresh database and gateway, two endpoints as above, and
+#          loadgen at a steady BENCH_WH_RATE (500) notifications a second
+#          for BENCH_WH_SECONDS (30): do the webhooks keep up with intake
+#          below saturation? The deliveries received by the pass's end, and
+#          how long after it the last one arrived.
 #  drain   a fresh database and gateway, an endpoint created disabled, then
 #          BENCH_WH_DRAIN_N (10000) notifications (two events each: 20,000);
 #          the endpoint enabled, timed until the receiver has every event
@@ -25,6 +30,9 @@
 WH_N=${BENCH_WH_N:-20000}
 WH_ROUNDS=${BENCH_WH_ROUNDS:-2}
 WH_DRAIN_N=${BENCH_WH_DRAIN_N:-10000}
+WH_RATE=${BENCH_WH_RATE:-500}
+WH_SECONDS=${BENCH_WH_SECONDS:-30}
+WH_PARTS=${BENCH_WH_PARTS:-intake steady drain} # a subset to run fewer
 RX_PORT=${BENCH_RX_PORT:-18471} # below the ephemeral range, as the gateway's
 RX_URL=http://127.0.0.1:$RX_PORT
 
@@ -110,6 +118,42 @@ wh_intake_pass() {
   jq -c --argjson d "$delivered" --argjson e "$events" '. + {delivered: $d, events: $e}' "$out" >"$out.tmp" && mv "$out.tmp" "$out"
 }
 
+# wh_steady: the steady pass; its figures go to $WORK/wh-steady.json.
+wh_steady() {
+  local db secrets="" id secret i
+  fresh_db wh_steady
+  db=$(db_url wh_steady)
+  gw_start wh-steady "$GW_PORT" "$db"
+  for ((i = 0; i < ${BENCH_WH_STEADY_ENDPOINTS:-2}; i++)); do
+    read -r id secret < <(endpoint)
+    secrets+=${secrets:+,}$secret
+  done
+  [[ -z $secrets ]] || rx_start "$secrets"
+  sql "$db" CHECKPOINT >/dev/null
+  lib_log "webhooks: steady: $WH_RATE notifications/s for ${WH_SECONDS}s, two endpoints"
+  loadgen -url "http://127.0.0.1:$GW_PORT/alipay/notify" -rate "$WH_RATE" -duration "${WH_SECONDS}s" -c "$C" -prefix wh-steady -json \
+    2>>"$WORK/loadgen-wh.log" | jq -c 'select(.pass == "new")' >"$WORK/wh-steady.json" ||
+    lib_die "loadgen failed (log: $WORK/loadgen-wh.log)"
+  local ended delivered events want last=0
+  ended=$(date +%s.%N)
+  delivered=0
+  [[ -z $secrets ]] || delivered=$(rx_stats | jq .deliveries)
+  events=$(sql "$db" "SELECT count(*) FROM events")
+  want=$((${BENCH_WH_STEADY_ENDPOINTS:-2} * events))
+  for ((i = 0; i < 1500 && want > 0; i++)); do
+    last=$(rx_stats | jq .deliveries)
+    ((last < want)) || break
+    sleep 0.1
+  done
+  local lag
+  lag=$(awk -v a="$ended" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  ((last >= want)) || lib_die "steady: $last of $want deliveries 150s after the pass"
+  rx_stop
+  gw_stop wh-steady
+  jq -c --argjson d "$delivered" --argjson w "$want" --argjson lag "$lag" '. + {delivered: $d, want: $w, lag_s: $lag}' \
+    "$WORK/wh-steady.json" >"$WORK/wh-steady.tmp" && mv "$WORK/wh-steady.tmp" "$WORK/wh-steady.json"
+}
+
 # wh_drain: the drain of a backlog, fan-out then replay; the receiver's
 # stats go to $WORK/wh-drain-fanout.json and wh-drain-replay.json.
 wh_drain() {
@@ -148,22 +192,26 @@ wh_drain() {
 bench_webhooks() {
   local r
   rm -f "$WORK"/wh-*.json "$WORK/receiver.log" "$WORK/loadgen-wh.log"
-  for ((r = 1; r <= WH_ROUNDS; r++)); do
-    if ((r % 2)); then
-      wh_intake_pass none "$r"
-      wh_intake_pass two "$r"
-    else
-      wh_intake_pass two "$r"
-      wh_intake_pass none "$r"
-    fi
-  done
-  wh_drain
+  if [[ " $WH_PARTS " == *" intake "* ]]; then
+    for ((r = 1; r <= WH_ROUNDS; r++)); do
+      if ((r % 2)); then
+        wh_intake_pass none "$r"
+        wh_intake_pass two "$r"
+      else
+        wh_intake_pass two "$r"
+        wh_intake_pass none "$r"
+      fi
+    done
+  fi
+  [[ " $WH_PARTS " != *" steady "* ]] || wh_steady
+  [[ " $WH_PARTS " != *" drain "* ]] || wh_drain
 }
 
 # report_webhooks: the figures of bench_webhooks.
 report_webhooks() {
   local mode
   for mode in none two; do
+    [[ " $WH_PARTS " == *" intake "* ]] || continue
     jq -s -r --arg mode "$mode" '
       "bench: webhooks: intake, \($mode) endpoints:\t\(map(.per_second) | add / length | floor) notifications/s" +
       " (rounds: \(map(.per_second | floor | tostring) | join(", "))), p99 \(map(.p99_ms | tostring) | join(", "))ms;" +
@@ -173,10 +221,14 @@ report_webhooks() {
         (map("\(.delivered)/\(2 * .events)") | join(", ")) else "" end)' "$WORK"/wh-intake-"$mode"-*.json
   done
   local r ratios=()
+  if [[ " $WH_PARTS " == *" intake "* ]]; then
   for ((r = 1; r <= WH_ROUNDS; r++)); do
     ratios+=("$(jq -s -r '(.[1].per_second / .[0].per_second * 1000 | round) / 1000' "$WORK/wh-intake-none-$r.json" "$WORK/wh-intake-two-$r.json")")
   done
   echo "bench: webhooks: intake two/none:	$(printf '%s\n' "${ratios[@]}" | awk '{ s += $1 } END { printf "%.2f", s / NR }') (mean of the rounds: ${ratios[*]}; target 0.9 or more)"
+  fi
+  [[ ! -f $WORK/wh-steady.json ]] || jq -r '"bench: webhooks: steady, two endpoints:\t\(.acked) notifications at \(.per_second | floor)/s, p99 \(.p99_ms)ms; deliveries by the pass'"'"'s end \(.delivered)/\(.want), the last \(.lag_s)s after it"' "$WORK/wh-steady.json"
+  [[ " $WH_PARTS " == *" drain "* ]] || return 0
   local kind
   for kind in fanout replay; do
     jq -r --arg kind "$kind" '

@@ -62,6 +62,10 @@ type Report struct {
 	Interrupted bool
 }
 
+// presignMax is how many notifications a run at a steady rate signs before
+// it starts; a longer one signs on the fly.
+const presignMax = 100_000
+
 // Exit statuses of a run, as loadgen exits.
 const (
 	ExitOK       = 0 // everything acknowledged, and the check passed
@@ -103,10 +107,11 @@ func (r *Run) Do(ctx context.Context) (*Report, error) {
 		ids[i], methods[i] = g.NotifyID(i), g.Method(i)
 	}
 
-	// As fast as possible: sign everything first, so that signing does not
-	// compete with the gateway for CPU. At a steady rate: sign on the fly.
+	// Sign everything first, so that signing does not compete with the
+	// gateway for CPU; only a long run at a steady rate (a soak) signs on
+	// the fly, so as not to hold presignMax bodies or more in memory.
 	body := g.Body
-	if r.Rate == 0 {
+	if r.Rate == 0 || r.N < presignMax {
 		t0 := time.Now()
 		bodies, err := SignAll(ctx, g, r.N)
 		if err != nil {
@@ -114,7 +119,8 @@ func (r *Run) Do(ctx context.Context) (*Report, error) {
 		}
 		say("signed %d notifications (prefix %s, seed %d, ts-base %d) in %.1fs", r.N, g.Prefix, g.Seed, g.TSBase, time.Since(t0).Seconds())
 		body = func(i int) ([]byte, error) { return bodies[i], nil }
-	} else {
+	}
+	if r.Rate > 0 {
 		say("sending %d notifications at %.0f/s (prefix %s, seed %d, ts-base %d)", r.N, r.Rate, g.Prefix, g.Seed, g.TSBase)
 	}
 	if r.Ready != nil {

@@ -274,3 +274,49 @@ func TestBatcher_Arriving(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestBatcher_Busy(t *testing.T) {
+	t.Parallel()
+	// No database: Busy looks only at the load.
+	newBatcher := func(t *testing.T) *postgres.Batcher {
+		b := postgres.NewBatcher(nil, postgres.BatcherConfig{})
+		t.Cleanup(b.Close)
+		return b
+	}
+
+	t.Run("Sustained", func(t *testing.T) {
+		b := newBatcher(t)
+		now := time.Now()
+		for i := range 20 {
+			b.SetLoad(2*postgres.BusyLoad, now.Add(time.Duration(i-20)*10*time.Millisecond))
+		}
+		b.LoadSampledAt(time.Now())
+		if !b.Busy() {
+			t.Fatal("not busy after 200 ms at twice BusyLoad")
+		}
+	})
+	t.Run("Moment", func(t *testing.T) {
+		// One batch's worth of queue at a moderate rate is not a busy intake.
+		b := newBatcher(t)
+		now := time.Now()
+		for i := range 20 {
+			b.SetLoad(postgres.BusyLoad/3, now.Add(time.Duration(i-20)*10*time.Millisecond))
+		}
+		b.SetLoad(4*postgres.BusyLoad, now)
+		if b.Busy() {
+			t.Fatal("busy after a moment at 4 times BusyLoad")
+		}
+	})
+	t.Run("Decays", func(t *testing.T) {
+		// Once batches stop coming, intake is soon no longer busy.
+		b := newBatcher(t)
+		now := time.Now()
+		for i := range 20 {
+			b.SetLoad(2*postgres.BusyLoad, now.Add(time.Duration(i-20)*10*time.Millisecond))
+		}
+		b.LoadSampledAt(time.Now().Add(-200 * time.Millisecond))
+		if b.Busy() {
+			t.Fatal("still busy 200 ms after the last batch")
+		}
+	})
+}

@@ -1,5 +1,7 @@
 package postgres
 
+import "time"
+
 // Statements whose plans plans_test.go checks.
 var (
 	StoredNotificationsSQL = storedNotifications
@@ -13,3 +15,17 @@ var TypeFilterSQL = typeFilter("$1")
 
 // RecordAttemptsSQL is the statement RecordAttempts records with.
 var RecordAttemptsSQL = recordAttempts
+
+// SetLoad makes n notifications on their way (Arriving) and samples the
+// load at at, as a batch's flush does.
+func (b *Batcher) SetLoad(n int32, at time.Time) {
+	b.arriving.Store(n)
+	b.sampleLoad(at)
+}
+
+// LoadSampledAt moves the last sample of the load to at.
+func (b *Batcher) LoadSampledAt(at time.Time) {
+	b.loadMu.Lock()
+	b.loadAt = at
+	b.loadMu.Unlock()
+}
