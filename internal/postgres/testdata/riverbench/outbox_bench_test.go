@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
 // BenchmarkIntakeOutbox measures what the outbox costs the intake (issue
@@ -380,19 +382,22 @@ func (v *variant) segment(b *testing.B, ctx context.Context, cfg benchConfig, p 
 	return s
 }
 
+// benchSeq numbers the benchmark's mini-apps.
+var benchSeq atomic.Int64
+
 // auditBatch returns n decided audit notifications, each of a mini-app and
 // version of its own (so each applies, and writes its two events), rejected
 // with reasons or passed, with the parameters Alipay sends.
 func auditBatch(b *testing.B, n int) []notify.Decided {
 	ns := make([]*notify.Notification, n)
 	for i := range ns {
-		k := seq.Add(1)
+		k := benchSeq.Add(1)
 		miniApp := fmt.Sprintf("2021%012d", k)
 		var n *notify.Notification
 		if k%2 == 0 {
-			n = note(notify.MethodAuditRejected, fmt.Sprintf(`{"mini_app_id":"%s","mini_app_version":"0.1.%d","bundle_id":"com.alipay.alipaywallet","audit_reason":"小程序首页存在诱导分享行为，请修改后重新提交","base_audit":"REJECT","promote_audit":"REJECT","base_audit_reason":{"audit_images":["https://mdn.alipayobjects.com/audit/%d/a.png","https://mdn.alipayobjects.com/audit/%d/b.png"],"memos":[{"memo":"服务类目与实际经营内容不符","memo_image_list":["https://mdn.alipayobjects.com/audit/%d/m.png"]}]},"promote_audit_reason":{"memos":[{"memo":"营销页面缺少活动规则"}]}}`, miniApp, k, k, k, k), time.Now().UnixMilli())
+			n = testkit.Note(notify.MethodAuditRejected, fmt.Sprintf(`{"mini_app_id":"%s","mini_app_version":"0.1.%d","bundle_id":"com.alipay.alipaywallet","audit_reason":"小程序首页存在诱导分享行为，请修改后重新提交","base_audit":"REJECT","promote_audit":"REJECT","base_audit_reason":{"audit_images":["https://mdn.alipayobjects.com/audit/%d/a.png","https://mdn.alipayobjects.com/audit/%d/b.png"],"memos":[{"memo":"服务类目与实际经营内容不符","memo_image_list":["https://mdn.alipayobjects.com/audit/%d/m.png"]}]},"promote_audit_reason":{"memos":[{"memo":"营销页面缺少活动规则"}]}}`, miniApp, k, k, k, k), time.Now().UnixMilli())
 		} else {
-			n = note(notify.MethodAuditPassed, fmt.Sprintf(`{"mini_app_id":"%s","mini_app_version":"0.1.%d","bundle_id":"com.alipay.alipaywallet","base_audit":"PASS","promote_audit":"PASS"}`, miniApp, k), time.Now().UnixMilli())
+			n = testkit.Note(notify.MethodAuditPassed, fmt.Sprintf(`{"mini_app_id":"%s","mini_app_version":"0.1.%d","bundle_id":"com.alipay.alipaywallet","base_audit":"PASS","promote_audit":"PASS"}`, miniApp, k), time.Now().UnixMilli())
 		}
 		n.Params["app_id"] = n.AppID
 		n.Params["notify_id"] = n.NotifyID
