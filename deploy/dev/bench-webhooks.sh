@@ -13,7 +13,8 @@
 #          BENCH_C connections, the dispatcher delivering all the while.
 #  steady  a fresh database and gateway, two endpoints as above, and
 #          loadgen at a steady BENCH_WH_RATE (500) notifications a second
-#          for BENCH_WH_SECONDS (30): do the webhooks keep up with intake
+#          for BENCH_WH_SECONDS (30) (BENCH_WH_STEADY_ENDPOINTS=0: none, to
+#          compare): do the webhooks keep up with intake
 #          below saturation? The deliveries received by the pass's end, and
 #          how long after it the last one arrived.
 #  drain   a fresh database and gateway, an endpoint created disabled, then
