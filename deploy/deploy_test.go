@@ -83,12 +83,16 @@ var metrics = []metric{
 	{"alipay_gateway_webhook_dead_deliveries", "gauge", []string{"endpoint_id"}},
 	{"alipay_gateway_webhook_endpoints_disabled", "gauge", nil},
 	{"alipay_gateway_events_feed_lag_seconds", "gauge", nil},
+	{"alipay_gateway_pruned_rows_total", "counter", []string{"what"}},
+	{"alipay_gateway_table_bytes", "gauge", []string{"table"}},
+	{"alipay_gateway_retention_seconds", "gauge", []string{"what"}},
 }
 
 // labelValues are the known values of some labels: a matcher naming another
 // value is a typo. (reason may gain values; add them here.)
 var labelValues = map[string][]string{
-	"outcome": {"applied", "stale", "unhandled", "failed", "duplicate", "replay", "foreign"},
+	"outcome": {"applied", "stale", "unhandled", "failed", "duplicate", "replay", "foreign", "pruned"},
+	"what":    {"notifications", "failed_notifications", "events", "template_messages", "pruned_digests"},
 	"reason": {"bad_signature", "unknown_app", "unknown_cert_sn", "missing_sign", "sign_type_refused",
 		"body_too_large", "malformed_form", "missing_parameter", "bad_charset", "database_unavailable",
 		"empty_body", "unreadable_body", "duplicate_parameter", "bad_parameter", "timeout", "shutting_down",
@@ -1262,6 +1266,7 @@ func TestAlerts_Rules(t *testing.T) {
 		"webhook backlog old":       `alipay_gateway_webhook_oldest_pending_seconds`,
 		"webhook endpoint disabled": `alipay_gateway_webhook_endpoints_disabled`,
 		"event feed held back":      `alipay_gateway_events_feed_lag_seconds`,
+		"failed near retention":     `alipay_gateway_oldest_failed_notification_age_seconds.*alipay_gateway_retention_seconds\{what="failed_notifications"\}`,
 	} {
 		found := false
 		for _, e := range exprs {

@@ -2,7 +2,8 @@
 // application-gateway endpoint and the ops API. `gateway migrate` applies the
 // database migrations and exits; `gateway reseal` seals the stored tokens
 // again under the current TOKEN_ENCRYPTION_KEY (see reseal.go); `gateway
-// healthcheck URL` probes a running gateway, for container images without a
+// prune` deletes what the retention settings no longer keep (prune.go);
+// `gateway healthcheck URL` probes a running gateway, for container images without a
 // shell. Every setting comes from the environment; see README.md.
 package main
 
@@ -28,6 +29,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/retention"
 	"github.com/alipay-notify-gateway/gateway/internal/webhook"
 )
 
@@ -44,19 +46,23 @@ func main() {
 		err = migrate()
 	case "reseal":
 		err = reseal(os.Args[2:], os.Stdout)
+	case "prune":
+		err = prune(os.Args[2:], os.Stdout)
 	case "healthcheck":
 		err = healthcheck(os.Args[2:])
 	case "-h", "--help", "help":
-		fmt.Println("usage: gateway [serve|migrate|reseal [--dry-run]|healthcheck URL]\n\n" +
+		fmt.Println("usage: gateway [serve|migrate|reseal [--dry-run]|prune [--dry-run]|healthcheck URL]\n\n" +
 			"serve        run the gateway (the default)\n" +
 			"migrate      apply the database migrations and exit\n" +
 			"reseal       seal every stored token not under TOKEN_ENCRYPTION_KEY again under it (after a key rotation);\n" +
 			"             safe while gateways serve; --dry-run counts without writing\n" +
+			"prune        delete now what RETENTION_* no longer keeps (as the gateways do every PRUNE_INTERVAL);\n" +
+			"             --dry-run says what it would delete, deleting nothing\n" +
 			"healthcheck  GET URL (e.g. http://127.0.0.1:8081/readyz) and exit 0 if it answers 200, 1 if not\n\n" +
 			"Settings come from the environment: see README.md.")
 		return
 	default:
-		err = fmt.Errorf("unknown command %q (want serve, migrate, reseal or healthcheck)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, migrate, reseal, prune or healthcheck)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
@@ -231,6 +237,19 @@ func serve() error {
 		stopDispatch = func() { dstop(); <-ddone }
 	}
 	defer stopDispatch()
+	// Retention: what is past its time is pruned off the hot path, by one
+	// replica at a time, yielding to intake.
+	m.Retention(retentionGauge(cfg.Retention()))
+	stopPrune := func() {}
+	if cfg.Prune {
+		pruner := retention.New(retention.Config{
+			Store: db, Retention: cfg.Retention(), Interval: cfg.PruneInterval, Batch: cfg.PruneBatch,
+			Busy: inbox.Busy, Metrics: m, Logger: log,
+		})
+		pruner.Start()
+		stopPrune = pruner.Stop
+	}
+	defer stopPrune()
 	hcfg := httpapi.Config{
 		Outbound:         out,
 		Webhooks:         &webhook.Admin{AdminStore: db, Overlap: cfg.WebhookSecretOverlap},
@@ -297,6 +316,7 @@ func serve() error {
 	// Every request and message has had its answer; commit what is queued.
 	inbox.Close()
 	stopDispatch()
+	stopPrune()
 	if internal != nil {
 		// Last, so that probes and scrapes are answered while the rest drains.
 		if ierr := internal.Shutdown(sctx); err == nil {

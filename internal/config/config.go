@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
 
@@ -77,6 +78,20 @@ type Config struct {
 	WebhookPoll          time.Duration `env:"WEBHOOK_POLL_INTERVAL" envDefault:"250ms"`
 	WebhookDisableAfter  time.Duration `env:"WEBHOOK_DISABLE_AFTER" envDefault:"120h"`
 	WebhookSecretOverlap time.Duration `env:"WEBHOOK_SECRET_OVERLAP" envDefault:"24h"`
+	// Retention (notify.Retention; 0 keeps forever): applied and stale
+	// notifications, failed and unhandled ones, events with their webhook
+	// deliveries and attempts, template messages, and the digests of
+	// pruned notifications. This replica takes part in pruning unless
+	// Prune is off; it looks every PruneInterval and deletes at most
+	// PruneBatch rows a statement.
+	RetentionNotifications    time.Duration `env:"RETENTION_NOTIFICATIONS" envDefault:"2160h"`
+	RetentionFailed           time.Duration `env:"RETENTION_FAILED" envDefault:"8760h"`
+	RetentionEvents           time.Duration `env:"RETENTION_EVENTS" envDefault:"720h"`
+	RetentionTemplateMessages time.Duration `env:"RETENTION_TEMPLATE_MESSAGES" envDefault:"2160h"`
+	RetentionDigests          time.Duration `env:"RETENTION_DIGESTS" envDefault:"720h"`
+	Prune                     bool          `env:"PRUNE" envDefault:"true"`
+	PruneInterval             time.Duration `env:"PRUNE_INTERVAL" envDefault:"1h"`
+	PruneBatch                int           `env:"PRUNE_BATCH" envDefault:"1000"`
 
 	// The one-app shortcut; GATEWAY_CONFIG lists several apps instead.
 	App AppSettings `envPrefix:""`
@@ -140,6 +155,12 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 	}
 	if c.WebhookTimeout <= 0 || c.WebhookPoll <= 0 || c.WebhookDisableAfter <= 0 || c.WebhookSecretOverlap < 0 {
 		return nil, errors.New("config: WEBHOOK_TIMEOUT, WEBHOOK_POLL_INTERVAL and WEBHOOK_DISABLE_AFTER must be positive durations, WEBHOOK_SECRET_OVERLAP not negative")
+	}
+	if err := c.Retention().Check(); err != nil {
+		return nil, fmt.Errorf("config: RETENTION_*: %w", err)
+	}
+	if c.PruneInterval <= 0 || c.PruneBatch < 1 || c.PruneBatch > 100000 {
+		return nil, errors.New("config: PRUNE_INTERVAL must be a positive duration, PRUNE_BATCH from 1 to 100000")
 	}
 	if c.HTTPAddr == "" {
 		return nil, errors.New("config: HTTP_ADDR is empty")
@@ -409,4 +430,15 @@ func EnvVars() []string {
 	walk(reflect.TypeOf(Config{}))
 	sort.Strings(names)
 	return names
+}
+
+// Retention is the RETENTION_* settings.
+func (c *Config) Retention() notify.Retention {
+	return notify.Retention{
+		Notifications:    c.RetentionNotifications,
+		Failed:           c.RetentionFailed,
+		Events:           c.RetentionEvents,
+		TemplateMessages: c.RetentionTemplateMessages,
+		Digests:          c.RetentionDigests,
+	}
 }

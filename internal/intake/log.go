@@ -62,5 +62,9 @@ func (p *Pipeline) logLine(channel string, named Named, out notify.Outcome, err 
 		ev.Str("replay_of", out.ReplayOf).Msg("notification accepted: its signed content is stored under another notify_id, so it changes nothing")
 		return
 	}
+	if out.Pruned {
+		ev.Bool("pruned", true).Msg("notification accepted: it was stored and has been pruned since (retention), so it changes nothing")
+		return
+	}
 	ev.Msg("notification accepted")
 }

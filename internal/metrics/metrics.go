@@ -37,6 +37,10 @@ type Metrics struct {
 	webhookDead       *prometheus.GaugeVec
 	webhookDisabled   prometheus.Gauge
 	feedLag           prometheus.Gauge
+
+	pruned     *prometheus.CounterVec
+	tableBytes *prometheus.GaugeVec
+	retention  *prometheus.GaugeVec
 }
 
 // New returns the gateway's metrics on a fresh registry that also holds the
@@ -87,10 +91,18 @@ func New() *Metrics {
 			Help: "Webhook endpoints disabled, by an operator or for failing too long."}),
 		feedLag: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "events_feed_lag_seconds",
 			Help: "Age of the oldest committed event the feed does not show yet, held back by a transaction still in flight (0 when none)."}),
+		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "pruned_rows_total",
+			Help: "Rows deleted by the retention prune, by what (notifications, failed_notifications, events: with their deliveries and attempts, template_messages, pruned_digests)."},
+			[]string{"what"}),
+		tableBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "table_bytes",
+			Help: "Size of a table the prune deletes from, indexes and TOAST included, sampled after each prune."}, []string{"table"}),
+		retention: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "retention_seconds",
+			Help: "How long each kind of record is kept (RETENTION_*; 0: forever)."}, []string{"what"}),
 	}
 	m.Registry.MustRegister(m.notifications, m.refusals, m.intake, m.batchSize, m.outbound, m.lastNotification,
 		m.wsConnected, m.wsReconnects, m.oldestFailedAge, m.poolConnections, m.certExpiry,
 		m.webhookDeliveries, m.webhookDuration, m.webhookPending, m.webhookDead, m.webhookDisabled, m.feedLag,
+		m.pruned, m.tableBytes, m.retention,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -184,6 +196,33 @@ func (m *Metrics) WebhookGauges(pending map[int64]time.Duration, dead map[int64]
 	}
 	m.webhookDisabled.Set(float64(disabled))
 	m.feedLag.Set(feedLag.Seconds())
+}
+
+// Pruned counts rows the retention prune deleted.
+func (m *Metrics) Pruned(what string, n int64) {
+	if m != nil {
+		m.pruned.WithLabelValues(what).Add(float64(n))
+	}
+}
+
+// TableSizes sets the pruned tables' sizes, in bytes.
+func (m *Metrics) TableSizes(bytes map[string]int64) {
+	if m == nil {
+		return
+	}
+	for table, n := range bytes {
+		m.tableBytes.WithLabelValues(table).Set(float64(n))
+	}
+}
+
+// Retention sets how long each kind of record is kept (0: forever).
+func (m *Metrics) Retention(keep map[string]time.Duration) {
+	if m == nil {
+		return
+	}
+	for what, d := range keep {
+		m.retention.WithLabelValues(what).Set(d.Seconds())
+	}
 }
 
 // Sampler is what the periodic gauges read.

@@ -105,6 +105,10 @@ type Outcome struct {
 	// Foreign reports a notification kept as failed because the entity it
 	// is about (a mini-app, an order) belongs to another ISV app.
 	Foreign bool
+	// Pruned reports a notification whose signed content was stored once
+	// and has since been pruned (Retention): stored nowhere again and
+	// changing nothing; Duplicate is set.
+	Pruned bool
 }
 
 // Inbox records decided notifications and applies their changes. The
@@ -129,12 +133,15 @@ type Arrivals interface {
 
 // Label names a delivery's outcome for metrics: the stored status,
 // "duplicate" for a notification that was stored already, "replay" for a
-// signed content stored under another notify_id, "foreign" for a
-// notification about another app's entity.
+// signed content stored under another notify_id, "pruned" for one stored
+// and pruned since, "foreign" for a notification about another app's
+// entity.
 func (o Outcome) Label() string {
 	switch {
 	case o.ReplayOf != "":
 		return "replay"
+	case o.Pruned:
+		return "pruned"
 	case o.Duplicate:
 		return "duplicate"
 	case o.Foreign:

@@ -71,6 +71,9 @@ type entry struct {
 	// notification (ReplayOf), that holds the same signed content under
 	// another notify_id: this one is stored nowhere and changes nothing.
 	replays *entry
+	// pruned is set when the notification was stored and has been pruned
+	// since: it is stored nowhere again and changes nothing.
+	pruned bool
 	// err, when set, refuses the notification: its notify_id is stored
 	// with other signed content (a conflict). Nothing is stored.
 	err error
@@ -257,6 +260,9 @@ func results(entryOf []*entry) []Result {
 			out[i].Outcome.Duplicate = true
 			out[i].Outcome.ReplayOf = orig.NotifyID
 			continue
+		case e.pruned:
+			out[i].Outcome = notify.Outcome{Duplicate: true, Pruned: true}
+			continue
 		}
 		out[i].Outcome = e.out
 		out[i].Outcome.Duplicate = !e.inserted || first[e]
@@ -278,19 +284,23 @@ func (db *DB) lookUp(ctx context.Context, entries []*entry) error {
 	if err != nil {
 		return err
 	}
-	stored := map[key]bool{}
+	stored, pruned := map[key]bool{}, map[key]bool{}
 	replayed := map[key]*entry{}
 	var (
-		k      key
-		byKey  bool
-		origID *string
-		status *string
-		count  *int
+		k        key
+		byKey    bool
+		origID   *string
+		status   *string
+		count    *int
+		isPruned bool
 	)
-	_, err = pgx.ForEachRow(res, []any{&k.app, &k.id, &byKey, &origID, &status, &count}, func() error {
-		if byKey {
+	_, err = pgx.ForEachRow(res, []any{&k.app, &k.id, &byKey, &origID, &status, &count, &isPruned}, func() error {
+		switch {
+		case byKey:
 			stored[k] = true
-		} else if origID != nil {
+		case isPruned:
+			pruned[k] = true
+		case origID != nil:
 			orig := &entry{Decided: notify.Decided{Notification: &notify.Notification{AppID: k.app, NotifyID: *origID}}}
 			orig.out.Status, orig.out.DeliveryCount = notify.Status(*status), *count
 			replayed[k] = orig
@@ -302,8 +312,8 @@ func (db *DB) lookUp(ctx context.Context, entries []*entry) error {
 	}
 	for _, e := range entries {
 		k := keyOf(e.Notification)
-		e.replays = replayed[k]
-		e.apply = e.replays == nil && !stored[k] && e.Change != nil
+		e.replays, e.pruned = replayed[k], pruned[k]
+		e.apply = e.replays == nil && !e.pruned && !stored[k] && e.Change != nil
 	}
 	return nil
 }

@@ -99,23 +99,29 @@ const foreignPrefix = "foreign: "
 
 // storedNotifications answers which of the given notifications are stored:
 // by key (app_id, notify_id), or by signed content under another key (then
-// with that notification's notify_id, status and delivery count). Here,
-// and in insertNotifications, a look-up by key is a scalar subquery or a
-// lateral probe: it is planned as an index probe per key even while the
-// tables are empty, and a prepared statement's plan is kept (a semi-join
-// planned on empty tables hashes a sequential scan of the inbox, and keeps
-// doing so as it grows, until the next ANALYZE).
+// with that notification's notify_id, status and delivery count), or were
+// stored and have been pruned since (their signed content's digest is in
+// notifications_pruned). Here, and in insertNotifications, a look-up by key
+// is a scalar subquery or a lateral probe: it is planned as an index probe
+// per key even while the tables are empty, and a prepared statement's plan
+// is kept (a semi-join planned on empty tables hashes a sequential scan of
+// the inbox, and keeps doing so as it grows, until the next ANALYZE).
 const storedNotifications = `
 SELECT app_id, notify_id, stored, stored_as,
     CASE WHEN stored_as IS NOT NULL THEN (SELECT inbox.status FROM notifications inbox WHERE inbox.content_digest = batch.content_digest) END,
-    CASE WHEN stored_as IS NOT NULL THEN (SELECT inbox.delivery_count FROM notifications inbox WHERE inbox.content_digest = batch.content_digest) END
-FROM (SELECT app_id, notify_id, content_digest, stored,
-          CASE WHEN NOT stored THEN (SELECT inbox.notify_id FROM notifications inbox WHERE inbox.content_digest = batch.content_digest) END AS stored_as
-      FROM (SELECT app_id, notify_id, content_digest,
-                COALESCE((SELECT true FROM notifications inbox WHERE inbox.notify_id = batch.notify_id AND inbox.app_id = batch.app_id), false) AS stored
-            FROM unnest($1::text[], $2::text[], $3::bytea[]) AS batch(app_id, notify_id, content_digest) OFFSET 0) AS batch
+    CASE WHEN stored_as IS NOT NULL THEN (SELECT inbox.delivery_count FROM notifications inbox WHERE inbox.content_digest = batch.content_digest) END,
+    pruned
+FROM (SELECT app_id, notify_id, content_digest, stored, stored_as,
+          NOT stored AND stored_as IS NULL AND content_digest IS NOT NULL AND
+              COALESCE((SELECT true FROM notifications_pruned pruned WHERE pruned.content_digest = batch.content_digest), false) AS pruned
+      FROM (SELECT app_id, notify_id, content_digest, stored,
+                CASE WHEN NOT stored THEN (SELECT inbox.notify_id FROM notifications inbox WHERE inbox.content_digest = batch.content_digest) END AS stored_as
+            FROM (SELECT app_id, notify_id, content_digest,
+                      COALESCE((SELECT true FROM notifications inbox WHERE inbox.notify_id = batch.notify_id AND inbox.app_id = batch.app_id), false) AS stored
+                  FROM unnest($1::text[], $2::text[], $3::bytea[]) AS batch(app_id, notify_id, content_digest) OFFSET 0) AS batch
+            OFFSET 0) AS batch
       OFFSET 0) AS batch
-WHERE stored OR stored_as IS NOT NULL`
+WHERE stored OR stored_as IS NOT NULL OR pruned`
 
 // insertStatement returns the statement that inserts the entries that
 // are neither refused nor replays, or raises the delivery count of those
@@ -134,7 +140,7 @@ func insertStatement(entries []*entry) (*statement, error) {
 	}{}
 	var events eventColumns
 	for _, e := range entries {
-		if e.err != nil || e.replays != nil {
+		if e.err != nil || e.replays != nil || e.pruned {
 			continue
 		}
 		n := e.Notification
@@ -205,7 +211,7 @@ func (c *eventColumns) add(n *notify.Notification, events []notify.Event) {
 func readInserted(res pgx.Rows, entries []*entry) error {
 	byKey := make(map[key]*entry, len(entries))
 	for _, e := range entries {
-		if e.err == nil && e.replays == nil {
+		if e.err == nil && e.replays == nil && !e.pruned {
 			byKey[keyOf(e.Notification)] = e
 		}
 	}

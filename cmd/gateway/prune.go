@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/retention"
+)
+
+// prune is `gateway prune [--dry-run]`: it deletes now what the RETENTION_*
+// settings no longer keep, as every gateway does each PRUNE_INTERVAL (one
+// at a time: while a gateway prunes, it says so and deletes nothing), and
+// prints what it deleted. With --dry-run it counts what it would delete
+// and deletes nothing.
+func prune(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("prune", flag.ContinueOnError)
+	dryRun := fs.Bool("dry-run", false, "count what would be deleted, delete nothing")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("prune: unexpected argument %q", fs.Arg(0))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, db, log, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	r := cfg.Retention()
+	kept := retentionGauge(r)
+	for _, what := range []notify.Prunable{notify.PruneNotifications, notify.PruneFailed, notify.PruneEvents, notify.PruneTemplateMessages, notify.PruneDigests} {
+		if kept[string(what)] == 0 {
+			fmt.Fprintf(stdout, "%-22s kept forever\n", what)
+		}
+	}
+	if len(r.Cutoffs(time.Now())) == 0 {
+		fmt.Fprintln(stdout, "everything is kept forever: nothing to prune")
+		return nil
+	}
+	if *dryRun {
+		for _, c := range r.Cutoffs(time.Now()) {
+			n, err := db.Prunable(ctx, c)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%-22s %d to delete (older than %s; dry run: nothing deleted)\n", c.What, n, c.Before.UTC().Format(time.RFC3339))
+		}
+		return nil
+	}
+	res, err := retention.New(retention.Config{Store: db, Retention: r, Batch: cfg.PruneBatch, Logger: log}).Run(ctx)
+	if !res.Ran && err == nil {
+		return errors.New("prune: another gateway is pruning now; nothing deleted")
+	}
+	for _, c := range r.Cutoffs(time.Now()) {
+		fmt.Fprintf(stdout, "%-22s %d deleted\n", c.What, res.Deleted[c.What])
+	}
+	return err
+}
+
+// retentionGauge is r by what it prunes, for the retention_seconds gauge.
+func retentionGauge(r notify.Retention) map[string]time.Duration {
+	return map[string]time.Duration{
+		string(notify.PruneNotifications):    r.Notifications,
+		string(notify.PruneFailed):           r.Failed,
+		string(notify.PruneEvents):           r.Events,
+		string(notify.PruneTemplateMessages): r.TemplateMessages,
+		string(notify.PruneDigests):          r.Digests,
+	}
+}
