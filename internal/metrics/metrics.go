@@ -49,7 +49,7 @@ func New() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "notifications_total",
-			Help: "Notifications acknowledged with success, by msg_method and outcome (applied, stale, unhandled, failed, duplicate, replay: its signed content is stored under another notify_id, foreign: about another app's entity)."},
+			Help: "Notifications acknowledged with success, by msg_method and outcome (applied, stale, unhandled, failed, duplicate, replay: its signed content is stored under another notify_id, pruned: stored once and pruned since, foreign: about another app's entity)."},
 			[]string{"msg_method", "outcome"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "refusals_total",
 			Help: "Deliveries answered fail, by reason (bad_signature, unknown_app, unknown_cert_sn, body_too_large, database_unavailable, ...)."},
