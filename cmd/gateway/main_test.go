@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -308,5 +309,61 @@ func TestGateway_Reseal(t *testing.T) {
 		if got := run(t, strings.Fields(step.args)...); got != step.want {
 			t.Fatalf("gateway %s:\n%s\nwant\n%s", step.args, got, step.want)
 		}
+	}
+}
+
+// TestGateway_Prune runs `gateway prune --dry-run` and `gateway prune` on a
+// database holding an old notification: the dry run deletes nothing.
+func TestGateway_Prune(t *testing.T) {
+	t.Parallel()
+	dir := pkiDir(t)
+	dbURL := pgtest.NewSchema(t)
+	env := []string{
+		"DATABASE_URL=" + dbURL, "LOG_LEVEL=warn",
+		"ALIPAY_APP_ID=" + testkit.CertAppID,
+		"ALIPAY_ROOT_CERT_FILE=" + filepath.Join(dir, devpki.RootCertFile),
+		"ALIPAY_PUBLIC_CERT_FILE=" + filepath.Join(dir, devpki.AlipayCertFile),
+		"RETENTION_TEMPLATE_MESSAGES=0",
+	}
+	run := func(t *testing.T, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(gatewayBinary(t), args...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("gateway %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	run(t, "migrate")
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `INSERT INTO notifications (app_id, notify_id, msg_method, biz_content, params, channel, content_form, status,
+            content_digest, received_at, last_received_at, processed_at)
+        SELECT $1, id, 'm', '', '{}', 'http', 'v2', 'applied', digest, at, at, at
+        FROM (VALUES ('old', '\x01'::bytea, now() - interval '100 days'), ('new', '\x02', now())) AS v(id, digest, at)`, testkit.CertAppID); err != nil {
+		t.Fatal(err)
+	}
+	rows := func() (n int) {
+		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM notifications`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if got := run(t, "prune", "--dry-run"); !strings.Contains(got, "template_messages      kept forever\n") ||
+		!regexp.MustCompile(`(?m)^notifications +1 to delete \(older than .*; dry run: nothing deleted\)$`).MatchString(got) {
+		t.Fatalf("gateway prune --dry-run:\n%s", got)
+	}
+	if n := rows(); n != 2 {
+		t.Fatalf("%d notifications after the dry run, want 2", n)
+	}
+	if got := run(t, "prune"); !regexp.MustCompile(`(?m)^notifications +1 deleted$`).MatchString(got) {
+		t.Fatalf("gateway prune:\n%s", got)
+	}
+	if n := rows(); n != 1 {
+		t.Fatalf("%d notifications after the prune, want 1", n)
 	}
 }
