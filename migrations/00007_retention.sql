@@ -4,7 +4,7 @@
 -- The digest of each pruned notification's signed content, kept for
 -- RETENTION_DIGESTS after the prune: a resend or a replay of a pruned
 -- notification is then still a duplicate (the intake's look-up reads this
--- table too), at about a fifth of the inbox row's size.
+-- table too), at about 150 bytes a notification with its index.
 CREATE TABLE notifications_pruned (
     content_digest bytea       PRIMARY KEY,
     pruned_at      timestamptz NOT NULL DEFAULT now()
