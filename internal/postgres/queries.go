@@ -85,26 +85,14 @@ func (db *DB) Notifications(ctx context.Context, f view.NotificationFilter) ([]*
 	if err != nil {
 		return nil, "", unavailable(err)
 	}
-	defer rows.Close()
-	var out []*view.StoredNotification
-	for rows.Next() {
-		n, err := scanNotification(rows)
-		if err != nil {
-			return nil, "", unavailable(err)
-		}
-		out = append(out, n)
+	out, err := collect(rows, scanNotification)
+	if err != nil {
+		return nil, "", err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, "", unavailable(err)
-	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		last := out[limit-1]
+	return pageOf(out, limit, func(last *view.StoredNotification) any {
 		after.At, after.ID = last.ReceivedAt, last.ID
-		next = encodeCursor(after)
-	}
-	return out, next, nil
+		return after
+	})
 }
 
 const authorizationColumns = `auth_app_id, app_id, user_id, status, authorized_at, cancelled_at,
@@ -155,13 +143,10 @@ func (db *DB) Authorizations(ctx context.Context, f view.AuthorizationFilter) ([
 	if err != nil {
 		return nil, "", err
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		after.AuthAppID, after.AppID = out[limit-1].AuthAppID, out[limit-1].AppID
-		next = encodeCursor(after)
-	}
-	return out, next, nil
+	return pageOf(out, limit, func(last *view.Authorization) any {
+		after.AuthAppID, after.AppID = last.AuthAppID, last.AppID
+		return after
+	})
 }
 
 // MiniApp returns a mini-app's audit state with its versions, newest
@@ -288,13 +273,21 @@ func (db *DB) Orders(ctx context.Context, f view.OrderFilter) ([]*view.MiniAppOr
 	if err != nil {
 		return nil, "", err
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		after.OrderNo = out[limit-1].OrderNo
-		next = encodeCursor(after)
+	return pageOf(out, limit, func(last *view.MiniAppOrder) any {
+		after.OrderNo = last.OrderNo
+		return after
+	})
+}
+
+// pageOf cuts out, read with one row over limit, to a page of limit items,
+// and returns it with the cursor of the next page: cursor's keyset
+// position after the page's last item, or "" when out is the last page.
+func pageOf[T any](out []T, limit int, cursor func(last T) any) ([]T, string, error) {
+	if len(out) <= limit {
+		return out, "", nil
 	}
-	return out, next, nil
+	out = out[:limit]
+	return out, encodeCursor(cursor(out[limit-1])), nil
 }
 
 // collect scans every row with scan.

@@ -74,17 +74,12 @@ func (db *DB) Endpoints(ctx context.Context, enabledOnly bool) ([]*notify.Endpoi
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	defer rows.Close()
-	out := []*notify.Endpoint{}
-	for rows.Next() {
-		e, err := scanEndpoint(rows)
-		if err != nil {
-			return nil, unavailable(err)
-		}
-		out = append(out, e)
+	out, err := collect(rows, scanEndpoint)
+	if err != nil {
+		return nil, err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, unavailable(err)
+	if out == nil { // none: an empty list, not nil
+		out = []*notify.Endpoint{}
 	}
 	return out, nil
 }
@@ -436,25 +431,17 @@ func (db *DB) Deliveries(ctx context.Context, f view.DeliveryFilter) ([]*view.De
 	if err != nil {
 		return nil, "", unavailable(err)
 	}
-	defer rows.Close()
-	out := []*view.Delivery{}
-	for rows.Next() {
-		d, err := scanDelivery(rows)
-		if err != nil {
-			return nil, "", unavailable(err)
-		}
-		out = append(out, d)
+	out, err := collect(rows, scanDelivery)
+	if err != nil {
+		return nil, "", err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, "", unavailable(err)
+	if out == nil { // none: an empty list, not nil
+		out = []*view.Delivery{}
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		after.ID = out[limit-1].ID
-		next = encodeCursor(after)
-	}
-	return out, next, nil
+	return pageOf(out, limit, func(last *view.Delivery) any {
+		after.ID = last.ID
+		return after
+	})
 }
 
 // Delivery returns delivery id with its attempts. It returns an ENOTFOUND
