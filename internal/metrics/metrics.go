@@ -44,74 +44,55 @@ type Metrics struct {
 func New() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
-		notifications: counterVec("notifications_total",
-			"Notifications acknowledged with success, by msg_method and outcome (applied, stale, unhandled, failed, duplicate, replay: its signed content is stored under another notify_id, foreign: about another app's entity).",
-			"msg_method", "outcome"),
-		refusals: counterVec("refusals_total",
-			"Deliveries answered fail, by reason (bad_signature, unknown_app, unknown_cert_sn, body_too_large, database_unavailable, ...).",
-			"reason"),
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "notifications_total",
+			Help: "Notifications acknowledged with success, by msg_method and outcome (applied, stale, unhandled, failed, duplicate, replay: its signed content is stored under another notify_id, foreign: about another app's entity)."},
+			[]string{"msg_method", "outcome"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "refusals_total",
+			Help: "Deliveries answered fail, by reason (bad_signature, unknown_app, unknown_cert_sn, body_too_large, database_unavailable, ...)."},
+			[]string{"reason"}),
 		intake: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "intake_duration_seconds",
 			Help:    "Time from a delivery's arrival to its reply, by channel.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}},
 			[]string{"channel"}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_size",
 			Help: "Notifications committed per group-commit transaction.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}}),
-		outbound: counterVec("outbound_calls_total",
-			"Calls to Alipay's OpenAPI, by method and result (success, business_error, transport_error).",
-			"method", "result"),
-		lastNotification: gauge("last_notification_timestamp_seconds",
-			"Unix time of the last notification acknowledged with success."),
-		wsConnected: gaugeVec("websocket_connected",
-			"1 while the app's WebSocket channel to Alipay is connected.",
-			"app_id"),
-		wsReconnects: counterVec("websocket_reconnects_total",
-			"WebSocket channel reconnections, by app.",
-			"app_id"),
-		oldestFailedAge: gauge("oldest_failed_notification_age_seconds",
-			"Age of the oldest notification in status failed (0 when there is none)."),
-		poolConnections: gaugeVec("db_pool_connections",
-			"Database pool connections by state (acquired, idle, total, max).",
-			"state"),
-		certExpiry: gaugeVec("cert_expiry_timestamp_seconds",
-			"Unix time at which a configured Alipay certificate expires (its NotAfter), by app_id and cert_sn.",
-			"app_id", "cert_sn"),
-		webhookDeliveries: counterVec("webhook_attempts_total",
-			"Webhook delivery attempts, by endpoint id and result (delivered; failed, to be tried again; dead: failed for the last time, dead-lettered).",
-			"endpoint_id", "result"),
+		outbound: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "outbound_calls_total",
+			Help: "Calls to Alipay's OpenAPI, by method and result (success, business_error, transport_error)."},
+			[]string{"method", "result"}),
+		lastNotification: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "last_notification_timestamp_seconds",
+			Help: "Unix time of the last notification acknowledged with success."}),
+		wsConnected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "websocket_connected",
+			Help: "1 while the app's WebSocket channel to Alipay is connected."}, []string{"app_id"}),
+		wsReconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "websocket_reconnects_total",
+			Help: "WebSocket channel reconnections, by app."}, []string{"app_id"}),
+		oldestFailedAge: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "oldest_failed_notification_age_seconds",
+			Help: "Age of the oldest notification in status failed (0 when there is none)."}),
+		poolConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "db_pool_connections",
+			Help: "Database pool connections by state (acquired, idle, total, max)."}, []string{"state"}),
+		certExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "cert_expiry_timestamp_seconds",
+			Help: "Unix time at which a configured Alipay certificate expires (its NotAfter), by app_id and cert_sn."},
+			[]string{"app_id", "cert_sn"}),
+		webhookDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "webhook_attempts_total",
+			Help: "Webhook delivery attempts, by endpoint id and result (delivered; failed, to be tried again; dead: failed for the last time, dead-lettered)."},
+			[]string{"endpoint_id", "result"}),
 		webhookDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "webhook_attempt_duration_seconds",
 			Help:    "Time from a webhook attempt's start to its answer (or failure), by endpoint id.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}},
 			[]string{"endpoint_id"}),
-		webhookPending: gaugeVec("webhook_oldest_pending_seconds",
-			"Age of an enabled endpoint's oldest pending delivery (0 when none is pending), by endpoint id.",
-			"endpoint_id"),
-		webhookDead: gaugeVec("webhook_dead_deliveries",
-			"Dead-lettered deliveries (no 2xx within the delivery window), by endpoint id.",
-			"endpoint_id"),
-		webhookDisabled: gauge("webhook_endpoints_disabled",
-			"Webhook endpoints disabled, by an operator or for failing too long."),
-		feedLag: gauge("events_feed_lag_seconds",
-			"Age of the oldest committed event the feed does not show yet, held back by a transaction still in flight (0 when none)."),
+		webhookPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "webhook_oldest_pending_seconds",
+			Help: "Age of an enabled endpoint's oldest pending delivery (0 when none is pending), by endpoint id."}, []string{"endpoint_id"}),
+		webhookDead: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "webhook_dead_deliveries",
+			Help: "Dead-lettered deliveries (no 2xx within the delivery window), by endpoint id."}, []string{"endpoint_id"}),
+		webhookDisabled: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "webhook_endpoints_disabled",
+			Help: "Webhook endpoints disabled, by an operator or for failing too long."}),
+		feedLag: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "events_feed_lag_seconds",
+			Help: "Age of the oldest committed event the feed does not show yet, held back by a transaction still in flight (0 when none)."}),
 	}
 	m.Registry.MustRegister(m.notifications, m.refusals, m.intake, m.batchSize, m.outbound, m.lastNotification,
 		m.wsConnected, m.wsReconnects, m.oldestFailedAge, m.poolConnections, m.certExpiry,
 		m.webhookDeliveries, m.webhookDuration, m.webhookPending, m.webhookDead, m.webhookDisabled, m.feedLag,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
-}
-
-// counterVec, gaugeVec and gauge make the gateway's series of those kinds,
-// named in its namespace.
-func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
-	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help}, labels)
-}
-
-func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
-	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: name, Help: help}, labels)
-}
-
-func gauge(name, help string) prometheus.Gauge {
-	return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: name, Help: help})
 }
 
 // Accepted counts a notification answered success.
