@@ -21,11 +21,8 @@ const (
 func runKeys(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("keys", "keys [--out DIR]", "alipayctl keys --out ./keys   # then paste keys/public_key.txt into the console", stderr)
 	out := fs.String("out", "", "write the key files into `DIR` (created 0700) instead of printing them")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.parseFlagsOnly(args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError("unexpected argument %q", fs.Arg(0))
 	}
 	key, err := devpki.NewKey()
 	if err != nil {

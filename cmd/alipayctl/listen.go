@@ -57,11 +57,8 @@ func listen(ctx context.Context, args []string, stdout, stderr io.Writer, ready 
 	forwardTo := fs.String("forward-to", "", "re-post each verified event, with its webhook-* headers, to `URL`")
 	printJSON := fs.Bool("print-json", false, "print each event's whole body too")
 	timeout := fs.Duration("timeout", 10*time.Second, "timeout of the calls to the ops API and to --forward-to")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.parseFlagsOnly(args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError("unexpected argument %q", fs.Arg(0))
 	}
 	if *token == "" {
 		*token = os.Getenv("OPS_API_TOKEN")

@@ -16,24 +16,6 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
-// lockedBuffer is a bytes.Buffer safe for the listener's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // opsCall is one call to the fake ops API.
 type opsCall struct {
 	method, path, auth string
@@ -105,7 +87,7 @@ func created(secret string, eventTypes ...string) string {
 // running is a listen command started by startListen.
 type running struct {
 	url            string
-	stdout, stderr *lockedBuffer
+	stdout, stderr *testkit.LogBuffer // safe for the listener's goroutines
 	stop           func() error
 }
 
@@ -113,7 +95,7 @@ type running struct {
 func startListen(t *testing.T, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
+	r := &running{stdout: &testkit.LogBuffer{}, stderr: &testkit.LogBuffer{}}
 	urls := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() { done <- listen(ctx, args, r.stdout, r.stderr, func(url string) { urls <- url }) }()

@@ -144,6 +144,18 @@ func (f *flagSet) Parse(args []string) error {
 	}
 }
 
+// parseFlagsOnly parses a command line that takes flags and no positional
+// argument: one is a usage error.
+func (f *flagSet) parseFlagsOnly(args []string) error {
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	if f.NArg() > 0 {
+		return usageError("unexpected argument %q", f.Arg(0))
+	}
+	return nil
+}
+
 // Args returns the positional arguments.
 func (f *flagSet) Args() []string { return f.args }
 

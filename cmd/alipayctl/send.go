@@ -34,11 +34,8 @@ func runSend(args []string, stdout, stderr io.Writer) error {
 	now := fs.Bool("now", false, "set a sample's utc_timestamp (or notify_time) to now")
 	printOnly := fs.Bool("print", false, "print the signed body instead of sending it")
 	timeout := fs.Duration("timeout", 30*time.Second, "HTTP timeout")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.parseFlagsOnly(args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError("unexpected argument %q", fs.Arg(0))
 	}
 	if *target == "" && !*printOnly {
 		return usageError("--url is required (or --print)")

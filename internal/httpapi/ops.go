@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/subtle"
 	_ "embed"
 	"net/http"
@@ -94,6 +95,29 @@ func answer(w http.ResponseWriter, v any, err error) {
 	writeJSON(w, http.StatusOK, v)
 }
 
+// answerOne answers what get returns for the path parameter param, on a
+// request that takes no query parameter.
+func answerOne[T any](w http.ResponseWriter, r *http.Request, param string, get func(context.Context, string) (T, error)) {
+	if _, err := query(r); err != nil {
+		writeError(w, err)
+		return
+	}
+	v, err := get(r.Context(), chi.URLParam(r, param))
+	answer(w, v, err)
+}
+
+// answerOfApp answers what get returns for the query's app_id (the only
+// parameter it takes) and the path parameter param.
+func answerOfApp[T any](w http.ResponseWriter, r *http.Request, param string, get func(ctx context.Context, appID, key string) (T, error)) {
+	q, err := query(r, "app_id")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	v, err := get(r.Context(), q.Get("app_id"), chi.URLParam(r, param))
+	answer(w, v, err)
+}
+
 func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request) {
 	q, err := query(r, "msg_method", "app_id", "status", "since", "until", "limit", "cursor")
 	if err != nil {
@@ -119,13 +143,7 @@ func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getNotification(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, "app_id")
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	n, err := s.cfg.Store.Notification(r.Context(), q.Get("app_id"), chi.URLParam(r, "notify_id"))
-	answer(w, n, err)
+	answerOfApp(w, r, "notify_id", s.cfg.Store.Notification)
 }
 
 func (s *Server) reprocessNotification(w http.ResponseWriter, r *http.Request) {
@@ -162,22 +180,11 @@ func (s *Server) listAuthorizations(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getAuthorization(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, "app_id")
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	a, err := s.cfg.Store.Authorization(r.Context(), q.Get("app_id"), chi.URLParam(r, "auth_app_id"))
-	answer(w, a, err)
+	answerOfApp(w, r, "auth_app_id", s.cfg.Store.Authorization)
 }
 
 func (s *Server) getMiniApp(w http.ResponseWriter, r *http.Request) {
-	if _, err := query(r); err != nil {
-		writeError(w, err)
-		return
-	}
-	m, err := s.cfg.Store.MiniApp(r.Context(), chi.URLParam(r, "mini_app_id"))
-	answer(w, m, err)
+	answerOne(w, r, "mini_app_id", s.cfg.Store.MiniApp)
 }
 
 func (s *Server) getAuditHistory(w http.ResponseWriter, r *http.Request) {
@@ -213,12 +220,7 @@ func (s *Server) listOrders(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
-	if _, err := query(r); err != nil {
-		writeError(w, err)
-		return
-	}
-	o, err := s.cfg.Store.Order(r.Context(), chi.URLParam(r, "order_no"))
-	answer(w, o, err)
+	answerOne(w, r, "order_no", s.cfg.Store.Order)
 }
 
 // query returns the request's query, refusing a parameter not in allowed

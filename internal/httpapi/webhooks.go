@@ -71,6 +71,17 @@ func idOnly(w http.ResponseWriter, r *http.Request) (int64, bool) {
 	return id, true
 }
 
+// answerByID answers what get returns for the path's {id}, on a request
+// that takes no query parameter.
+func answerByID[T any](w http.ResponseWriter, r *http.Request, get func(context.Context, int64) (T, error)) {
+	id, ok := idOnly(w, r)
+	if !ok {
+		return
+	}
+	v, err := get(r.Context(), id)
+	answer(w, v, err)
+}
+
 func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 	q, err := query(r, "after", "type", "app_id", "limit")
 	if err != nil {
@@ -123,12 +134,7 @@ func (s *Server) listEndpoints(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getEndpoint(w http.ResponseWriter, r *http.Request) {
-	id, ok := idOnly(w, r)
-	if !ok {
-		return
-	}
-	ep, err := s.cfg.Webhooks.Endpoint(r.Context(), id)
-	answer(w, ep, err)
+	answerByID(w, r, s.cfg.Webhooks.Endpoint)
 }
 
 func (s *Server) updateEndpoint(w http.ResponseWriter, r *http.Request) {
@@ -223,12 +229,7 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getDelivery(w http.ResponseWriter, r *http.Request) {
-	id, ok := idOnly(w, r)
-	if !ok {
-		return
-	}
-	d, err := s.cfg.Webhooks.Delivery(r.Context(), id)
-	answer(w, d, err)
+	answerByID(w, r, s.cfg.Webhooks.Delivery)
 }
 
 func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) {

@@ -46,6 +46,15 @@ func storedToken(t *testing.T, e *env, authAppID string) (string, string) {
 	return status, token
 }
 
+// authorizeDue authorizes the merchant app through the flow with tokens
+// that expire in an hour (the refresh token in two), due for refresh
+// within the 7-day window, and returns its app_auth_token.
+func (e *env) authorizeDue(t *testing.T) string {
+	t.Helper()
+	e.sim.SetTokenLifetimes(3600, 7200)
+	return e.authorize(t)
+}
+
 func TestRefresher_RefreshDue(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, options{})
@@ -92,8 +101,7 @@ func TestRefresher_RefreshDue_Cancelled(t *testing.T) {
 	ctx := context.Background()
 	t.Run("Skipped", func(t *testing.T) {
 		e := newEnv(t, options{})
-		e.sim.SetTokenLifetimes(3600, 7200)
-		e.authorize(t)
+		e.authorizeDue(t)
 		e.cancel(t, time.Now().Add(time.Second).UnixMilli())
 		if n, failed, err := e.svc.Refresher(outbound.RefresherConfig{}).RefreshDue(ctx); n+failed != 0 || err != nil {
 			t.Fatalf("%d %d %v", n, failed, err)
@@ -107,8 +115,7 @@ func TestRefresher_RefreshDue_Cancelled(t *testing.T) {
 		// the refreshed tokens are dropped, the authorization stays
 		// cancelled.
 		e := newEnv(t, options{})
-		e.sim.SetTokenLifetimes(3600, 7200)
-		e.authorize(t)
+		e.authorizeDue(t)
 		e.sim.Fail(tokenApp, openapisim.Fault{Delay: 500 * time.Millisecond})
 		done := make(chan int)
 		go func() {
@@ -130,8 +137,7 @@ func TestRefresher_RefreshDue_Failure(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, options{})
 	ctx := context.Background()
-	e.sim.SetTokenLifetimes(3600, 7200)
-	old := e.authorize(t)
+	old := e.authorizeDue(t)
 	e.sim.Fail(tokenApp, openapisim.Fault{Code: "40004", Msg: "Business Failed", SubCode: "isv.refresh-token-invalid", SubMsg: "无效"})
 	r := e.svc.Refresher(outbound.RefresherConfig{RetryAfter: time.Hour})
 	if n, failed, err := r.RefreshDue(ctx); n != 0 || failed != 1 || err != nil {
@@ -160,8 +166,7 @@ func TestRefresher_RefreshDue_Ordering(t *testing.T) {
 	clock := now.Add(-2 * time.Hour)
 	e := newEnv(t, options{now: func() time.Time { return clock }})
 	ctx := context.Background()
-	e.sim.SetTokenLifetimes(3600, 7200)
-	e.authorize(t) // through the flow, two hours ago: tokens Alipay knows
+	e.authorizeDue(t) // through the flow, two hours ago: tokens Alipay knows
 	token, refresh := e.sim.Tokens(testkit.AppID, testkit.MerchantAppID)
 	granted := now.Add(-90 * time.Minute).UnixMilli()
 	if out := e.grant(t, "2023010100000000001", granted, token, refresh); out.Status != notify.StatusApplied {
@@ -221,8 +226,7 @@ func TestRefresher_RefreshDue_RotatedKey(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, options{}) // seals with testkit.Sealer's key
 	ctx := context.Background()
-	e.sim.SetTokenLifetimes(3600, 7200)
-	e.authorize(t)
+	e.authorizeDue(t)
 	oldKey, newKey := testkit.TokenKey, testkit.OtherTokenKey // testkit.Sealer's, and a new one
 	rotated := testkit.SealerOf(t, newKey, oldKey)
 	newOnly := testkit.SealerOf(t, newKey)
@@ -252,8 +256,7 @@ func TestRefresher_RefreshDue_OtherMerchant(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, options{})
 	ctx := context.Background()
-	e.sim.SetTokenLifetimes(3600, 7200)
-	old := e.authorize(t)
+	old := e.authorizeDue(t)
 	const other = "2021000000000888"
 	e.sim.Fail(tokenApp, openapisim.Fault{AuthAppID: other})
 	t.Run("ErrOtherMerchant", func(t *testing.T) {
@@ -312,8 +315,7 @@ func TestRefresher_RefreshDue_Replicas(t *testing.T) {
 func TestRefresher_Run(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, options{})
-	e.sim.SetTokenLifetimes(3600, 7200)
-	e.authorize(t)
+	e.authorizeDue(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

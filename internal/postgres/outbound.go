@@ -29,11 +29,8 @@ func (db *DB) AuthToken(ctx context.Context, appID, authAppID string) ([]byte, e
 	)
 	err := db.Pool.QueryRow(ctx, `SELECT status, app_auth_token, expires_at FROM authorizations
         WHERE app_id = $1 AND auth_app_id = $2`, appID, authAppID).Scan(&status, &token, &expires)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notify.Errorf(notify.ENOTFOUND, "unknown_authorization", "merchant app %s has not authorized app %s", authAppID, appID)
-	}
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, rowErr(err, notify.Errorf(notify.ENOTFOUND, "unknown_authorization", "merchant app %s has not authorized app %s", authAppID, appID))
 	}
 	switch {
 	case status != "authorized":
@@ -91,11 +88,8 @@ func (db *DB) StartSend(ctx context.Context, s *notify.TemplateSend) (*notify.Te
 func (db *DB) SendByKey(ctx context.Context, appID, key string) (*notify.TemplateSend, error) {
 	s, err := scanSend(db.Pool.QueryRow(ctx, `SELECT `+sendColumns+` FROM template_messages
         WHERE app_id = $1 AND idempotency_key = $2`, appID, key))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notify.Errorf(notify.ENOTFOUND, "not_found", "no template message of app %s with Idempotency-Key %q", appID, key)
-	}
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, rowErr(err, notify.Errorf(notify.ENOTFOUND, "not_found", "no template message of app %s with Idempotency-Key %q", appID, key))
 	}
 	return s, nil
 }

@@ -49,11 +49,8 @@ func bizJSON(biz string) json.RawMessage {
 func (db *DB) Notification(ctx context.Context, appID, notifyID string) (*view.StoredNotification, error) {
 	n, err := scanNotification(db.Pool.QueryRow(ctx, `SELECT `+notificationColumns+` FROM notifications
         WHERE notify_id = $1 AND ($2 = '' OR app_id = $2) ORDER BY received_at DESC, id DESC LIMIT 1`, notifyID, appID))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notify.Errorf(notify.ENOTFOUND, "not_found", "no notification %q", notifyID)
-	}
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, rowErr(err, notify.Errorf(notify.ENOTFOUND, "not_found", "no notification %q", notifyID))
 	}
 	return n, nil
 }
@@ -85,26 +82,14 @@ func (db *DB) Notifications(ctx context.Context, f view.NotificationFilter) ([]*
 	if err != nil {
 		return nil, "", unavailable(err)
 	}
-	defer rows.Close()
-	var out []*view.StoredNotification
-	for rows.Next() {
-		n, err := scanNotification(rows)
-		if err != nil {
-			return nil, "", unavailable(err)
-		}
-		out = append(out, n)
+	out, err := collect(rows, scanNotification)
+	if err != nil {
+		return nil, "", err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, "", unavailable(err)
-	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		last := out[limit-1]
+	return pageOf(out, limit, func(last *view.StoredNotification) any {
 		after.At, after.ID = last.ReceivedAt, last.ID
-		next = encodeCursor(after)
-	}
-	return out, next, nil
+		return after
+	})
 }
 
 const authorizationColumns = `auth_app_id, app_id, user_id, status, authorized_at, cancelled_at,
@@ -123,11 +108,8 @@ func scanAuthorization(row pgx.Row) (*view.Authorization, error) {
 func (db *DB) Authorization(ctx context.Context, appID, authAppID string) (*view.Authorization, error) {
 	a, err := scanAuthorization(db.Pool.QueryRow(ctx, `SELECT `+authorizationColumns+` FROM authorizations
         WHERE auth_app_id = $1 AND ($2 = '' OR app_id = $2) ORDER BY updated_at DESC LIMIT 1`, authAppID, appID))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notify.Errorf(notify.ENOTFOUND, "not_found", "no authorization for %q", authAppID)
-	}
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, rowErr(err, notify.Errorf(notify.ENOTFOUND, "not_found", "no authorization for %q", authAppID))
 	}
 	return a, nil
 }
@@ -155,13 +137,10 @@ func (db *DB) Authorizations(ctx context.Context, f view.AuthorizationFilter) ([
 	if err != nil {
 		return nil, "", err
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		after.AuthAppID, after.AppID = out[limit-1].AuthAppID, out[limit-1].AppID
-		next = encodeCursor(after)
-	}
-	return out, next, nil
+	return pageOf(out, limit, func(last *view.Authorization) any {
+		after.AuthAppID, after.AppID = last.AuthAppID, last.AppID
+		return after
+	})
 }
 
 // MiniApp returns a mini-app's audit state with its versions, newest
@@ -172,11 +151,8 @@ func (db *DB) MiniApp(ctx context.Context, miniAppID string) (*view.MiniApp, err
 	err := db.Pool.QueryRow(ctx, `SELECT mini_app_id, app_id, audit_status, mini_app_version, updated_at
         FROM mini_apps WHERE mini_app_id = $1`, miniAppID).
 		Scan(&m.MiniAppID, &m.AppID, &m.AuditStatus, &m.MiniAppVersion, &m.UpdatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notify.Errorf(notify.ENOTFOUND, "not_found", "no mini-app %q", miniAppID)
-	}
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, rowErr(err, notify.Errorf(notify.ENOTFOUND, "not_found", "no mini-app %q", miniAppID))
 	}
 	rows, err := db.Pool.Query(ctx, `SELECT mini_app_version, audit_status, bundle_id, base_audit, promote_audit,
             audit_reason, base_audit_reason, promote_audit_reason, event_at, updated_at
@@ -242,11 +218,8 @@ func scanOrder(row pgx.Row) (*view.MiniAppOrder, error) {
 // none.
 func (db *DB) Order(ctx context.Context, orderNo string) (*view.MiniAppOrder, error) {
 	o, err := scanOrder(db.Pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM mini_app_orders WHERE order_no = $1`, orderNo))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notify.Errorf(notify.ENOTFOUND, "not_found", "no mini-app order %q", orderNo)
-	}
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, rowErr(err, notify.Errorf(notify.ENOTFOUND, "not_found", "no mini-app order %q", orderNo))
 	}
 	rows, err := db.Pool.Query(ctx, `SELECT notify_id, msg_method, kind, status, mini_app_id, event_at, applied, received_at
         FROM mini_app_order_events WHERE order_no = $1 AND app_id = $2 ORDER BY event_at, notify_id`, orderNo, o.AppID)
@@ -288,13 +261,31 @@ func (db *DB) Orders(ctx context.Context, f view.OrderFilter) ([]*view.MiniAppOr
 	if err != nil {
 		return nil, "", err
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		after.OrderNo = out[limit-1].OrderNo
-		next = encodeCursor(after)
+	return pageOf(out, limit, func(last *view.MiniAppOrder) any {
+		after.OrderNo = last.OrderNo
+		return after
+	})
+}
+
+// pageOf cuts out, read with one row over limit, to a page of limit items,
+// and returns it with the cursor of the next page: cursor's keyset
+// position after the page's last item, or "" when out is the last page.
+func pageOf[T any](out []T, limit int, cursor func(last T) any) ([]T, string, error) {
+	if len(out) <= limit {
+		return out, "", nil
 	}
-	return out, next, nil
+	out = out[:limit]
+	return out, encodeCursor(cursor(out[limit-1])), nil
+}
+
+// rowErr is the error of a query for one row that failed with err:
+// notFound when there was no such row, the database's error (see
+// unavailable) otherwise.
+func rowErr(err, notFound error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return notFound
+	}
+	return unavailable(err)
 }
 
 // collect scans every row with scan.

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"sort"
 	"strings"
 	"time"
@@ -74,17 +73,12 @@ func (db *DB) Endpoints(ctx context.Context, enabledOnly bool) ([]*notify.Endpoi
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	defer rows.Close()
-	out := []*notify.Endpoint{}
-	for rows.Next() {
-		e, err := scanEndpoint(rows)
-		if err != nil {
-			return nil, unavailable(err)
-		}
-		out = append(out, e)
+	out, err := collect(rows, scanEndpoint)
+	if err != nil {
+		return nil, err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, unavailable(err)
+	if out == nil { // none: an empty list, not nil
+		out = []*notify.Endpoint{}
 	}
 	return out, nil
 }
@@ -94,11 +88,8 @@ func (db *DB) Endpoints(ctx context.Context, enabledOnly bool) ([]*notify.Endpoi
 // reached.
 func (db *DB) Endpoint(ctx context.Context, id int64) (*notify.Endpoint, error) {
 	e, err := scanEndpoint(db.Pool.QueryRow(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, endpointNotFound(id)
-	}
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, rowErr(err, endpointNotFound(id))
 	}
 	return e, nil
 }
@@ -117,11 +108,8 @@ func (db *DB) UpdateEndpoint(ctx context.Context, id int64, c notify.EndpointCha
             updated_at = now()
         WHERE id = $1 RETURNING `+endpointColumns,
 		id, c.URL, c.Description, c.EventTypes, c.AppID, c.Enabled))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, endpointNotFound(id)
-	}
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, rowErr(err, endpointNotFound(id))
 	}
 	return e, nil
 }
@@ -165,11 +153,8 @@ func (db *DB) RotateSecret(ctx context.Context, id int64, secret string, overlap
         UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_until = now() + $3 * interval '1 microsecond',
             secret = $2, updated_at = now()
         WHERE id = $1 RETURNING `+endpointColumns, id, secret, overlap.Microseconds()))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, endpointNotFound(id)
-	}
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, rowErr(err, endpointNotFound(id))
 	}
 	e.Secret = secret
 	return e, nil
@@ -436,25 +421,17 @@ func (db *DB) Deliveries(ctx context.Context, f view.DeliveryFilter) ([]*view.De
 	if err != nil {
 		return nil, "", unavailable(err)
 	}
-	defer rows.Close()
-	out := []*view.Delivery{}
-	for rows.Next() {
-		d, err := scanDelivery(rows)
-		if err != nil {
-			return nil, "", unavailable(err)
-		}
-		out = append(out, d)
+	out, err := collect(rows, scanDelivery)
+	if err != nil {
+		return nil, "", err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, "", unavailable(err)
+	if out == nil { // none: an empty list, not nil
+		out = []*view.Delivery{}
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		after.ID = out[limit-1].ID
-		next = encodeCursor(after)
-	}
-	return out, next, nil
+	return pageOf(out, limit, func(last *view.Delivery) any {
+		after.ID = last.ID
+		return after
+	})
 }
 
 // Delivery returns delivery id with its attempts. It returns an ENOTFOUND
@@ -463,11 +440,8 @@ func (db *DB) Deliveries(ctx context.Context, f view.DeliveryFilter) ([]*view.De
 func (db *DB) Delivery(ctx context.Context, id int64) (*view.Delivery, error) {
 	d, err := scanDelivery(db.Pool.QueryRow(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
         WHERE d.id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notify.Errorf(notify.ENOTFOUND, "unknown_delivery", "no webhook delivery %d", id)
-	}
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, rowErr(err, notify.Errorf(notify.ENOTFOUND, "unknown_delivery", "no webhook delivery %d", id))
 	}
 	rows, err := db.Pool.Query(ctx, `SELECT attempt, started_at, duration_ms, status_code, error, response
         FROM webhook_attempts WHERE delivery_id = $1 ORDER BY attempt, id`, id)

@@ -118,6 +118,15 @@ func endpoint(t *testing.T, db *postgres.DB, url string, c notify.EndpointChange
 	return ep
 }
 
+// subscribe registers an endpoint, with c's settings, that posts to rc's
+// server at path, and has rc verify what it receives with its secret.
+func (rc *receiver) subscribe(t *testing.T, db *postgres.DB, path string, c notify.EndpointChange) *notify.Endpoint {
+	t.Helper()
+	ep := endpoint(t, db, rc.srv.URL+path, c)
+	rc.secret.Store(ep.Secret)
+	return ep
+}
+
 // run starts a dispatcher with quick timings; it stops when the test ends.
 func run(t *testing.T, db *postgres.DB, tweak func(*webhook.Config)) {
 	cfg := webhook.Config{
@@ -151,8 +160,7 @@ func TestDispatcher_Run(t *testing.T) {
 		t.Parallel()
 		db := pgtest.New(t)
 		rc := newReceiver(t)
-		ep := endpoint(t, db, rc.srv.URL+"/hook", notify.EndpointChange{})
-		rc.secret.Store(ep.Secret)
+		ep := rc.subscribe(t, db, "/hook", notify.EndpointChange{})
 		run(t, db, nil)
 		ingest(t, db, "ok", 50)
 		eventually(t, 10*time.Second, "100 events delivered", func() bool { n, _ := rc.distinct(); return n == 100 })
@@ -169,8 +177,7 @@ func TestDispatcher_Run(t *testing.T) {
 		db := pgtest.New(t)
 		rc := newReceiver(t)
 		other := "2021000000000099"
-		ep := endpoint(t, db, rc.srv.URL, notify.EndpointChange{EventTypes: &[]string{"mini_app.*"}})
-		rc.secret.Store(ep.Secret)
+		rc.subscribe(t, db, "", notify.EndpointChange{EventTypes: &[]string{"mini_app.*"}})
 		endpoint(t, db, rc.srv.URL, notify.EndpointChange{AppID: &other}) // takes none of app's
 		run(t, db, nil)
 		ingest(t, db, "f", 10)
@@ -214,8 +221,7 @@ func TestDispatcher_Run(t *testing.T) {
 			}
 			return true
 		}
-		ep := endpoint(t, db, rc.srv.URL, notify.EndpointChange{})
-		rc.secret.Store(ep.Secret)
+		ep := rc.subscribe(t, db, "", notify.EndpointChange{})
 		run(t, db, nil)
 		ingest(t, db, "faulty", 40)
 		eventually(t, 30*time.Second, "80 events delivered", func() bool { n, _ := rc.distinct(); return n == 80 })
@@ -265,8 +271,7 @@ func TestDispatcher_Run(t *testing.T) {
 		slow, fast := newReceiver(t), newReceiver(t)
 		slow.fail = func(int64, http.ResponseWriter, *http.Request) bool { time.Sleep(2 * time.Second); return true }
 		endpoint(t, db, slow.srv.URL, notify.EndpointChange{})
-		ep := endpoint(t, db, fast.srv.URL, notify.EndpointChange{})
-		fast.secret.Store(ep.Secret)
+		fast.subscribe(t, db, "", notify.EndpointChange{})
 		run(t, db, func(c *webhook.Config) { c.Timeout = 5 * time.Second })
 		ingest(t, db, "slow", 30)
 		// The slow one takes 2 s an attempt, 4 at once: its 60 events need
@@ -290,8 +295,7 @@ func TestDispatcher_Run(t *testing.T) {
 			}
 			return false
 		}
-		ep := endpoint(t, db, rc.srv.URL, notify.EndpointChange{})
-		rc.secret.Store(ep.Secret)
+		rc.subscribe(t, db, "", notify.EndpointChange{})
 		run(t, db, func(c *webhook.Config) { c.Timeout = 20 * time.Second })
 		ingest(t, db, "hang", 50)
 		eventually(t, 15*time.Second, "99 of 100 events while one attempt hangs", func() bool { n, _ := rc.distinct(); return n == 99 })
@@ -304,8 +308,7 @@ func TestDispatcher_Run(t *testing.T) {
 		t.Parallel()
 		db := pgtest.New(t)
 		rc := newReceiver(t)
-		ep := endpoint(t, db, rc.srv.URL, notify.EndpointChange{})
-		rc.secret.Store(ep.Secret)
+		rc.subscribe(t, db, "", notify.EndpointChange{})
 		var busy atomic.Bool
 		busy.Store(true)
 		run(t, db, func(c *webhook.Config) { c.Busy = busy.Load })
@@ -326,8 +329,7 @@ func TestDispatcher_Run(t *testing.T) {
 		t.Parallel()
 		db := pgtest.New(t)
 		rc := newReceiver(t)
-		ep := endpoint(t, db, rc.srv.URL, notify.EndpointChange{})
-		rc.secret.Store(ep.Secret)
+		rc.subscribe(t, db, "", notify.EndpointChange{})
 		run(t, db, nil)
 		run(t, db, nil)
 		for i := range 5 {
@@ -352,8 +354,7 @@ func TestDispatcher_Run(t *testing.T) {
 			}
 			return false
 		}
-		ep := endpoint(t, db, rc.srv.URL, notify.EndpointChange{EventTypes: &[]string{notify.EventMiniAppAuditPassed}})
-		rc.secret.Store(ep.Secret)
+		ep := rc.subscribe(t, db, "", notify.EndpointChange{EventTypes: &[]string{notify.EventMiniAppAuditPassed}})
 		run(t, db, func(c *webhook.Config) { c.Window = 300 * time.Millisecond })
 		ingest(t, db, "dead", 3)
 		var dead []*view.Delivery
