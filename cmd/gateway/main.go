@@ -10,6 +10,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -79,22 +80,63 @@ func newLogger(level string) zerolog.Logger {
 	return zerolog.New(os.Stdout).Level(lvl).With().Timestamp().Logger()
 }
 
-// open loads the configuration and opens the database with migrations applied.
-func open(ctx context.Context) (*config.Config, *postgres.DB, zerolog.Logger, error) {
+// command is what a subcommand runs with: a context that SIGINT and SIGTERM
+// end, the settings, the database with its migrations applied, the logger.
+type command struct {
+	ctx  context.Context
+	cfg  *config.Config
+	db   *postgres.DB
+	log  zerolog.Logger
+	stop context.CancelFunc
+}
+
+// open loads the configuration and opens the database with migrations
+// applied. The caller must close the command.
+func open() (*command, error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	cfg, err := config.Load(config.Environ(), time.Now())
 	if err != nil {
-		return nil, nil, zerolog.Nop(), err
+		stop()
+		return nil, err
 	}
 	log := newLogger(cfg.LogLevel)
 	db, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: cfg.DatabaseMaxConn})
 	if err != nil {
-		return nil, nil, log, err
+		stop()
+		return nil, err
 	}
 	if err := migrateWithRetry(ctx, db, log); err != nil {
 		db.Close()
-		return nil, nil, log, err
+		stop()
+		return nil, err
 	}
-	return cfg, db, log, nil
+	return &command{ctx: ctx, cfg: cfg, db: db, log: log, stop: stop}, nil
+}
+
+func (c *command) close() {
+	c.db.Close()
+	c.stop()
+}
+
+// parseDryRun parses the flags of a subcommand that takes only --dry-run
+// (described by usage). help reports -h: the usage was printed.
+func parseDryRun(name, usage string, args []string) (dryRun, help bool, err error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	d := fs.Bool("dry-run", false, usage)
+	if err := fs.Parse(args); err != nil {
+		return false, errors.Is(err, flag.ErrHelp), ignoreHelp(err)
+	}
+	if fs.NArg() > 0 {
+		return false, false, fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
+	}
+	return *d, false, nil
+}
+
+func ignoreHelp(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
 }
 
 // migrateWithRetry applies the migrations, waiting up to a minute for a
@@ -119,14 +161,12 @@ func migrateWithRetry(ctx context.Context, db *postgres.DB, log zerolog.Logger) 
 }
 
 func migrate() error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	_, db, log, err := open(ctx)
+	c, err := open()
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	log.Info().Msg("migrations applied")
+	defer c.close()
+	c.log.Info().Msg("migrations applied")
 	return nil
 }
 
@@ -150,13 +190,12 @@ func serve() error {
 		// garbage: collect less often, for a fifth less CPU under load.
 		debug.SetGCPercent(400)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	cfg, db, log, err := open(ctx)
+	c, err := open()
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer c.close()
+	ctx, cfg, db, log := c.ctx, c.cfg, c.db, c.log
 	if cfg.Sealer == nil {
 		log.Error().Msg("TOKEN_ENCRYPTION_KEY is not set: authorization grants are refused (503 fail, Alipay resends them for about 25 hours) until it is")
 	}

@@ -280,16 +280,7 @@ func TestGateway_Reseal(t *testing.T) {
 		"TOKEN_ENCRYPTION_KEY=" + testkit.OtherTokenKeyBase64, // new
 		"TOKEN_ENCRYPTION_OLD_KEYS=" + testkit.TokenKeyBase64, // old: testkit.Sealer's
 	}
-	run := func(t *testing.T, args ...string) string {
-		t.Helper()
-		cmd := exec.Command(gatewayBinary(t), args...)
-		cmd.Env = env
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("gateway %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	run := runner(env)
 	run(t, "migrate")
 	sealed, _ := testkit.Sealer(t).Seal("token", notify.TokenOwner(testkit.CertAppID, testkit.MerchantAppID))
 	conn, err := pgx.Connect(context.Background(), dbURL)
@@ -312,6 +303,21 @@ func TestGateway_Reseal(t *testing.T) {
 	}
 }
 
+// runner returns a function that runs the gateway binary with env and
+// args, and returns what it printed; it fails the test if the gateway does.
+func runner(env []string) func(t *testing.T, args ...string) string {
+	return func(t *testing.T, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(gatewayBinary(t), args...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("gateway %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+}
+
 // TestGateway_Prune runs `gateway prune --dry-run` and `gateway prune` on a
 // database holding an old notification: the dry run deletes nothing.
 func TestGateway_Prune(t *testing.T) {
@@ -325,16 +331,7 @@ func TestGateway_Prune(t *testing.T) {
 		"ALIPAY_PUBLIC_CERT_FILE=" + filepath.Join(dir, devpki.AlipayCertFile),
 		"RETENTION_TEMPLATE_MESSAGES=0",
 	}
-	run := func(t *testing.T, args ...string) string {
-		t.Helper()
-		cmd := exec.Command(gatewayBinary(t), args...)
-		cmd.Env = env
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("gateway %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	run := runner(env)
 	run(t, "migrate")
 	conn, err := pgx.Connect(context.Background(), dbURL)
 	if err != nil {

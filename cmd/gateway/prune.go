@@ -1,14 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
@@ -21,24 +16,16 @@ import (
 // prints what it deleted. With --dry-run it counts what it would delete
 // and deletes nothing.
 func prune(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("prune", flag.ContinueOnError)
-	dryRun := fs.Bool("dry-run", false, "count what would be deleted, delete nothing")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	dryRun, help, err := parseDryRun("prune", "count what would be deleted, delete nothing", args)
+	if err != nil || help {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("prune: unexpected argument %q", fs.Arg(0))
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	cfg, db, log, err := open(ctx)
+	c, err := open()
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer c.close()
+	ctx, cfg, db, log := c.ctx, c.cfg, c.db, c.log
 	r := cfg.Retention()
 	kept := retentionGauge(r)
 	for _, what := range []notify.Prunable{notify.PruneNotifications, notify.PruneFailed, notify.PruneEvents, notify.PruneTemplateMessages, notify.PruneDigests} {
@@ -50,7 +37,7 @@ func prune(args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "everything is kept forever: nothing to prune")
 		return nil
 	}
-	if *dryRun {
+	if dryRun {
 		for _, c := range r.Cutoffs(time.Now()) {
 			n, err := db.Prunable(ctx, c)
 			if err != nil {

@@ -3,12 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/rs/zerolog"
 
@@ -42,30 +38,22 @@ type resealCounts struct {
 // under it, and prints what it found. It is safe while gateways serve and
 // safe to run again.
 func reseal(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("reseal", flag.ContinueOnError)
-	dryRun := fs.Bool("dry-run", false, "count what would be resealed, write nothing")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	dryRun, help, err := parseDryRun("reseal", "count what would be resealed, write nothing", args)
+	if err != nil || help {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("reseal: unexpected argument %q", fs.Arg(0))
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	cfg, db, log, err := open(ctx)
+	c, err := open()
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer c.close()
+	ctx, cfg, db, log := c.ctx, c.cfg, c.db, c.log
 	if cfg.Sealer == nil {
 		return errors.New("reseal: TOKEN_ENCRYPTION_KEY is not set: there is no key to seal with")
 	}
-	n, err := resealTokens(ctx, db, cfg.Sealer, *dryRun, resealBatch, log)
+	n, err := resealTokens(ctx, db, cfg.Sealer, dryRun, resealBatch, log)
 	verb := "resealed"
-	if *dryRun {
+	if dryRun {
 		verb = "to reseal (dry run: nothing written)"
 	}
 	fmt.Fprintf(stdout, "reseal: %d tokens %s, %d already current, %d unreadable with any key; %d authorizations changed meanwhile\n",
