@@ -164,10 +164,11 @@ func TestDispatcher_Run(t *testing.T) {
 		run(t, db, nil)
 		ingest(t, db, "ok", 50)
 		eventually(t, 10*time.Second, "100 events delivered", func() bool { n, _ := rc.distinct(); return n == 100 })
-		ds, _, err := db.Deliveries(context.Background(), view.DeliveryFilter{EndpointID: ep.ID, Status: view.DeliveryPending})
-		if err != nil || len(ds) != 0 {
-			t.Fatalf("%v %v", ds, err)
-		}
+		// Results are recorded a few at a time, shortly after the answers.
+		eventually(t, 5*time.Second, "no delivery pending", func() bool {
+			ds, _, err := db.Deliveries(context.Background(), view.DeliveryFilter{EndpointID: ep.ID, Status: view.DeliveryPending})
+			return err == nil && len(ds) == 0
+		})
 		if rc.types[notify.EventNotificationReceived] != 50 || rc.types[notify.EventMiniAppAuditPassed] != 50 {
 			t.Fatalf("%v", rc.types)
 		}
@@ -330,8 +331,11 @@ func TestDispatcher_Run(t *testing.T) {
 		db := pgtest.New(t)
 		rc := newReceiver(t)
 		rc.subscribe(t, db, "", notify.EndpointChange{})
-		run(t, db, nil)
-		run(t, db, nil)
+		// A long timeout: an attempt timed out on a loaded machine is sent
+		// again (at least once), which is not what this test looks for.
+		slow := func(c *webhook.Config) { c.Timeout = 10 * time.Second }
+		run(t, db, slow)
+		run(t, db, slow)
 		for i := range 5 {
 			ingest(t, db, fmt.Sprintf("rep%d", i), 40)
 		}
@@ -370,12 +374,12 @@ func TestDispatcher_Run(t *testing.T) {
 		if _, err := db.RetryDelivery(context.Background(), dead[0].ID); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 5*time.Second, "the retried delivery arrives", func() bool { n, _ := rc.distinct(); return n == 1 })
+		eventually(t, 15*time.Second, "the retried delivery arrives", func() bool { n, _ := rc.distinct(); return n == 1 })
 		n, err := db.ReplayEndpoint(context.Background(), ep.ID, time.Now().Add(-time.Hour))
 		if err != nil || n != 3 {
 			t.Fatalf("replayed %d: %v", n, err)
 		}
-		eventually(t, 5*time.Second, "the replay delivers all 3", func() bool { n, d := rc.distinct(); return n == 3 && d == 4 })
+		eventually(t, 15*time.Second, "the replay delivers all 3", func() bool { n, d := rc.distinct(); return n == 3 && d >= 4 })
 	})
 	t.Run("DisabledAfterFailingTooLong", func(t *testing.T) {
 		t.Parallel()
