@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,8 +54,8 @@ func (p *Pruning) Done() {
 	p.conn.Release()
 }
 
-// The prune statements: each deletes at most $2 of the oldest rows older
-// than $1 (in one transaction of its own, locking no row another holds)
+// The prune statements: each deletes at most LIMIT (the batch, written in
+// by Prune) of the oldest rows older than $1 (in one transaction of its own, locking no row another holds)
 // and says how many it deleted. Rows are taken oldest first along an index
 // (the primary key where ids grow with time), so a batch reads little more
 // than what it deletes.
@@ -134,8 +136,12 @@ func (p *Pruning) Prune(ctx context.Context, c notify.Cutoff, limit int) (int64,
 	}
 	var total int64
 	for _, sql := range stmts {
+		// The limit is written into the statement: with a parameter, a
+		// generic plan takes it for a tenth of the table and hash-joins a
+		// scan of all of it (events, digests).
+		sql = strings.Replace(sql, "LIMIT $2", "LIMIT "+strconv.Itoa(limit), 1)
 		var n int64
-		if err := p.conn.QueryRow(ctx, sql, c.Before, limit).Scan(&n); err != nil {
+		if err := p.conn.QueryRow(ctx, sql, c.Before).Scan(&n); err != nil {
 			return total, unavailable(err)
 		}
 		total += n

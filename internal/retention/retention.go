@@ -29,7 +29,7 @@ type Metrics interface {
 }
 
 // Config configures a Pruner. Zero fields take defaults: Interval 1h,
-// Batch 1000, Pause 10ms.
+// Batch 1000, Pause 10ms, Duty 0.25, BusyEvery 1s.
 type Config struct {
 	Store     Store
 	Retention notify.Retention
@@ -38,11 +38,18 @@ type Config struct {
 	// Batch is how many rows one statement deletes at most: a short
 	// transaction, holding locks on those rows only.
 	Batch int
-	// Pause is the wait between two batches.
+	// Pause is the shortest wait between two batches.
 	Pause time.Duration
-	// Busy, when set, says that this replica's intake is busy: the prune
-	// waits until it is not (the postgres Batcher's Busy).
-	Busy    func() bool
+	// Duty is the share of its time a prune spends deleting: after a
+	// batch that took d it waits d×(1-Duty)/Duty (at Duty 0.25, three
+	// times as long), so that it never takes more than a fraction of a
+	// CPU of Postgres away from intake.
+	Duty float64
+	// Busy, when set, says that this replica's intake is busy (the
+	// postgres Batcher's Busy): the prune then deletes one batch every
+	// BusyEvery only, so that it yields to intake and still progresses.
+	Busy      func() bool
+	BusyEvery time.Duration
 	Metrics Metrics // may be nil
 	Logger  zerolog.Logger
 	// Now, when set, is the clock (tests).
@@ -66,6 +73,12 @@ func New(cfg Config) *Pruner {
 	}
 	if cfg.Pause <= 0 {
 		cfg.Pause = 10 * time.Millisecond
+	}
+	if cfg.Duty <= 0 || cfg.Duty > 1 {
+		cfg.Duty = 0.25
+	}
+	if cfg.BusyEvery <= 0 {
+		cfg.BusyEvery = time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -130,12 +143,15 @@ func (p *Pruner) Run(ctx context.Context) (Result, error) {
 	defer pr.Done()
 	res.Ran = true
 	start := time.Now()
+	var last, took time.Duration // the last batch's start (since start) and duration
 	for _, c := range cutoffs {
 		for {
-			if err := p.yield(ctx); err != nil {
+			if err := p.yield(ctx, start, last, took); err != nil {
 				return res, err
 			}
+			last = time.Since(start)
 			n, err := pr.Prune(ctx, c, p.cfg.Batch)
+			took = time.Since(start) - last
 			res.Deleted[c.What] += n
 			if p.cfg.Metrics != nil && n > 0 {
 				p.cfg.Metrics.Pruned(string(c.What), n)
@@ -155,9 +171,13 @@ func (p *Pruner) Run(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
-// yield waits Pause, and then for as long as intake is busy.
-func (p *Pruner) yield(ctx context.Context) error {
-	wait := p.cfg.Pause
+// yield waits before the next batch: Pause at least, and as long as the
+// last batch (begun at last since start, taking took) keeps the prune
+// within its Duty; while intake is busy, until BusyEvery after the last
+// batch began.
+func (p *Pruner) yield(ctx context.Context, start time.Time, last, took time.Duration) error {
+	rest := time.Duration(float64(took) * (1 - p.cfg.Duty) / p.cfg.Duty)
+	wait := max(p.cfg.Pause, rest)
 	for {
 		select {
 		case <-ctx.Done():
@@ -167,7 +187,11 @@ func (p *Pruner) yield(ctx context.Context) error {
 		if p.cfg.Busy == nil || !p.cfg.Busy() {
 			return nil
 		}
-		wait = 250 * time.Millisecond
+		next := last + p.cfg.BusyEvery // since start
+		if wait = next - time.Since(start); wait <= 0 {
+			return nil
+		}
+		wait = min(wait, 100*time.Millisecond) // look again soon: intake may ease
 	}
 }
 

@@ -309,3 +309,55 @@ func TestDB_Prunable(t *testing.T) {
 		}
 	}
 }
+
+// fakeStore prunes `full` full batches of every cutoff, then nothing.
+type fakeStore struct {
+	full  int
+	calls []time.Time
+}
+
+func (f *fakeStore) StartPruning(context.Context) (notify.Pruning, error) { return f, nil }
+func (f *fakeStore) TableSizes(context.Context) (map[string]int64, error) { return nil, nil }
+func (f *fakeStore) Done()                                                {}
+func (f *fakeStore) Prune(_ context.Context, _ notify.Cutoff, limit int) (int64, error) {
+	f.calls = append(f.calls, time.Now())
+	if len(f.calls) <= f.full {
+		return int64(limit), nil
+	}
+	return 0, nil
+}
+
+func TestPruner_Yield(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := notify.Retention{Notifications: 90 * day, Events: 30 * day}
+	t.Run("OK", func(t *testing.T) {
+		t.Parallel()
+		f := &fakeStore{full: 5}
+		start := time.Now()
+		if _, err := retention.New(retention.Config{Store: f, Retention: r, Logger: zerolog.Nop()}).Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(f.calls) != 7 || time.Since(start) > time.Second {
+			t.Fatalf("%d batches in %s", len(f.calls), time.Since(start))
+		}
+	})
+	t.Run("BusyIntake", func(t *testing.T) {
+		// While intake is busy, one batch every BusyEvery: slower, never stopped.
+		t.Parallel()
+		f := &fakeStore{full: 3}
+		p := retention.New(retention.Config{Store: f, Retention: r, Logger: zerolog.Nop(),
+			Busy: func() bool { return true }, BusyEvery: 100 * time.Millisecond})
+		if _, err := p.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(f.calls) != 5 {
+			t.Fatalf("%d batches", len(f.calls))
+		}
+		for i := 1; i < len(f.calls); i++ {
+			if gap := f.calls[i].Sub(f.calls[i-1]); gap < 90*time.Millisecond {
+				t.Fatalf("batch %d %s after the one before while intake is busy", i, gap)
+			}
+		}
+	})
+}
