@@ -50,8 +50,8 @@ type Config struct {
 	// BusyEvery only, so that it yields to intake and still progresses.
 	Busy      func() bool
 	BusyEvery time.Duration
-	Metrics Metrics // may be nil
-	Logger  zerolog.Logger
+	Metrics   Metrics // may be nil
+	Logger    zerolog.Logger
 	// Now, when set, is the clock (tests).
 	Now func() time.Time
 }
