@@ -29,7 +29,7 @@ type Metrics interface {
 }
 
 // Config configures a Pruner. Zero fields take defaults: Interval 1h,
-// Batch 1000, Pause 10ms, Duty 0.25, BusyEvery 1s.
+// Batch 1000, Pause 10ms, Duty 0.25, BusyEvery 5s.
 type Config struct {
 	Store     Store
 	Retention notify.Retention
@@ -78,7 +78,7 @@ func New(cfg Config) *Pruner {
 		cfg.Duty = 0.25
 	}
 	if cfg.BusyEvery <= 0 {
-		cfg.BusyEvery = time.Second
+		cfg.BusyEvery = 5 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
