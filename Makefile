@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: run test build vet fmt clean fuzz demo bench soak pgo
+.PHONY: run test build vet fmt clean fuzz demo bench bench-prune soak pgo
 
 ## run: the gateway with development keys, on a local Postgres it starts
 run:
@@ -20,6 +20,10 @@ demo:
 ## bench: gateway throughput and latency against the naive design, and the webhooks' cost and drain (own Postgres; about three minutes; BENCH_WEBHOOKS=0 without the webhooks, =only them alone)
 bench:
 	@bash deploy/dev/bench.sh
+
+## bench-prune: intake while a million old rows are pruned, against none; the prune alone; its plans; partitions (own Postgres; about 15 minutes; BENCH_PRUNE_PARTS, BENCH_PRUNE_ROUNDS)
+bench-prune:
+	@bash deploy/dev/bench-prune.sh
 
 ## soak: failure scenarios; SCENARIO=kill9|pgrestart|replicas|steady|webhooks (default all; steady lasts SOAK_DURATION, 10m; webhooks 2-4m)
 soak:
