@@ -118,18 +118,20 @@ func (c *command) close() {
 	c.stop()
 }
 
-// parseDryRun parses the flags of a subcommand that takes only --dry-run
-// (described by usage). help reports -h: the usage was printed.
-func parseDryRun(name, usage string, args []string) (dryRun, help bool, err error) {
+// openDryRun parses the flags of a subcommand that takes only --dry-run
+// (described by usage) and opens the command. It returns a nil command
+// after -h (the usage printed, no error) or an error.
+func openDryRun(name, usage string, args []string) (c *command, dryRun bool, err error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	d := fs.Bool("dry-run", false, usage)
 	if err := fs.Parse(args); err != nil {
-		return false, errors.Is(err, flag.ErrHelp), ignoreHelp(err)
+		return nil, false, ignoreHelp(err)
 	}
 	if fs.NArg() > 0 {
-		return false, false, fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
+		return nil, false, fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
 	}
-	return *d, false, nil
+	c, err = open()
+	return c, *d, err
 }
 
 func ignoreHelp(err error) error {

@@ -270,16 +270,10 @@ func TestGateway_InternalListener(t *testing.T) {
 // key by a run, and found current by the next.
 func TestGateway_Reseal(t *testing.T) {
 	t.Parallel()
-	dir := pkiDir(t)
-	dbURL := pgtest.NewSchema(t)
-	env := []string{
-		"DATABASE_URL=" + dbURL, "LOG_LEVEL=warn",
-		"ALIPAY_APP_ID=" + testkit.CertAppID,
-		"ALIPAY_ROOT_CERT_FILE=" + filepath.Join(dir, devpki.RootCertFile),
-		"ALIPAY_PUBLIC_CERT_FILE=" + filepath.Join(dir, devpki.AlipayCertFile),
-		"TOKEN_ENCRYPTION_KEY=" + testkit.OtherTokenKeyBase64, // new
-		"TOKEN_ENCRYPTION_OLD_KEYS=" + testkit.TokenKeyBase64, // old: testkit.Sealer's
-	}
+	dbURL, env := commandEnv(t,
+		"TOKEN_ENCRYPTION_KEY="+testkit.OtherTokenKeyBase64, // new
+		"TOKEN_ENCRYPTION_OLD_KEYS="+testkit.TokenKeyBase64, // old: testkit.Sealer's
+	)
 	run := runner(env)
 	run(t, "migrate")
 	sealed, _ := testkit.Sealer(t).Seal("token", notify.TokenOwner(testkit.CertAppID, testkit.MerchantAppID))
@@ -303,6 +297,20 @@ func TestGateway_Reseal(t *testing.T) {
 	}
 }
 
+// commandEnv returns a fresh schema's URL and the environment of a gateway
+// subcommand on it (the certificate-mode test app), with extra.
+func commandEnv(t *testing.T, extra ...string) (dbURL string, env []string) {
+	dir := pkiDir(t)
+	dbURL = pgtest.NewSchema(t)
+	env = append([]string{
+		"DATABASE_URL=" + dbURL, "LOG_LEVEL=warn",
+		"ALIPAY_APP_ID=" + testkit.CertAppID,
+		"ALIPAY_ROOT_CERT_FILE=" + filepath.Join(dir, devpki.RootCertFile),
+		"ALIPAY_PUBLIC_CERT_FILE=" + filepath.Join(dir, devpki.AlipayCertFile),
+	}, extra...)
+	return dbURL, env
+}
+
 // runner returns a function that runs the gateway binary with env and
 // args, and returns what it printed; it fails the test if the gateway does.
 func runner(env []string) func(t *testing.T, args ...string) string {
@@ -322,15 +330,7 @@ func runner(env []string) func(t *testing.T, args ...string) string {
 // database holding an old notification: the dry run deletes nothing.
 func TestGateway_Prune(t *testing.T) {
 	t.Parallel()
-	dir := pkiDir(t)
-	dbURL := pgtest.NewSchema(t)
-	env := []string{
-		"DATABASE_URL=" + dbURL, "LOG_LEVEL=warn",
-		"ALIPAY_APP_ID=" + testkit.CertAppID,
-		"ALIPAY_ROOT_CERT_FILE=" + filepath.Join(dir, devpki.RootCertFile),
-		"ALIPAY_PUBLIC_CERT_FILE=" + filepath.Join(dir, devpki.AlipayCertFile),
-		"RETENTION_TEMPLATE_MESSAGES=0",
-	}
+	dbURL, env := commandEnv(t, "RETENTION_TEMPLATE_MESSAGES=0")
 	run := runner(env)
 	run(t, "migrate")
 	conn, err := pgx.Connect(context.Background(), dbURL)

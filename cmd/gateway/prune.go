@@ -16,21 +16,16 @@ import (
 // prints what it deleted, spending a tenth of its time deleting (cliDuty).
 // With --dry-run it counts what it would delete and deletes nothing.
 func prune(args []string, stdout io.Writer) error {
-	dryRun, help, err := parseDryRun("prune", "count what would be deleted, delete nothing", args)
-	if err != nil || help {
-		return err
-	}
-	c, err := open()
-	if err != nil {
+	c, dryRun, err := openDryRun("prune", "count what would be deleted, delete nothing", args)
+	if c == nil {
 		return err
 	}
 	defer c.close()
 	ctx, cfg, db, log := c.ctx, c.cfg, c.db, c.log
 	r := cfg.Retention()
-	kept := retentionGauge(r)
-	for _, what := range []notify.Prunable{notify.PruneNotifications, notify.PruneFailed, notify.PruneEvents, notify.PruneTemplateMessages, notify.PruneDigests} {
-		if kept[string(what)] == 0 {
-			fmt.Fprintf(stdout, "%-22s kept forever\n", what)
+	for _, k := range r.Kept() {
+		if k.For == 0 {
+			fmt.Fprintf(stdout, "%-22s kept forever\n", k.What)
 		}
 	}
 	if len(r.Cutoffs(time.Now())) == 0 {
@@ -65,11 +60,9 @@ const cliDuty = 0.1
 
 // retentionGauge is r by what it prunes, for the retention_seconds gauge.
 func retentionGauge(r notify.Retention) map[string]time.Duration {
-	return map[string]time.Duration{
-		string(notify.PruneNotifications):    r.Notifications,
-		string(notify.PruneFailed):           r.Failed,
-		string(notify.PruneEvents):           r.Events,
-		string(notify.PruneTemplateMessages): r.TemplateMessages,
-		string(notify.PruneDigests):          r.Digests,
+	out := map[string]time.Duration{}
+	for _, k := range r.Kept() {
+		out[string(k.What)] = k.For
 	}
+	return out
 }

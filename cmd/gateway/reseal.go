@@ -38,12 +38,8 @@ type resealCounts struct {
 // under it, and prints what it found. It is safe while gateways serve and
 // safe to run again.
 func reseal(args []string, stdout io.Writer) error {
-	dryRun, help, err := parseDryRun("reseal", "count what would be resealed, write nothing", args)
-	if err != nil || help {
-		return err
-	}
-	c, err := open()
-	if err != nil {
+	c, dryRun, err := openDryRun("reseal", "count what would be resealed, write nothing", args)
+	if c == nil {
 		return err
 	}
 	defer c.close()

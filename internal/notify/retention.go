@@ -39,13 +39,9 @@ const MinNotificationRetention = 72 * time.Hour
 // (a notification.received event is read with its notification), or has a
 // negative duration.
 func (r Retention) Check() error {
-	for _, d := range []struct {
-		name string
-		d    time.Duration
-	}{{"notifications", r.Notifications}, {"failed notifications", r.Failed}, {"events", r.Events},
-		{"template messages", r.TemplateMessages}, {"digests", r.Digests}} {
-		if d.d < 0 {
-			return Errorf(EINVALID, "bad_retention", "the retention of %s is negative", d.name)
+	for _, k := range r.Kept() {
+		if k.For < 0 {
+			return Errorf(EINVALID, "bad_retention", "the retention of %s is negative", k.What)
 		}
 	}
 	for _, d := range []struct {
@@ -92,17 +88,26 @@ type Cutoff struct {
 	Before time.Time
 }
 
-// Cutoffs returns the bounds of a prune at now, one for each kept-for-a-time
-// kind of record, in the order a prune goes.
+// Kept is how long a kind of record is kept (zero: forever).
+type Kept struct {
+	What Prunable
+	For  time.Duration
+}
+
+// Kept returns how long r keeps each kind of record, in the order a prune
+// goes.
+func (r Retention) Kept() []Kept {
+	return []Kept{{PruneNotifications, r.Notifications}, {PruneFailed, r.Failed}, {PruneEvents, r.Events},
+		{PruneTemplateMessages, r.TemplateMessages}, {PruneDigests, r.Digests}}
+}
+
+// Cutoffs returns the bounds of a prune at now, one for each kind of
+// record kept for a time, in the order a prune goes.
 func (r Retention) Cutoffs(now time.Time) []Cutoff {
 	var out []Cutoff
-	for _, c := range []struct {
-		what Prunable
-		d    time.Duration
-	}{{PruneNotifications, r.Notifications}, {PruneFailed, r.Failed}, {PruneEvents, r.Events},
-		{PruneTemplateMessages, r.TemplateMessages}, {PruneDigests, r.Digests}} {
-		if c.d > 0 {
-			out = append(out, Cutoff{What: c.what, Before: now.Add(-c.d)})
+	for _, k := range r.Kept() {
+		if k.For > 0 {
+			out = append(out, Cutoff{What: k.What, Before: now.Add(-k.For)})
 		}
 	}
 	return out
