@@ -55,27 +55,42 @@ func (m *TemplateMessage) normalize() error {
 	case m.Page == "":
 		return bad("page is required")
 	}
-	data := bytes.TrimSpace(m.Data)
+	data, err := NormalizeData(m.Data)
+	if err != nil {
+		return err
+	}
+	m.Data = data
+	return nil
+}
+
+// NormalizeData brings a template's data, a JSON object
+// {"keyword1": {"value": "..."}} given as an object or as a string holding
+// one, to a compact JSON object. It returns an EINVALID *notify.Error
+// (bad_message) saying what is wrong.
+func NormalizeData(raw json.RawMessage) (json.RawMessage, error) {
+	bad := func(format string, args ...any) error {
+		return notify.Errorf(notify.EINVALID, "bad_message", format, args...)
+	}
+	data := bytes.TrimSpace(raw)
 	if len(data) > 0 && data[0] == '"' {
 		var s string
 		if err := json.Unmarshal(data, &s); err != nil {
-			return bad("data is not valid JSON")
+			return nil, bad("data is not valid JSON")
 		}
 		data = bytes.TrimSpace([]byte(s))
 	}
 	var obj map[string]json.RawMessage
 	if len(data) == 0 || data[0] != '{' || json.Unmarshal(data, &obj) != nil {
-		return bad(`data must be a JSON object such as {"keyword1": {"value": "..."}}`)
+		return nil, bad(`data must be a JSON object such as {"keyword1": {"value": "..."}}`)
 	}
 	if len(obj) == 0 {
-		return bad("data is empty")
+		return nil, bad("data is empty")
 	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, data); err != nil {
-		return bad("data is not valid JSON")
+		return nil, bad("data is not valid JSON")
 	}
-	m.Data = buf.Bytes()
-	return nil
+	return buf.Bytes(), nil
 }
 
 // hash identifies the request, so that a key reused for another is caught.
