@@ -92,7 +92,7 @@ var metrics = []metric{
 // value is a typo. (reason may gain values; add them here.)
 var labelValues = map[string][]string{
 	"outcome": {"applied", "stale", "unhandled", "failed", "duplicate", "replay", "foreign", "pruned"},
-	"what":    {"notifications", "failed_notifications", "events", "template_messages", "pruned_digests"},
+	"what":    {"notifications", "failed_notifications", "events", "template_messages", "template_batches", "pruned_digests"},
 	"reason": {"bad_signature", "unknown_app", "unknown_cert_sn", "missing_sign", "sign_type_refused",
 		"body_too_large", "malformed_form", "missing_parameter", "bad_charset", "database_unavailable",
 		"empty_body", "unreadable_body", "duplicate_parameter", "bad_parameter", "timeout", "shutting_down",

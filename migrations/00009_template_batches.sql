@@ -12,7 +12,9 @@
 -- One batch. status: running, paused, cancelled, stopped (stop_reason says
 -- why: the merchant's authorization was cancelled, the template is
 -- refused, ...), finished. data is the shared template data (NULL when
--- every recipient has its own). An Idempotency-Key is unique per ISV app,
+-- every recipient has its own), json rather than jsonb: it is sent as it
+-- was given, its keywords in their order (Alipay takes them in the
+-- template's). An Idempotency-Key is unique per ISV app,
 -- as for the single send.
 CREATE TABLE template_message_batches (
     id               bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -22,7 +24,7 @@ CREATE TABLE template_message_batches (
     request_hash     text        NOT NULL,
     user_template_id text        NOT NULL,
     page             text        NOT NULL,
-    data             jsonb,
+    data             json,
     precheck         boolean     NOT NULL DEFAULT false,
     status           text        NOT NULL DEFAULT 'running'
         CHECK (status IN ('running', 'paused', 'cancelled', 'stopped', 'finished')),
@@ -55,7 +57,7 @@ CREATE TABLE template_message_recipients (
     seq             integer     NOT NULL,
     to_user_id      text        NOT NULL DEFAULT '',
     to_open_id      text        NOT NULL DEFAULT '',
-    data            jsonb,
+    data            json,
     status          text        NOT NULL DEFAULT 'pending'
         CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'skipped', 'unknown', 'cancelled')),
     attempts        integer     NOT NULL DEFAULT 0,

@@ -8,10 +8,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -92,6 +94,18 @@ type Config struct {
 	Prune                     bool          `env:"PRUNE" envDefault:"true"`
 	PruneInterval             time.Duration `env:"PRUNE_INTERVAL" envDefault:"1h"`
 	PruneBatch                int           `env:"PRUNE_BATCH" envDefault:"1000"`
+	// Template message batches: at most TemplateSendRate calls a second
+	// per ISV app across replicas ("20" for every app, or
+	// "2021...=50,2021...=20", a bare number for the apps not named; 0 is
+	// no limit), TemplateSendConcurrency calls in flight in this replica;
+	// a batch of at most TemplateBatchMaxRecipients recipients and
+	// TemplateBatchMaxBytes of upload. This replica sends unless
+	// TemplateBatchDispatch is off.
+	TemplateSendRate           string `env:"TEMPLATE_SEND_RATE" envDefault:"20"`
+	TemplateSendConcurrency    int    `env:"TEMPLATE_SEND_CONCURRENCY" envDefault:"64"`
+	TemplateBatchMaxRecipients int    `env:"TEMPLATE_BATCH_MAX_RECIPIENTS" envDefault:"100000"`
+	TemplateBatchMaxBytes      int64  `env:"TEMPLATE_BATCH_MAX_BYTES" envDefault:"33554432"`
+	TemplateBatchDispatch      bool   `env:"TEMPLATE_BATCH_DISPATCH" envDefault:"true"`
 
 	// The one-app shortcut; GATEWAY_CONFIG lists several apps instead.
 	App AppSettings `envPrefix:""`
@@ -106,6 +120,10 @@ type Config struct {
 	Sealer *seal.Sealer `env:"-"`
 	// TrustedProxies are TrustedProxyList, parsed.
 	TrustedProxies []netip.Prefix `env:"-"`
+	// TemplateRateDefault and TemplateRates are TemplateSendRate, parsed:
+	// the rate of the apps not named, and the rate by app id.
+	TemplateRateDefault float64            `env:"-"`
+	TemplateRates       map[string]float64 `env:"-"`
 }
 
 // AppSettings is one ISV app's settings, as environment variables or as one
@@ -162,6 +180,15 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 	if c.PruneInterval <= 0 || c.PruneBatch < 1 || c.PruneBatch > 100000 {
 		return nil, errors.New("config: PRUNE_INTERVAL must be a positive duration, PRUNE_BATCH from 1 to 100000")
 	}
+	if c.TemplateSendConcurrency < 1 || c.TemplateSendConcurrency > 1024 {
+		return nil, errors.New("config: TEMPLATE_SEND_CONCURRENCY must be from 1 to 1024")
+	}
+	if c.TemplateBatchMaxRecipients < 1 || c.TemplateBatchMaxRecipients > 1000000 {
+		return nil, errors.New("config: TEMPLATE_BATCH_MAX_RECIPIENTS must be from 1 to 1000000")
+	}
+	if c.TemplateBatchMaxBytes < 1024 {
+		return nil, errors.New("config: TEMPLATE_BATCH_MAX_BYTES must be at least 1024 bytes")
+	}
 	if c.HTTPAddr == "" {
 		return nil, errors.New("config: HTTP_ADDR is empty")
 	}
@@ -196,10 +223,56 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 		}
 		c.Apps = append(c.Apps, app)
 	}
+	if c.TemplateRateDefault, c.TemplateRates, err = parseRates(c.TemplateSendRate, c.Apps); err != nil {
+		return nil, err
+	}
 	if c.Verifier, err = alipay.NewVerifierWith(alipay.VerifierConfig{Apps: c.Apps, MaxClockSkew: c.MaxClockSkew}); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return &c, nil
+}
+
+// parseRates parses TEMPLATE_SEND_RATE: comma-separated, a bare number
+// (the rate of the apps not named; 20 when none is given) or app_id=rate,
+// each a non-negative number of calls a second (0: no limit), each app one
+// of apps.
+func parseRates(s string, apps []*alipay.App) (float64, map[string]float64, error) {
+	def, byApp := 20.0, map[string]float64{}
+	bare := false
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		app, value, named := strings.Cut(item, "=")
+		rate, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if !named {
+			rate, err = strconv.ParseFloat(item, 64)
+		}
+		if err != nil || rate < 0 || math.IsInf(rate, 0) || math.IsNaN(rate) {
+			return 0, nil, fmt.Errorf("config: TEMPLATE_SEND_RATE: %q: want calls a second (0: no limit), as 20 or app_id=20", item)
+		}
+		if !named {
+			if bare {
+				return 0, nil, errors.New("config: TEMPLATE_SEND_RATE gives two rates for the apps not named")
+			}
+			def, bare = rate, true
+			continue
+		}
+		app = strings.TrimSpace(app)
+		known := false
+		for _, a := range apps {
+			known = known || a.ID == app
+		}
+		if !known {
+			return 0, nil, fmt.Errorf("config: TEMPLATE_SEND_RATE: %q is not a configured app", app)
+		}
+		if _, dup := byApp[app]; dup {
+			return 0, nil, fmt.Errorf("config: TEMPLATE_SEND_RATE gives app %s twice", app)
+		}
+		byApp[app] = rate
+	}
+	return def, byApp, nil
 }
 
 // parsePrefix parses a CIDR, or an IP address as the prefix of that one

@@ -54,6 +54,11 @@ type Config struct {
 	// Webhooks manages the event endpoints and serves the feed; nil
 	// leaves their routes out.
 	Webhooks Webhooks
+	// Batches creates and steers bulk template message batches; nil
+	// leaves their routes out. BatchMaxBytes caps an upload
+	// (DefaultBatchMaxBytes when 0).
+	Batches       Batches
+	BatchMaxBytes int64
 	// InternalListener leaves /readyz and /metrics out of the public
 	// handler, for NewInternal's handler on its own listener to serve.
 	InternalListener bool

@@ -184,6 +184,14 @@ func (e BatchEvent) Data() json.RawMessage {
 	return mustJSON(e)
 }
 
+// ExpiredClaims are the claims of one batch that ExpireClaims made
+// unknown.
+type ExpiredClaims struct {
+	BatchID int64
+	AppID   string
+	N       int
+}
+
 // BatchStats are the batch sender's gauges, as the store reads them.
 type BatchStats struct {
 	// Pending is, by ISV app, the recipients of running and paused

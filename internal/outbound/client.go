@@ -160,7 +160,7 @@ func (s *Service) call(ctx context.Context, c *client, method string, biz map[st
 	took := time.Since(start)
 	err = classify(dest.result(), err)
 	if err != nil && !wrote.Load() && notify.ErrorCode(err) == EUPSTREAM {
-		err = notify.Errorf(EUPSTREAM, reasonNotSent, "calling Alipay failed before the request was sent: %s", notify.ErrorMessage(err))
+		err = &notSent{err}
 	}
 
 	result := "success"
@@ -185,15 +185,19 @@ func (s *Service) call(ctx context.Context, c *client, method string, biz map[st
 	return took, err
 }
 
-// reasonNotSent is the reason of a call's EUPSTREAM error when the call
-// failed before its request was written: Alipay surely did not get it.
-const reasonNotSent = "alipay_not_reached"
+// notSent marks a call's EUPSTREAM error when the call failed before its
+// request was written: Alipay surely did not get it. It is the error
+// otherwise (code, reason, message).
+type notSent struct{ error }
+
+func (e *notSent) Unwrap() error { return e.error }
 
 // NotSent reports whether err, of a call to Alipay, failed before the
 // request was written (dial, DNS, TLS, a pool timeout): Alipay surely did
 // not get it, and making the call again cannot make it twice.
 func NotSent(err error) bool {
-	return notify.ErrorCode(err) == EUPSTREAM && notify.ErrorReason(err) == reasonNotSent
+	var ns *notSent
+	return errors.As(err, &ns)
 }
 
 // classify turns the client's answer into call's errors.

@@ -116,7 +116,7 @@ func (m *TemplateMessage) hash() string {
 // message went out is unknown (recorded as "unknown", never as sent); and
 // the Store's EUNAVAILABLE.
 func (s *Service) SendTemplateMessage(ctx context.Context, m TemplateMessage, key string) (*Send, bool, error) {
-	if err := checkKey(key); err != nil {
+	if err := CheckKey(key); err != nil {
 		return nil, false, err
 	}
 	if err := m.normalize(); err != nil {
@@ -220,9 +220,10 @@ func (s *Service) replay(prior *Send, hash string) (*Send, bool, error) {
 	return prior, true, notify.Errorf(EUPSTREAM, "outcome_unknown", "the first call with this Idempotency-Key failed (%s): whether Alipay sent the message is unknown; send with a new key if the user did not get it", prior.Error)
 }
 
-// checkKey accepts an empty key, or 1 to MaxIdempotencyKey printable ASCII
-// characters.
-func checkKey(key string) error {
+// CheckKey accepts an empty Idempotency-Key, or 1 to MaxIdempotencyKey
+// printable ASCII characters; it returns an EINVALID *notify.Error
+// (bad_idempotency_key) for any other.
+func CheckKey(key string) error {
 	if len(key) > MaxIdempotencyKey {
 		return notify.Errorf(notify.EINVALID, "bad_idempotency_key", "Idempotency-Key is longer than %d characters", MaxIdempotencyKey)
 	}

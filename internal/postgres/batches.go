@@ -60,7 +60,7 @@ func (db *DB) CreateBatch(ctx context.Context, b *notify.TemplateBatch, recipien
 	}
 	err = tx.QueryRow(ctx, `INSERT INTO template_message_batches (app_id, auth_app_id, idempotency_key, request_hash,
             user_template_id, page, data, precheck, total)
-        VALUES ($1, $2, NULLIF($3, ''), $4, $5, $6, $7::jsonb, $8, $9)
+        VALUES ($1, $2, NULLIF($3, ''), $4, $5, $6, $7::json, $8, $9)
         ON CONFLICT (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING id, created_at`,
 		b.AppID, b.AuthAppID, b.IdempotencyKey, b.RequestHash, b.UserTemplateID, b.Page, data, b.Precheck, len(recipients)).
@@ -232,24 +232,29 @@ func (db *DB) RecordRecipients(ctx context.Context, outcomes []notify.RecipientO
 // ExpireClaims makes unknown every recipient claimed longer than olderThan
 // ago and still sending: the replica that claimed it died or lost the
 // database before recording its outcome, and whether Alipay got the call is
-// unknown. It returns the batches it changed, and an EUNAVAILABLE
+// unknown. It returns what it changed, by batch, and an EUNAVAILABLE
 // *notify.Error when the database cannot be reached.
-func (db *DB) ExpireClaims(ctx context.Context, olderThan time.Duration) ([]int64, error) {
+func (db *DB) ExpireClaims(ctx context.Context, olderThan time.Duration) ([]notify.ExpiredClaims, error) {
 	rows, err := db.Pool.Query(ctx, `
         WITH expired AS (
             UPDATE template_message_recipients SET status = 'unknown', finished_at = now(),
                 error = 'claim expired: the replica sending it stopped before recording the outcome; whether Alipay got it is unknown'
             WHERE status = 'sending' AND claimed_at < now() - $1 * interval '1 microsecond'
             RETURNING batch_id)
-        SELECT DISTINCT batch_id FROM expired`, olderThan.Microseconds())
+        SELECT e.batch_id, b.app_id, count(*) FROM expired e JOIN template_message_batches b ON b.id = e.batch_id
+        GROUP BY 1, 2`, olderThan.Microseconds())
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (notify.ExpiredClaims, error) {
+		var e notify.ExpiredClaims
+		err := row.Scan(&e.BatchID, &e.AppID, &e.N)
+		return e, err
+	})
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	return ids, nil
+	return out, nil
 }
 
 // lockBatch locks batch id's row for the rest of tx and returns it. Later
