@@ -18,6 +18,11 @@
 //
 // Every flag can come from the environment instead: OPENAPISIM_ and the
 // flag's name in capitals, dashes as underscores (OPENAPISIM_APP_ID).
+//
+// `openapisim rates [-n N] [-min-rate R] [-target R -tolerance 0.05 -drop 2s
+// -window 10s]` reads GET /sim/stats?times=1's JSON on stdin and prints the
+// achieved rates (overall, steady after -drop, per window), exiting 1 when
+// they miss (make bench-send uses it; see rates.go).
 package main
 
 import (
@@ -44,6 +49,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "rates" {
+		if err := runRates(os.Args[2:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "openapisim:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
