@@ -125,14 +125,16 @@ func (a *Admin) Recipients(ctx context.Context, f view.RecipientFilter) ([]*view
 }
 
 // Pause pauses running batch id and returns it: the calls in flight end and
-// are recorded, no more are made until it is resumed. It returns the
-// store's ENOTFOUND, ECONFLICT (not running) and EUNAVAILABLE.
+// are recorded, no more are made until it is resumed (a paused batch stays
+// as it is). It returns the store's ENOTFOUND, ECONFLICT (it has ended)
+// and EUNAVAILABLE.
 func (a *Admin) Pause(ctx context.Context, id int64) (*view.TemplateBatch, error) {
 	return a.then(ctx, id, "paused", a.Store.PauseBatch(ctx, id))
 }
 
-// Resume resumes paused batch id and returns it. It returns the store's
-// ENOTFOUND, ECONFLICT (not paused) and EUNAVAILABLE.
+// Resume resumes paused batch id and returns it (a running batch stays as
+// it is). It returns the store's ENOTFOUND, ECONFLICT (it has ended) and
+// EUNAVAILABLE.
 func (a *Admin) Resume(ctx context.Context, id int64) (*view.TemplateBatch, error) {
 	return a.then(ctx, id, "resumed", a.Store.ResumeBatch(ctx, id))
 }

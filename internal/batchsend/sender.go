@@ -227,6 +227,7 @@ type app struct {
 	oldest    time.Time        // when the oldest of done arrived
 	until     time.Time        // no claim before then
 	stopped   map[int64]string // batches stopped by this loop
+	urgent    bool             // an outcome of done says to stop its batch
 }
 
 func (s *Sender) newApp(ctx context.Context, id string) *app {
@@ -248,12 +249,13 @@ func (a *app) run() {
 			a.record()
 			return
 		}
+		// Record first what says to stop a batch: no claim of it before.
+		if a.urgent || len(a.done) >= recordBatch || len(a.done) > 0 && (a.total == 0 || !time.Now().Before(a.oldest.Add(recordWait))) {
+			a.record()
+		}
 		wait := time.Hour // a result comes before then: every call has a timeout
 		if !stopping {
 			wait = a.claim()
-		}
-		if len(a.done) >= recordBatch || len(a.done) > 0 && a.total == 0 {
-			a.record()
 		}
 		if len(a.done) > 0 {
 			wait = min(wait, time.Until(a.oldest.Add(recordWait)))
@@ -282,9 +284,6 @@ func (a *app) run() {
 		case r := <-a.results:
 			a.take(r)
 		case <-timer.C:
-			if len(a.done) > 0 && !time.Now().Before(a.oldest.Add(recordWait)) {
-				a.record()
-			}
 		case <-cancelled:
 		}
 	}
@@ -306,6 +305,7 @@ func (a *app) take(r result) {
 	if r.limited {
 		a.until = time.Now().Add(a.s.cfg.RateLimitPause)
 	}
+	a.urgent = a.urgent || r.stop != ""
 }
 
 // claim claims what it can and starts the calls, and returns how long to
@@ -497,7 +497,7 @@ func (a *app) record() {
 		return
 	}
 	done := a.done
-	a.done = nil
+	a.done, a.urgent = nil, false
 	outcomes := make([]notify.RecipientOutcome, len(done))
 	unused := 0
 	for i, r := range done {

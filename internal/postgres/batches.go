@@ -127,13 +127,17 @@ func (db *DB) RunningBatches(ctx context.Context, appIDs []string) ([]*notify.Te
 // once get different ones (FOR UPDATE SKIP LOCKED). It returns an
 // EUNAVAILABLE *notify.Error when the database cannot be reached.
 func (db *DB) ClaimRecipients(ctx context.Context, id int64, limit int) ([]notify.ClaimedRecipient, error) {
+	// The due rows are picked once (MATERIALIZED): as a subquery in FROM,
+	// the planner may scan the batch's recipients and run the pick again
+	// for each, claiming far more than limit.
 	rows, err := db.Pool.Query(ctx, `
+        WITH due AS MATERIALIZED (
+            SELECT seq FROM template_message_recipients
+            WHERE batch_id = $1 AND status = 'pending' AND next_attempt_at <= now()
+              AND EXISTS (SELECT 1 FROM template_message_batches b WHERE b.id = $1 AND b.status = 'running')
+            ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
         UPDATE template_message_recipients r SET status = 'sending', claimed_at = now(), attempts = r.attempts + 1
-        FROM (SELECT seq FROM template_message_recipients
-              WHERE batch_id = $1 AND status = 'pending' AND next_attempt_at <= now()
-                AND EXISTS (SELECT 1 FROM template_message_batches b WHERE b.id = $1 AND b.status = 'running')
-              ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) due
-        WHERE r.batch_id = $1 AND r.seq = due.seq
+        FROM due WHERE r.batch_id = $1 AND r.seq = due.seq
         RETURNING r.seq, r.to_user_id, r.to_open_id, r.data, r.attempts`, id, limit)
 	if err != nil {
 		return nil, unavailable(err)
@@ -404,9 +408,9 @@ func notAllowed(b *notify.TemplateBatch, what string) error {
 	return notify.Errorf(notify.ECONFLICT, "batch_"+b.Status, "template message batch %d is %s: it cannot %s", b.ID, b.Status, what)
 }
 
-// setStatus moves batch id from one of from to status, and returns the
-// batch as it is after; when it is in neither (nor already status) it
-// changes nothing and returns an ECONFLICT *notify.Error.
+// setStatus moves batch id from one of from to status; when it is already
+// status it changes nothing, and when it is in neither it changes nothing
+// and returns an ECONFLICT *notify.Error.
 func (db *DB) setStatus(ctx context.Context, id int64, status, what string, from ...string) error {
 	var now string
 	err := db.Pool.QueryRow(ctx, `WITH b AS (SELECT id, status FROM template_message_batches WHERE id = $1),
@@ -423,18 +427,18 @@ func (db *DB) setStatus(ctx context.Context, id int64, status, what string, from
 }
 
 // PauseBatch pauses running batch id: no recipient is claimed until it is
-// resumed; those in flight are recorded. It returns an ENOTFOUND
-// *notify.Error for an unknown batch, an ECONFLICT one when it is not
-// running (or paused already: then nothing changes), and an EUNAVAILABLE
-// one when the database cannot be reached.
+// resumed; those in flight are recorded. A paused batch stays as it is. It
+// returns an ENOTFOUND *notify.Error for an unknown batch, an ECONFLICT one
+// when it has ended, and an EUNAVAILABLE one when the database cannot be
+// reached.
 func (db *DB) PauseBatch(ctx context.Context, id int64) error {
 	return db.setStatus(ctx, id, notify.BatchPaused, "pause", notify.BatchRunning)
 }
 
-// ResumeBatch resumes paused batch id. It returns an ENOTFOUND
-// *notify.Error for an unknown batch, an ECONFLICT one when it is not
-// paused (or running already: then nothing changes), and an EUNAVAILABLE
-// one when the database cannot be reached.
+// ResumeBatch resumes paused batch id; a running batch stays as it is. It
+// returns an ENOTFOUND *notify.Error for an unknown batch, an ECONFLICT one
+// when it has ended, and an EUNAVAILABLE one when the database cannot be
+// reached.
 func (db *DB) ResumeBatch(ctx context.Context, id int64) error {
 	return db.setStatus(ctx, id, notify.BatchRunning, "resume", notify.BatchPaused)
 }
