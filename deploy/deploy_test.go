@@ -86,6 +86,12 @@ var metrics = []metric{
 	{"alipay_gateway_pruned_rows_total", "counter", []string{"what"}},
 	{"alipay_gateway_table_bytes", "gauge", []string{"table"}},
 	{"alipay_gateway_retention_seconds", "gauge", []string{"what"}},
+	{"alipay_gateway_template_batch_sends_total", "counter", []string{"app_id", "result"}},
+	{"alipay_gateway_template_batch_send_duration_seconds", "histogram", nil},
+	{"alipay_gateway_template_batch_pending", "gauge", []string{"app_id"}},
+	{"alipay_gateway_template_batch_idle_seconds", "gauge", []string{"app_id"}},
+	{"alipay_gateway_template_batch_stopped_total", "counter", []string{"reason"}},
+	{"alipay_gateway_template_batch_rate_wait_seconds_total", "counter", []string{"app_id"}},
 }
 
 // labelValues are the known values of some labels: a matcher naming another
@@ -97,9 +103,12 @@ var labelValues = map[string][]string{
 		"body_too_large", "malformed_form", "missing_parameter", "bad_charset", "database_unavailable",
 		"empty_body", "unreadable_body", "duplicate_parameter", "bad_parameter", "timeout", "shutting_down",
 		"too_many_parameters", "cert_expired", "app_mismatch", "future_timestamp", "notify_id_conflict",
-		"token_key_missing"},
-	"state":  {"acquired", "idle", "total", "max"},
-	"result": {"success", "business_error", "transport_error", "delivered", "failed", "dead"},
+		"token_key_missing",
+		"authorization_cancelled", "authorization_expired", "template_illegal", "template_keywords",
+		"insufficient_permissions", "app_refused"},
+	"state": {"acquired", "idle", "total", "max"},
+	"result": {"success", "business_error", "transport_error", "delivered", "failed", "dead",
+		"sent", "unknown", "skipped", "retried", "rate_limited"},
 }
 
 // targetLabels are added by Prometheus to every series.
@@ -1114,30 +1123,40 @@ func checkPromQL(t *testing.T, where, expr string) []string {
 	return used
 }
 
-// metricsSource is where the gateway defines its metrics.
-const metricsSource = "../internal/metrics/metrics.go"
+// metricsSources are where the gateway defines its metrics: the files of
+// internal/metrics.
+const metricsSources = "../internal/metrics/*.go"
 
 // TestMetrics_MatchCode: metrics (above) names exactly the metrics that
 // internal/metrics defines (Namespace ns, Name "..."), with their types.
 func TestMetrics_MatchCode(t *testing.T) {
 	t.Parallel()
-	src := string(readFile(t, metricsSource))
+	files, err := filepath.Glob(metricsSources)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var src strings.Builder
+	for _, f := range files {
+		if !strings.HasSuffix(f, "_test.go") {
+			src.Write(readFile(t, f))
+		}
+	}
 	defined := map[string]string{}
 	re := regexp.MustCompile(`prometheus\.New(Counter|Gauge|Histogram)(?:Vec)?\(prometheus\.[A-Za-z]+Opts\{Namespace: ns, Name: "([a-z0-9_]+)"`)
-	for _, m := range re.FindAllStringSubmatch(src, -1) {
+	for _, m := range re.FindAllStringSubmatch(src.String(), -1) {
 		defined["alipay_gateway_"+m[2]] = strings.ToLower(m[1])
 	}
 	if len(defined) == 0 {
-		t.Fatalf("%s: no metric definition found (is the check still reading it right?)", metricsSource)
+		t.Fatalf("%s: no metric definition found (is the check still reading it right?)", metricsSources)
 	}
 	for _, m := range metrics {
 		if typ, ok := defined[m.name]; !ok || typ != m.typ {
-			t.Errorf("metrics lists %s (%s); %s defines it as %q", m.name, m.typ, metricsSource, typ)
+			t.Errorf("metrics lists %s (%s); %s defines it as %q", m.name, m.typ, metricsSources, typ)
 		}
 		delete(defined, m.name)
 	}
 	for name := range defined {
-		t.Errorf("%s defines %s, which metrics does not list", metricsSource, name)
+		t.Errorf("%s defines %s, which metrics does not list", metricsSources, name)
 	}
 }
 
@@ -1267,6 +1286,10 @@ func TestAlerts_Rules(t *testing.T) {
 		"webhook endpoint disabled": `alipay_gateway_webhook_endpoints_disabled`,
 		"event feed held back":      `alipay_gateway_events_feed_lag_seconds`,
 		"failed near retention":     `alipay_gateway_oldest_failed_notification_age_seconds.*alipay_gateway_retention_seconds\{what="failed_notifications"\}`,
+		"batch recipients unknown":  `alipay_gateway_template_batch_sends_total\{result="unknown"\}`,
+		"batch rate limited":        `alipay_gateway_template_batch_sends_total\{result="rate_limited"\}`,
+		"batch stalled":             `alipay_gateway_template_batch_idle_seconds`,
+		"batch authorization":       `alipay_gateway_template_batch_stopped_total\{reason=~?"authorization_cancelled`,
 	} {
 		found := false
 		for _, e := range exprs {
