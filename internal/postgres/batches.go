@@ -121,24 +121,27 @@ func (db *DB) RunningBatches(ctx context.Context, appIDs []string) ([]*notify.Te
 	return collect(rows, scanBatch)
 }
 
+// claimRecipients claims up to $2 of batch $1's due pending recipients.
+// The due rows are picked once (MATERIALIZED): as a subquery in FROM, the
+// planner may scan the batch's recipients and run the pick again for each,
+// claiming far more than the limit.
+const claimRecipients = `
+WITH due AS MATERIALIZED (
+    SELECT seq FROM template_message_recipients
+    WHERE batch_id = $1 AND status = 'pending' AND next_attempt_at <= now()
+      AND EXISTS (SELECT 1 FROM template_message_batches b WHERE b.id = $1 AND b.status = 'running')
+    ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+UPDATE template_message_recipients r SET status = 'sending', claimed_at = now(), attempts = r.attempts + 1
+FROM due WHERE r.batch_id = $1 AND r.seq = due.seq
+RETURNING r.seq, r.to_user_id, r.to_open_id, r.data, r.attempts`
+
 // ClaimRecipients claims up to limit of batch id's due pending
 // recipients, in upload order, while the batch is running: each becomes
 // sending, claimed now, with its next attempt number. Replicas claiming at
 // once get different ones (FOR UPDATE SKIP LOCKED). It returns an
 // EUNAVAILABLE *notify.Error when the database cannot be reached.
 func (db *DB) ClaimRecipients(ctx context.Context, id int64, limit int) ([]notify.ClaimedRecipient, error) {
-	// The due rows are picked once (MATERIALIZED): as a subquery in FROM,
-	// the planner may scan the batch's recipients and run the pick again
-	// for each, claiming far more than limit.
-	rows, err := db.Pool.Query(ctx, `
-        WITH due AS MATERIALIZED (
-            SELECT seq FROM template_message_recipients
-            WHERE batch_id = $1 AND status = 'pending' AND next_attempt_at <= now()
-              AND EXISTS (SELECT 1 FROM template_message_batches b WHERE b.id = $1 AND b.status = 'running')
-            ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
-        UPDATE template_message_recipients r SET status = 'sending', claimed_at = now(), attempts = r.attempts + 1
-        FROM due WHERE r.batch_id = $1 AND r.seq = due.seq
-        RETURNING r.seq, r.to_user_id, r.to_open_id, r.data, r.attempts`, id, limit)
+	rows, err := db.Pool.Query(ctx, claimRecipients, id, limit)
 	if err != nil {
 		return nil, unavailable(err)
 	}
