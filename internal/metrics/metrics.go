@@ -41,6 +41,8 @@ type Metrics struct {
 	pruned     *prometheus.CounterVec
 	tableBytes *prometheus.GaugeVec
 	retention  *prometheus.GaugeVec
+
+	reconcile reconcileMetrics
 }
 
 // New returns the gateway's metrics on a fresh registry that also holds the
@@ -104,6 +106,7 @@ func New() *Metrics {
 		m.webhookDeliveries, m.webhookDuration, m.webhookPending, m.webhookDead, m.webhookDisabled, m.feedLag,
 		m.pruned, m.tableBytes, m.retention,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registerReconcile()
 	return m
 }
 
