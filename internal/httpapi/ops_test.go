@@ -16,6 +16,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
+	"github.com/alipay-notify-gateway/gateway/internal/reconcile"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
@@ -406,7 +407,7 @@ func TestOpenAPI_Routes(t *testing.T) {
 		}
 	}
 	routed := map[string]bool{}
-	h := httpapi.New(httpapi.Config{Outbound: &outbound.Service{}, Webhooks: &webhook.Admin{}})
+	h := httpapi.New(httpapi.Config{Outbound: &outbound.Service{}, Webhooks: &webhook.Admin{}, Reconcile: &reconcile.Reconciler{}})
 	err := chi.Walk(h.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		if strings.HasPrefix(route, "/v1/") {
 			routed[method+" "+route] = true

@@ -54,6 +54,9 @@ type Config struct {
 	// Webhooks manages the event endpoints and serves the feed; nil
 	// leaves their routes out.
 	Webhooks Webhooks
+	// Reconcile starts and reads reconciliation runs and their drift; nil
+	// leaves their routes out.
+	Reconcile Reconcile
 	// InternalListener leaves /readyz and /metrics out of the public
 	// handler, for NewInternal's handler on its own listener to serve.
 	InternalListener bool
