@@ -86,6 +86,10 @@ var metrics = []metric{
 	{"alipay_gateway_pruned_rows_total", "counter", []string{"what"}},
 	{"alipay_gateway_table_bytes", "gauge", []string{"table"}},
 	{"alipay_gateway_retention_seconds", "gauge", []string{"what"}},
+	{"alipay_gateway_reconcile_runs_total", "counter", []string{"trigger"}},
+	{"alipay_gateway_reconcile_checks_total", "counter", []string{"kind"}},
+	{"alipay_gateway_reconcile_repairs_total", "counter", []string{"kind"}},
+	{"alipay_gateway_reconcile_errors_total", "counter", []string{"kind"}},
 }
 
 // labelValues are the known values of some labels: a matcher naming another
@@ -100,6 +104,9 @@ var labelValues = map[string][]string{
 		"token_key_missing"},
 	"state":  {"acquired", "idle", "total", "max"},
 	"result": {"success", "business_error", "transport_error", "delivered", "failed", "dead"},
+	"kind": {"authorization", "mini_app_version", "business_error", "invalid_token", "rate_limited", "upstream_error",
+		"unknown_status", "no_token", "abandoned"},
+	"trigger": {"schedule", "outage", "manual"},
 }
 
 // targetLabels are added by Prometheus to every series.
@@ -1114,14 +1121,24 @@ func checkPromQL(t *testing.T, where, expr string) []string {
 	return used
 }
 
-// metricsSource is where the gateway defines its metrics.
-const metricsSource = "../internal/metrics/metrics.go"
+// metricsSource is where the gateway defines its metrics: metrics.go,
+// and a file of its own for a feature's (reconcile.go, ...).
+const metricsSource = "../internal/metrics/*.go"
 
 // TestMetrics_MatchCode: metrics (above) names exactly the metrics that
 // internal/metrics defines (Namespace ns, Name "..."), with their types.
 func TestMetrics_MatchCode(t *testing.T) {
 	t.Parallel()
-	src := string(readFile(t, metricsSource))
+	files, err := filepath.Glob(metricsSource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := ""
+	for _, f := range files {
+		if !strings.HasSuffix(f, "_test.go") {
+			src += string(readFile(t, f))
+		}
+	}
 	defined := map[string]string{}
 	re := regexp.MustCompile(`prometheus\.New(Counter|Gauge|Histogram)(?:Vec)?\(prometheus\.[A-Za-z]+Opts\{Namespace: ns, Name: "([a-z0-9_]+)"`)
 	for _, m := range re.FindAllStringSubmatch(src, -1) {

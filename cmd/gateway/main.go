@@ -30,6 +30,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/reconcile"
 	"github.com/alipay-notify-gateway/gateway/internal/retention"
 	"github.com/alipay-notify-gateway/gateway/internal/webhook"
 )
@@ -262,6 +263,26 @@ func serve() error {
 	if err != nil {
 		return err
 	}
+	// Reconciliation asks Alipay what notifications may have lost, on the
+	// schedule, after outages and on demand; it stops (a target under way
+	// left to a later claim) before the database closes.
+	var rec *reconcile.Reconciler
+	stopReconcile := func() {}
+	if out != nil {
+		rec = reconcile.New(reconcile.Config{
+			Store: db, Alipay: out, Limiter: db, Rate: cfg.ReconcileRate, AppIDs: out.AppIDs(),
+			Interval: cfg.ReconcileInterval, AfterOutage: cfg.ReconcileAfterOutage,
+			Health: []func(context.Context) error{db.Ready, channels.Ready}, Deliveries: m.DeliveryTotals,
+			Metrics: m, Logger: log.With().Str("component", "reconcile").Logger(),
+		})
+		rctx, rstop := context.WithCancel(context.WithoutCancel(ctx))
+		rdone := make(chan struct{})
+		go func() { defer close(rdone); rec.Run(rctx) }()
+		stopReconcile = func() { rstop(); <-rdone }
+		log.Info().Dur("interval", cfg.ReconcileInterval).Float64("rate", cfg.ReconcileRate).
+			Dur("after_outage", cfg.ReconcileAfterOutage).Msg("reconciliation on")
+	}
+	defer stopReconcile()
 	// Events reach the ISV's endpoints from the outbox, decoupled from
 	// intake; the dispatcher stops with the context, finishing the
 	// attempts it has begun.
@@ -308,6 +329,9 @@ func serve() error {
 		// X-Forwarded-For names the client for the callback's rate limit
 		// only when these proxies sent it.
 		TrustedProxies: cfg.TrustedProxies,
+	}
+	if rec != nil {
+		hcfg.Reconcile = rec
 	}
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
@@ -358,6 +382,7 @@ func serve() error {
 	inbox.Close()
 	stopDispatch()
 	stopPrune()
+	stopReconcile()
 	if internal != nil {
 		// Last, so that probes and scrapes are answered while the rest drains.
 		if ierr := internal.Shutdown(sctx); err == nil {

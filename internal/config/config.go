@@ -92,6 +92,14 @@ type Config struct {
 	Prune                     bool          `env:"PRUNE" envDefault:"true"`
 	PruneInterval             time.Duration `env:"PRUNE_INTERVAL" envDefault:"1h"`
 	PruneBatch                int           `env:"PRUNE_BATCH" envDefault:"1000"`
+	// Reconciliation (internal/reconcile): a run asks Alipay about every
+	// authorized merchant every ReconcileInterval (0: no scheduled runs),
+	// at most ReconcileRate calls a second per ISV app across replicas (0:
+	// no limit), and soon after an outage of at least ReconcileAfterOutage
+	// ends (0: not after outages).
+	ReconcileInterval    time.Duration `env:"RECONCILE_INTERVAL" envDefault:"6h"`
+	ReconcileRate        float64       `env:"RECONCILE_RATE" envDefault:"5"`
+	ReconcileAfterOutage time.Duration `env:"RECONCILE_AFTER_OUTAGE" envDefault:"5m"`
 
 	// The one-app shortcut; GATEWAY_CONFIG lists several apps instead.
 	App AppSettings `envPrefix:""`
@@ -161,6 +169,9 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 	}
 	if c.PruneInterval <= 0 || c.PruneBatch < 1 || c.PruneBatch > 100000 {
 		return nil, errors.New("config: PRUNE_INTERVAL must be a positive duration, PRUNE_BATCH from 1 to 100000")
+	}
+	if c.ReconcileInterval < 0 || c.ReconcileInterval > 0 && c.ReconcileInterval < time.Minute || c.ReconcileRate < 0 || c.ReconcileAfterOutage < 0 {
+		return nil, errors.New("config: RECONCILE_INTERVAL must be 0 (off) or at least 1m, RECONCILE_RATE and RECONCILE_AFTER_OUTAGE not negative")
 	}
 	if c.HTTPAddr == "" {
 		return nil, errors.New("config: HTTP_ADDR is empty")

@@ -188,3 +188,35 @@ func TestLoad_TokenKeys(t *testing.T) {
 		}
 	})
 }
+
+// TestLoad_Reconcile: RECONCILE_* take their defaults, 0 turns the schedule
+// and the outage runs off, and nonsense is refused.
+func TestLoad_Reconcile(t *testing.T) {
+	t.Parallel()
+	b64, _ := devpki.PublicKeyBase64(&testkit.PKI().Alipay.Key.PublicKey)
+	load := func(kv ...string) (*config.Config, error) {
+		env := map[string]string{"DATABASE_URL": "postgres://x@127.0.0.1/db", "ALIPAY_APP_ID": "1", "ALIPAY_PUBLIC_KEY": b64}
+		for i := 0; i+1 < len(kv); i += 2 {
+			env[kv[i]] = kv[i+1]
+		}
+		return config.Load(env, time.Now())
+	}
+	t.Run("OK", func(t *testing.T) {
+		c, err := load()
+		if err != nil || c.ReconcileInterval != 6*time.Hour || c.ReconcileRate != 5 || c.ReconcileAfterOutage != 5*time.Minute {
+			t.Fatalf("%+v %v", c, err)
+		}
+		if c, err = load("RECONCILE_INTERVAL", "0", "RECONCILE_AFTER_OUTAGE", "0", "RECONCILE_RATE", "0.5"); err != nil ||
+			c.ReconcileInterval != 0 || c.ReconcileAfterOutage != 0 || c.ReconcileRate != 0.5 {
+			t.Fatalf("%+v %v", c, err)
+		}
+	})
+	t.Run("ErrBad", func(t *testing.T) {
+		for _, kv := range [][]string{{"RECONCILE_INTERVAL", "10s"}, {"RECONCILE_INTERVAL", "-1h"}, {"RECONCILE_RATE", "-1"},
+			{"RECONCILE_AFTER_OUTAGE", "-5m"}} {
+			if _, err := load(kv...); err == nil || !strings.Contains(err.Error(), kv[0]) {
+				t.Errorf("%v: %v", kv, err)
+			}
+		}
+	})
+}
