@@ -105,7 +105,7 @@ var labelValues = map[string][]string{
 	"state":  {"acquired", "idle", "total", "max"},
 	"result": {"success", "business_error", "transport_error", "delivered", "failed", "dead"},
 	"kind": {"authorization", "mini_app_version", "business_error", "invalid_token", "rate_limited", "upstream_error",
-		"unknown_status", "no_token", "abandoned"},
+		"unknown_status", "no_token", "abandoned", "foreign"},
 	"trigger": {"schedule", "outage", "manual"},
 }
 

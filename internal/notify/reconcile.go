@@ -116,6 +116,7 @@ const (
 	RecErrUnknownStatus = "unknown_status" // a status value the gateway does not know
 	RecErrNoToken       = "no_token"       // the stored token is missing, expired or unreadable: not asked
 	RecErrAbandoned     = "abandoned"      // the target was claimed too often without finishing
+	RecErrForeign       = "foreign"        // the mini-app's state belongs to another ISV app
 )
 
 // ReconcileError is what a run met that changed nothing: recorded on the

@@ -96,7 +96,7 @@ func (c *checker) authorization() (answered, usable bool, err error) {
 // those that differ. It reports whether Alipay's list answered.
 func (c *checker) versions(state *notify.ReconcileState) (bool, error) {
 	if state.MiniAppOwner != "" && state.MiniAppOwner != c.t.AppID {
-		return false, c.record(notify.ReconcileError{Kind: notify.RecErrBusiness,
+		return false, c.record(notify.ReconcileError{Kind: notify.RecErrForeign,
 			Message: fmt.Sprintf("mini-app %s belongs to app %s: app %s's answer changes nothing", c.t.MiniAppID, state.MiniAppOwner, c.t.AppID)})
 	}
 	var list []outbound.MiniVersion

@@ -198,6 +198,28 @@ func TestReconciler_NothingDelivered(t *testing.T) {
 			t.Fatalf("%d events", n)
 		}
 	})
+	t.Run("OKOwnMiniApp", func(t *testing.T) {
+		e.sim.SetVersion(e.app.ID, openapisim.Version{Version: "3.0.0", Status: "BASE_AUDIT_PASS"})
+		run, err := r.Start(ctx, notify.ScopeMiniApp, e.app.ID, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if run = e.finish(t, r, run.ID); run.Repaired != 1 || run.Checked != 1 {
+			t.Fatalf("%+v", run)
+		}
+		m, err := e.db.MiniApp(ctx, e.app.ID)
+		if err != nil || m.AuditStatus != notify.BaseAuditPassed || m.AppID != e.app.ID {
+			t.Fatalf("%+v %v", m, err)
+		}
+		calls := e.sim.Calls(openapisim.MethodMiniVersionList)
+		if calls[len(calls)-1].Params.Get("app_auth_token") != "" {
+			t.Fatal("the ISV's own mini-app was asked with a merchant's token")
+		}
+		// Now that it has state, runs of every merchant check it too.
+		if run := e.runAll(t, r); run.Targets != 2 {
+			t.Fatalf("%+v", run)
+		}
+	})
 	t.Run("ErrScope", func(t *testing.T) {
 		for _, c := range []struct{ scope, id, code string }{
 			{"everything", "", notify.EINVALID}, {notify.ScopeAll, merchantA, notify.EINVALID}, {notify.ScopeMerchant, "", notify.EINVALID},
