@@ -283,6 +283,9 @@ func (c *checker) take() error {
 		if err != nil || granted > 0 {
 			return err
 		}
+		if err := c.renew(); err != nil { // a long wait for the bucket keeps the lease
+			return err
+		}
 		wait = max(wait, 5*time.Millisecond)
 		select {
 		case <-time.After(wait):
