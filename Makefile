@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: run test build vet fmt clean fuzz demo bench bench-prune soak pgo
+.PHONY: run test build vet fmt clean fuzz demo bench bench-prune bench-send soak pgo
 
 ## run: the gateway with development keys, on a local Postgres it starts
 run:
@@ -24,6 +24,10 @@ bench:
 ## bench-prune: intake while a million old rows are pruned, against none; the prune alone; its plans; partitions (own Postgres; about 15 minutes; BENCH_PRUNE_PARTS, BENCH_PRUNE_ROUNDS)
 bench-prune:
 	@bash deploy/dev/bench-prune.sh
+
+## bench-send: bulk template messages against the OpenAPI simulator: 20,000 sends drained at 1,000/s or more, and 50/s within 5% across two replicas (own Postgres; a few minutes; BENCH_SEND_PARTS="drain rate simlimit")
+bench-send:
+	@bash deploy/dev/bench-send.sh
 
 ## soak: failure scenarios; SCENARIO=kill9|pgrestart|replicas|steady|webhooks (default all; steady lasts SOAK_DURATION, 10m; webhooks 2-4m)
 soak:
@@ -49,6 +53,7 @@ clean:
 	-@bash deploy/dev/pg.sh stop .dev/pg >/dev/null 2>&1
 	-@bash deploy/dev/pg.sh stop .dev/pg-test >/dev/null 2>&1
 	-@bash deploy/dev/pg.sh stop .dev/pg-bench >/dev/null 2>&1
+	-@bash deploy/dev/pg.sh stop .dev/pg-bench-send >/dev/null 2>&1
 	-@bash deploy/dev/pg.sh stop .dev/pg-soak >/dev/null 2>&1
 	rm -rf .dev bin
 

@@ -52,13 +52,17 @@ sql() { psql -X -At -v ON_ERROR_STOP=1 -d "$1" -c "$2"; }
 declare -A GW_PID=()
 
 # gw_start NAME PORT DBURL: start a gateway in the background, log to
-# $WORK/NAME.log, wait for /readyz.
+# $WORK/NAME.log, wait for /readyz. The caller's ALIPAY_* settings are left
+# out, but for those GW_ALIPAY_ENV lists (NAME=value words, such as the app
+# key and OpenAPI URL of make bench-send).
 gw_start() {
   local name=$1 port=$2 url=$3
   (
     for v in $(compgen -e); do
       [[ $v == ALIPAY_* || $v == GATEWAY_CONFIG ]] && unset "$v"
     done
+    # shellcheck disable=SC2086 # NAME=value words
+    [[ -z ${GW_ALIPAY_ENV:-} ]] || export ${GW_ALIPAY_ENV?}
     export DATABASE_URL=$url ALIPAY_APP_ID=$APP_ID ALIPAY_PUBLIC_KEY_FILE=$KEYS/public_key.txt \
       TOKEN_ENCRYPTION_KEY=$TOKEN_KEY OPS_API_TOKENS=$OPS_TOKEN HTTP_ADDR=127.0.0.1:$port LOG_LEVEL=${GATEWAY_LOG_LEVEL:-warn}
     exec "$GW_BIN" serve

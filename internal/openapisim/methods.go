@@ -78,7 +78,10 @@ func (s *Sim) send(appID, authAppID string, biz map[string]any) any {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.sent = append(s.sent, m)
+	if e, refused := s.refuseLocked(m); refused {
+		return e
+	}
+	s.deliverLocked(m)
 	return ok
 }
 

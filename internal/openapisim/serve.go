@@ -3,7 +3,6 @@ package openapisim
 import (
 	"bytes"
 	"crypto"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
@@ -62,13 +61,15 @@ func (s *Sim) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.mu.Lock()
-	s.calls = append(s.calls, Call{Method: method, AppID: p.Get("app_id"), Params: p, Biz: biz})
-	var f Fault
-	if q := s.faults[method]; len(q) > 0 {
-		f, s.faults[method] = q[0], q[1:]
+	f, admitted := s.admit(method, p, biz)
+	if !admitted {
+		s.write(w, method, errCallLimited, Fault{})
+		return
 	}
-	s.mu.Unlock()
+	var answer any
+	if f.Deliver {
+		answer = s.handle(p, biz, f)
+	}
 
 	if f.Delay > 0 {
 		select {
@@ -95,7 +96,10 @@ func (s *Sim) serve(w http.ResponseWriter, r *http.Request) {
 		s.write(w, method, errorAnswer{Code: f.Code, Msg: f.Msg, SubCode: f.SubCode, SubMsg: f.SubMsg}, f)
 		return
 	}
-	s.write(w, method, s.handle(p, biz, f), f)
+	if answer == nil {
+		answer = s.handle(p, biz, f)
+	}
+	s.write(w, method, answer, f)
 }
 
 // check verifies the common parameters, the signature, the cert SNs and
@@ -201,8 +205,7 @@ func (s *Sim) write(w http.ResponseWriter, method string, v any, f Fault) {
 		if f.BadSign {
 			signKey = otherKey()
 		}
-		sum := sha256.Sum256(text)
-		sig, _ := rsa.SignPKCS1v15(rand.Reader, signKey, crypto.SHA256, sum[:])
+		sig := s.sign(signKey, text)
 		sn := s.cfg.CertSN
 		if f.CertSN != "" {
 			sn = f.CertSN

@@ -16,13 +16,22 @@
 // a test sets); and it can be told to fail the next call of a
 // method (an HTTP 5xx, a delay or no answer at all, a business error, an
 // unsigned or badly signed answer).
+//
+// For load (limits.go): a rate limit per app (SetRateLimit: 40005 "Call
+// Limited"), a share of a method's calls failing, chosen by recipient and
+// attempt so runs repeat (SetFailure; with Fault.Deliver "delivered,
+// answer lost"), users every send to whom fails (FailUser), sends refused
+// without a subscription (RequireSubscription), the time of each delivery
+// (SendTimes), counters (Stats) and Config.Lean. Answer signatures are
+// cached by answer text, so the simulator costs little at 1,000 calls a
+// second. New gives a simulator without a server of its own, an
+// http.Handler for cmd/openapisim.
 package openapisim
 
 import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/hex"
-	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"sync"
@@ -55,6 +64,9 @@ type Config struct {
 	// CertSN, when set (certificate mode), is sent as alipay_cert_sn with
 	// every signed answer.
 	CertSN string
+	// Lean keeps no copy of a call's parameters (Call.Params and Call.Biz
+	// are nil), for long runs.
+	Lean bool
 }
 
 // Fault is what the next call of a method does instead of answering
@@ -82,6 +94,10 @@ type Fault struct {
 	// merchant app instead of the one the code or refresh token belongs
 	// to (whose tokens stay valid), as a confused answer would.
 	AuthAppID string
+	// Deliver carries the call out first (a send is delivered, and shows
+	// in Sent), then answers as the other fields say: "delivered, answer
+	// lost" with a 20000, a hang or an HTTP error.
+	Deliver bool
 }
 
 // Call is a request the simulator accepted (its signature verified).
@@ -129,6 +145,7 @@ type Sim struct {
 	reExpiresIn   int64
 	subscriptions map[string]map[string]Subscription // user -> template -> state
 	recon         reconState                         // the query methods' state (reconcile.go)
+	lim           limits                             // rate limits, failure fractions, counters (limits.go)
 }
 
 // Subscription is a user's subscription to a template, as the query
@@ -140,15 +157,8 @@ type Subscription struct {
 
 // Start starts a simulator; Close stops it.
 func Start(cfg Config) *Sim {
-	s := &Sim{
-		cfg: cfg, apps: map[string]App{}, closing: make(chan struct{}),
-		faults: map[string][]Fault{}, codes: map[string]grant{}, tokens: map[string]grant{}, refresh: map[string]grant{},
-		expiresIn: 31536000, reExpiresIn: 32140800, subscriptions: map[string]map[string]Subscription{},
-	}
-	for _, a := range cfg.Apps {
-		s.apps[a.ID] = a
-	}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	s := New(cfg)
+	s.srv = httptest.NewServer(s)
 	return s
 }
 
@@ -158,7 +168,9 @@ func (s *Sim) URL() string { return s.srv.URL + "/gateway.do" }
 // Close stops the simulator, releasing calls left hanging.
 func (s *Sim) Close() {
 	s.once.Do(func() { close(s.closing) })
-	s.srv.Close()
+	if s.srv != nil {
+		s.srv.Close()
+	}
 }
 
 // Fail makes the next call of method do f. Faults queue up.
