@@ -176,10 +176,10 @@ type Console struct {
 
 // page is one entry of the navigation and the routes behind it.
 type page struct {
-	name   string                   // its template, and its nav label nav.<name>
-	path   string                   // under Base
+	name   string                     // its template, and its nav label nav.<name>
+	path   string                     // under Base
 	routes func(*Console, chi.Router) // mounted at path
-	on     func(*Console) bool       // nil: always on
+	on     func(*Console) bool        // nil: always on
 }
 
 // pages are the console's pages, in the navigation's order.

@@ -147,4 +147,3 @@ func (c *Console) readiness(ctx context.Context) []string {
 	}
 	return out
 }
-
