@@ -219,11 +219,12 @@ func (c *client) mustGet(path string, header ...string) string {
 // that arrives late (stale).
 func sendAudits(t testing.TB, g *gateway, miniAppID string) []alipay.Form {
 	t.Helper()
+	at := time.Now().Add(-26 * time.Hour).UnixMilli() // Alipay's times: the audits of yesterday
 	const reasons = `{"audit_images":["shot-1.png"],"memos":[{"memo":"首页白屏","memo_image_list":["memo-1.png","memo-2.png"]}]}`
 	forms := []alipay.Form{
-		testkit.Form(testkit.AppID, notify.MethodAuditRejected, `{"mini_app_id":"`+miniAppID+`","mini_app_version":"0.0.1","audit_reason":"JS错误检测:发现JS错误","base_audit":"REJECT","promote_audit":"REJECT","base_audit_reason":`+reasons+`}`, 1000),
-		testkit.Form(testkit.AppID, notify.MethodBaseAuditPassed, `{"mini_app_id":"`+miniAppID+`","mini_app_version":"0.0.2","base_audit":"PASS","promote_audit":"REJECT","promote_audit_reason":{"memos":[{"memo":"营销信息不符","memo_image_list":["promo.png"]}]}}`, 3000),
-		testkit.Form(testkit.AppID, notify.MethodAuditRejected, `{"mini_app_id":"`+miniAppID+`","mini_app_version":"0.0.2","audit_reason":"迟到的驳回"}`, 2000),
+		testkit.Form(testkit.AppID, notify.MethodAuditRejected, `{"mini_app_id":"`+miniAppID+`","mini_app_version":"0.0.1","audit_reason":"JS错误检测:发现JS错误","base_audit":"REJECT","promote_audit":"REJECT","base_audit_reason":`+reasons+`}`, at),
+		testkit.Form(testkit.AppID, notify.MethodBaseAuditPassed, `{"mini_app_id":"`+miniAppID+`","mini_app_version":"0.0.2","base_audit":"PASS","promote_audit":"REJECT","promote_audit_reason":{"memos":[{"memo":"营销信息不符","memo_image_list":["promo.png"]}]}}`, at+int64(2*time.Hour/time.Millisecond)),
+		testkit.Form(testkit.AppID, notify.MethodAuditRejected, `{"mini_app_id":"`+miniAppID+`","mini_app_version":"0.0.2","audit_reason":"迟到的驳回"}`, at+int64(time.Hour/time.Millisecond)),
 	}
 	for _, f := range forms {
 		send(t, g.srv.URL, testkit.Body(t, f, testkit.AlipayKey()))
