@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: run test build vet fmt clean fuzz demo bench bench-prune soak pgo
+.PHONY: run test build vet fmt clean fuzz demo bench bench-prune bench-console soak pgo
 
 ## run: the gateway with development keys, on a local Postgres it starts
 run:
@@ -24,6 +24,10 @@ bench:
 ## bench-prune: intake while a million old rows are pruned, against none; the prune alone; its plans; partitions (own Postgres; about 15 minutes; BENCH_PRUNE_PARTS, BENCH_PRUNE_ROUNDS)
 bench-prune:
 	@bash deploy/dev/bench-prune.sh
+
+## bench-console: every ops console page timed on a million notifications (own Postgres; a few minutes; BENCH_CONSOLE_FILL=0 reuses the filled database)
+bench-console:
+	@bash deploy/dev/bench-console.sh
 
 ## soak: failure scenarios; SCENARIO=kill9|pgrestart|replicas|steady|webhooks (default all; steady lasts SOAK_DURATION, 10m; webhooks 2-4m)
 soak:
@@ -50,6 +54,7 @@ clean:
 	-@bash deploy/dev/pg.sh stop .dev/pg-test >/dev/null 2>&1
 	-@bash deploy/dev/pg.sh stop .dev/pg-bench >/dev/null 2>&1
 	-@bash deploy/dev/pg.sh stop .dev/pg-soak >/dev/null 2>&1
+	-@bash deploy/dev/pg.sh stop .dev/pg-console >/dev/null 2>&1
 	rm -rf .dev bin
 
 ## fuzz: every fuzz target for FUZZTIME each (default 5m)
