@@ -49,66 +49,55 @@ func (db *DB) DeleteConsoleSession(ctx context.Context, idHash []byte) error {
 	return unavailable(err)
 }
 
-// intakeCounts counts, in buckets of $3 seconds back from $1, the
-// notifications first received in ($2, $1]: all of them through
-// notifications_received_idx, and those not applied through the partial
-// notifications_not_applied_idx (both index-only scans); applied is the
-// difference. Bucket 0 ends at $1.
+// intakeCounts counts, in $3 buckets of $2 back from $1, the
+// notifications first received in each: all of them (an index-only range
+// count on notifications_received_idx) and those stale, unhandled and
+// failed (on the partial notifications_not_applied_idx). A count per
+// bucket rather than one grouped scan: computing a bucket for every row
+// cost five times the counting. Bucket 0 ends at $1.
 const intakeCounts = `
-    SELECT floor(extract(epoch FROM $1::timestamptz - received_at) / $3::float8)::int AS bucket, 'all', count(*)
-    FROM notifications WHERE received_at > $2::timestamptz AND received_at <= $1::timestamptz GROUP BY 1
-    UNION ALL
-    SELECT floor(extract(epoch FROM $1::timestamptz - received_at) / $3::float8)::int, status, count(*)
-    FROM notifications WHERE status <> 'applied' AND received_at > $2::timestamptz AND received_at <= $1::timestamptz GROUP BY 1, 2`
+    SELECT i,
+        (SELECT count(*) FROM notifications WHERE received_at > lo AND received_at <= hi),
+        (SELECT count(*) FROM notifications WHERE status = 'stale' AND received_at > lo AND received_at <= hi),
+        (SELECT count(*) FROM notifications WHERE status = 'unhandled' AND received_at > lo AND received_at <= hi),
+        (SELECT count(*) FROM notifications WHERE status = 'failed' AND received_at > lo AND received_at <= hi)
+    FROM (SELECT i, $1::timestamptz - (i + 1) * $2::interval AS lo, $1::timestamptz - i * $2::interval AS hi
+          FROM generate_series(0, $3::int - 1) i) b
+    ORDER BY i`
 
 // IntakeCounts returns what intake stored in the window before until, in
 // buckets of bucket (the newest first, window/bucket of them, empty ones
 // included): the notifications first received in each, by their status
 // now. A delivery Alipay repeats is counted once, when it first came; one
 // the gateway refused (answered fail) is not stored, so not counted here
-// (see metrics.Recent). It returns an EINVALID *notify.Error for a bucket
-// that does not divide the window, an EUNAVAILABLE one when the database
-// cannot be reached.
+// (see metrics.Recent). Its cost grows with the notifications in the
+// window (an index-only count: about 12 ms per 100,000 on a small
+// machine). It returns an EINVALID *notify.Error for a bucket that does
+// not divide the window, an EUNAVAILABLE one when the database cannot be
+// reached.
 func (db *DB) IntakeCounts(ctx context.Context, until time.Time, window, bucket time.Duration) ([]view.IntakeBucket, error) {
 	if bucket <= 0 || window < bucket || window%bucket != 0 {
 		return nil, notify.Errorf(notify.EINVALID, "bad_window", "bucket %s does not divide window %s", bucket, window)
 	}
 	n := int(window / bucket)
 	out := make([]view.IntakeBucket, n)
-	for i := range out {
-		out[i].Start = until.Add(-time.Duration(i+1) * bucket)
-	}
-	rows, err := db.Pool.Query(ctx, intakeCounts, pgx.QueryExecModeExec, until, until.Add(-window), bucket.Seconds())
+	rows, err := db.Pool.Query(ctx, intakeCounts, pgx.QueryExecModeExec, until, bucket, n)
 	if err != nil {
 		return nil, unavailable(err)
 	}
 	var (
-		i      int
-		status string
-		count  int
+		i                          int
+		all, stale, unhandled, bad int
 	)
-	_, err = pgx.ForEachRow(rows, []any{&i, &status, &count}, func() error {
-		if i < 0 || i >= n {
-			return nil // received exactly at the window's start
-		}
-		b := &out[i]
-		switch notify.Status(status) {
-		case notify.StatusStale:
-			b.Stale += count
-		case notify.StatusUnhandled:
-			b.Unhandled += count
-		case notify.StatusFailed:
-			b.Failed += count
-		default: // all
-			b.Applied += count
+	_, err = pgx.ForEachRow(rows, []any{&i, &all, &stale, &unhandled, &bad}, func() error {
+		if i >= 0 && i < n {
+			out[i] = view.IntakeBucket{Start: until.Add(-time.Duration(i+1) * bucket),
+				Applied: all - stale - unhandled - bad, Stale: stale, Unhandled: unhandled, Failed: bad}
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, unavailable(err)
-	}
-	for i := range out {
-		out[i].Applied -= out[i].Stale + out[i].Unhandled + out[i].Failed
 	}
 	return out, nil
 }

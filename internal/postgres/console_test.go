@@ -291,7 +291,7 @@ func TestConsole_Plans(t *testing.T) {
 		sql  string
 		args []any
 	}{
-		"IntakeDay":             {postgres.IntakeCountsSQL, []any{now, now.Add(-24 * time.Hour), 3600.0}},
+		"IntakeDay":             {postgres.IntakeCountsSQL, []any{now, time.Hour, 24}},
 		"MerchantPrefix":        {postgres.MerchantsSQL, []any{"", "20210000001", "", false, nil, nil, "", "", 51}},
 		"MerchantOrders":        {postgres.OrdersOfSQL, []any{[]string{"202100000000042"}, []string{"208842"}, 50}},
 		"MerchantNotifications": {postgres.MerchantNotificationsSQL, []any{"202100000000042", []string{"202100000000042"}, []string{"o42"}, 20}},
