@@ -19,8 +19,6 @@ const (
 	en
 )
 
-var langCodes = [...]string{zh: "zh", en: "en"}
-
 // htmlLang is the lang attribute of a page.
 func (l lang) htmlLang() string {
 	if l == en {

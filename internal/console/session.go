@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
@@ -153,6 +154,15 @@ func (c *Console) checkCSRF(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, c.cfg.MaxBodyBytes+16<<10)
+		if err := r.ParseForm(); err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				c.fail(w, r, notify.Errorf(notify.ETOOLARGE, "form_too_large", "the form is over %d bytes", tooLarge.Limit))
+			} else {
+				c.fail(w, r, notify.Errorf(notify.EINVALID, "bad_form", "the form does not parse"))
+			}
+			return
+		}
 		given := r.PostFormValue(csrfField)
 		s := sessionOf(r.Context())
 		if given == "" || subtle.ConstantTimeCompare([]byte(given), []byte(s.CSRFToken)) != 1 {
