@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"os"
@@ -13,11 +14,13 @@ import (
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/console"
+	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 )
 
-// cookieOf returns the Set-Cookie header of name in resp.
+// setCookie sends a request and returns the cookie name it sets, and the
+// status.
 func setCookie(t *testing.T, c *client, method, path string, form url.Values, name string, header ...string) (*http.Cookie, int) {
 	t.Helper()
 	req, _ := http.NewRequest(method, c.g.srv.URL+path, strings.NewReader(form.Encode()))
@@ -393,5 +396,33 @@ func TestMessages(t *testing.T) {
 		if !console.HasMessage("error." + code) {
 			t.Errorf("no message for error code %s", code)
 		}
+	}
+}
+
+// TestConsole_TokenRemoved: a session ends when the token it was opened
+// with is no longer configured (another replica, restarted without it).
+func TestConsole_TokenRemoved(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	c := g.client(t)
+	c.signIn()
+	other := httptest.NewServer(httpapi.New(httpapi.Config{Logger: testkit.Logger(t), Store: g.db,
+		Console: console.New(console.Config{Store: g.db, Tokens: []string{"a-new-token-only"}, Logger: testkit.Logger(t)})}))
+	t.Cleanup(other.Close)
+	u := mustURL(g.srv.URL + "/console/")
+	req, _ := http.NewRequest("GET", other.URL+"/console/", nil)
+	for _, ck := range c.http.Jar.Cookies(u) {
+		req.AddCookie(ck)
+	}
+	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/console/login") {
+		t.Fatalf("a session of a removed token: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if code, _, _ := c.do("GET", "/console/", nil); code != 200 { // where the token still is, it still works
+		t.Fatalf("%d", code)
 	}
 }
