@@ -77,6 +77,9 @@ func intakeChart(buckets []view.IntakeBucket, width int, label string, tickEvery
 	return ch
 }
 
+// BaseY is where the bars stand.
+func (ch chart) BaseY() int { return chartHeight }
+
 // TickY is where the tick labels go.
 func (ch chart) TickY() int { return chartHeight + chartPad - 3 }
 
