@@ -23,6 +23,7 @@ import (
 
 	"github.com/alipay-notify-gateway/gateway/internal/certwatch"
 	"github.com/alipay-notify-gateway/gateway/internal/config"
+	"github.com/alipay-notify-gateway/gateway/internal/console"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/intake"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
@@ -333,6 +334,15 @@ func serve() error {
 	if rec != nil {
 		hcfg.Reconcile = rec
 	}
+	if cfg.Console {
+		// The ops console, under /console: the same reads as the ops API.
+		hcfg.Console = console.New(console.Config{
+			Store: db, Reprocessor: pipeline, Webhooks: hcfg.Webhooks, Verifier: cfg.Verifier, Keys: cfg.Keys,
+			Channels: consoleChannels(channels), ReadyChecks: hcfg.ReadyChecks, Metrics: m, Tokens: cfg.OpsAPITokens,
+			SessionTTL: cfg.ConsoleSessionTTL, TrustedProxies: cfg.TrustedProxies, Location: cfg.ConsoleLocation,
+			MaxBodyBytes: cfg.MaxBodyBytes, Logger: log,
+		})
+	}
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
 		Handler:           httpapi.New(hcfg),
@@ -394,6 +404,15 @@ func serve() error {
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// consoleChannels are the WebSocket channels, for the console.
+func consoleChannels(m *msgchannel.Manager) []console.Channel {
+	var out []console.Channel
+	for _, c := range m.Clients() {
+		out = append(out, c)
+	}
+	return out
 }
 
 // servePprof serves the profiler on its own listener, never on HTTP_ADDR.

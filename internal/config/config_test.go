@@ -220,3 +220,51 @@ func TestLoad_Reconcile(t *testing.T) {
 		}
 	})
 }
+
+// TestLoad_Console: the console's settings, and the key material kept for
+// its verify page as each app was loaded from it.
+func TestLoad_Console(t *testing.T) {
+	t.Parallel()
+	dir := files(t)
+	p := func(name string) string { return filepath.Join(dir, name) }
+	yamlFile := p("apps.yaml")
+	_ = os.WriteFile(yamlFile, []byte("apps:\n  - app_id: \"1\"\n    alipay_public_key_file: "+p("pub.txt")+
+		"\n  - app_id: \"2\"\n    alipay_root_cert_file: "+p(devpki.RootCertFile)+
+		"\n    alipay_public_cert_files: ["+p(devpki.AlipayCertFile)+", "+p(devpki.RotatedCertFile)+"]\n"), 0o644)
+	env := func(kv ...string) map[string]string {
+		m := map[string]string{"DATABASE_URL": "postgres://x@127.0.0.1/db", "GATEWAY_CONFIG": yamlFile}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	t.Run("OK", func(t *testing.T) {
+		c, err := config.Load(env("CONSOLE_SESSION_TTL", "30m", "CONSOLE_TIME_ZONE", "UTC"), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.Console || c.ConsoleSessionTTL != 30*time.Minute || c.ConsoleLocation != time.UTC {
+			t.Fatalf("%v %v %v", c.Console, c.ConsoleSessionTTL, c.ConsoleLocation)
+		}
+		key, cert := c.Keys["1"], c.Keys["2"]
+		if len(key.PublicKeys) != 1 || !strings.Contains(key.PublicKeys[0].Name, "pub.txt") || len(key.PublicKeys[0].Data) == 0 ||
+			cert.RootCert == nil || len(cert.Certs) != 2 || len(cert.PublicKeys) != 0 {
+			t.Fatalf("keys %+v %+v", key, cert)
+		}
+		d, err := config.Load(env(), time.Now())
+		if err != nil || d.ConsoleLocation.String() != "Asia/Shanghai" || d.ConsoleSessionTTL != 12*time.Hour {
+			t.Fatalf("defaults: %v %v", d, err)
+		}
+	})
+	for name, kv := range map[string][]string{
+		"ErrTTL":      {"CONSOLE_SESSION_TTL", "10s"},
+		"ErrLongTTL":  {"CONSOLE_SESSION_TTL", "1000h"},
+		"ErrTimeZone": {"CONSOLE_TIME_ZONE", "Mars/Olympus"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := config.Load(env(kv...), time.Now()); err == nil || !strings.Contains(err.Error(), kv[0]) {
+				t.Fatalf("%v: %v", kv, err)
+			}
+		})
+	}
+}
