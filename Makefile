@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: run test build vet fmt clean fuzz demo bench bench-prune bench-send soak pgo
+.PHONY: run test build vet fmt clean fuzz demo bench bench-prune bench-send bench-console soak pgo
 
 ## run: the gateway with development keys, on a local Postgres it starts
 run:
@@ -28,6 +28,9 @@ bench-prune:
 ## bench-send: bulk template messages against the OpenAPI simulator: 20,000 sends drained at 1,000/s or more, and 50/s within 5% across two replicas (own Postgres; a few minutes; BENCH_SEND_PARTS="drain rate simlimit")
 bench-send:
 	@bash deploy/dev/bench-send.sh
+## bench-console: every ops console page timed on a million notifications (own Postgres; a few minutes; BENCH_CONSOLE_FILL=0 reuses the filled database)
+bench-console:
+	@bash deploy/dev/bench-console.sh
 
 ## soak: failure scenarios; SCENARIO=kill9|pgrestart|replicas|steady|webhooks (default all; steady lasts SOAK_DURATION, 10m; webhooks 2-4m)
 soak:
@@ -55,6 +58,7 @@ clean:
 	-@bash deploy/dev/pg.sh stop .dev/pg-bench >/dev/null 2>&1
 	-@bash deploy/dev/pg.sh stop .dev/pg-bench-send >/dev/null 2>&1
 	-@bash deploy/dev/pg.sh stop .dev/pg-soak >/dev/null 2>&1
+	-@bash deploy/dev/pg.sh stop .dev/pg-console >/dev/null 2>&1
 	rm -rf .dev bin
 
 ## fuzz: every fuzz target for FUZZTIME each (default 5m)

@@ -24,6 +24,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/batchsend"
 	"github.com/alipay-notify-gateway/gateway/internal/certwatch"
 	"github.com/alipay-notify-gateway/gateway/internal/config"
+	"github.com/alipay-notify-gateway/gateway/internal/console"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/intake"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
@@ -31,6 +32,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/reconcile"
 	"github.com/alipay-notify-gateway/gateway/internal/retention"
 	"github.com/alipay-notify-gateway/gateway/internal/webhook"
 )
@@ -263,6 +265,26 @@ func serve() error {
 	if err != nil {
 		return err
 	}
+	// Reconciliation asks Alipay what notifications may have lost, on the
+	// schedule, after outages and on demand; it stops (a target under way
+	// left to a later claim) before the database closes.
+	var rec *reconcile.Reconciler
+	stopReconcile := func() {}
+	if out != nil {
+		rec = reconcile.New(reconcile.Config{
+			Store: db, Alipay: out, Limiter: db, Rate: cfg.ReconcileRate, AppIDs: out.AppIDs(),
+			Interval: cfg.ReconcileInterval, AfterOutage: cfg.ReconcileAfterOutage,
+			Health: []func(context.Context) error{db.Ready, channels.Ready}, Deliveries: m.DeliveryTotals,
+			Metrics: m, Logger: log.With().Str("component", "reconcile").Logger(),
+		})
+		rctx, rstop := context.WithCancel(context.WithoutCancel(ctx))
+		rdone := make(chan struct{})
+		go func() { defer close(rdone); rec.Run(rctx) }()
+		stopReconcile = func() { rstop(); <-rdone }
+		log.Info().Dur("interval", cfg.ReconcileInterval).Float64("rate", cfg.ReconcileRate).
+			Dur("after_outage", cfg.ReconcileAfterOutage).Msg("reconciliation on")
+	}
+	defer stopReconcile()
 	// Events reach the ISV's endpoints from the outbox, decoupled from
 	// intake; the dispatcher stops with the context, finishing the
 	// attempts it has begun.
@@ -318,6 +340,18 @@ func serve() error {
 	if batches != nil {
 		hcfg.Batches = batches
 	}
+	if rec != nil {
+		hcfg.Reconcile = rec
+	}
+	if cfg.Console {
+		// The ops console, under /console: the same reads as the ops API.
+		hcfg.Console = console.New(console.Config{
+			Store: db, Reprocessor: pipeline, Webhooks: hcfg.Webhooks, Verifier: cfg.Verifier, Keys: cfg.Keys,
+			Channels: consoleChannels(channels), ReadyChecks: hcfg.ReadyChecks, Metrics: m, Tokens: cfg.OpsAPITokens,
+			SessionTTL: cfg.ConsoleSessionTTL, TrustedProxies: cfg.TrustedProxies, Location: cfg.ConsoleLocation,
+			MaxBodyBytes: cfg.MaxBodyBytes, Logger: log,
+		})
+	}
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,
 		Handler:           httpapi.New(hcfg),
@@ -368,6 +402,7 @@ func serve() error {
 	stopBatches() // the sends in flight end and are recorded
 	stopDispatch()
 	stopPrune()
+	stopReconcile()
 	if internal != nil {
 		// Last, so that probes and scrapes are answered while the rest drains.
 		if ierr := internal.Shutdown(sctx); err == nil {
@@ -379,6 +414,15 @@ func serve() error {
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// consoleChannels are the WebSocket channels, for the console.
+func consoleChannels(m *msgchannel.Manager) []console.Channel {
+	var out []console.Channel
+	for _, c := range m.Clients() {
+		out = append(out, c)
+	}
+	return out
 }
 
 // servePprof serves the profiler on its own listener, never on HTTP_ADDR.

@@ -41,5 +41,6 @@ CREATE TABLE mini_apps (
     event_at         bigint      NOT NULL,
     event_notify_id  text        NOT NULL,
     created_at       timestamptz NOT NULL DEFAULT now(),
-    updated_at       timestamptz NOT NULL DEFAULT now()
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    last_reconciled_at timestamptz                      -- reconciliation (00010)
 );

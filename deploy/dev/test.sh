@@ -37,6 +37,11 @@ if [[ ! -d deploy/dev/whcheck/node_modules/standardwebhooks ]]; then
     echo "test: the official Standard Webhooks library is not installed (needs node and npm): its interop test will be SKIPPED" >&2
   fi
 fi
+# The ops console's browser tests drive Debian's chromium (internal/console);
+# they skip without it.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && [[ -z ${CHROMIUM:-} ]]; then
+  echo "test: chromium not found: the console's browser tests will be SKIPPED" >&2
+fi
 go vet ./...
 unformatted=$(gofmt -l cmd internal migrations)
 if [[ -n $unformatted ]]; then

@@ -16,11 +16,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	_ "time/tzdata" // CONSOLE_TIME_ZONE in an image without a zoneinfo database
 
 	"github.com/caarlos0/env/v11"
 	"gopkg.in/yaml.v3"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/diagnose"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/seal"
 )
@@ -106,6 +108,20 @@ type Config struct {
 	TemplateBatchMaxRecipients int    `env:"TEMPLATE_BATCH_MAX_RECIPIENTS" envDefault:"100000"`
 	TemplateBatchMaxBytes      int64  `env:"TEMPLATE_BATCH_MAX_BYTES" envDefault:"33554432"`
 	TemplateBatchDispatch      bool   `env:"TEMPLATE_BATCH_DISPATCH" envDefault:"true"`
+	// Reconciliation (internal/reconcile): a run asks Alipay about every
+	// authorized merchant every ReconcileInterval (0: no scheduled runs),
+	// at most ReconcileRate calls a second per ISV app across replicas (0:
+	// no limit), and soon after an outage of at least ReconcileAfterOutage
+	// ends (0: not after outages).
+	ReconcileInterval    time.Duration `env:"RECONCILE_INTERVAL" envDefault:"6h"`
+	ReconcileRate        float64       `env:"RECONCILE_RATE" envDefault:"5"`
+	ReconcileAfterOutage time.Duration `env:"RECONCILE_AFTER_OUTAGE" envDefault:"5m"`
+	// The ops console (internal/console): served under /console unless
+	// Console is off; a session lasts ConsoleSessionTTL; times are shown
+	// in ConsoleTimeZone (ConsoleLocation, loaded).
+	Console           bool          `env:"CONSOLE" envDefault:"true"`
+	ConsoleSessionTTL time.Duration `env:"CONSOLE_SESSION_TTL" envDefault:"12h"`
+	ConsoleTimeZone   string        `env:"CONSOLE_TIME_ZONE" envDefault:"Asia/Shanghai"`
 
 	// The one-app shortcut; GATEWAY_CONFIG lists several apps instead.
 	App AppSettings `envPrefix:""`
@@ -124,6 +140,12 @@ type Config struct {
 	// the rate of the apps not named, and the rate by app id.
 	TemplateRateDefault float64            `env:"-"`
 	TemplateRates       map[string]float64 `env:"-"`
+	// ConsoleLocation is ConsoleTimeZone, loaded.
+	ConsoleLocation *time.Location `env:"-"`
+	// Keys are, by app id, the key material each app was loaded from, as
+	// read (the console's verify page diagnoses with it, as alipayctl
+	// verify does).
+	Keys map[string]diagnose.DiagnoseInput `env:"-"`
 }
 
 // AppSettings is one ISV app's settings, as environment variables or as one
@@ -189,6 +211,17 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 	if c.TemplateBatchMaxBytes < 1024 {
 		return nil, errors.New("config: TEMPLATE_BATCH_MAX_BYTES must be at least 1024 bytes")
 	}
+	if c.ReconcileInterval < 0 || c.ReconcileInterval > 0 && c.ReconcileInterval < time.Minute || c.ReconcileRate < 0 || c.ReconcileAfterOutage < 0 {
+		return nil, errors.New("config: RECONCILE_INTERVAL must be 0 (off) or at least 1m, RECONCILE_RATE and RECONCILE_AFTER_OUTAGE not negative")
+	}
+	if c.ConsoleSessionTTL < time.Minute || c.ConsoleSessionTTL > 30*24*time.Hour {
+		return nil, errors.New("config: CONSOLE_SESSION_TTL must be from 1m to 720h (such as 12h)")
+	}
+	loc, err := time.LoadLocation(c.ConsoleTimeZone)
+	if err != nil {
+		return nil, fmt.Errorf("config: CONSOLE_TIME_ZONE %q: want an IANA time zone such as Asia/Shanghai or UTC", c.ConsoleTimeZone)
+	}
+	c.ConsoleLocation = loc
 	if c.HTTPAddr == "" {
 		return nil, errors.New("config: HTTP_ADDR is empty")
 	}
@@ -216,12 +249,14 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.Keys = map[string]diagnose.DiagnoseInput{}
 	for _, s := range settings {
-		app, err := s.load(now)
+		app, keys, err := s.load(now)
 		if err != nil {
 			return nil, err
 		}
 		c.Apps = append(c.Apps, app)
+		c.Keys[app.ID] = keys
 	}
 	if c.TemplateRateDefault, c.TemplateRates, err = parseRates(c.TemplateSendRate, c.Apps); err != nil {
 		return nil, err
@@ -367,8 +402,16 @@ func (c *Config) appSettings() ([]AppSettings, error) {
 	return []AppSettings{envApp}, nil
 }
 
-// load reads an app's keys or certs and checks them at now.
-func (s AppSettings) load(now time.Time) (*alipay.App, error) {
+// load reads an app's keys or certs and checks them at now, and returns
+// them also as read, for a diagnosis.
+func (s AppSettings) load(now time.Time) (*alipay.App, diagnose.DiagnoseInput, error) {
+	keys := diagnose.DiagnoseInput{AllowRSA1: s.AllowRSA1}
+	app, err := s.loadKeys(now, &keys)
+	return app, keys, err
+}
+
+// loadKeys is load, keeping what it reads in keys.
+func (s AppSettings) loadKeys(now time.Time, keys *diagnose.DiagnoseInput) (*alipay.App, error) {
 	if s.ID == "" {
 		return nil, errors.New("config: an app has no app_id")
 	}
@@ -394,6 +437,7 @@ func (s AppSettings) load(now time.Time) (*alipay.App, error) {
 		if err != nil {
 			return nil, fmt.Errorf("config: %s: %s: %v", where, name, err)
 		}
+		keys.PublicKeys = append(keys.PublicKeys, diagnose.Source{Name: name, Data: data})
 		app.Keys = []alipay.Key{{Pub: pub}}
 	case certMode:
 		if s.RootCertFile == "" {
@@ -410,6 +454,7 @@ func (s AppSettings) load(now time.Time) (*alipay.App, error) {
 		if err != nil {
 			return nil, fmt.Errorf("config: %s: ALIPAY_ROOT_CERT_FILE %s: %v", where, s.RootCertFile, err)
 		}
+		keys.RootCert = &diagnose.Source{Name: "ALIPAY_ROOT_CERT_FILE " + s.RootCertFile, Data: data}
 		app.CertMode = true
 		app.RootCertSN = roots.SN
 		for _, name := range s.PublicCertFiles {
@@ -422,6 +467,7 @@ func (s AppSettings) load(now time.Time) (*alipay.App, error) {
 			if err != nil {
 				return nil, fmt.Errorf("config: %s: ALIPAY_PUBLIC_CERT_FILE %s: %v", where, name, err)
 			}
+			keys.Certs = append(keys.Certs, diagnose.Source{Name: "ALIPAY_PUBLIC_CERT_FILE " + name, Data: data})
 			app.Keys = append(app.Keys, alipay.Key{SN: c.SN, Pub: c.Key, NotBefore: c.Cert.NotBefore, NotAfter: c.Cert.NotAfter})
 		}
 	default:

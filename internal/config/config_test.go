@@ -190,6 +190,86 @@ func TestLoad_TokenKeys(t *testing.T) {
 	})
 }
 
+// TestLoad_Reconcile: RECONCILE_* take their defaults, 0 turns the schedule
+// and the outage runs off, and nonsense is refused.
+func TestLoad_Reconcile(t *testing.T) {
+	t.Parallel()
+	b64, _ := devpki.PublicKeyBase64(&testkit.PKI().Alipay.Key.PublicKey)
+	load := func(kv ...string) (*config.Config, error) {
+		env := map[string]string{"DATABASE_URL": "postgres://x@127.0.0.1/db", "ALIPAY_APP_ID": "1", "ALIPAY_PUBLIC_KEY": b64}
+		for i := 0; i+1 < len(kv); i += 2 {
+			env[kv[i]] = kv[i+1]
+		}
+		return config.Load(env, time.Now())
+	}
+	t.Run("OK", func(t *testing.T) {
+		c, err := load()
+		if err != nil || c.ReconcileInterval != 6*time.Hour || c.ReconcileRate != 5 || c.ReconcileAfterOutage != 5*time.Minute {
+			t.Fatalf("%+v %v", c, err)
+		}
+		if c, err = load("RECONCILE_INTERVAL", "0", "RECONCILE_AFTER_OUTAGE", "0", "RECONCILE_RATE", "0.5"); err != nil ||
+			c.ReconcileInterval != 0 || c.ReconcileAfterOutage != 0 || c.ReconcileRate != 0.5 {
+			t.Fatalf("%+v %v", c, err)
+		}
+	})
+	t.Run("ErrBad", func(t *testing.T) {
+		for _, kv := range [][]string{{"RECONCILE_INTERVAL", "10s"}, {"RECONCILE_INTERVAL", "-1h"}, {"RECONCILE_RATE", "-1"},
+			{"RECONCILE_AFTER_OUTAGE", "-5m"}} {
+			if _, err := load(kv...); err == nil || !strings.Contains(err.Error(), kv[0]) {
+				t.Errorf("%v: %v", kv, err)
+			}
+		}
+	})
+}
+
+// TestLoad_Console: the console's settings, and the key material kept for
+// its verify page as each app was loaded from it.
+func TestLoad_Console(t *testing.T) {
+	t.Parallel()
+	dir := files(t)
+	p := func(name string) string { return filepath.Join(dir, name) }
+	yamlFile := p("apps.yaml")
+	_ = os.WriteFile(yamlFile, []byte("apps:\n  - app_id: \"1\"\n    alipay_public_key_file: "+p("pub.txt")+
+		"\n  - app_id: \"2\"\n    alipay_root_cert_file: "+p(devpki.RootCertFile)+
+		"\n    alipay_public_cert_files: ["+p(devpki.AlipayCertFile)+", "+p(devpki.RotatedCertFile)+"]\n"), 0o644)
+	env := func(kv ...string) map[string]string {
+		m := map[string]string{"DATABASE_URL": "postgres://x@127.0.0.1/db", "GATEWAY_CONFIG": yamlFile}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	t.Run("OK", func(t *testing.T) {
+		c, err := config.Load(env("CONSOLE_SESSION_TTL", "30m", "CONSOLE_TIME_ZONE", "UTC"), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.Console || c.ConsoleSessionTTL != 30*time.Minute || c.ConsoleLocation != time.UTC {
+			t.Fatalf("%v %v %v", c.Console, c.ConsoleSessionTTL, c.ConsoleLocation)
+		}
+		key, cert := c.Keys["1"], c.Keys["2"]
+		if len(key.PublicKeys) != 1 || !strings.Contains(key.PublicKeys[0].Name, "pub.txt") || len(key.PublicKeys[0].Data) == 0 ||
+			cert.RootCert == nil || len(cert.Certs) != 2 || len(cert.PublicKeys) != 0 {
+			t.Fatalf("keys %+v %+v", key, cert)
+		}
+		d, err := config.Load(env(), time.Now())
+		if err != nil || d.ConsoleLocation.String() != "Asia/Shanghai" || d.ConsoleSessionTTL != 12*time.Hour {
+			t.Fatalf("defaults: %v %v", d, err)
+		}
+	})
+	for name, kv := range map[string][]string{
+		"ErrTTL":      {"CONSOLE_SESSION_TTL", "10s"},
+		"ErrLongTTL":  {"CONSOLE_SESSION_TTL", "1000h"},
+		"ErrTimeZone": {"CONSOLE_TIME_ZONE", "Mars/Olympus"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := config.Load(env(kv...), time.Now()); err == nil || !strings.Contains(err.Error(), kv[0]) {
+				t.Fatalf("%v: %v", kv, err)
+			}
+		})
+	}
+}
+
 func TestLoad_TemplateSendRate(t *testing.T) {
 	t.Parallel()
 	b64, _ := devpki.PublicKeyBase64(&testkit.PKI().Alipay.Key.PublicKey)

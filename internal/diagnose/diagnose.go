@@ -7,7 +7,8 @@
 // hashes, then the usual mistakes of senders, of whoever captured the body
 // and of the configuration, and says what it found as findings with stable
 // codes. The verdict is always alipay's: the other attempts only explain
-// it. The gateway itself never imports this package.
+// it. In the gateway only the ops console's verify page uses it
+// (internal/console), never the intake path.
 package diagnose
 
 import (

@@ -19,6 +19,7 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/reconcile"
 	"github.com/alipay-notify-gateway/gateway/internal/samples"
 	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 	"github.com/alipay-notify-gateway/gateway/internal/view"
@@ -407,7 +408,7 @@ func TestOpenAPI_Routes(t *testing.T) {
 		}
 	}
 	routed := map[string]bool{}
-	h := httpapi.New(httpapi.Config{Outbound: &outbound.Service{}, Webhooks: &webhook.Admin{}, Batches: &batchsend.Admin{}})
+	h := httpapi.New(httpapi.Config{Outbound: &outbound.Service{}, Webhooks: &webhook.Admin{}, Reconcile: &reconcile.Reconciler{}, Batches: &batchsend.Admin{}})
 	err := chi.Walk(h.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		if strings.HasPrefix(route, "/v1/") {
 			routed[method+" "+route] = true

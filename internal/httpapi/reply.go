@@ -18,12 +18,17 @@ var httpStatus = map[string]int{
 	notify.EUNAVAILABLE:  http.StatusServiceUnavailable,
 	notify.ENOTFOUND:     http.StatusNotFound,
 	notify.EUNAUTHORIZED: http.StatusUnauthorized,
+	notify.EFORBIDDEN:    http.StatusForbidden,
 	notify.ECONFLICT:     http.StatusConflict,
 	notify.EINTERNAL:     http.StatusInternalServerError,
 	notify.ERATELIMITED:  http.StatusTooManyRequests,
 	outbound.EBUSINESS:   http.StatusUnprocessableEntity, // Alipay refused the call
 	outbound.EUPSTREAM:   http.StatusBadGateway,          // Alipay could not be reached, or its answer not trusted
 }
+
+// StatusOf returns the HTTP status for err: the ops console's pages
+// answer with the same table.
+func StatusOf(err error) int { return statusOf(err) }
 
 // statusOf returns the HTTP status for err.
 func statusOf(err error) int {

@@ -2,7 +2,8 @@
 // endpoint (a thin adapter over the intake pipeline: body in, success or
 // fail out), the merchant authorization callback, the health probes, the
 // ops REST API (/v1) behind bearer tokens, /metrics and the profiler. New is
-// the public handler (HTTP_ADDR); NewInternal the internal listener's
+// the public handler (HTTP_ADDR), which also mounts the ops console
+// (internal/console, under /console); NewInternal the internal listener's
 // (INTERNAL_ADDR). Handlers decode, call the pipeline, the store or the
 // outbound service through small interfaces, and answer through the helpers
 // of reply.go, where errors meet HTTP statuses.
@@ -59,6 +60,12 @@ type Config struct {
 	// (DefaultBatchMaxBytes when 0).
 	Batches       Batches
 	BatchMaxBytes int64
+	// Reconcile starts and reads reconciliation runs and their drift; nil
+	// leaves their routes out.
+	Reconcile Reconcile
+	// Console is the ops console (internal/console), served under
+	// /console; nil leaves it out.
+	Console http.Handler
 	// InternalListener leaves /readyz and /metrics out of the public
 	// handler, for NewInternal's handler on its own listener to serve.
 	InternalListener bool
@@ -134,6 +141,9 @@ func New(cfg Config) http.Handler {
 		r.Get("/alipay/auth/callback", s.handleAuthCallback)
 	}
 	r.Route("/v1", s.routesV1)
+	if cfg.Console != nil {
+		r.Mount("/console", cfg.Console)
+	}
 	return r
 }
 

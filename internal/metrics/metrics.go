@@ -43,6 +43,8 @@ type Metrics struct {
 	retention  *prometheus.GaugeVec
 
 	batchMetrics // batches.go
+	reconcile    reconcileMetrics
+	recent       *Recent // the last day's refusals and repeats, for the console
 }
 
 // New returns the gateway's metrics on a fresh registry that also holds the
@@ -50,6 +52,7 @@ type Metrics struct {
 func New() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
+		recent:   newRecent(time.Now),
 		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "notifications_total",
 			Help: "Notifications acknowledged with success, by msg_method and outcome (applied, stale, unhandled, failed, duplicate, replay: its signed content is stored under another notify_id, pruned: stored once and pruned since, foreign: about another app's entity)."},
 			[]string{"msg_method", "outcome"}),
@@ -107,6 +110,7 @@ func New() *Metrics {
 		m.pruned, m.tableBytes, m.retention,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.registerBatches()
+	m.registerReconcile()
 	return m
 }
 
@@ -117,12 +121,14 @@ func (m *Metrics) Accepted(method, outcome string) {
 	}
 	m.notifications.WithLabelValues(method, outcome).Inc()
 	m.lastNotification.SetToCurrentTime()
+	m.recentAccepted(outcome)
 }
 
 // Refused counts a delivery answered fail.
 func (m *Metrics) Refused(reason string) {
 	if m != nil {
 		m.refusals.WithLabelValues(reason).Inc()
+		m.recent.add("refused:" + reason)
 	}
 }
 

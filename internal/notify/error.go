@@ -15,6 +15,7 @@ const (
 	EUNAVAILABLE  = "unavailable"  // a dependency (the database) is down; retrying may help
 	ENOTFOUND     = "not_found"    // no such object
 	EUNAUTHORIZED = "unauthorized" // the caller did not prove who it is
+	EFORBIDDEN    = "forbidden"    // the caller is known, but this request of theirs is refused (a form without its CSRF token)
 	ECONFLICT     = "conflict"     // the object is not in a state that allows the operation
 	EINTERNAL     = "internal"     // a bug or an unexpected failure
 	ERATELIMITED  = "rate_limited" // too many requests from a client, or from all; retrying later may help

@@ -64,6 +64,11 @@ type AuditChange struct {
 	PromoteAudit       string
 	BaseAuditReason    json.RawMessage // null when absent
 	PromoteAuditReason json.RawMessage // null when absent
+	// VersionOnly leaves the mini-app's app-level state alone: a
+	// reconciliation's repair of a version older than the newest Alipay
+	// lists changes that version (and the history) only. A notification's
+	// change never sets it.
+	VersionOnly bool
 }
 
 // Audit statuses.

@@ -41,6 +41,9 @@ func (s *Sim) handle(p url.Values, biz map[string]any, f Fault) any {
 	if given && !valid {
 		return errInvalidToken
 	}
+	if e, expired := s.expiredToken(p); expired {
+		return e
+	}
 	switch p.Get("method") {
 	case MethodTemplateMessageSend:
 		return s.send(p.Get("app_id"), g.authAppID, biz)
@@ -48,6 +51,8 @@ func (s *Sim) handle(p url.Values, biz map[string]any, f Fault) any {
 		return s.query(biz)
 	case MethodAuthTokenApp:
 		return s.authToken(p.Get("app_id"), biz, f.AuthAppID)
+	case MethodMiniVersionList, MethodMiniVersionDetail, MethodAuthTokenQuery:
+		return s.reconcile(p.Get("method"), p.Get("app_id"), g, given, biz)
 	}
 	return errInvalid.sub("isv.invalid-method", "不存在的方法名")
 }

@@ -7,10 +7,13 @@
 // signature over the exact text of the response object, by the platform
 // key (in certificate mode with alipay_cert_sn).
 //
-// It implements the three methods the gateway calls:
+// It implements the methods the gateway calls:
 // alipay.open.app.mini.templatemessage.send,
 // alipay.open.app.messagetemplate.subscribe.query and
-// alipay.open.auth.token.app; and it can be told to fail the next call of a
+// alipay.open.auth.token.app, and the reconciler's queries (reconcile.go:
+// alipay.open.mini.version.list.query, .version.detail.query and
+// alipay.open.auth.token.app.query, answered from versions and token states
+// a test sets); and it can be told to fail the next call of a
 // method (an HTTP 5xx, a delay or no answer at all, a business error, an
 // unsigned or badly signed answer).
 //
@@ -141,6 +144,7 @@ type Sim struct {
 	expiresIn     int64
 	reExpiresIn   int64
 	subscriptions map[string]map[string]Subscription // user -> template -> state
+	recon         reconState                         // the query methods' state (reconcile.go)
 	lim           limits                             // rate limits, failure fractions, counters (limits.go)
 }
 

@@ -31,3 +31,11 @@ func (b *Batcher) LoadSampledAt(at time.Time) {
 	b.loadAt = at
 	b.loadMu.Unlock()
 }
+
+// The console's statements, whose plans console_test.go checks.
+var (
+	IntakeCountsSQL          = intakeCounts
+	MerchantsSQL             = merchantsQuery
+	OrdersOfSQL              = ordersOf
+	MerchantNotificationsSQL = merchantNotifications
+)

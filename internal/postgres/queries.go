@@ -93,12 +93,12 @@ func (db *DB) Notifications(ctx context.Context, f view.NotificationFilter) ([]*
 }
 
 const authorizationColumns = `auth_app_id, app_id, user_id, status, authorized_at, cancelled_at,
-    expires_at, refresh_expires_at, app_auth_token IS NOT NULL, updated_at`
+    expires_at, refresh_expires_at, app_auth_token IS NOT NULL, updated_at, last_reconciled_at`
 
 func scanAuthorization(row pgx.Row) (*view.Authorization, error) {
 	var a view.Authorization
 	err := row.Scan(&a.AuthAppID, &a.AppID, &a.UserID, &a.Status, &a.AuthorizedAt, &a.CancelledAt,
-		&a.ExpiresAt, &a.RefreshExpiresAt, &a.HasToken, &a.UpdatedAt)
+		&a.ExpiresAt, &a.RefreshExpiresAt, &a.HasToken, &a.UpdatedAt, &a.LastReconciledAt)
 	return &a, err
 }
 
@@ -148,9 +148,9 @@ func (db *DB) Authorizations(ctx context.Context, f view.AuthorizationFilter) ([
 // *notify.Error when there is none.
 func (db *DB) MiniApp(ctx context.Context, miniAppID string) (*view.MiniApp, error) {
 	var m view.MiniApp
-	err := db.Pool.QueryRow(ctx, `SELECT mini_app_id, app_id, audit_status, mini_app_version, updated_at
+	err := db.Pool.QueryRow(ctx, `SELECT mini_app_id, app_id, audit_status, mini_app_version, updated_at, last_reconciled_at
         FROM mini_apps WHERE mini_app_id = $1`, miniAppID).
-		Scan(&m.MiniAppID, &m.AppID, &m.AuditStatus, &m.MiniAppVersion, &m.UpdatedAt)
+		Scan(&m.MiniAppID, &m.AppID, &m.AuditStatus, &m.MiniAppVersion, &m.UpdatedAt, &m.LastReconciledAt)
 	if err != nil {
 		return nil, rowErr(err, notify.Errorf(notify.ENOTFOUND, "not_found", "no mini-app %q", miniAppID))
 	}

@@ -112,9 +112,9 @@ SELECT app_id, event_notify_id FROM updated`
 const applyAudits = `
 WITH change AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                         $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[])
+                         $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::boolean[])
         AS change(mini_app_id, mini_app_version, app_id, audit_status, bundle_id, base_audit, promote_audit,
-                  audit_reason, base_audit_reason, promote_audit_reason, event_at, notify_id, msg_method)
+                  audit_reason, base_audit_reason, promote_audit_reason, event_at, notify_id, msg_method, version_only)
 ), mine AS (
     -- the changes about mini-apps that no other app owns
     SELECT * FROM change
@@ -142,7 +142,7 @@ WITH change AS (
     RETURNING mini_app_versions.app_id, mini_app_versions.event_notify_id
 ), app AS (
     INSERT INTO mini_apps (mini_app_id, app_id, audit_status, mini_app_version, event_at, event_notify_id)
-    SELECT mini_app_id, app_id, audit_status, mini_app_version, event_at, notify_id FROM mine
+    SELECT mini_app_id, app_id, audit_status, mini_app_version, event_at, notify_id FROM mine WHERE NOT version_only
     ON CONFLICT (mini_app_id) DO UPDATE SET
         audit_status = EXCLUDED.audit_status,
         mini_app_version = EXCLUDED.mini_app_version,
@@ -184,7 +184,8 @@ type statement struct {
 //     unless newer news is there; identifiers a newer notification leaves
 //     empty keep their known value;
 //   - AuditChange records an audit outcome in the app's history, and in the
-//     version's and the app's state where it is newer.
+//     version's and the app's state where it is newer (the version's only for a
+//     reconciliation's VersionOnly repair).
 //
 // A multi-row INSERT ... ON CONFLICT DO UPDATE may not touch a row twice
 // (SQLSTATE 21000), so changes go in rounds: round k holds the k-th newest
@@ -316,6 +317,7 @@ type auditArgs struct {
 	miniAppID, version, app, status, bundleID, base, promote, reason, nid, method []string
 	baseReason, promoteReason                                                     []*string
 	ev                                                                            []int64
+	versionOnly                                                                   []bool
 }
 
 func (a *auditArgs) add(c notify.AuditChange) {
@@ -324,11 +326,12 @@ func (a *auditArgs) add(c notify.AuditChange) {
 	a.base, a.promote, a.reason = append(a.base, c.BaseAudit), append(a.promote, c.PromoteAudit), append(a.reason, c.AuditReason)
 	a.baseReason, a.promoteReason = append(a.baseReason, jsonOrNil(c.BaseAuditReason)), append(a.promoteReason, jsonOrNil(c.PromoteAuditReason))
 	a.ev, a.nid, a.method = append(a.ev, c.At), append(a.nid, c.NotifyID), append(a.method, c.Method)
+	a.versionOnly = append(a.versionOnly, c.VersionOnly)
 }
 
 func (a *auditArgs) args() []any {
 	return []any{a.miniAppID, a.version, a.app, a.status, a.bundleID, a.base, a.promote, a.reason,
-		a.baseReason, a.promoteReason, a.ev, a.nid, a.method}
+		a.baseReason, a.promoteReason, a.ev, a.nid, a.method, a.versionOnly}
 }
 
 // changeRow names the state row a change locks first, or for an audit the

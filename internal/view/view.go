@@ -52,16 +52,22 @@ type Authorization struct {
 	RefreshExpiresAt *time.Time `json:"refresh_expires_at"`
 	HasToken         bool       `json:"has_token"`
 	UpdatedAt        time.Time  `json:"updated_at"`
+	// LastReconciledAt is when a reconciliation run last checked it
+	// against Alipay (null: never).
+	LastReconciledAt *time.Time `json:"last_reconciled_at"`
 }
 
 // MiniApp is a mini-app's audit state with its versions, newest first.
 type MiniApp struct {
-	MiniAppID      string       `json:"mini_app_id"`
-	AppID          string       `json:"app_id"`
-	AuditStatus    string       `json:"audit_status"`
-	MiniAppVersion string       `json:"mini_app_version"`
-	UpdatedAt      time.Time    `json:"updated_at"`
-	Versions       []AppVersion `json:"versions"`
+	MiniAppID      string    `json:"mini_app_id"`
+	AppID          string    `json:"app_id"`
+	AuditStatus    string    `json:"audit_status"`
+	MiniAppVersion string    `json:"mini_app_version"`
+	UpdatedAt      time.Time `json:"updated_at"`
+	// LastReconciledAt is when a reconciliation run last checked its
+	// versions against Alipay (null: never).
+	LastReconciledAt *time.Time   `json:"last_reconciled_at"`
+	Versions         []AppVersion `json:"versions"`
 }
 
 // AuditOutcome is what an audit notification said of a version.
