@@ -111,10 +111,11 @@ func (r Rates) Of(appID string) float64 {
 	return r.Default
 }
 
-// burst is the bucket's size at rate: a tenth of a second of calls (at
-// least 1), so that no second holds much more than the rate even when the
-// bucket was full.
-func burst(rate float64) float64 { return math.Max(1, rate/10) }
+// burst is the bucket's size at rate: a tenth of a second of calls, so
+// that no second holds much more than the rate even when the bucket was
+// full; at least 2, the calls of a pre-checked recipient (the query and
+// the send), which are taken together.
+func burst(rate float64) float64 { return math.Max(2, rate/10) }
 
 // chunk is the most tokens a Sender takes at once at rate (limited) or
 // the most recipients it claims at once (concurrency, no limit).

@@ -175,13 +175,21 @@ func TestSender_Run(t *testing.T) {
 		r := request(ids)
 		r.Precheck = true
 		id := e.create(t, r)
-		e.start(t, nil, nil)
+		unlimited := e.start(t, nil, nil)
 		v := e.wait(t, id, notify.BatchFinished)
+		unlimited.stop()
 		if v.Counts.Sent != 4 || v.Counts.Skipped != 2 || v.Counts.Failed != 0 || !v.Precheck {
 			t.Fatalf("%+v", v)
 		}
 		if n := len(e.sim.Calls(openapisim.MethodSubscribeQuery)); n != 6 || len(e.sim.Calls(send)) != 4 {
 			t.Fatalf("%d queries, %d sends", n, len(e.sim.Calls(send)))
+		}
+		// At a low rate too (its two calls fit in the bucket).
+		low := e.create(t, &batchsend.Request{UserTemplateID: "tpl1", Page: "p", Data: r.Data, Precheck: true,
+			Recipients: []batchsend.Recipient{{ToUserID: ids[0]}, {ToUserID: ids[5]}}})
+		e.start(t, nil, func(c *batchsend.Config) { c.Rates = batchsend.Rates{Default: 4} })
+		if v := e.wait(t, low, notify.BatchFinished); v.Counts.Sent != 1 || v.Counts.Skipped != 1 {
+			t.Fatalf("%+v", v.Counts)
 		}
 		// Without the pre-check, the simulator refuses them (40004).
 		id = e.create(t, request(users(5, 2)))
@@ -476,7 +484,7 @@ func TestSender_Rate(t *testing.T) {
 	if len(times) != n {
 		t.Fatalf("%d sends", len(times))
 	}
-	burst := rate / 10
+	burst := max(2, rate/10)
 	for i, at := range times {
 		// The bucket starts full (burst) and refills at rate, by the
 		// database's clock: the i+1-th send comes no sooner than this, a
