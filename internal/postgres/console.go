@@ -149,7 +149,7 @@ func (db *DB) Merchants(ctx context.Context, f view.MerchantFilter) ([]*view.Mer
 		var m view.Merchant
 		a := &m.Authorization
 		err := row.Scan(&a.AuthAppID, &a.AppID, &a.UserID, &a.Status, &a.AuthorizedAt, &a.CancelledAt,
-			&a.ExpiresAt, &a.RefreshExpiresAt, &a.HasToken, &a.UpdatedAt, &m.RefreshedAt, &m.RefreshAttemptedAt, &m.RefreshError, &m.EventNotifyID)
+			&a.ExpiresAt, &a.RefreshExpiresAt, &a.HasToken, &a.UpdatedAt, &a.LastReconciledAt, &m.RefreshedAt, &m.RefreshAttemptedAt, &m.RefreshError, &m.EventNotifyID)
 		return &m, err
 	})
 	if err != nil {
