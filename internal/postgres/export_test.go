@@ -36,4 +36,6 @@ var (
 	MerchantsSQL             = merchantsQuery
 	OrdersOfSQL              = ordersOf
 	MerchantNotificationsSQL = merchantNotifications
+	ReconcileSummarySQL      = reconcileSummary
+	DriftSQL                 = driftQuery
 )
