@@ -347,3 +347,68 @@ func TestBrowser_Operator(t *testing.T) {
 		t.Fatalf("%d sessions left after signing out", sessions)
 	}
 }
+
+// signInTab signs the tab in with the keyboard, at base (the console).
+func signInTab(t *testing.T, ctx context.Context, base string) {
+	t.Helper()
+	must(t, ctx, "sign in", chromedp.Navigate(base+"/login"), chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), opsToken+"\r"), chromedp.WaitVisible(chromedp.CSS("#h-health")))
+}
+
+// TestBrowser_Reconciliation: an operator starts a run of one merchant
+// from the reconciliation page; once the reconciler has checked it
+// against the simulator, the run's page shows the repair of the audit
+// whose notification was lost, the drift page finds it by mini-app, the
+// overview counts it, and the mini-app says when it was reconciled; the
+// pages fit a phone.
+func TestBrowser_Reconciliation(t *testing.T) {
+	t.Parallel()
+	ctx := tab(t)
+	g := newGateway(t, rigOptions{reconcile: true})
+	lostAudit(t, g, merchantR)
+	base := g.srv.URL + "/console"
+	signInTab(t, ctx, base)
+
+	must(t, ctx, "open reconciliation", chromedp.Click(chromedp.CSS(`nav a[href="/console/reconciliation"]`)), chromedp.WaitVisible(chromedp.CSS("#run-id")))
+	must(t, ctx, "run one merchant", chromedp.SendKeys(chromedp.CSS("#run-id"), merchantR), chromedp.Click(chromedp.CSS("#run-one")),
+		chromedp.WaitVisible(chromedp.CSS("#run-status")))
+	if st, flash := text(t, ctx, "#run-status"), text(t, ctx, "p.flash"); st != "进行中" || !strings.Contains(flash, "对账任务已开始") {
+		t.Fatalf("after starting: %q %q", st, flash)
+	}
+	g.work(t) // the reconciler checks it (in a gateway, its Run loop does)
+	must(t, ctx, "reload", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#run-status")))
+	if st, n := text(t, ctx, "#run-status"), text(t, ctx, "#run-repaired"); st != "已完成" || n != "1" {
+		t.Fatalf("the run: %q, %s repaired", st, n)
+	}
+	if drift := text(t, ctx, "#drift"); !strings.Contains(drift, merchantR+"@1.1.0") || !strings.Contains(drift, "审核驳回") {
+		t.Fatalf("the run's repairs:\n%s", drift)
+	}
+	must(t, ctx, "open Alipay's answer", chromedp.Click(chromedp.CSS("#drift summary")), chromedp.WaitVisible(chromedp.CSS("#drift details pre")))
+	if answer := text(t, ctx, "#drift details pre"); !strings.Contains(answer, "AUDIT_REJECT") {
+		t.Fatalf("Alipay's answer: %s", answer)
+	}
+	screenshot(t, ctx, "reconcile-run")
+
+	must(t, ctx, "the runs", chromedp.Click(chromedp.CSS(`nav a[href="/console/reconciliation"]`)), chromedp.WaitVisible(chromedp.CSS("#runs")))
+	if n := text(t, ctx, "#repaired-day"); n != "1" {
+		t.Fatalf("repairs of the day: %q", n)
+	}
+	screenshot(t, ctx, "reconciliation")
+	must(t, ctx, "the drift by mini-app", chromedp.Navigate(base+"/reconciliation/drift"), chromedp.WaitVisible(chromedp.CSS("#mini_app_id")),
+		chromedp.SendKeys(chromedp.CSS("#mini_app_id"), merchantR), chromedp.Submit(chromedp.CSS("#mini_app_id")),
+		chromedp.WaitVisible(chromedp.CSS(`#drift a[href="/console/mini-apps/`+merchantR+`"]`)))
+	must(t, ctx, "the mini-app", chromedp.Click(chromedp.CSS(`#drift a[href="/console/mini-apps/`+merchantR+`"]`)), chromedp.WaitVisible(chromedp.CSS("#reconciled")))
+	if at := text(t, ctx, "#reconciled"); at == "-" || !strings.Contains(at, "CST") {
+		t.Fatalf("last reconciled at %q", at)
+	}
+	must(t, ctx, "the overview", chromedp.Click(chromedp.CSS(`nav a[href="/console/"]`)), chromedp.WaitVisible(chromedp.CSS("#h-rec")))
+	if n := text(t, ctx, "#overview-repaired"); n != "1" {
+		t.Fatalf("the overview's repairs: %q", n)
+	}
+
+	must(t, ctx, "a phone's width", chromedp.EmulateViewport(360, 740, chromedp.EmulateMobile), chromedp.Navigate(base+"/reconciliation"),
+		chromedp.WaitVisible(chromedp.CSS("#runs")))
+	fitsWidth(t, ctx, "the reconciliation page")
+	must(t, ctx, "the run on a phone", chromedp.Click(chromedp.CSS(`#runs a[href^="/console/reconciliation/runs/"]`)), chromedp.WaitVisible(chromedp.CSS("#run-status")))
+	fitsWidth(t, ctx, "the run's page")
+}

@@ -9,7 +9,8 @@
 // It reads through the same store methods as the ops API (postgres.DB),
 // reprocesses through the intake pipeline, diagnoses pasted bodies with
 // internal/diagnose (what alipayctl verify runs) against the gateway's
-// configured keys, and manages webhook deliveries through webhook.Admin. It
+// configured keys, manages webhook deliveries through webhook.Admin, and
+// starts and reads reconciliation runs through reconcile.Reconciler. It
 // never shows a merchant's token, a webhook secret or a key: the views it
 // reads hold none.
 //
@@ -84,6 +85,10 @@ type Config struct {
 	// Webhooks manages the endpoints' deliveries (webhook.Admin); nil
 	// leaves the forwarding page and the overview's forwarding out.
 	Webhooks Webhooks
+	// Reconcile starts reconciliation runs and reads them
+	// (reconcile.Reconciler, what POST /v1/reconcile-runs calls); nil
+	// leaves the reconciliation page and the overview's drift out.
+	Reconcile Reconcile
 	// Verifier is the gateway's own verifier: the verify page gives its
 	// verdict on a pasted body.
 	Verifier *alipay.Verifier
@@ -130,6 +135,7 @@ type Store interface {
 	OrdersOf(ctx context.Context, miniAppIDs, pids []string, limit int) ([]*view.MiniAppOrder, error)
 	MerchantNotifications(ctx context.Context, authAppID string, miniAppIDs, orderNos []string, limit int) ([]*view.StoredNotification, error)
 	WebhookStats(ctx context.Context) (*notify.WebhookStats, error)
+	ReconcileSummary(ctx context.Context, since time.Time) (*view.ReconcileSummary, error)
 
 	CreateConsoleSession(ctx context.Context, idHash, tokenHash []byte, csrf string, expiresAt time.Time) error
 	ConsoleSession(ctx context.Context, idHash []byte) (*view.ConsoleSession, error)
@@ -153,6 +159,22 @@ type Webhooks interface {
 	Delivery(ctx context.Context, id int64) (*view.Delivery, error)
 	RetryDelivery(ctx context.Context, id int64) (*view.Delivery, error)
 	ReplayEndpoint(ctx context.Context, id int64, since time.Time) (int, error)
+}
+
+// Reconcile starts reconciliation runs and reads them and the drift they
+// repaired (reconcile.Reconciler). StartWithReason returns an EINVALID
+// *notify.Error for a bad scope, an ENOTFOUND one for a merchant app or
+// mini-app no ISV app can check, an ECONFLICT one for a cancelled
+// authorization; every method an ENOTFOUND one for an unknown run, an
+// EINVALID one for a cursor it did not make and an EUNAVAILABLE one when
+// the database cannot be reached.
+type Reconcile interface {
+	// StartWithReason starts a run on demand, as POST /v1/reconcile-runs
+	// does, its reason saying who asked.
+	StartWithReason(ctx context.Context, scope, id, appID, reason string) (*view.ReconcileRun, error)
+	Runs(ctx context.Context, f view.RunFilter) ([]*view.ReconcileRun, string, error)
+	RunByID(ctx context.Context, id int64) (*view.ReconcileRun, error)
+	Drift(ctx context.Context, f view.DriftFilter) ([]*view.Drift, string, error)
 }
 
 // Channel is one app's WebSocket channel (msgchannel.Client).
@@ -190,6 +212,7 @@ var pages = []page{
 	{name: "notifications", path: "/notifications", routes: (*Console).notificationRoutes},
 	{name: "verify", path: "/verify", routes: (*Console).verifyRoutes},
 	{name: "webhooks", path: "/webhooks", routes: (*Console).webhookRoutes, on: func(c *Console) bool { return c.cfg.Webhooks != nil }},
+	{name: "reconciliation", path: "/reconciliation", routes: (*Console).reconcileRoutes, on: func(c *Console) bool { return c.cfg.Reconcile != nil }},
 }
 
 // New returns the console's handler, to be mounted at Base. It panics if

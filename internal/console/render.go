@@ -272,6 +272,7 @@ var flashes = map[string]string{
 	"reprocessed": "flash.reprocessed",
 	"retried":     "flash.retried",
 	"replayed":    "flash.replayed",
+	"started":     "flash.started",
 }
 
 func flashKey(name string) string { return flashes[name] }
