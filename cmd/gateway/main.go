@@ -21,6 +21,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/alipay-notify-gateway/gateway/internal/batchsend"
 	"github.com/alipay-notify-gateway/gateway/internal/certwatch"
 	"github.com/alipay-notify-gateway/gateway/internal/config"
 	"github.com/alipay-notify-gateway/gateway/internal/console"
@@ -300,6 +301,10 @@ func serve() error {
 		stopDispatch = func() { dstop(); <-ddone }
 	}
 	defer stopDispatch()
+	// Template message batches: every replica serves the API; those with
+	// TEMPLATE_BATCH_DISPATCH send, sharing the queue and the rate.
+	batches, stopBatches := startBatches(ctx, cfg, db, out, m, log)
+	defer stopBatches()
 	// Retention: what is past its time is pruned off the hot path, by one
 	// replica at a time, yielding to intake.
 	m.Retention(retentionGauge(cfg.Retention()))
@@ -315,6 +320,7 @@ func serve() error {
 	defer stopPrune()
 	hcfg := httpapi.Config{
 		Outbound:         out,
+		BatchMaxBytes:    cfg.TemplateBatchMaxBytes,
 		Webhooks:         &webhook.Admin{AdminStore: db, Overlap: cfg.WebhookSecretOverlap},
 		ReadyChecks:      []func(context.Context) error{db.Ready, channels.Ready},
 		Metrics:          m,
@@ -330,6 +336,9 @@ func serve() error {
 		// X-Forwarded-For names the client for the callback's rate limit
 		// only when these proxies sent it.
 		TrustedProxies: cfg.TrustedProxies,
+	}
+	if batches != nil {
+		hcfg.Batches = batches
 	}
 	if rec != nil {
 		hcfg.Reconcile = rec
@@ -394,6 +403,7 @@ func serve() error {
 	stopChannels()
 	// Every request and message has had its answer; commit what is queued.
 	inbox.Close()
+	stopBatches() // the sends in flight end and are recorded
 	stopDispatch()
 	stopPrune()
 	stopReconcile()
@@ -472,6 +482,30 @@ func startOutbound(ctx context.Context, cfg *config.Config, db *postgres.DB, m *
 	go out.Refresher(outbound.RefresherConfig{}).Run(ctx)
 	log.Info().Strs("app_ids", out.AppIDs()).Str("gateway", cfg.GatewayURL).Msg("outbound calls on; token refresher started")
 	return out, nil
+}
+
+// startBatches makes the batch API's Admin when outbound calls are on, and
+// starts the batch sender unless TEMPLATE_BATCH_DISPATCH is off; it
+// returns a nil Admin (batch routes off) otherwise. The stop function
+// stops claiming, waits for the sends in flight and records them.
+func startBatches(ctx context.Context, cfg *config.Config, db *postgres.DB, out *outbound.Service, m *metrics.Metrics, log zerolog.Logger) (*batchsend.Admin, func()) {
+	if out == nil {
+		return nil, func() {}
+	}
+	rates := batchsend.Rates{Default: cfg.TemplateRateDefault, Apps: cfg.TemplateRates}
+	admin := &batchsend.Admin{Store: db, Outbound: out, Rates: rates, MaxRecipients: cfg.TemplateBatchMaxRecipients,
+		Logger: log.With().Str("component", "batchsend").Logger()}
+	if !cfg.TemplateBatchDispatch {
+		log.Info().Msg("TEMPLATE_BATCH_DISPATCH=false: this replica takes template message batches and leaves sending them to others")
+		return admin, func() {}
+	}
+	sender := batchsend.New(batchsend.Config{
+		Store: db, Bucket: db, Outbound: out, Rates: rates, Metrics: m, Logger: log, Concurrency: cfg.TemplateSendConcurrency,
+	})
+	bctx, bstop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); sender.Run(bctx) }()
+	return admin, func() { bstop(); <-done }
 }
 
 // version is the module version or VCS revision the binary was built from.

@@ -8,10 +8,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	_ "time/tzdata" // CONSOLE_TIME_ZONE in an image without a zoneinfo database
@@ -94,6 +96,18 @@ type Config struct {
 	Prune                     bool          `env:"PRUNE" envDefault:"true"`
 	PruneInterval             time.Duration `env:"PRUNE_INTERVAL" envDefault:"1h"`
 	PruneBatch                int           `env:"PRUNE_BATCH" envDefault:"1000"`
+	// Template message batches: at most TemplateSendRate calls a second
+	// per ISV app across replicas ("20" for every app, or
+	// "2021...=50,2021...=20", a bare number for the apps not named; 0 is
+	// no limit), TemplateSendConcurrency calls in flight in this replica;
+	// a batch of at most TemplateBatchMaxRecipients recipients and
+	// TemplateBatchMaxBytes of upload. This replica sends unless
+	// TemplateBatchDispatch is off.
+	TemplateSendRate           string `env:"TEMPLATE_SEND_RATE" envDefault:"20"`
+	TemplateSendConcurrency    int    `env:"TEMPLATE_SEND_CONCURRENCY" envDefault:"64"`
+	TemplateBatchMaxRecipients int    `env:"TEMPLATE_BATCH_MAX_RECIPIENTS" envDefault:"100000"`
+	TemplateBatchMaxBytes      int64  `env:"TEMPLATE_BATCH_MAX_BYTES" envDefault:"33554432"`
+	TemplateBatchDispatch      bool   `env:"TEMPLATE_BATCH_DISPATCH" envDefault:"true"`
 	// Reconciliation (internal/reconcile): a run asks Alipay about every
 	// authorized merchant every ReconcileInterval (0: no scheduled runs),
 	// at most ReconcileRate calls a second per ISV app across replicas (0:
@@ -122,6 +136,10 @@ type Config struct {
 	Sealer *seal.Sealer `env:"-"`
 	// TrustedProxies are TrustedProxyList, parsed.
 	TrustedProxies []netip.Prefix `env:"-"`
+	// TemplateRateDefault and TemplateRates are TemplateSendRate, parsed:
+	// the rate of the apps not named, and the rate by app id.
+	TemplateRateDefault float64            `env:"-"`
+	TemplateRates       map[string]float64 `env:"-"`
 	// ConsoleLocation is ConsoleTimeZone, loaded.
 	ConsoleLocation *time.Location `env:"-"`
 	// Keys are, by app id, the key material each app was loaded from, as
@@ -184,6 +202,15 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 	if c.PruneInterval <= 0 || c.PruneBatch < 1 || c.PruneBatch > 100000 {
 		return nil, errors.New("config: PRUNE_INTERVAL must be a positive duration, PRUNE_BATCH from 1 to 100000")
 	}
+	if c.TemplateSendConcurrency < 1 || c.TemplateSendConcurrency > 1024 {
+		return nil, errors.New("config: TEMPLATE_SEND_CONCURRENCY must be from 1 to 1024")
+	}
+	if c.TemplateBatchMaxRecipients < 1 || c.TemplateBatchMaxRecipients > 1000000 {
+		return nil, errors.New("config: TEMPLATE_BATCH_MAX_RECIPIENTS must be from 1 to 1000000")
+	}
+	if c.TemplateBatchMaxBytes < 1024 {
+		return nil, errors.New("config: TEMPLATE_BATCH_MAX_BYTES must be at least 1024 bytes")
+	}
 	if c.ReconcileInterval < 0 || c.ReconcileInterval > 0 && c.ReconcileInterval < time.Minute || c.ReconcileRate < 0 || c.ReconcileAfterOutage < 0 {
 		return nil, errors.New("config: RECONCILE_INTERVAL must be 0 (off) or at least 1m, RECONCILE_RATE and RECONCILE_AFTER_OUTAGE not negative")
 	}
@@ -231,10 +258,56 @@ func Load(environ map[string]string, now time.Time) (*Config, error) {
 		c.Apps = append(c.Apps, app)
 		c.Keys[app.ID] = keys
 	}
+	if c.TemplateRateDefault, c.TemplateRates, err = parseRates(c.TemplateSendRate, c.Apps); err != nil {
+		return nil, err
+	}
 	if c.Verifier, err = alipay.NewVerifierWith(alipay.VerifierConfig{Apps: c.Apps, MaxClockSkew: c.MaxClockSkew}); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return &c, nil
+}
+
+// parseRates parses TEMPLATE_SEND_RATE: comma-separated, a bare number
+// (the rate of the apps not named; 20 when none is given) or app_id=rate,
+// each a non-negative number of calls a second (0: no limit), each app one
+// of apps.
+func parseRates(s string, apps []*alipay.App) (float64, map[string]float64, error) {
+	def, byApp := 20.0, map[string]float64{}
+	bare := false
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		app, value, named := strings.Cut(item, "=")
+		rate, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if !named {
+			rate, err = strconv.ParseFloat(item, 64)
+		}
+		if err != nil || rate < 0 || math.IsInf(rate, 0) || math.IsNaN(rate) {
+			return 0, nil, fmt.Errorf("config: TEMPLATE_SEND_RATE: %q: want calls a second (0: no limit), as 20 or app_id=20", item)
+		}
+		if !named {
+			if bare {
+				return 0, nil, errors.New("config: TEMPLATE_SEND_RATE gives two rates for the apps not named")
+			}
+			def, bare = rate, true
+			continue
+		}
+		app = strings.TrimSpace(app)
+		known := false
+		for _, a := range apps {
+			known = known || a.ID == app
+		}
+		if !known {
+			return 0, nil, fmt.Errorf("config: TEMPLATE_SEND_RATE: %q is not a configured app", app)
+		}
+		if _, dup := byApp[app]; dup {
+			return 0, nil, fmt.Errorf("config: TEMPLATE_SEND_RATE gives app %s twice", app)
+		}
+		byApp[app] = rate
+	}
+	return def, byApp, nil
 }
 
 // parsePrefix parses a CIDR, or an IP address as the prefix of that one

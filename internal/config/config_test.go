@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -267,4 +268,43 @@ func TestLoad_Console(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestLoad_TemplateSendRate(t *testing.T) {
+	t.Parallel()
+	b64, _ := devpki.PublicKeyBase64(&testkit.PKI().Alipay.Key.PublicKey)
+	dir := t.TempDir()
+	yamlFile := filepath.Join(dir, "apps.yaml")
+	_ = os.WriteFile(yamlFile, []byte("apps:\n  - app_id: \"1\"\n    alipay_public_key: "+b64+"\n  - app_id: \"2\"\n    alipay_public_key: "+b64+"\n"), 0o644)
+	load := func(rate string) (*config.Config, error) {
+		env := map[string]string{"DATABASE_URL": "postgres://x@127.0.0.1/db", "GATEWAY_CONFIG": yamlFile}
+		if rate != "-" {
+			env["TEMPLATE_SEND_RATE"] = rate
+		}
+		return config.Load(env, time.Now())
+	}
+	t.Run("OK", func(t *testing.T) {
+		for rate, want := range map[string]string{
+			"-":           "20 map[]",
+			"0":           "0 map[]",
+			"50":          "50 map[]",
+			"1=50, 2=0.5": "20 map[1:50 2:0.5]",
+			"5,2=100":     "5 map[2:100]",
+		} {
+			c, err := load(rate)
+			if err != nil {
+				t.Fatalf("%q: %v", rate, err)
+			}
+			if got := fmt.Sprint(c.TemplateRateDefault, " ", c.TemplateRates); got != want {
+				t.Errorf("%q: %s, want %s", rate, got, want)
+			}
+		}
+	})
+	t.Run("Err", func(t *testing.T) {
+		for _, rate := range []string{"fast", "-1", "3=50", "1=50,1=60", "5,6", "1=", "NaN", "Inf"} {
+			if _, err := load(rate); err == nil || !strings.Contains(err.Error(), "TEMPLATE_SEND_RATE") {
+				t.Errorf("%q: %v", rate, err)
+			}
+		}
+	})
 }

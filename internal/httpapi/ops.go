@@ -45,6 +45,9 @@ func (s *Server) routesV1(r chi.Router) {
 		if s.cfg.Webhooks != nil {
 			s.routesWebhooks(r)
 		}
+		if s.cfg.Batches != nil {
+			s.routesBatches(r)
+		}
 		if s.cfg.Reconcile != nil {
 			s.routesReconcile(r)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/batchsend"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
@@ -407,7 +408,7 @@ func TestOpenAPI_Routes(t *testing.T) {
 		}
 	}
 	routed := map[string]bool{}
-	h := httpapi.New(httpapi.Config{Outbound: &outbound.Service{}, Webhooks: &webhook.Admin{}, Reconcile: &reconcile.Reconciler{}})
+	h := httpapi.New(httpapi.Config{Outbound: &outbound.Service{}, Webhooks: &webhook.Admin{}, Reconcile: &reconcile.Reconciler{}, Batches: &batchsend.Admin{}})
 	err := chi.Walk(h.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		if strings.HasPrefix(route, "/v1/") {
 			routed[method+" "+route] = true

@@ -15,12 +15,14 @@ import (
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/batchsend"
 	"github.com/alipay-notify-gateway/gateway/internal/httpapi"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
 	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
 	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/testkit"
+	"github.com/alipay-notify-gateway/gateway/internal/webhook"
 )
 
 // outboundGateway is a gateway with outbound calls to a simulator.
@@ -35,6 +37,7 @@ type outboundGateway struct {
 // outboundOptions change newOutboundGateway's gateway.
 type outboundOptions struct {
 	otherApp bool
+	batches  bool           // serve the batch routes (batchsend.Admin)
 	cfg      httpapi.Config // the callback's limits and trusted proxies
 }
 
@@ -69,6 +72,10 @@ func newOutboundGateway(t *testing.T, opts ...func(*outboundOptions)) *outboundG
 		t.Fatal(err)
 	}
 	o.cfg.Outbound = svc
+	if o.batches {
+		o.cfg.Batches = &batchsend.Admin{Store: db, Outbound: svc, Logger: testkit.Logger(t, svcLogs)}
+		o.cfg.Webhooks = &webhook.Admin{AdminStore: db} // the events feed
+	}
 	return &outboundGateway{gateway: startGateway(t, db, rig{cfg: o.cfg}), sim: sim, svc: svc, svcLogs: svcLogs, offset: offset}
 }
 

@@ -55,6 +55,11 @@ type Config struct {
 	// Webhooks manages the event endpoints and serves the feed; nil
 	// leaves their routes out.
 	Webhooks Webhooks
+	// Batches creates and steers bulk template message batches; nil
+	// leaves their routes out. BatchMaxBytes caps an upload
+	// (DefaultBatchMaxBytes when 0).
+	Batches       Batches
+	BatchMaxBytes int64
 	// Reconcile starts and reads reconciliation runs and their drift; nil
 	// leaves their routes out.
 	Reconcile Reconcile

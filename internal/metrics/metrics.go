@@ -42,8 +42,9 @@ type Metrics struct {
 	tableBytes *prometheus.GaugeVec
 	retention  *prometheus.GaugeVec
 
-	reconcile reconcileMetrics
-	recent    *Recent // the last day's refusals and repeats, for the console
+	batchMetrics // batches.go
+	reconcile    reconcileMetrics
+	recent       *Recent // the last day's refusals and repeats, for the console
 }
 
 // New returns the gateway's metrics on a fresh registry that also holds the
@@ -96,7 +97,7 @@ func New() *Metrics {
 		feedLag: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "events_feed_lag_seconds",
 			Help: "Age of the oldest committed event the feed does not show yet, held back by a transaction still in flight (0 when none)."}),
 		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "pruned_rows_total",
-			Help: "Rows deleted by the retention prune, by what (notifications, failed_notifications, events: with their deliveries and attempts, template_messages, pruned_digests)."},
+			Help: "Rows deleted by the retention prune, by what (notifications, failed_notifications, events: with their deliveries and attempts, template_messages, template_batches: with their recipients, pruned_digests)."},
 			[]string{"what"}),
 		tableBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "table_bytes",
 			Help: "Size of a table the prune deletes from, indexes and TOAST included, sampled after each prune."}, []string{"table"}),
@@ -108,6 +109,7 @@ func New() *Metrics {
 		m.webhookDeliveries, m.webhookDuration, m.webhookPending, m.webhookDead, m.webhookDisabled, m.feedLag,
 		m.pruned, m.tableBytes, m.retention,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registerBatches()
 	m.registerReconcile()
 	return m
 }

@@ -19,13 +19,16 @@ const (
 	EventMiniAppAuditPassed     = "mini_app.audit_passed"
 	EventMiniAppAuditRejected   = "mini_app.audit_rejected"
 	EventMiniAppBaseAuditPassed = "mini_app.base_audit_passed"
+	// EventTemplateBatchFinished (batch.go) is not a notification's: a
+	// batch of template messages ended.
 )
 
 // EventTypes returns every event type, in the order the README documents
 // them.
 func EventTypes() []string {
 	return []string{EventNotificationReceived, EventAuthorizationGranted, EventAuthorizationCancelled,
-		EventMiniAppOrderUpdated, EventMiniAppAuditPassed, EventMiniAppAuditRejected, EventMiniAppBaseAuditPassed}
+		EventMiniAppOrderUpdated, EventMiniAppAuditPassed, EventMiniAppAuditRejected, EventMiniAppBaseAuditPassed,
+		EventTemplateBatchFinished}
 }
 
 // Event is one typed fact about a notification, which the store writes in

@@ -21,7 +21,9 @@ type Retention struct {
 	// pending stays until that delivery ends.
 	Events time.Duration
 	// TemplateMessages: outbound template messages (and their
-	// Idempotency-Key), after they were sent; one still pending stays.
+	// Idempotency-Key), after they were sent; one still pending stays. The
+	// same retention keeps template message batches that ended (finished,
+	// cancelled, stopped), with their recipients, after they ended.
 	TemplateMessages time.Duration
 	// Digests: the digest of a pruned notification's signed content, kept
 	// this long after the prune so that a resend or a replay of it is still
@@ -79,6 +81,7 @@ const (
 	PruneFailed           Prunable = "failed_notifications" // failed and unhandled
 	PruneEvents           Prunable = "events"               // with their deliveries and attempts
 	PruneTemplateMessages Prunable = "template_messages"
+	PruneTemplateBatches  Prunable = "template_batches" // that ended, with their recipients
 	PruneDigests          Prunable = "pruned_digests"
 )
 
@@ -98,7 +101,7 @@ type Kept struct {
 // goes.
 func (r Retention) Kept() []Kept {
 	return []Kept{{PruneNotifications, r.Notifications}, {PruneFailed, r.Failed}, {PruneEvents, r.Events},
-		{PruneTemplateMessages, r.TemplateMessages}, {PruneDigests, r.Digests}}
+		{PruneTemplateMessages, r.TemplateMessages}, {PruneTemplateBatches, r.TemplateMessages}, {PruneDigests, r.Digests}}
 }
 
 // Cutoffs returns the bounds of a prune at now, one for each kind of

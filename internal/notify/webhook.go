@@ -179,9 +179,20 @@ const (
 // Backoff returns the wait after attempt number attempt (from 1) failed,
 // with jitter drawn from r (nil: the default source).
 func Backoff(attempt int, r *rand.Rand) time.Duration {
-	d := RetryCap
+	return ExpBackoff(RetryBase, RetryCap, RetryJitter, attempt, r)
+}
+
+// ExpBackoff returns the wait after attempt number attempt (from 1)
+// failed: base doubling with each attempt up to ceiling, jittered by
+// ±jitter of itself with r (nil: the default source). The webhooks'
+// Backoff and the template batches' retries are both this.
+func ExpBackoff(base, ceiling time.Duration, jitter float64, attempt int, r *rand.Rand) time.Duration {
+	d := ceiling
+	if attempt < 1 {
+		attempt = 1
+	}
 	if attempt < 30 {
-		if b := RetryBase << (attempt - 1); b > 0 && b < RetryCap {
+		if b := base << (attempt - 1); b > 0 && b < ceiling {
 			d = b
 		}
 	}
@@ -189,7 +200,7 @@ func Backoff(attempt int, r *rand.Rand) time.Duration {
 	if r != nil {
 		f = r.Float64()
 	}
-	return time.Duration(float64(d) * (1 + RetryJitter*(2*f-1)))
+	return time.Duration(float64(d) * (1 + jitter*(2*f-1)))
 }
 
 // Schedule fills in a's NextAt and Dead from its outcome: a failure is

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	sw "github.com/smartwalle/alipay/v3"
@@ -149,10 +151,17 @@ func (s *Service) call(ctx context.Context, c *client, method string, biz map[st
 		p.AddParam("app_cert_sn", c.app.AppCertSN)
 		p.AddParam("alipay_root_cert_sn", c.app.RootCertSN)
 	}
+	// Whether the request was written: a failure before it never reached
+	// Alipay (dial, DNS, TLS), so the call is safe to make again.
+	var wrote atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) }})
 	start := time.Now()
 	err := c.api.Request(ctx, p, dest)
 	took := time.Since(start)
 	err = classify(dest.result(), err)
+	if err != nil && !wrote.Load() && notify.ErrorCode(err) == EUPSTREAM {
+		err = &notSent{err}
+	}
 
 	result := "success"
 	var be *BusinessError
@@ -174,6 +183,21 @@ func (s *Service) call(ctx context.Context, c *client, method string, biz map[st
 	ev.Str("method", method).Str("app_id", c.app.ID).Bool("on_behalf", authToken != "").Str("result", result).
 		Str("code", code).Str("sub_code", subCode).Int64("latency_ms", took.Milliseconds()).Msg("openapi call")
 	return took, err
+}
+
+// notSent marks a call's EUPSTREAM error when the call failed before its
+// request was written: Alipay surely did not get it. It is the error
+// otherwise (code, reason, message).
+type notSent struct{ error }
+
+func (e *notSent) Unwrap() error { return e.error }
+
+// NotSent reports whether err, of a call to Alipay, failed before the
+// request was written (dial, DNS, TLS, a pool timeout): Alipay surely did
+// not get it, and making the call again cannot make it twice.
+func NotSent(err error) bool {
+	var ns *notSent
+	return errors.As(err, &ns)
 }
 
 // classify turns the client's answer into call's errors.

@@ -55,27 +55,42 @@ func (m *TemplateMessage) normalize() error {
 	case m.Page == "":
 		return bad("page is required")
 	}
-	data := bytes.TrimSpace(m.Data)
+	data, err := NormalizeData(m.Data)
+	if err != nil {
+		return err
+	}
+	m.Data = data
+	return nil
+}
+
+// NormalizeData brings a template's data, a JSON object
+// {"keyword1": {"value": "..."}} given as an object or as a string holding
+// one, to a compact JSON object. It returns an EINVALID *notify.Error
+// (bad_message) saying what is wrong.
+func NormalizeData(raw json.RawMessage) (json.RawMessage, error) {
+	bad := func(format string, args ...any) error {
+		return notify.Errorf(notify.EINVALID, "bad_message", format, args...)
+	}
+	data := bytes.TrimSpace(raw)
 	if len(data) > 0 && data[0] == '"' {
 		var s string
 		if err := json.Unmarshal(data, &s); err != nil {
-			return bad("data is not valid JSON")
+			return nil, bad("data is not valid JSON")
 		}
 		data = bytes.TrimSpace([]byte(s))
 	}
 	var obj map[string]json.RawMessage
 	if len(data) == 0 || data[0] != '{' || json.Unmarshal(data, &obj) != nil {
-		return bad(`data must be a JSON object such as {"keyword1": {"value": "..."}}`)
+		return nil, bad(`data must be a JSON object such as {"keyword1": {"value": "..."}}`)
 	}
 	if len(obj) == 0 {
-		return bad("data is empty")
+		return nil, bad("data is empty")
 	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, data); err != nil {
-		return bad("data is not valid JSON")
+		return nil, bad("data is not valid JSON")
 	}
-	m.Data = buf.Bytes()
-	return nil
+	return buf.Bytes(), nil
 }
 
 // hash identifies the request, so that a key reused for another is caught.
@@ -101,7 +116,7 @@ func (m *TemplateMessage) hash() string {
 // message went out is unknown (recorded as "unknown", never as sent); and
 // the Store's EUNAVAILABLE.
 func (s *Service) SendTemplateMessage(ctx context.Context, m TemplateMessage, key string) (*Send, bool, error) {
-	if err := checkKey(key); err != nil {
+	if err := CheckKey(key); err != nil {
 		return nil, false, err
 	}
 	if err := m.normalize(); err != nil {
@@ -205,9 +220,10 @@ func (s *Service) replay(prior *Send, hash string) (*Send, bool, error) {
 	return prior, true, notify.Errorf(EUPSTREAM, "outcome_unknown", "the first call with this Idempotency-Key failed (%s): whether Alipay sent the message is unknown; send with a new key if the user did not get it", prior.Error)
 }
 
-// checkKey accepts an empty key, or 1 to MaxIdempotencyKey printable ASCII
-// characters.
-func checkKey(key string) error {
+// CheckKey accepts an empty Idempotency-Key, or 1 to MaxIdempotencyKey
+// printable ASCII characters; it returns an EINVALID *notify.Error
+// (bad_idempotency_key) for any other.
+func CheckKey(key string) error {
 	if len(key) > MaxIdempotencyKey {
 		return notify.Errorf(notify.EINVALID, "bad_idempotency_key", "Idempotency-Key is longer than %d characters", MaxIdempotencyKey)
 	}

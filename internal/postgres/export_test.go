@@ -8,6 +8,8 @@ var (
 	InsertNotificationsSQL = insertNotifications
 	FanOutSQL              = fanOut
 	EventsPageSQL          = eventsPage
+	ClaimRecipientsSQL     = claimRecipients
+	RecordRecipientsSQL    = recordRecipients
 )
 
 // TypeFilterSQL is typeFilter over parameter $1 and a column type.

@@ -35,6 +35,8 @@ func TestPlans_EmptyTables(t *testing.T) {
 		"insert": postgres.InsertNotificationsSQL,
 		"fanout": postgres.FanOutSQL,
 		"feed":   postgres.EventsPageSQL,
+		"claim":  postgres.ClaimRecipientsSQL,
+		"record": postgres.RecordRecipientsSQL,
 	} {
 		t.Run(name, func(t *testing.T) {
 			sd, err := conn.Conn().Prepare(ctx, "plan_"+name, sql)

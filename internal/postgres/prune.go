@@ -98,6 +98,27 @@ WITH doomed AS (
     DELETE FROM template_messages m USING doomed WHERE m.id = doomed.id RETURNING m.id
 )
 SELECT count(*) FROM gone`},
+	// The recipients of the batches that ended before the cutoff, then the
+	// batches left with none.
+	notify.PruneTemplateBatches: {`
+WITH doomed AS (
+    SELECT r.batch_id, r.seq FROM template_message_recipients r
+    WHERE r.batch_id IN (SELECT id FROM template_message_batches
+                         WHERE status IN ('finished', 'cancelled', 'stopped') AND finished_at < $1)
+    ORDER BY r.batch_id, r.seq LIMIT $2 FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM template_message_recipients r USING doomed WHERE r.batch_id = doomed.batch_id AND r.seq = doomed.seq RETURNING 1
+)
+SELECT count(*) FROM gone`, `
+WITH doomed AS (
+    SELECT id FROM template_message_batches b
+    WHERE status IN ('finished', 'cancelled', 'stopped') AND finished_at < $1
+      AND NOT EXISTS (SELECT 1 FROM template_message_recipients r WHERE r.batch_id = b.id)
+    ORDER BY finished_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM template_message_batches b USING doomed WHERE b.id = doomed.id RETURNING 1
+)
+SELECT count(*) FROM gone`},
 	notify.PruneDigests: {`
 WITH doomed AS (
     SELECT content_digest FROM notifications_pruned WHERE pruned_at < $1
@@ -127,6 +148,7 @@ SELECT count(*) FROM gone`
 // Prune deletes at most limit of the oldest records that c names (each
 // of its statements at most limit), in short transactions of their own. It
 // returns how many it deleted (for events, the events and the deliveries;
+// for template batches, the batches and their recipients;
 // fewer than limit: none is left), and an
 // EUNAVAILABLE *notify.Error when the database cannot be reached.
 func (p *Pruning) Prune(ctx context.Context, c notify.Cutoff, limit int) (int64, error) {
@@ -158,7 +180,10 @@ var prunableCounts = map[notify.Prunable]string{
         AND id < COALESCE((SELECT min(event_id) FROM webhook_deliveries WHERE status = 'pending'), 9223372036854775807))
     + (SELECT count(*) FROM webhook_deliveries WHERE created_at < $1 AND updated_at < $1 AND status <> 'pending')`,
 	notify.PruneTemplateMessages: `SELECT count(*) FROM template_messages WHERE created_at < $1 AND status <> 'pending'`,
-	notify.PruneDigests:          `SELECT count(*) FROM notifications_pruned WHERE pruned_at < $1`,
+	notify.PruneTemplateBatches: `SELECT (SELECT count(*) FROM template_message_recipients WHERE batch_id IN
+            (SELECT id FROM template_message_batches WHERE status IN ('finished', 'cancelled', 'stopped') AND finished_at < $1))
+        + (SELECT count(*) FROM template_message_batches WHERE status IN ('finished', 'cancelled', 'stopped') AND finished_at < $1)`,
+	notify.PruneDigests: `SELECT count(*) FROM notifications_pruned WHERE pruned_at < $1`,
 }
 
 // Prunable counts the records a prune by c would delete now, as Prune
@@ -178,7 +203,8 @@ func (db *DB) Prunable(ctx context.Context, c notify.Cutoff) (int64, error) {
 }
 
 // retainedTables are the tables TableSizes measures.
-var retainedTables = []string{"notifications", "notifications_pruned", "events", "webhook_deliveries", "webhook_attempts", "template_messages"}
+var retainedTables = []string{"notifications", "notifications_pruned", "events", "webhook_deliveries", "webhook_attempts", "template_messages",
+	"template_message_batches", "template_message_recipients"}
 
 // TableSizes returns the size of each table a prune deletes from, its
 // indexes and TOAST included. It returns an EUNAVAILABLE *notify.Error when

@@ -119,6 +119,20 @@ func newFixture(t *testing.T) *fixture {
 	}{{"sent", old}, {"failed", old}, {"pending", old}, {"sent", time.Now()}} {
 		exec(t, db, `INSERT INTO template_messages (app_id, request, request_hash, status, created_at) VALUES ($1, '{}', 'h', $2, $3)`, testkit.AppID, m.status, m.at)
 	}
+	// Template message batches: one that ended 100 days ago goes with its
+	// two recipients; one running since then, and one that ended a day
+	// ago, stay with theirs.
+	for _, b := range []struct {
+		status   string
+		finished *time.Time
+	}{{"finished", &old}, {"running", nil}, {"cancelled", ptr(time.Now().Add(-day))}} {
+		var id int64
+		if err := db.Pool.QueryRow(ctx, `INSERT INTO template_message_batches (app_id, request_hash, user_template_id, page, status, total, created_at, finished_at)
+			VALUES ($1, 'h', 't', 'p', $2, 2, $3, $4) RETURNING id`, testkit.AppID, b.status, old, b.finished).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		exec(t, db, `INSERT INTO template_message_recipients (batch_id, seq, to_user_id, status) VALUES ($1, 1, '2088000000000001', 'sent'), ($1, 2, '2088000000000002', 'failed')`, id)
+	}
 	exec(t, db, `INSERT INTO notifications_pruned (content_digest, pruned_at) VALUES ('\x01', now() - interval '40 days'), ('\x02', now() - interval '1 day')`)
 	return f
 }
@@ -158,6 +172,7 @@ func TestPruner_Run(t *testing.T) {
 			// the pending delivery's (the last), all but the m2 and u1 ones
 			// (10 and 100 days: u1's event is older than 30 days, so it goes).
 			notify.PruneTemplateMessages: 2, notify.PruneDigests: 1,
+			notify.PruneTemplateBatches: 3, // a batch and its two recipients
 		}
 		for what, n := range want {
 			if res.Deleted[what] != n {
@@ -188,6 +203,10 @@ func TestPruner_Run(t *testing.T) {
 		}
 		if n := count(t, db, `SELECT count(*) FROM webhook_attempts`); n != 2 {
 			t.Errorf("%d attempts left, want those of the two deliveries left", n)
+		}
+		if n := count(t, db, `SELECT count(*) FROM template_message_batches WHERE status <> 'finished'`) +
+			count(t, db, `SELECT count(*) FROM template_message_recipients`); n != 6 {
+			t.Errorf("%d rows of the running and the recent batches left, want 6: the two batches and their four recipients", n)
 		}
 		if n := count(t, db, `SELECT count(*) FROM template_messages WHERE status = 'pending' OR created_at > now() - interval '1 day'`); n != 2 {
 			t.Errorf("%d of the pending and the recent template message left", n)
@@ -285,7 +304,8 @@ func TestDB_Prunable(t *testing.T) {
 	f := newFixture(t)
 	db := f.db
 	tables := `SELECT (SELECT count(*) FROM notifications) + (SELECT count(*) FROM events) + (SELECT count(*) FROM webhook_deliveries)
-		+ (SELECT count(*) FROM webhook_attempts) + (SELECT count(*) FROM template_messages) + (SELECT count(*) FROM notifications_pruned)`
+		+ (SELECT count(*) FROM webhook_attempts) + (SELECT count(*) FROM template_messages) + (SELECT count(*) FROM notifications_pruned)
+		+ (SELECT count(*) FROM template_message_batches) + (SELECT count(*) FROM template_message_recipients)`
 	before := count(t, db, tables)
 	counted := map[notify.Prunable]int64{}
 	for _, c := range policy.Cutoffs(time.Now()) {
@@ -361,3 +381,5 @@ func TestPruner_Yield(t *testing.T) {
 		}
 	})
 }
+
+func ptr[T any](v T) *T { return &v }
