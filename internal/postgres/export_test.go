@@ -40,4 +40,5 @@ var (
 	MerchantNotificationsSQL = merchantNotifications
 	ReconcileSummarySQL      = reconcileSummary
 	DriftSQL                 = driftQuery
+	BatchListSQL             = batchList
 )
