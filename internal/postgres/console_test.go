@@ -394,7 +394,11 @@ func TestConsole_Plans(t *testing.T) {
         SELECT 'app', 'h' || b, 't', 'p', 10, CASE WHEN b > 1990 THEN 'running' ELSE 'finished' END FROM generate_series(1, 2000) b;
         INSERT INTO template_message_recipients (batch_id, seq, to_user_id, status)
         SELECT b, g, '2088' || g, CASE WHEN b > 1990 THEN 'pending' WHEN g = 7 THEN 'unknown' ELSE 'sent' END
-        FROM generate_series(1, 2000) b, generate_series(1, 10) g`)
+        FROM generate_series(1, 2000) b, generate_series(1, 10) g;
+        INSERT INTO template_message_batches (app_id, request_hash, user_template_id, page, total, status)
+        VALUES ('app', 'big', 't', 'p', 20000, 'finished');
+        INSERT INTO template_message_recipients (batch_id, seq, to_user_id, status)
+        SELECT 2001, g, '2088' || g, CASE WHEN g % 1000 = 0 THEN 'unknown' ELSE 'sent' END FROM generate_series(1, 20000) g`)
 	if err == nil {
 		_, err = db.Pool.Exec(ctx, `VACUUM ANALYZE notifications, authorizations, mini_app_orders, events, reconcile_drift, reconcile_errors,
             template_message_batches, template_message_recipients`)
@@ -420,6 +424,8 @@ func TestConsole_Plans(t *testing.T) {
 		"DriftRun":              {postgres.DriftSQL, []any{"", "", "", nil, 0, 51, 42}},
 		"BatchList":             {postgres.BatchListSQL, []any{"", "", 0, 51}},
 		"BatchListPage":         {postgres.BatchListSQL, []any{"app", "finished", 1000, 51}},
+		"BatchRecipients":       {postgres.BatchRecipientsSQL, []any{2001, "", 0, 51}},
+		"BatchRecipientsStatus": {postgres.BatchRecipientsSQL, []any{2001, "unknown", 0, 51}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			rows, err := db.Pool.Query(ctx, "EXPLAIN "+tc.sql, append([]any{pgx.QueryExecModeExec}, tc.args...)...)
@@ -434,6 +440,9 @@ func TestConsole_Plans(t *testing.T) {
 			t.Logf("%s:\n%s", name, text)
 			if strings.HasPrefix(name, "BatchList") && strings.Contains(text, "Index Cond: (batch_id = b.id)") {
 				t.Fatalf("counts a batch's recipients by reading all of them:\n%s", text)
+			}
+			if name == "BatchRecipientsStatus" && !strings.Contains(text, "template_message_recipients_status_idx") {
+				t.Fatalf("lists a status by reading every recipient:\n%s", text)
 			}
 			for _, table := range []string{"notifications", "authorizations", "mini_app_orders", "events", "reconcile_drift", "reconcile_errors",
 				"template_message_batches", "template_message_recipients"} {

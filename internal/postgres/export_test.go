@@ -41,4 +41,5 @@ var (
 	ReconcileSummarySQL      = reconcileSummary
 	DriftSQL                 = driftQuery
 	BatchListSQL             = batchList
+	BatchRecipientsSQL       = batchRecipients
 )
