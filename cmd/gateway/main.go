@@ -354,6 +354,9 @@ func serve() error {
 		if rec != nil {
 			ccfg.Reconcile = rec // the reconciliation page: the service POST /v1/reconcile-runs calls
 		}
+		if batches != nil {
+			ccfg.Batches = batches // the batches page: the Admin of the ops API's batch routes
+		}
 		hcfg.Console = console.New(ccfg)
 	}
 	srv := &http.Server{

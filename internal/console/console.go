@@ -9,8 +9,9 @@
 // It reads through the same store methods as the ops API (postgres.DB),
 // reprocesses through the intake pipeline, diagnoses pasted bodies with
 // internal/diagnose (what alipayctl verify runs) against the gateway's
-// configured keys, manages webhook deliveries through webhook.Admin, and
-// starts and reads reconciliation runs through reconcile.Reconciler. It
+// configured keys, manages webhook deliveries through webhook.Admin,
+// steers template message batches through batchsend.Admin, and starts and
+// reads reconciliation runs through reconcile.Reconciler. It
 // never shows a merchant's token, a webhook secret or a key: the views it
 // reads hold none.
 //
@@ -46,7 +47,7 @@
 //     optional, when it is on.
 //
 // The template-message batches (issue 20) and reconciliation (issue 21)
-// pages are meant to come in that way.
+// pages came in that way (page_batches.go, page_reconcile.go).
 package console
 
 import (
@@ -89,6 +90,10 @@ type Config struct {
 	// (reconcile.Reconciler, what POST /v1/reconcile-runs calls); nil
 	// leaves the reconciliation page and the overview's drift out.
 	Reconcile Reconcile
+	// Batches reads and steers the template message batches
+	// (batchsend.Admin, what the ops API's batch routes call); nil leaves
+	// the batches page out.
+	Batches Batches
 	// Verifier is the gateway's own verifier: the verify page gives its
 	// verdict on a pasted body.
 	Verifier *alipay.Verifier
@@ -136,6 +141,7 @@ type Store interface {
 	MerchantNotifications(ctx context.Context, authAppID string, miniAppIDs, orderNos []string, limit int) ([]*view.StoredNotification, error)
 	WebhookStats(ctx context.Context) (*notify.WebhookStats, error)
 	ReconcileSummary(ctx context.Context, since time.Time) (*view.ReconcileSummary, error)
+	BatchList(ctx context.Context, f view.BatchFilter) ([]*view.BatchProgress, string, error)
 
 	CreateConsoleSession(ctx context.Context, idHash, tokenHash []byte, csrf string, expiresAt time.Time) error
 	ConsoleSession(ctx context.Context, idHash []byte) (*view.ConsoleSession, error)
@@ -177,6 +183,23 @@ type Reconcile interface {
 	Drift(ctx context.Context, f view.DriftFilter) ([]*view.Drift, string, error)
 }
 
+// Batches reads and steers template message batches (batchsend.Admin).
+// Each method returns an ENOTFOUND *notify.Error for an unknown batch, an
+// ECONFLICT one for a change its status does not allow, an EINVALID one
+// for a cursor it did not make, and an EUNAVAILABLE one when the database
+// cannot be reached.
+type Batches interface {
+	// Batch is the batch with its counts by status, rate and time left.
+	Batch(ctx context.Context, id int64) (*view.TemplateBatch, error)
+	Recipients(ctx context.Context, f view.RecipientFilter) ([]*view.BatchRecipient, string, error)
+	Pause(ctx context.Context, id int64) (*view.TemplateBatch, error)
+	Resume(ctx context.Context, id int64) (*view.TemplateBatch, error)
+	Cancel(ctx context.Context, id int64) (*view.TemplateBatch, error)
+	// RetryUnknown makes the unknown recipients pending again: they may
+	// get the message twice.
+	RetryUnknown(ctx context.Context, id int64) (*view.TemplateBatch, error)
+}
+
 // Channel is one app's WebSocket channel (msgchannel.Client).
 type Channel interface {
 	AppID() string
@@ -212,6 +235,7 @@ var pages = []page{
 	{name: "notifications", path: "/notifications", routes: (*Console).notificationRoutes},
 	{name: "verify", path: "/verify", routes: (*Console).verifyRoutes},
 	{name: "webhooks", path: "/webhooks", routes: (*Console).webhookRoutes, on: func(c *Console) bool { return c.cfg.Webhooks != nil }},
+	{name: "batches", path: "/batches", routes: (*Console).batchRoutes, on: func(c *Console) bool { return c.cfg.Batches != nil }},
 	{name: "reconciliation", path: "/reconciliation", routes: (*Console).reconcileRoutes, on: func(c *Console) bool { return c.cfg.Reconcile != nil }},
 }
 

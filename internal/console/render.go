@@ -273,6 +273,10 @@ var flashes = map[string]string{
 	"retried":     "flash.retried",
 	"replayed":    "flash.replayed",
 	"started":     "flash.started",
+	"paused":      "flash.paused",
+	"resumed":     "flash.resumed",
+	"cancelled":   "flash.cancelled",
+	"requeued":    "flash.requeued",
 }
 
 func flashKey(name string) string { return flashes[name] }

@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/batchsend"
 	"github.com/alipay-notify-gateway/gateway/internal/console"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/diagnose"
@@ -52,6 +54,9 @@ type gateway struct {
 	sim *openapisim.Sim
 	svc *outbound.Service
 	rec *reconcile.Reconciler
+	// With rigOptions.batches: the batch Admin the console steers with
+	// (the sender runs only when a test starts it: g.sender).
+	admin *batchsend.Admin
 }
 
 type rigOptions struct {
@@ -59,6 +64,7 @@ type rigOptions struct {
 	trusted   []netip.Prefix
 	ttl       time.Duration
 	reconcile bool
+	batches   bool
 }
 
 func newGateway(t *testing.T, opts ...rigOptions) *gateway {
@@ -81,7 +87,7 @@ func newGateway(t *testing.T, opts ...rigOptions) *gateway {
 	ccfg := console.Config{Store: db, Reprocessor: pipeline, Webhooks: admin, Verifier: v, Keys: keysOf(t),
 		ReadyChecks: ready, Metrics: g.metrics, Tokens: []string{opsToken}, SessionTTL: o.ttl, TrustedProxies: o.trusted,
 		Location: time.FixedZone("CST", 8*3600), MaxBodyBytes: 16 << 10, Logger: log}
-	if o.reconcile {
+	if o.reconcile || o.batches {
 		g.sim = openapisim.Start(openapisim.Config{Apps: []openapisim.App{testkit.SimApp(keyApp)}, SignKey: testkit.AlipayKey()})
 		t.Cleanup(g.sim.Close)
 		svc, err := outbound.New(outbound.Config{Apps: []*alipay.App{keyApp}, GatewayURL: g.sim.URL(), Store: db, Sealer: testkit.Sealer(t),
@@ -90,8 +96,14 @@ func newGateway(t *testing.T, opts ...rigOptions) *gateway {
 			t.Fatal(err)
 		}
 		g.svc = svc
-		g.rec = reconcile.New(reconcile.Config{Store: db, Alipay: svc, Limiter: db, AppIDs: svc.AppIDs(), Lease: 30 * time.Second, Logger: log})
+	}
+	if o.reconcile {
+		g.rec = reconcile.New(reconcile.Config{Store: db, Alipay: g.svc, Limiter: db, AppIDs: g.svc.AppIDs(), Lease: 30 * time.Second, Logger: log})
 		ccfg.Reconcile, cfg.Reconcile = g.rec, g.rec
+	}
+	if o.batches {
+		g.admin = &batchsend.Admin{Store: db, Outbound: g.svc, Rates: batchsend.Rates{Default: 20}, Logger: log}
+		ccfg.Batches, cfg.Batches = g.admin, g.admin
 	}
 	cfg.Console = console.New(ccfg)
 	if o.tls {
@@ -288,4 +300,51 @@ func (g *gateway) work(t testing.TB) {
 	if _, err := g.rec.Work(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// batchOf stores a batch of n recipients (2088 user ids from first) of
+// the ISV app's own mini-app and returns its id.
+func (g *gateway) batchOf(t testing.TB, first, n int) int64 {
+	t.Helper()
+	r := &batchsend.Request{UserTemplateID: "tpl-order-ready", Page: "pages/order/index", Data: []byte(`{"keyword1":{"value":"取餐号 42"}}`)}
+	for i := range n {
+		r.Recipients = append(r.Recipients, batchsend.Recipient{ToUserID: fmt.Sprintf("2088%012d", first+i)})
+	}
+	v, _, err := g.admin.Create(context.Background(), r, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.ID
+}
+
+// sender runs a batch sender at rate sends a second until the test ends.
+func (g *gateway) sender(t testing.TB, rate float64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	s := batchsend.New(batchsend.Config{Store: g.db, Bucket: g.db, Outbound: g.svc, Rates: batchsend.Rates{Default: rate},
+		Metrics: g.metrics, Logger: testkit.Logger(t), Concurrency: 4, Poll: 20 * time.Millisecond})
+	go func() { defer close(done); s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// batchCount counts batch id's recipients of status.
+func (g *gateway) batchCount(t testing.TB, id int64, status string) int {
+	t.Helper()
+	var n int
+	err := g.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM template_message_recipients WHERE batch_id = $1 AND status = $2`, id, status).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// batchStatus is batch id's status.
+func (g *gateway) batchStatus(t testing.TB, id int64) string {
+	t.Helper()
+	var s string
+	if err := g.db.Pool.QueryRow(context.Background(), `SELECT status FROM template_message_batches WHERE id = $1`, id).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
