@@ -200,9 +200,7 @@ func TestMessages_Batches(t *testing.T) {
 		notify.StopTemplateKeywords, notify.StopInsufficientPermissions, notify.StopAppRefused} {
 		keys = append(keys, "stop."+s)
 	}
-	for _, f := range []string{"flash.paused", "flash.resumed", "flash.cancelled", "flash.requeued"} {
-		keys = append(keys, f)
-	}
+	keys = append(keys, "flash.paused", "flash.resumed", "flash.cancelled", "flash.requeued")
 	for _, k := range keys {
 		if !console.HasMessage(k) {
 			t.Errorf("no message %s in both languages", k)
