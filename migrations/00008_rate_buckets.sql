@@ -1,8 +1,8 @@
 -- +goose Up
 -- Token buckets shared by the gateway's replicas (postgres.TakeTokens): the
--- calls one ISV app makes to Alipay's OpenAPI, whichever replica makes them
--- and for whatever purpose (template-message batches, reconciliation), stay
--- within one configured rate. Refills are computed from the database's
+-- calls one ISV app makes to Alipay's OpenAPI for one purpose (openapi:<app_id>:send
+-- for template-message batches, openapi:<app_id>:reconcile), whichever replica
+-- makes them, stay within that purpose's configured rate. Refills are computed from the database's
 -- clock, so the replicas' clocks do not matter; each take is one statement
 -- holding the row's lock for its duration.
 CREATE TABLE rate_buckets (

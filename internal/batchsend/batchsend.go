@@ -23,9 +23,9 @@
 // refusal every recipient would meet (the merchant's authorization is
 // cancelled, the template with shared data is refused, 40006) stops the
 // batch with a reason. Every call (pre-check queries too) takes a token
-// from the app's bucket ("openapi:<app_id>", postgres.DB.TakeTokens),
-// refilled at the app's rate by the database's clock, so that the rate
-// holds across replicas.
+// from the app's sending bucket ("openapi:<app_id>:send",
+// postgres.DB.TakeTokens), refilled at the app's rate by the database's
+// clock, so that the rate holds across replicas.
 package batchsend
 
 import (
@@ -91,9 +91,11 @@ type Outbound interface {
 	StaleAfter() time.Duration
 }
 
-// BucketName is the name of app appID's bucket of calls to Alipay's
-// OpenAPI: one budget for every method, as Alipay limits an app's calls.
-func BucketName(appID string) string { return "openapi:" + appID }
+// BucketName is the name of app appID's bucket of the batches' calls to
+// Alipay's OpenAPI (sends and pre-check queries). Reconciliation has its
+// own ("openapi:<app_id>:reconcile"): each bucket refills at its own
+// configured rate, so the app's calls stay within the sum of the two.
+func BucketName(appID string) string { return "openapi:" + appID + ":send" }
 
 // Rates are the calls per second each ISV app may make to Alipay, across
 // replicas (TEMPLATE_SEND_RATE): Apps by app id, Default for the others;

@@ -97,7 +97,7 @@ func New() *Metrics {
 		feedLag: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "events_feed_lag_seconds",
 			Help: "Age of the oldest committed event the feed does not show yet, held back by a transaction still in flight (0 when none)."}),
 		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "pruned_rows_total",
-			Help: "Rows deleted by the retention prune, by what (notifications, failed_notifications, events: with their deliveries and attempts, template_messages, template_batches: with their recipients, pruned_digests)."},
+			Help: "Rows deleted by the retention prune, by what (notifications, failed_notifications, events: with their deliveries and attempts, template_messages, template_batches: with their recipients, reconcile_runs: with their errors, pruned_digests)."},
 			[]string{"what"}),
 		tableBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "table_bytes",
 			Help: "Size of a table the prune deletes from, indexes and TOAST included, sampled after each prune."}, []string{"table"}),

@@ -18,7 +18,9 @@ type Retention struct {
 	Failed time.Duration
 	// Events: forwarded events, and the webhook deliveries and attempts
 	// made of them, after they were written. An event with a delivery still
-	// pending stays until that delivery ends.
+	// pending stays until that delivery ends. Finished reconciliation runs
+	// and their errors are kept as long; a run that repaired something
+	// stays, with its drift records, which are the history of the state.
 	Events time.Duration
 	// TemplateMessages: outbound template messages (and their
 	// Idempotency-Key), after they were sent; one still pending stays. The
@@ -82,6 +84,7 @@ const (
 	PruneEvents           Prunable = "events"               // with their deliveries and attempts
 	PruneTemplateMessages Prunable = "template_messages"
 	PruneTemplateBatches  Prunable = "template_batches" // that ended, with their recipients
+	PruneReconcileRuns    Prunable = "reconcile_runs"   // finished, with their errors; those that repaired stay with their drift
 	PruneDigests          Prunable = "pruned_digests"
 )
 
@@ -101,7 +104,8 @@ type Kept struct {
 // goes.
 func (r Retention) Kept() []Kept {
 	return []Kept{{PruneNotifications, r.Notifications}, {PruneFailed, r.Failed}, {PruneEvents, r.Events},
-		{PruneTemplateMessages, r.TemplateMessages}, {PruneTemplateBatches, r.TemplateMessages}, {PruneDigests, r.Digests}}
+		{PruneTemplateMessages, r.TemplateMessages}, {PruneTemplateBatches, r.TemplateMessages},
+		{PruneReconcileRuns, r.Events}, {PruneDigests, r.Digests}}
 }
 
 // Cutoffs returns the bounds of a prune at now, one for each kind of

@@ -48,8 +48,9 @@ func TestRetention_Cutoffs(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
 	cs := notify.Retention{Notifications: 100 * time.Hour, Events: 10 * time.Hour}.Cutoffs(now)
-	if len(cs) != 2 || cs[0].What != notify.PruneNotifications || !cs[0].Before.Equal(now.Add(-100*time.Hour)) ||
-		cs[1].What != notify.PruneEvents || !cs[1].Before.Equal(now.Add(-10*time.Hour)) {
+	if len(cs) != 3 || cs[0].What != notify.PruneNotifications || !cs[0].Before.Equal(now.Add(-100*time.Hour)) ||
+		cs[1].What != notify.PruneEvents || !cs[1].Before.Equal(now.Add(-10*time.Hour)) ||
+		cs[2].What != notify.PruneReconcileRuns || !cs[2].Before.Equal(now.Add(-10*time.Hour)) {
 		t.Fatalf("%v", cs)
 	}
 }

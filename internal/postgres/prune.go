@@ -119,6 +119,28 @@ WITH doomed AS (
     DELETE FROM template_message_batches b USING doomed WHERE b.id = doomed.id RETURNING 1
 )
 SELECT count(*) FROM gone`},
+	// The errors of the reconciliation runs that finished before the
+	// cutoff, then those runs, but for the ones that repaired something:
+	// they stay as the context of their drift records, which are never
+	// pruned (the history of the state, like the audit history).
+	notify.PruneReconcileRuns: {`
+WITH doomed AS (
+    SELECT e.id FROM reconcile_errors e
+    WHERE e.run_id IN (SELECT id FROM reconcile_runs WHERE status = 'finished' AND finished_at < $1)
+    ORDER BY e.id LIMIT $2 FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM reconcile_errors e USING doomed WHERE e.id = doomed.id RETURNING 1
+)
+SELECT count(*) FROM gone`, `
+WITH doomed AS (
+    SELECT id FROM reconcile_runs r
+    WHERE status = 'finished' AND finished_at < $1 AND repaired = 0
+      AND NOT EXISTS (SELECT 1 FROM reconcile_errors e WHERE e.run_id = r.id)
+    ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM reconcile_runs r USING doomed WHERE r.id = doomed.id RETURNING 1
+)
+SELECT count(*) FROM gone`},
 	notify.PruneDigests: {`
 WITH doomed AS (
     SELECT content_digest FROM notifications_pruned WHERE pruned_at < $1
@@ -183,6 +205,9 @@ var prunableCounts = map[notify.Prunable]string{
 	notify.PruneTemplateBatches: `SELECT (SELECT count(*) FROM template_message_recipients WHERE batch_id IN
             (SELECT id FROM template_message_batches WHERE status IN ('finished', 'cancelled', 'stopped') AND finished_at < $1))
         + (SELECT count(*) FROM template_message_batches WHERE status IN ('finished', 'cancelled', 'stopped') AND finished_at < $1)`,
+	notify.PruneReconcileRuns: `SELECT (SELECT count(*) FROM reconcile_errors WHERE run_id IN
+            (SELECT id FROM reconcile_runs WHERE status = 'finished' AND finished_at < $1))
+        + (SELECT count(*) FROM reconcile_runs WHERE status = 'finished' AND finished_at < $1 AND repaired = 0)`,
 	notify.PruneDigests: `SELECT count(*) FROM notifications_pruned WHERE pruned_at < $1`,
 }
 

@@ -279,7 +279,7 @@ func (c *checker) take() error {
 		return nil
 	}
 	for {
-		granted, wait, err := c.r.cfg.Limiter.TakeTokens(c.ctx, "openapi:"+c.t.AppID, c.r.cfg.Rate, 1, 1)
+		granted, wait, err := c.r.cfg.Limiter.TakeTokens(c.ctx, "openapi:"+c.t.AppID+":reconcile", c.r.cfg.Rate, 1, 1)
 		if err != nil || granted > 0 {
 			return err
 		}

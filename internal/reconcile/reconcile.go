@@ -16,8 +16,9 @@
 // replicas share a run and each merchant is checked once per run; a
 // replica killed mid-target leaves it to the next claim once its lease
 // ends, and a repair repeated then finds the state repaired and writes
-// nothing. Calls to Alipay take tokens from the ISV app's shared bucket
-// ("openapi:<app_id>", the budget template-message batches use too).
+// nothing. Calls to Alipay take tokens from the ISV app's reconciliation
+// bucket ("openapi:<app_id>:reconcile", shared by the replicas; batches
+// have their own, so the app's calls stay within the sum of the rates).
 // Whatever a check cannot trust (an error answer, a timeout, an answer
 // whose signature does not verify, an unknown status) changes nothing and
 // is recorded on the run. docs/reconciliation.md has the details.

@@ -133,6 +133,21 @@ func newFixture(t *testing.T) *fixture {
 		}
 		exec(t, db, `INSERT INTO template_message_recipients (batch_id, seq, to_user_id, status) VALUES ($1, 1, '2088000000000001', 'sent'), ($1, 2, '2088000000000002', 'failed')`, id)
 	}
+	// Reconciliation runs: an old one with an error (both go), an old one
+	// that repaired something (it stays, with its drift), a recent one, a
+	// running one.
+	for _, r := range []struct {
+		repaired int
+		finished any
+		status   string
+	}{{0, old, "finished"}, {1, old, "finished"}, {0, time.Now(), "finished"}, {0, nil, "running"}} {
+		var id int64
+		if err := db.Pool.QueryRow(ctx, `INSERT INTO reconcile_runs (trigger, scope, status, repaired, started_at, finished_at)
+			VALUES ('schedule', 'all', $1, $2, $3, $4) RETURNING id`, r.status, r.repaired, old, r.finished).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		exec(t, db, `INSERT INTO reconcile_errors (run_id, app_id, kind, at) VALUES ($1, $2, 'invalid_token', $3)`, id, testkit.AppID, old)
+	}
 	exec(t, db, `INSERT INTO notifications_pruned (content_digest, pruned_at) VALUES ('\x01', now() - interval '40 days'), ('\x02', now() - interval '1 day')`)
 	return f
 }
@@ -173,6 +188,8 @@ func TestPruner_Run(t *testing.T) {
 			// (10 and 100 days: u1's event is older than 30 days, so it goes).
 			notify.PruneTemplateMessages: 2, notify.PruneDigests: 1,
 			notify.PruneTemplateBatches: 3, // a batch and its two recipients
+			// the two old runs' errors, and the one of them that repaired nothing
+			notify.PruneReconcileRuns: 3,
 		}
 		for what, n := range want {
 			if res.Deleted[what] != n {
@@ -358,7 +375,7 @@ func TestPruner_Yield(t *testing.T) {
 		if _, err := retention.New(retention.Config{Store: f, Retention: r, Logger: zerolog.Nop()}).Run(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if len(f.calls) != 7 || time.Since(start) > time.Second {
+		if len(f.calls) != 8 || time.Since(start) > time.Second {
 			t.Fatalf("%d batches in %s", len(f.calls), time.Since(start))
 		}
 	})
@@ -371,7 +388,7 @@ func TestPruner_Yield(t *testing.T) {
 		if _, err := p.Run(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if len(f.calls) != 5 {
+		if len(f.calls) != 6 {
 			t.Fatalf("%d batches", len(f.calls))
 		}
 		for i := 1; i < len(f.calls); i++ {
