@@ -252,7 +252,7 @@ var messages = map[string][2]string{
 	"reconcile.id":       {"auth_app_id 或 mini_app_id", "Its auth_app_id or mini_app_id"},
 	"reconcile.appid":    {"可选：多个 ISV 应用都有它时", "optional: when several ISV apps have it"},
 	"reconcile.start":    {"开始核对", "Check now"},
-	"reconcile.nowhelp":  {"与运维 API 的 POST /v1/reconcile-runs 相同：任务在后台运行，由各副本分担，调用计入该 ISV 应用的 OpenAPI 限速(RECONCILE_RATE)。", "The same as the ops API's POST /v1/reconcile-runs: the run goes on in the background, shared by the replicas, its calls paced within the ISV app's OpenAPI budget (RECONCILE_RATE)."},
+	"reconcile.nowhelp":  {"与运维 API 的 POST /v1/reconcile-runs 相同：任务在后台运行，由各副本分担，调用按每个 ISV 应用每秒 RECONCILE_RATE 次限速。", "The same as the ops API's POST /v1/reconcile-runs: the run goes on in the background, shared by the replicas, its calls paced at RECONCILE_RATE a second per ISV app."},
 	"reconcile.runs":     {"对账任务", "Runs"},
 	"reconcile.noruns":   {"还没有对账任务。", "No run yet."},
 	"reconcile.alldrift": {"全部修复记录", "Every repair"},
