@@ -345,12 +345,19 @@ func serve() error {
 	}
 	if cfg.Console {
 		// The ops console, under /console: the same reads as the ops API.
-		hcfg.Console = console.New(console.Config{
+		ccfg := console.Config{
 			Store: db, Reprocessor: pipeline, Webhooks: hcfg.Webhooks, Verifier: cfg.Verifier, Keys: cfg.Keys,
 			Channels: consoleChannels(channels), ReadyChecks: hcfg.ReadyChecks, Metrics: m, Tokens: cfg.OpsAPITokens,
 			SessionTTL: cfg.ConsoleSessionTTL, TrustedProxies: cfg.TrustedProxies, Location: cfg.ConsoleLocation,
 			MaxBodyBytes: cfg.MaxBodyBytes, Logger: log,
-		})
+		}
+		if rec != nil {
+			ccfg.Reconcile = rec // the reconciliation page: the service POST /v1/reconcile-runs calls
+		}
+		if batches != nil {
+			ccfg.Batches = batches // the batches page: the Admin of the ops API's batch routes
+		}
+		hcfg.Console = console.New(ccfg)
 	}
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,

@@ -153,6 +153,22 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	}
 }
 
+// screenshotOf writes docs/console/name.png of the element sel (a section
+// of a page) when CONSOLE_SCREENSHOTS is set.
+func screenshotOf(t *testing.T, ctx context.Context, sel, name string) {
+	t.Helper()
+	if os.Getenv("CONSOLE_SCREENSHOTS") == "" {
+		return
+	}
+	png, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join("..", "..", "docs", "console", name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // fitsWidth checks that the page needs no sideways scrolling at its
 // width (tables scroll inside their own boxes).
 func fitsWidth(t *testing.T, ctx context.Context, what string) {
@@ -345,5 +361,144 @@ func TestBrowser_Operator(t *testing.T) {
 	_ = g.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM console_sessions`).Scan(&sessions)
 	if sessions != 0 {
 		t.Fatalf("%d sessions left after signing out", sessions)
+	}
+}
+
+// signInTab signs the tab in with the keyboard, at base (the console).
+func signInTab(t *testing.T, ctx context.Context, base string) {
+	t.Helper()
+	must(t, ctx, "sign in", chromedp.Navigate(base+"/login"), chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), opsToken+"\r"), chromedp.WaitVisible(chromedp.CSS("#h-health")))
+}
+
+// TestBrowser_Reconciliation: an operator starts a run of one merchant
+// from the reconciliation page; once the reconciler has checked it
+// against the simulator, the run's page shows the repair of the audit
+// whose notification was lost, the drift page finds it by mini-app, the
+// overview counts it, and the mini-app says when it was reconciled; the
+// pages fit a phone.
+func TestBrowser_Reconciliation(t *testing.T) {
+	t.Parallel()
+	ctx := tab(t)
+	g := newGateway(t, rigOptions{reconcile: true})
+	lostAudit(t, g, merchantR)
+	base := g.srv.URL + "/console"
+	signInTab(t, ctx, base)
+
+	must(t, ctx, "open reconciliation", chromedp.Click(chromedp.CSS(`nav a[href="/console/reconciliation"]`)), chromedp.WaitVisible(chromedp.CSS("#run-id")))
+	must(t, ctx, "run one merchant", chromedp.SendKeys(chromedp.CSS("#run-id"), merchantR), chromedp.Click(chromedp.CSS("#run-one")),
+		chromedp.WaitVisible(chromedp.CSS("#run-status")))
+	if st, flash := text(t, ctx, "#run-status"), text(t, ctx, "p.flash"); st != "进行中" || !strings.Contains(flash, "对账任务已开始") {
+		t.Fatalf("after starting: %q %q", st, flash)
+	}
+	g.work(t) // the reconciler checks it (in a gateway, its Run loop does)
+	must(t, ctx, "reload", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#run-status")))
+	if st, n := text(t, ctx, "#run-status"), text(t, ctx, "#run-repaired"); st != "已完成" || n != "1" {
+		t.Fatalf("the run: %q, %s repaired", st, n)
+	}
+	if drift := text(t, ctx, "#drift"); !strings.Contains(drift, merchantR+"@1.1.0") || !strings.Contains(drift, "审核驳回") {
+		t.Fatalf("the run's repairs:\n%s", drift)
+	}
+	must(t, ctx, "open Alipay's answer", chromedp.Click(chromedp.CSS("#drift summary")), chromedp.WaitVisible(chromedp.CSS("#drift details pre")))
+	if answer := text(t, ctx, "#drift details pre"); !strings.Contains(answer, "AUDIT_REJECT") {
+		t.Fatalf("Alipay's answer: %s", answer)
+	}
+	screenshot(t, ctx, "reconcile-run")
+
+	must(t, ctx, "the runs", chromedp.Click(chromedp.CSS(`nav a[href="/console/reconciliation"]`)), chromedp.WaitVisible(chromedp.CSS("#runs")))
+	if n := text(t, ctx, "#repaired-day"); n != "1" {
+		t.Fatalf("repairs of the day: %q", n)
+	}
+	screenshot(t, ctx, "reconciliation")
+	must(t, ctx, "the drift by mini-app", chromedp.Navigate(base+"/reconciliation/drift"), chromedp.WaitVisible(chromedp.CSS("#mini_app_id")),
+		chromedp.SendKeys(chromedp.CSS("#mini_app_id"), merchantR), chromedp.Submit(chromedp.CSS("#mini_app_id")),
+		chromedp.WaitVisible(chromedp.CSS(`#drift a[href="/console/mini-apps/`+merchantR+`"]`)))
+	must(t, ctx, "the mini-app", chromedp.Click(chromedp.CSS(`#drift a[href="/console/mini-apps/`+merchantR+`"]`)), chromedp.WaitVisible(chromedp.CSS("#reconciled")))
+	if at := text(t, ctx, "#reconciled"); at == "-" || !strings.Contains(at, "CST") {
+		t.Fatalf("last reconciled at %q", at)
+	}
+	must(t, ctx, "the overview", chromedp.Click(chromedp.CSS(`nav a[href="/console/"]`)), chromedp.WaitVisible(chromedp.CSS("#h-rec")))
+	if n := text(t, ctx, "#overview-repaired"); n != "1" {
+		t.Fatalf("the overview's repairs: %q", n)
+	}
+	screenshotOf(t, ctx, `section[aria-labelledby="h-rec"]`, "overview-reconciliation")
+
+	must(t, ctx, "a phone's width", chromedp.EmulateViewport(360, 740, chromedp.EmulateMobile), chromedp.Navigate(base+"/reconciliation"),
+		chromedp.WaitVisible(chromedp.CSS("#runs")))
+	fitsWidth(t, ctx, "the reconciliation page")
+	must(t, ctx, "the run on a phone", chromedp.Click(chromedp.CSS(`#runs a[href^="/console/reconciliation/runs/"]`)), chromedp.WaitVisible(chromedp.CSS("#run-status")))
+	fitsWidth(t, ctx, "the run's page")
+}
+
+// TestBrowser_Batch: an operator watches a batch being sent to the
+// simulator (its rate and time left), pauses it (no send goes out while
+// it is paused), then cancels it: what was pending is cancelled. The
+// batch's page fits a phone.
+func TestBrowser_Batch(t *testing.T) {
+	t.Parallel()
+	ctx := tab(t)
+	g := newGateway(t, rigOptions{batches: true})
+	g.batchOf(t, 500, 20) // an older batch, left pending, for the list
+	id := g.batchOf(t, 1, 60)
+	if _, err := g.db.Pool.Exec(context.Background(), `UPDATE template_message_batches SET status = 'paused' WHERE id <> $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	g.sender(t, 5) // 5 a second: twelve seconds for the batch
+	base := g.srv.URL + "/console"
+	signInTab(t, ctx, base)
+	waitFor(t, "sends", func() bool { return g.batchCount(t, id, "sent") >= 5 })
+
+	must(t, ctx, "open the batches", chromedp.Click(chromedp.CSS(`nav a[href="/console/batches"]`)), chromedp.WaitVisible(chromedp.CSS("#batches")))
+	screenshot(t, ctx, "batches")
+	page := fmt.Sprintf("/console/batches/%d", id)
+	must(t, ctx, "open the batch", chromedp.Click(chromedp.CSS(`#batches a[href="`+page+`"]`)), chromedp.WaitVisible(chromedp.CSS("#batch-status")))
+	if st, rate, eta := text(t, ctx, "#batch-status"), text(t, ctx, "#batch-rate"), text(t, ctx, "#batch-eta"); st != "发送中" || rate == "0.0" || eta == "-" {
+		t.Fatalf("while sending: %q, rate %q, time left %q", st, rate, eta)
+	}
+	screenshot(t, ctx, "batch")
+
+	must(t, ctx, "pause", chromedp.Click(chromedp.CSS("#pause")), chromedp.WaitVisible(chromedp.CSS("#resume")))
+	if st := text(t, ctx, "#batch-status"); st != "已暂停" || !strings.Contains(text(t, ctx, "p.flash"), "已暂停") {
+		t.Fatalf("after pausing: %q", st)
+	}
+	// The calls in flight end and are recorded; then none goes out.
+	waitFor(t, "the sends in flight", func() bool { return g.batchCount(t, id, "sending") == 0 })
+	sent := len(g.sim.Sent())
+	time.Sleep(600 * time.Millisecond)
+	if now := len(g.sim.Sent()); now != sent || g.batchCount(t, id, "pending") == 0 {
+		t.Fatalf("a paused batch sent %d more (pending %d)", now-sent, g.batchCount(t, id, "pending"))
+	}
+
+	must(t, ctx, "cancel", chromedp.Click(chromedp.CSS("#cancel")), chromedp.WaitVisible(chromedp.CSS("#count-cancelled a")))
+	if st := text(t, ctx, "#batch-status"); st != "已取消" {
+		t.Fatalf("after cancelling: %q", st)
+	}
+	if g.batchStatus(t, id) != notify.BatchCancelled || g.batchCount(t, id, "pending") != 0 || g.batchCount(t, id, "cancelled") == 0 {
+		t.Fatalf("cancelled batch: %s, %d pending", g.batchStatus(t, id), g.batchCount(t, id, "pending"))
+	}
+	if n := text(t, ctx, "#count-sent"); n != fmt.Sprint(g.batchCount(t, id, "sent")) || n != fmt.Sprint(len(g.sim.Sent())) {
+		t.Fatalf("the page says %s sent; the simulator got %d", n, len(g.sim.Sent()))
+	}
+	must(t, ctx, "its cancelled recipients", chromedp.Click(chromedp.CSS("#count-cancelled a")), chromedp.WaitVisible(chromedp.CSS("#recipients")))
+	if rows := text(t, ctx, "#recipients tbody"); !strings.Contains(rows, "已取消") || strings.Contains(rows, "已发送") {
+		t.Fatalf("the cancelled recipients:\n%s", rows)
+	}
+
+	must(t, ctx, "a phone's width", chromedp.EmulateViewport(360, 740, chromedp.EmulateMobile), chromedp.Navigate(g.srv.URL+page),
+		chromedp.WaitVisible(chromedp.CSS("#batch-status")))
+	fitsWidth(t, ctx, "the batch's page")
+	must(t, ctx, "the batches on a phone", chromedp.Navigate(base+"/batches"), chromedp.WaitVisible(chromedp.CSS("#batches")))
+	fitsWidth(t, ctx, "the batches")
+}
+
+// waitFor waits (at most 30 s) until cond holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 30 s for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -9,7 +9,9 @@
 // It reads through the same store methods as the ops API (postgres.DB),
 // reprocesses through the intake pipeline, diagnoses pasted bodies with
 // internal/diagnose (what alipayctl verify runs) against the gateway's
-// configured keys, and manages webhook deliveries through webhook.Admin. It
+// configured keys, manages webhook deliveries through webhook.Admin,
+// steers template message batches through batchsend.Admin, and starts and
+// reads reconciliation runs through reconcile.Reconciler. It
 // never shows a merchant's token, a webhook secret or a key: the views it
 // reads hold none.
 //
@@ -45,7 +47,7 @@
 //     optional, when it is on.
 //
 // The template-message batches (issue 20) and reconciliation (issue 21)
-// pages are meant to come in that way.
+// pages came in that way (page_batches.go, page_reconcile.go).
 package console
 
 import (
@@ -84,6 +86,14 @@ type Config struct {
 	// Webhooks manages the endpoints' deliveries (webhook.Admin); nil
 	// leaves the forwarding page and the overview's forwarding out.
 	Webhooks Webhooks
+	// Reconcile starts reconciliation runs and reads them
+	// (reconcile.Reconciler, what POST /v1/reconcile-runs calls); nil
+	// leaves the reconciliation page and the overview's drift out.
+	Reconcile Reconcile
+	// Batches reads and steers the template message batches
+	// (batchsend.Admin, what the ops API's batch routes call); nil leaves
+	// the batches page out.
+	Batches Batches
 	// Verifier is the gateway's own verifier: the verify page gives its
 	// verdict on a pasted body.
 	Verifier *alipay.Verifier
@@ -130,6 +140,8 @@ type Store interface {
 	OrdersOf(ctx context.Context, miniAppIDs, pids []string, limit int) ([]*view.MiniAppOrder, error)
 	MerchantNotifications(ctx context.Context, authAppID string, miniAppIDs, orderNos []string, limit int) ([]*view.StoredNotification, error)
 	WebhookStats(ctx context.Context) (*notify.WebhookStats, error)
+	ReconcileSummary(ctx context.Context, since time.Time) (*view.ReconcileSummary, error)
+	BatchList(ctx context.Context, f view.BatchFilter) ([]*view.BatchProgress, string, error)
 
 	CreateConsoleSession(ctx context.Context, idHash, tokenHash []byte, csrf string, expiresAt time.Time) error
 	ConsoleSession(ctx context.Context, idHash []byte) (*view.ConsoleSession, error)
@@ -153,6 +165,39 @@ type Webhooks interface {
 	Delivery(ctx context.Context, id int64) (*view.Delivery, error)
 	RetryDelivery(ctx context.Context, id int64) (*view.Delivery, error)
 	ReplayEndpoint(ctx context.Context, id int64, since time.Time) (int, error)
+}
+
+// Reconcile starts reconciliation runs and reads them and the drift they
+// repaired (reconcile.Reconciler). StartWithReason returns an EINVALID
+// *notify.Error for a bad scope, an ENOTFOUND one for a merchant app or
+// mini-app no ISV app can check, an ECONFLICT one for a cancelled
+// authorization; every method an ENOTFOUND one for an unknown run, an
+// EINVALID one for a cursor it did not make and an EUNAVAILABLE one when
+// the database cannot be reached.
+type Reconcile interface {
+	// StartWithReason starts a run on demand, as POST /v1/reconcile-runs
+	// does, its reason saying who asked.
+	StartWithReason(ctx context.Context, scope, id, appID, reason string) (*view.ReconcileRun, error)
+	Runs(ctx context.Context, f view.RunFilter) ([]*view.ReconcileRun, string, error)
+	RunByID(ctx context.Context, id int64) (*view.ReconcileRun, error)
+	Drift(ctx context.Context, f view.DriftFilter) ([]*view.Drift, string, error)
+}
+
+// Batches reads and steers template message batches (batchsend.Admin).
+// Each method returns an ENOTFOUND *notify.Error for an unknown batch, an
+// ECONFLICT one for a change its status does not allow, an EINVALID one
+// for a cursor it did not make, and an EUNAVAILABLE one when the database
+// cannot be reached.
+type Batches interface {
+	// Batch is the batch with its counts by status, rate and time left.
+	Batch(ctx context.Context, id int64) (*view.TemplateBatch, error)
+	Recipients(ctx context.Context, f view.RecipientFilter) ([]*view.BatchRecipient, string, error)
+	Pause(ctx context.Context, id int64) (*view.TemplateBatch, error)
+	Resume(ctx context.Context, id int64) (*view.TemplateBatch, error)
+	Cancel(ctx context.Context, id int64) (*view.TemplateBatch, error)
+	// RetryUnknown makes the unknown recipients pending again: they may
+	// get the message twice.
+	RetryUnknown(ctx context.Context, id int64) (*view.TemplateBatch, error)
 }
 
 // Channel is one app's WebSocket channel (msgchannel.Client).
@@ -190,6 +235,8 @@ var pages = []page{
 	{name: "notifications", path: "/notifications", routes: (*Console).notificationRoutes},
 	{name: "verify", path: "/verify", routes: (*Console).verifyRoutes},
 	{name: "webhooks", path: "/webhooks", routes: (*Console).webhookRoutes, on: func(c *Console) bool { return c.cfg.Webhooks != nil }},
+	{name: "batches", path: "/batches", routes: (*Console).batchRoutes, on: func(c *Console) bool { return c.cfg.Batches != nil }},
+	{name: "reconciliation", path: "/reconciliation", routes: (*Console).reconcileRoutes, on: func(c *Console) bool { return c.cfg.Reconcile != nil }},
 }
 
 // New returns the console's handler, to be mounted at Base. It panics if

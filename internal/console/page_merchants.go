@@ -105,6 +105,7 @@ type merchantData struct {
 	MiniApps       []*view.MiniApp
 	Orders         []*view.MiniAppOrder
 	Notifications  []*view.StoredNotification
+	Reconciled     bool // reconciliation is on: link to its repairs
 }
 
 // merchantNotificationsShown is how many notifications a merchant's page
@@ -118,7 +119,7 @@ const merchantNotificationsShown = 20
 func (c *Console) merchant(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id := chi.URLParam(r, "auth_app_id")
-	d := merchantData{AuthAppID: id}
+	d := merchantData{AuthAppID: id, Reconciled: c.cfg.Reconcile != nil}
 	var err error
 	if d.Authorizations, _, err = c.cfg.Store.Merchants(ctx, view.MerchantFilter{AuthAppID: id}); err != nil {
 		c.fail(w, r, err)

@@ -81,9 +81,10 @@ type versionTimeline struct {
 }
 
 type miniAppData struct {
-	App      *view.MiniApp
-	Versions []versionTimeline
-	Orders   []*view.MiniAppOrder
+	App        *view.MiniApp
+	Versions   []versionTimeline
+	Orders     []*view.MiniAppOrder
+	Reconciled bool // reconciliation is on: link to its repairs
 }
 
 // miniApp shows a mini-app's audit state and, version by version (newest
@@ -102,7 +103,7 @@ func (c *Console) miniApp(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	d := miniAppData{App: app}
+	d := miniAppData{App: app, Reconciled: c.cfg.Reconcile != nil}
 	byVersion := map[string]int{}
 	for i := range app.Versions {
 		byVersion[app.Versions[i].MiniAppVersion] = len(d.Versions)

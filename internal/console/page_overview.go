@@ -58,6 +58,10 @@ type overviewData struct {
 	FeedLag   time.Duration
 	Dead      int
 	Since     time.Time // this replica's counting start
+	// Reconcile is the last day's repairs and errors (nil when
+	// reconciliation is not on), LastRun the newest run (none yet: empty).
+	Reconcile *view.ReconcileSummary
+	LastRun   []*view.ReconcileRun
 }
 
 func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
@@ -129,6 +133,16 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 			d.Endpoints = append(d.Endpoints, endpointState{ID: ep.ID, URL: safeURL(ep.URL), Enabled: ep.Enabled,
 				OldestPending: st.OldestPending[ep.ID], Dead: st.Dead[ep.ID], DisabledReason: ep.DisabledReason})
 			d.Dead += st.Dead[ep.ID]
+		}
+	}
+	if c.cfg.Reconcile != nil {
+		if d.Reconcile, err = c.cfg.Store.ReconcileSummary(ctx, now.Add(-reconcileWindow)); err != nil {
+			c.fail(w, r, err)
+			return
+		}
+		if d.LastRun, _, err = c.cfg.Reconcile.Runs(ctx, view.RunFilter{Limit: 1}); err != nil {
+			c.fail(w, r, err)
+			return
 		}
 	}
 	c.render(w, r, "overview", "nav.overview", d)

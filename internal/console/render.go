@@ -272,6 +272,11 @@ var flashes = map[string]string{
 	"reprocessed": "flash.reprocessed",
 	"retried":     "flash.retried",
 	"replayed":    "flash.replayed",
+	"started":     "flash.started",
+	"paused":      "flash.paused",
+	"resumed":     "flash.resumed",
+	"cancelled":   "flash.cancelled",
+	"requeued":    "flash.requeued",
 }
 
 func flashKey(name string) string { return flashes[name] }

@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alipay-notify-gateway/gateway/internal/alipay"
+	"github.com/alipay-notify-gateway/gateway/internal/batchsend"
 	"github.com/alipay-notify-gateway/gateway/internal/console"
 	"github.com/alipay-notify-gateway/gateway/internal/devpki"
 	"github.com/alipay-notify-gateway/gateway/internal/diagnose"
@@ -21,8 +23,11 @@ import (
 	"github.com/alipay-notify-gateway/gateway/internal/intake"
 	"github.com/alipay-notify-gateway/gateway/internal/metrics"
 	"github.com/alipay-notify-gateway/gateway/internal/notify"
+	"github.com/alipay-notify-gateway/gateway/internal/openapisim"
+	"github.com/alipay-notify-gateway/gateway/internal/outbound"
 	"github.com/alipay-notify-gateway/gateway/internal/pgtest"
 	"github.com/alipay-notify-gateway/gateway/internal/postgres"
+	"github.com/alipay-notify-gateway/gateway/internal/reconcile"
 	"github.com/alipay-notify-gateway/gateway/internal/testkit"
 	"github.com/alipay-notify-gateway/gateway/internal/webhook"
 )
@@ -44,12 +49,22 @@ type gateway struct {
 	// without the cert app's ALIPAY_ENCRYPT_KEY: what it stores encrypted
 	// is failed, for the console to reprocess.
 	before *httptest.Server
+	// With rigOptions.reconcile: Alipay's simulator, the outbound calls to
+	// it and the reconciler the console starts runs with.
+	sim *openapisim.Sim
+	svc *outbound.Service
+	rec *reconcile.Reconciler
+	// With rigOptions.batches: the batch Admin the console steers with
+	// (the sender runs only when a test starts it: g.sender).
+	admin *batchsend.Admin
 }
 
 type rigOptions struct {
-	tls     bool
-	trusted []netip.Prefix
-	ttl     time.Duration
+	tls       bool
+	trusted   []netip.Prefix
+	ttl       time.Duration
+	reconcile bool
+	batches   bool
 }
 
 func newGateway(t *testing.T, opts ...rigOptions) *gateway {
@@ -69,9 +84,28 @@ func newGateway(t *testing.T, opts ...rigOptions) *gateway {
 	ready := []func(context.Context) error{db.Ready}
 	cfg := httpapi.Config{Verifier: v, Intake: pipeline, Store: db, Reprocessor: pipeline, Logger: log, MaxBodyBytes: 16 << 10,
 		Tokens: []string{opsToken}, Metrics: g.metrics, ReadyChecks: ready, Webhooks: admin, TrustedProxies: o.trusted}
-	cfg.Console = console.New(console.Config{Store: db, Reprocessor: pipeline, Webhooks: admin, Verifier: v, Keys: keysOf(t),
+	ccfg := console.Config{Store: db, Reprocessor: pipeline, Webhooks: admin, Verifier: v, Keys: keysOf(t),
 		ReadyChecks: ready, Metrics: g.metrics, Tokens: []string{opsToken}, SessionTTL: o.ttl, TrustedProxies: o.trusted,
-		Location: time.FixedZone("CST", 8*3600), MaxBodyBytes: 16 << 10, Logger: log})
+		Location: time.FixedZone("CST", 8*3600), MaxBodyBytes: 16 << 10, Logger: log}
+	if o.reconcile || o.batches {
+		g.sim = openapisim.Start(openapisim.Config{Apps: []openapisim.App{testkit.SimApp(keyApp)}, SignKey: testkit.AlipayKey()})
+		t.Cleanup(g.sim.Close)
+		svc, err := outbound.New(outbound.Config{Apps: []*alipay.App{keyApp}, GatewayURL: g.sim.URL(), Store: db, Sealer: testkit.Sealer(t),
+			Logger: log, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.svc = svc
+	}
+	if o.reconcile {
+		g.rec = reconcile.New(reconcile.Config{Store: db, Alipay: g.svc, Limiter: db, AppIDs: g.svc.AppIDs(), Lease: 30 * time.Second, Logger: log})
+		ccfg.Reconcile, cfg.Reconcile = g.rec, g.rec
+	}
+	if o.batches {
+		g.admin = &batchsend.Admin{Store: db, Outbound: g.svc, Rates: batchsend.Rates{Default: 20}, Logger: log}
+		ccfg.Batches, cfg.Batches = g.admin, g.admin
+	}
+	cfg.Console = console.New(ccfg)
 	if o.tls {
 		g.srv = httptest.NewTLSServer(httpapi.New(cfg))
 	} else {
@@ -230,4 +264,87 @@ func sendAudits(t testing.TB, g *gateway, miniAppID string) []alipay.Form {
 		send(t, g.srv.URL, testkit.Body(t, f, testkit.AlipayKey()))
 	}
 	return forms
+}
+
+// authorize has merchant authorize the key app through the authorization
+// flow against the simulator (the gateway then holds its token).
+func (g *gateway) authorize(t testing.TB, merchant string) {
+	t.Helper()
+	link, err := g.svc.AuthorizationLink(outbound.LinkRequest{RedirectURI: "https://gw.example.com/alipay/auth/callback"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grants, err := g.svc.CompleteAuthorization(context.Background(), outbound.Callback{
+		Code: g.sim.IssueCode(testkit.AppID, merchant, "2088"+merchant[4:]), State: link.State})
+	if err != nil || len(grants) != 1 || !grants[0].Applied {
+		t.Fatalf("authorize %s: %+v %v", merchant, grants, err)
+	}
+}
+
+// lostAudit sets up a lost notification for reconciliation to find:
+// merchant authorized, its mini-app's 1.0.0 passed (the notification came),
+// and at Alipay 1.1.0 rejected (its notification never came).
+func lostAudit(t testing.TB, g *gateway, merchant string) {
+	t.Helper()
+	g.authorize(t, merchant)
+	at := time.Now().Add(-48 * time.Hour).UnixMilli()
+	send(t, g.srv.URL, testkit.Body(t, testkit.Form(testkit.AppID, notify.MethodAuditPassed,
+		`{"mini_app_id":"`+merchant+`","mini_app_version":"1.0.0"}`, at), testkit.AlipayKey()))
+	g.sim.SetVersion(merchant, openapisim.Version{Version: "1.0.0", Status: reconcile.StatusRelease})
+	g.sim.SetVersion(merchant, openapisim.Version{Version: "1.1.0", Status: reconcile.StatusAuditReject, RejectReason: "服务类目不符"})
+}
+
+// work has the reconciler check every pending target now.
+func (g *gateway) work(t testing.TB) {
+	t.Helper()
+	if _, err := g.rec.Work(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// batchOf stores a batch of n recipients (2088 user ids from first) of
+// the ISV app's own mini-app and returns its id.
+func (g *gateway) batchOf(t testing.TB, first, n int) int64 {
+	t.Helper()
+	r := &batchsend.Request{UserTemplateID: "tpl-order-ready", Page: "pages/order/index", Data: []byte(`{"keyword1":{"value":"取餐号 42"}}`)}
+	for i := range n {
+		r.Recipients = append(r.Recipients, batchsend.Recipient{ToUserID: fmt.Sprintf("2088%012d", first+i)})
+	}
+	v, _, err := g.admin.Create(context.Background(), r, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.ID
+}
+
+// sender runs a batch sender at rate sends a second until the test ends.
+func (g *gateway) sender(t testing.TB, rate float64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	s := batchsend.New(batchsend.Config{Store: g.db, Bucket: g.db, Outbound: g.svc, Rates: batchsend.Rates{Default: rate},
+		Metrics: g.metrics, Logger: testkit.Logger(t), Concurrency: 4, Poll: 20 * time.Millisecond})
+	go func() { defer close(done); s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// batchCount counts batch id's recipients of status.
+func (g *gateway) batchCount(t testing.TB, id int64, status string) int {
+	t.Helper()
+	var n int
+	err := g.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM template_message_recipients WHERE batch_id = $1 AND status = $2`, id, status).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// batchStatus is batch id's status.
+func (g *gateway) batchStatus(t testing.TB, id int64) string {
+	t.Helper()
+	var s string
+	if err := g.db.Pool.QueryRow(context.Background(), `SELECT status FROM template_message_batches WHERE id = $1`, id).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

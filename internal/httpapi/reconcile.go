@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strconv"
 
 	"github.com/go-chi/chi/v5"
 
@@ -97,12 +98,18 @@ func (s *Server) getRun(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listDrift(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, "auth_app_id", "mini_app_id", "kind", "since", "limit", "cursor")
+	q, err := query(r, "run_id", "auth_app_id", "mini_app_id", "kind", "since", "limit", "cursor")
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	f := view.DriftFilter{AuthAppID: q.Get("auth_app_id"), MiniAppID: q.Get("mini_app_id"), Kind: q.Get("kind"), Cursor: q.Get("cursor")}
+	if s := q.Get("run_id"); s != "" {
+		if f.RunID, err = strconv.ParseInt(s, 10, 64); err != nil || f.RunID < 1 {
+			writeError(w, notify.Errorf(notify.EINVALID, "bad_query", "run_id must be a positive whole number"))
+			return
+		}
+	}
 	if f.Kind != "" && f.Kind != notify.DriftAuthorization && f.Kind != notify.DriftMiniAppVersion {
 		writeError(w, notify.Errorf(notify.EINVALID, "bad_query", "kind must be authorization or mini_app_version"))
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strconv"
 	"testing"
 	"time"
 
@@ -74,9 +75,18 @@ func TestOps_Reconcile(t *testing.T) {
 		if len(p.Items) != 1 || p.Items[0].After != notify.AuditRejected || p.Items[0].Entity != merchant+"@1.0.0" || p.NextCursor != "" {
 			t.Fatalf("%+v", p)
 		}
+		runID := p.Items[0].RunID
 		g.mustGet(t, "/v1/drift?kind=authorization", &p)
 		if len(p.Items) != 0 {
 			t.Fatalf("%+v", p)
+		}
+		g.mustGet(t, "/v1/drift?run_id="+strconv.FormatInt(runID, 10), &p)
+		if len(p.Items) != 1 {
+			t.Fatalf("drift of run %d: %+v", runID, p)
+		}
+		g.mustGet(t, "/v1/drift?run_id="+strconv.FormatInt(runID+1, 10), &p)
+		if len(p.Items) != 0 {
+			t.Fatalf("drift of run %d: %+v", runID+1, p)
 		}
 	})
 	t.Run("OKLastReconciledAt", func(t *testing.T) {
@@ -101,7 +111,7 @@ func TestOps_Reconcile(t *testing.T) {
 				t.Errorf("%v: %d", body, code)
 			}
 		}
-		for _, path := range []string{"/v1/drift?kind=order", "/v1/drift?since=yesterday", "/v1/drift?cursor=bogus", "/v1/reconcile-runs?x=1", "/v1/reconcile-runs/zero"} {
+		for _, path := range []string{"/v1/drift?kind=order", "/v1/drift?since=yesterday", "/v1/drift?run_id=0", "/v1/drift?run_id=x", "/v1/drift?cursor=bogus", "/v1/reconcile-runs?x=1", "/v1/reconcile-runs/zero"} {
 			if code := g.get(t, "GET", path, opsToken, nil); code != 400 {
 				t.Errorf("GET %s: %d", path, code)
 			}

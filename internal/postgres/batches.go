@@ -565,6 +565,17 @@ func (db *DB) Batches(ctx context.Context, f view.BatchFilter) ([]*view.Template
 	})
 }
 
+// batchRecipients is BatchRecipients' statement, planned for its actual
+// parameters (a generic plan could not use the status): the primary key
+// (batch_id, seq) for all of a batch's recipients, the status index
+// (batch_id, status, seq) for those of one status, each in upload order
+// from the cursor on.
+const batchRecipients = `SELECT seq, to_user_id, to_open_id, data, status, attempts,
+        CASE WHEN status = 'pending' THEN next_attempt_at END, code, sub_code, sub_msg, error, latency_ms, finished_at
+    FROM template_message_recipients
+    WHERE batch_id = $1 AND ($2 = '' OR status = $2) AND seq > $3
+    ORDER BY seq LIMIT $4`
+
 // BatchRecipients lists a batch's recipients in upload order, those of
 // f.Status when it is set, a page at a time, and returns the cursor of the
 // next page ("" after the last). It returns an ENOTFOUND *notify.Error for
@@ -587,11 +598,7 @@ func (db *DB) BatchRecipients(ctx context.Context, f view.RecipientFilter) ([]*v
 			return nil, "", err
 		}
 	}
-	rows, err := db.Pool.Query(ctx, `SELECT seq, to_user_id, to_open_id, data, status, attempts,
-            CASE WHEN status = 'pending' THEN next_attempt_at END, code, sub_code, sub_msg, error, latency_ms, finished_at
-        FROM template_message_recipients
-        WHERE batch_id = $1 AND ($2 = '' OR status = $2) AND seq > $3
-        ORDER BY seq LIMIT $4`, f.BatchID, f.Status, after.Seq, limit+1)
+	rows, err := db.Pool.Query(ctx, batchRecipients, pgx.QueryExecModeExec, f.BatchID, f.Status, after.Seq, limit+1)
 	if err != nil {
 		return nil, "", unavailable(err)
 	}

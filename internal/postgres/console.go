@@ -261,3 +261,77 @@ func nonNil(s []string) []string {
 	}
 	return s
 }
+
+// reconcileSummary counts the drift records and the errors reconciliation
+// wrote since $1. Neither table has an index on its time, but both are
+// written in the order of their ids (an identity, the time a default of
+// now()), so each count is a range of the primary key: above the newest
+// row older than $1, which a backward scan of the key finds after reading
+// the rows since $1. Both cost what they count, whatever the tables hold.
+// (Rows committed out of order within the same milliseconds may straddle
+// $1: a count is exact but for those.)
+const reconcileSummary = `SELECT
+    (SELECT count(*) FROM reconcile_drift WHERE created_at >= $1
+        AND id > COALESCE((SELECT id FROM reconcile_drift WHERE created_at < $1 ORDER BY id DESC LIMIT 1), 0)),
+    (SELECT count(*) FROM reconcile_errors WHERE at >= $1
+        AND id > COALESCE((SELECT id FROM reconcile_errors WHERE at < $1 ORDER BY id DESC LIMIT 1), 0))`
+
+// ReconcileSummary returns what reconciliation recorded since since: its
+// repairs (drift records) and its errors. It returns an EUNAVAILABLE
+// *notify.Error when the database cannot be reached.
+func (db *DB) ReconcileSummary(ctx context.Context, since time.Time) (*view.ReconcileSummary, error) {
+	s := &view.ReconcileSummary{Since: since}
+	if err := db.Pool.QueryRow(ctx, reconcileSummary, pgx.QueryExecModeExec, since).Scan(&s.Repaired, &s.Errors); err != nil {
+		return nil, unavailable(err)
+	}
+	return s, nil
+}
+
+// batchList is BatchList's statement: the batches newest first (the
+// primary key backwards), each with its recipients left (pending, sending)
+// and unknown: ranges of template_message_recipients_status_idx
+// (index-only, one per status so that each is an index condition) whose
+// cost is what they count: nothing for a batch that ended with none
+// unknown, however many it sent.
+const batchList = `SELECT b.id, b.app_id, b.auth_app_id, b.user_template_id, b.status, b.stop_reason, b.total, b.created_at, b.finished_at,
+        (SELECT count(*) FROM template_message_recipients r WHERE r.batch_id = b.id AND r.status = 'pending')
+          + (SELECT count(*) FROM template_message_recipients r WHERE r.batch_id = b.id AND r.status = 'sending'),
+        (SELECT count(*) FROM template_message_recipients r WHERE r.batch_id = b.id AND r.status = 'unknown')
+    FROM template_message_batches b
+    WHERE ($1 = '' OR b.app_id = $1) AND ($2 = '' OR b.status = $2) AND ($3::bigint = 0 OR b.id < $3)
+    ORDER BY b.id DESC LIMIT $4`
+
+// BatchList lists template message batches newest first, a page at a
+// time, of an ISV app or a status, with their progress (not their counts
+// by status, which Batch reads: a list of batches of 100,000 recipients
+// would read them all). It returns an EINVALID *notify.Error for a cursor
+// it did not make, and an EUNAVAILABLE one when the database cannot be
+// reached.
+func (db *DB) BatchList(ctx context.Context, f view.BatchFilter) ([]*view.BatchProgress, string, error) {
+	limit := clampLimit(f.Limit)
+	var after struct {
+		ID int64 `json:"i"`
+	}
+	if f.After != "" {
+		if err := decodeCursor(f.After, &after); err != nil {
+			return nil, "", err
+		}
+	}
+	rows, err := db.Pool.Query(ctx, batchList, pgx.QueryExecModeExec, f.AppID, f.Status, after.ID, limit+1)
+	if err != nil {
+		return nil, "", unavailable(err)
+	}
+	out, err := collect(rows, func(row pgx.Row) (*view.BatchProgress, error) {
+		var p view.BatchProgress
+		err := row.Scan(&p.ID, &p.AppID, &p.AuthAppID, &p.UserTemplateID, &p.Status, &p.StopReason, &p.Total, &p.CreatedAt, &p.FinishedAt,
+			&p.Left, &p.Unknown)
+		return &p, err
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return pageOf(out, limit, func(last *view.BatchProgress) any {
+		after.ID = last.ID
+		return after
+	})
+}

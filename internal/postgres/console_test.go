@@ -259,6 +259,108 @@ func TestDB_MiniAppsAndMerchantNotifications(t *testing.T) {
 	})
 }
 
+func TestDB_ReconcileSummary(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	ctx := context.Background()
+	since := time.Now().Add(-24 * time.Hour)
+	t.Run("Empty", func(t *testing.T) {
+		s, err := db.ReconcileSummary(ctx, since)
+		if err != nil || s.Repaired != 0 || s.Errors != 0 || !s.Since.Equal(since) {
+			t.Fatalf("%+v %v", s, err)
+		}
+	})
+	// Drift and errors of 3 days, one every 6 hours (ids in time order):
+	// 4 of each in the last day.
+	_, err := db.Pool.Exec(ctx, `
+        INSERT INTO reconcile_drift (run_id, app_id, auth_app_id, kind, entity, field, after, observed_at, notify_id, created_at)
+        SELECT g, 'app', 'm' || g, 'authorization', 'm' || g, 'status', 'cancelled', now(), 'reconcile:' || g,
+            now() - (12 - g) * interval '6 hours' - interval '1 minute' FROM generate_series(1, 12) g;
+        INSERT INTO reconcile_errors (run_id, app_id, kind, at)
+        SELECT g, 'app', 'upstream', now() - (12 - g) * interval '6 hours' - interval '1 minute' FROM generate_series(1, 12) g`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("OK", func(t *testing.T) {
+		s, err := db.ReconcileSummary(ctx, since)
+		if err != nil || s.Repaired != 4 || s.Errors != 4 {
+			t.Fatalf("%+v %v", s, err)
+		}
+		all, _ := db.ReconcileSummary(ctx, time.Now().Add(-30*24*time.Hour)) // nothing older: every row
+		none, _ := db.ReconcileSummary(ctx, time.Now())
+		if all.Repaired != 12 || all.Errors != 12 || none.Repaired != 0 || none.Errors != 0 {
+			t.Fatalf("all %+v, none %+v", all, none)
+		}
+	})
+	t.Run("DriftOfRun", func(t *testing.T) {
+		ds, _, err := db.Drift(ctx, view.DriftFilter{RunID: 3})
+		if err != nil || len(ds) != 1 || ds[0].RunID != 3 || ds[0].AuthAppID != "m3" {
+			t.Fatalf("%+v %v", ds, err)
+		}
+		ds, next, _ := db.Drift(ctx, view.DriftFilter{Limit: 5})
+		more, _, _ := db.Drift(ctx, view.DriftFilter{Limit: 5, Cursor: next})
+		if len(ds) != 5 || ds[0].RunID != 12 || len(more) != 5 || more[0].RunID != 7 {
+			t.Fatalf("pages %+v %+v", ds, more)
+		}
+	})
+}
+
+func TestDB_BatchList(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	ctx := context.Background()
+	// Batch 1 finished (8 sent, 2 unknown), 2 running (3 sent, 1 sending,
+	// 6 pending), 3 paused of another app (5 pending, 5 failed).
+	_, err := db.Pool.Exec(ctx, `
+        INSERT INTO template_message_batches (app_id, request_hash, user_template_id, page, total, status, finished_at)
+        VALUES ('app', 'h1', 't1', 'p', 10, 'finished', now()), ('app', 'h2', 't2', 'p', 10, 'running', NULL),
+            ('other', 'h3', 't3', 'p', 10, 'paused', NULL);
+        INSERT INTO template_message_recipients (batch_id, seq, to_user_id, status)
+        SELECT b, g, '2088' || g, CASE
+            WHEN b = 1 THEN CASE WHEN g <= 8 THEN 'sent' ELSE 'unknown' END
+            WHEN b = 2 THEN CASE WHEN g <= 3 THEN 'sent' WHEN g = 4 THEN 'sending' ELSE 'pending' END
+            ELSE CASE WHEN g <= 5 THEN 'pending' ELSE 'failed' END END
+        FROM generate_series(1, 3) b, generate_series(1, 10) g`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("OK", func(t *testing.T) {
+		ps, next, err := db.BatchList(ctx, view.BatchFilter{})
+		if err != nil || next != "" || len(ps) != 3 {
+			t.Fatalf("%+v %q %v", ps, next, err)
+		}
+		b3, b2, b1 := ps[0], ps[1], ps[2]
+		if b1.ID != 1 || b1.Left != 0 || b1.Unknown != 2 || b1.Done() != 10 || b1.Percent() != 100 || b1.FinishedAt == nil || b1.UserTemplateID != "t1" {
+			t.Fatalf("batch 1 %+v", b1)
+		}
+		if b2.Left != 7 || b2.Unknown != 0 || b2.Percent() != 30 || b2.Status != "running" {
+			t.Fatalf("batch 2 %+v", b2)
+		}
+		if b3.Left != 5 || b3.AppID != "other" || b3.Percent() != 50 {
+			t.Fatalf("batch 3 %+v", b3)
+		}
+	})
+	t.Run("Filters", func(t *testing.T) {
+		app, _, _ := db.BatchList(ctx, view.BatchFilter{AppID: "app"})
+		paused, _, _ := db.BatchList(ctx, view.BatchFilter{Status: "paused"})
+		if len(app) != 2 || len(paused) != 1 || paused[0].ID != 3 {
+			t.Fatalf("%+v %+v", app, paused)
+		}
+	})
+	t.Run("Paging", func(t *testing.T) {
+		first, next, err := db.BatchList(ctx, view.BatchFilter{Limit: 2})
+		rest, last, _ := db.BatchList(ctx, view.BatchFilter{Limit: 2, After: next})
+		if err != nil || len(first) != 2 || first[1].ID != 2 || len(rest) != 1 || rest[0].ID != 1 || last != "" {
+			t.Fatalf("%+v %+v %q", first, rest, last)
+		}
+	})
+	t.Run("ErrCursor", func(t *testing.T) {
+		if _, _, err := db.BatchList(ctx, view.BatchFilter{After: "!!"}); notify.ErrorCode(err) != notify.EINVALID {
+			t.Fatal(err)
+		}
+	})
+}
+
 // TestConsole_Plans checks that the console's reads are index scans on a
 // filled inbox (20000 notifications over 30 days, analyzed): the pages
 // must answer in milliseconds on a million (deploy/dev/bench-console.sh
@@ -279,9 +381,27 @@ func TestConsole_Plans(t *testing.T) {
         SELECT 'o' || g, 'app', 'merchant_confirmed', '2021' || lpad(g::text, 12, '0'), '2088' || g, g, 'plan-' || g FROM generate_series(1, 5000) g;
         INSERT INTO events (app_id, notify_id, type, data)
         SELECT 'app', 'plan-' || g, CASE WHEN g % 10 = 0 THEN 'authorization.granted' ELSE 'notification.received' END,
-            jsonb_build_object('auth_app_id', '2021' || lpad(g::text, 12, '0')) FROM generate_series(1, 20000) g`)
+            jsonb_build_object('auth_app_id', '2021' || lpad(g::text, 12, '0')) FROM generate_series(1, 20000) g;
+        INSERT INTO reconcile_drift (run_id, app_id, auth_app_id, mini_app_id, kind, entity, field, after, observed_at, notify_id, created_at)
+        SELECT g / 100, 'app', '2021' || lpad((g % 5000)::text, 12, '0'), CASE WHEN g % 2 = 0 THEN '2021' || lpad((g % 5000)::text, 12, '0') ELSE '' END,
+            CASE WHEN g % 2 = 0 THEN 'mini_app_version' ELSE 'authorization' END, 'e' || g, 'status', 'x', now(), 'reconcile:' || g,
+            now() - (20000 - g) * interval '3 minutes'
+        FROM generate_series(1, 20000) g;
+        INSERT INTO reconcile_errors (run_id, app_id, auth_app_id, kind, at)
+        SELECT g / 100, 'app', '2021' || lpad((g % 5000)::text, 12, '0'), 'upstream', now() - (20000 - g) * interval '3 minutes'
+        FROM generate_series(1, 20000) g;
+        INSERT INTO template_message_batches (app_id, request_hash, user_template_id, page, total, status)
+        SELECT 'app', 'h' || b, 't', 'p', 10, CASE WHEN b > 1990 THEN 'running' ELSE 'finished' END FROM generate_series(1, 2000) b;
+        INSERT INTO template_message_recipients (batch_id, seq, to_user_id, status)
+        SELECT b, g, '2088' || g, CASE WHEN b > 1990 THEN 'pending' WHEN g = 7 THEN 'unknown' ELSE 'sent' END
+        FROM generate_series(1, 2000) b, generate_series(1, 10) g;
+        INSERT INTO template_message_batches (app_id, request_hash, user_template_id, page, total, status)
+        VALUES ('app', 'big', 't', 'p', 20000, 'finished');
+        INSERT INTO template_message_recipients (batch_id, seq, to_user_id, status)
+        SELECT 2001, g, '2088' || g, CASE WHEN g % 1000 = 0 THEN 'unknown' ELSE 'sent' END FROM generate_series(1, 20000) g`)
 	if err == nil {
-		_, err = db.Pool.Exec(ctx, `VACUUM ANALYZE notifications, authorizations, mini_app_orders, events`)
+		_, err = db.Pool.Exec(ctx, `VACUUM ANALYZE notifications, authorizations, mini_app_orders, events, reconcile_drift, reconcile_errors,
+            template_message_batches, template_message_recipients`)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -295,6 +415,17 @@ func TestConsole_Plans(t *testing.T) {
 		"MerchantPrefix":        {postgres.MerchantsSQL, []any{"", "20210000001", "", false, nil, nil, "", "", 51}},
 		"MerchantOrders":        {postgres.OrdersOfSQL, []any{[]string{"202100000000042"}, []string{"208842"}, 50}},
 		"MerchantNotifications": {postgres.MerchantNotificationsSQL, []any{"202100000000042", []string{"202100000000042"}, []string{"o42"}, 20}},
+		"ReconcileSummary":      {postgres.ReconcileSummarySQL, []any{now.Add(-24 * time.Hour)}},
+		"Drift":                 {postgres.DriftSQL, []any{"", "", "", nil, 0, 51, 0}},
+		"DriftPage":             {postgres.DriftSQL, []any{"", "", "", nil, 10000, 51, 0}},
+		"DriftKind":             {postgres.DriftSQL, []any{"", "", "authorization", nil, 0, 51, 0}},
+		"DriftMerchant":         {postgres.DriftSQL, []any{"202100000000042", "", "", nil, 0, 51, 0}},
+		"DriftMiniApp":          {postgres.DriftSQL, []any{"", "202100000000042", "mini_app_version", nil, 0, 51, 0}},
+		"DriftRun":              {postgres.DriftSQL, []any{"", "", "", nil, 0, 51, 42}},
+		"BatchList":             {postgres.BatchListSQL, []any{"", "", 0, 51}},
+		"BatchListPage":         {postgres.BatchListSQL, []any{"app", "finished", 1000, 51}},
+		"BatchRecipients":       {postgres.BatchRecipientsSQL, []any{2001, "", 0, 51}},
+		"BatchRecipientsStatus": {postgres.BatchRecipientsSQL, []any{2001, "unknown", 0, 51}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			rows, err := db.Pool.Query(ctx, "EXPLAIN "+tc.sql, append([]any{pgx.QueryExecModeExec}, tc.args...)...)
@@ -307,7 +438,14 @@ func TestConsole_Plans(t *testing.T) {
 			}
 			text := strings.Join(plan, "\n")
 			t.Logf("%s:\n%s", name, text)
-			for _, table := range []string{"notifications", "authorizations", "mini_app_orders", "events"} {
+			if strings.HasPrefix(name, "BatchList") && strings.Contains(text, "Index Cond: (batch_id = b.id)") {
+				t.Fatalf("counts a batch's recipients by reading all of them:\n%s", text)
+			}
+			if name == "BatchRecipientsStatus" && !strings.Contains(text, "template_message_recipients_status_idx") {
+				t.Fatalf("lists a status by reading every recipient:\n%s", text)
+			}
+			for _, table := range []string{"notifications", "authorizations", "mini_app_orders", "events", "reconcile_drift", "reconcile_errors",
+				"template_message_batches", "template_message_recipients"} {
 				if strings.Contains(text, "Seq Scan on "+table) {
 					t.Fatalf("scans %s:\n%s", table, text)
 				}

@@ -38,4 +38,8 @@ var (
 	MerchantsSQL             = merchantsQuery
 	OrdersOfSQL              = ordersOf
 	MerchantNotificationsSQL = merchantNotifications
+	ReconcileSummarySQL      = reconcileSummary
+	DriftSQL                 = driftQuery
+	BatchListSQL             = batchList
+	BatchRecipientsSQL       = batchRecipients
 )

@@ -441,8 +441,20 @@ func (db *DB) ReconcileRuns(ctx context.Context, f view.RunFilter) ([]*view.Reco
 	})
 }
 
-// Drift lists drift records newest first, a page at a time, filtered by f.
-// It returns an EINVALID *notify.Error for a cursor it did not make.
+// driftQuery is Drift's statement, planned for its actual parameters: the
+// primary key backwards, or reconcile_drift_auth_idx, _mini_idx (each
+// (id, ...) in the listing's order) or _run_idx for one run's.
+const driftQuery = `SELECT id, run_id, app_id, auth_app_id, mini_app_id, kind, entity, field, before, after,
+        observed_at, source, notify_id, observed, created_at
+    FROM reconcile_drift
+    WHERE ($1 = '' OR auth_app_id = $1) AND ($2 = '' OR mini_app_id = $2) AND ($3 = '' OR kind = $3)
+      AND ($4::timestamptz IS NULL OR created_at >= $4) AND ($5::bigint = 0 OR id < $5)
+      AND ($7::bigint = 0 OR run_id = $7)
+    ORDER BY id DESC LIMIT $6`
+
+// Drift lists drift records newest first, a page at a time, filtered by f
+// (of one run, merchant app, mini-app, kind, since a time). It returns an
+// EINVALID *notify.Error for a cursor it did not make.
 func (db *DB) Drift(ctx context.Context, f view.DriftFilter) ([]*view.Drift, string, error) {
 	limit := clampLimit(f.Limit)
 	var after struct {
@@ -453,12 +465,7 @@ func (db *DB) Drift(ctx context.Context, f view.DriftFilter) ([]*view.Drift, str
 			return nil, "", err
 		}
 	}
-	rows, err := db.Pool.Query(ctx, `SELECT id, run_id, app_id, auth_app_id, mini_app_id, kind, entity, field, before, after,
-            observed_at, source, notify_id, observed, created_at
-        FROM reconcile_drift
-        WHERE ($1 = '' OR auth_app_id = $1) AND ($2 = '' OR mini_app_id = $2) AND ($3 = '' OR kind = $3)
-          AND ($4::timestamptz IS NULL OR created_at >= $4) AND ($5::bigint = 0 OR id < $5)
-        ORDER BY id DESC LIMIT $6`, f.AuthAppID, f.MiniAppID, f.Kind, f.Since, after.ID, limit+1)
+	rows, err := db.Pool.Query(ctx, driftQuery, pgx.QueryExecModeExec, f.AuthAppID, f.MiniAppID, f.Kind, f.Since, after.ID, limit+1, f.RunID)
 	if err != nil {
 		return nil, "", unavailable(err)
 	}

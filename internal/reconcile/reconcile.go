@@ -175,6 +175,12 @@ func New(cfg Config) *Reconciler {
 // on it at once; the others at their next poll. It returns an EINVALID
 // *notify.Error for a bad scope, and the Store's errors.
 func (r *Reconciler) Start(ctx context.Context, scope, id, appID string) (*view.ReconcileRun, error) {
+	return r.StartWithReason(ctx, scope, id, appID, "requested over the ops API")
+}
+
+// StartWithReason is Start, the run's reason saying who asked (the ops
+// console's "requested from the console").
+func (r *Reconciler) StartWithReason(ctx context.Context, scope, id, appID, reason string) (*view.ReconcileRun, error) {
 	switch {
 	case scope != notify.ScopeAll && scope != notify.ScopeMerchant && scope != notify.ScopeMiniApp:
 		return nil, notify.Errorf(notify.EINVALID, "bad_scope", "scope must be all, auth_app_id or mini_app_id")
@@ -184,7 +190,7 @@ func (r *Reconciler) Start(ctx context.Context, scope, id, appID string) (*view.
 		return nil, notify.Errorf(notify.EINVALID, "bad_scope", "scope %s needs its id", scope)
 	}
 	run, err := r.cfg.Store.StartRun(ctx, notify.RunRequest{Trigger: notify.RunManual, Scope: scope, ScopeID: id, AppID: appID,
-		AppIDs: r.cfg.AppIDs, Reason: "requested over the ops API"})
+		AppIDs: r.cfg.AppIDs, Reason: reason})
 	if err != nil {
 		return nil, err
 	}

@@ -78,3 +78,32 @@ type RecipientFilter struct {
 	After   string
 	Limit   int
 }
+
+// BatchProgress is a batch as the console's list shows it: its progress
+// without the counts by status that cost a read of every recipient.
+type BatchProgress struct {
+	ID             int64
+	AppID          string
+	AuthAppID      string
+	UserTemplateID string
+	Status         string
+	StopReason     string
+	Total          int
+	Left           int // pending or being sent
+	Unknown        int // may have reached Alipay: sent again only on retry-unknown
+	CreatedAt      time.Time
+	FinishedAt     *time.Time
+}
+
+// Done is how many recipients are done with (sent, failed, skipped,
+// unknown or cancelled).
+func (p *BatchProgress) Done() int { return p.Total - p.Left }
+
+// Percent is Done as a whole percentage of Total (rounded down: 100 only
+// when none is left).
+func (p *BatchProgress) Percent() int {
+	if p.Total == 0 {
+		return 100
+	}
+	return p.Done() * 100 / p.Total
+}

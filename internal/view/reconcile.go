@@ -68,10 +68,19 @@ type RunFilter struct {
 
 // DriftFilter selects drift records, newest first.
 type DriftFilter struct {
+	RunID     int64 // 0: any run
 	AuthAppID string
 	MiniAppID string
 	Kind      string
 	Since     *time.Time // recorded at or after
 	Limit     int
 	Cursor    string
+}
+
+// ReconcileSummary is what reconciliation recorded since a time (the
+// console's overview).
+type ReconcileSummary struct {
+	Since    time.Time
+	Repaired int // drift records written since: each a repair, a lost notification
+	Errors   int // errors recorded since: checks that changed nothing
 }
