@@ -9,6 +9,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,15 +30,19 @@ func newBatchGateway(t *testing.T) *outboundGateway {
 	})
 }
 
-// startSender runs a batch sender of g's service until the test ends.
-func (g *outboundGateway) startSender(t *testing.T) {
+// startSender runs a batch sender of g's service until the test ends, or
+// until the function it returns is called.
+func (g *outboundGateway) startSender(t *testing.T) (stop func()) {
 	t.Helper()
 	s := batchsend.New(batchsend.Config{Store: g.db, Bucket: g.db, Outbound: g.svc, Logger: testkit.Logger(t),
 		Poll: 50 * time.Millisecond, Concurrency: 8})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
 }
 
 // upload posts a batch and returns the status and body.
@@ -261,7 +266,7 @@ func TestBatches_SendAndSteer(t *testing.T) {
 	if code := g.gateway.call(t, "POST", path+"/pause", "", &v); code != 200 || v.Status != "paused" {
 		t.Fatalf("pause: %d %+v", code, v)
 	}
-	g.startSender(t)
+	stopSender := g.startSender(t)
 	time.Sleep(200 * time.Millisecond)
 	if n := len(g.sim.Sent()); n != 0 {
 		t.Fatalf("%d sent while paused", n)
@@ -296,7 +301,9 @@ func TestBatches_SendAndSteer(t *testing.T) {
 	if err := json.Unmarshal(page.Items[0].Data, &data); err != nil || data.Status != "finished" || data.Counts.Sent != 5 || data.BatchID != id {
 		t.Fatalf("%s %v", page.Items[0].Data, err)
 	}
-	// Listed, filtered, paged.
+	// Listed, filtered, paged; the sender stopped first, so that the second
+	// batch's recipient is still pending when it is cancelled.
+	stopSender()
 	_, body = g.upload(t, "application/json", "", jsonBatch(users(1)), "")
 	second := batchOf(t, body).ID
 	if code := g.gateway.call(t, "POST", fmt.Sprintf("/v1/template-message-batches/%d/cancel", second), "", &v); code != 200 || v.Status != "cancelled" {
