@@ -56,7 +56,7 @@ CREATE TABLE reconcile_drift (
     field       text        NOT NULL,
     before      text,                              -- NULL when the gateway had no such row
     after       text        NOT NULL,
-    observed_at timestamptz NOT NULL,              -- the query's time: the repair's place in the ordering
+    observed_at timestamptz NOT NULL,              -- the query's time less the clock skew allowed: the repair's place in the ordering
     source      text        NOT NULL DEFAULT 'reconcile',
     notify_id   text        NOT NULL,
     observed    jsonb,                             -- what Alipay answered

@@ -250,18 +250,26 @@ func (db *DB) FinishIdleRuns(ctx context.Context) ([]int64, error) {
 }
 
 // ReconcileSnapshot returns what the gateway holds of t: its
-// authorization's status, the mini-app's owner and its versions' audit
-// statuses (those of t's app). It returns an EUNAVAILABLE *notify.Error
-// when the database cannot be reached.
+// authorization's status and ordering (what set it: the stored token's
+// identity), the mini-app's owner and its versions' audit statuses (those
+// of t's app). It returns an EUNAVAILABLE *notify.Error when the database
+// cannot be reached.
 func (db *DB) ReconcileSnapshot(ctx context.Context, t *notify.ReconcileTarget) (*notify.ReconcileState, error) {
 	s := &notify.ReconcileState{Versions: map[string]string{}}
-	var auth, owner *string
-	err := db.Pool.QueryRow(ctx, `SELECT (SELECT status FROM authorizations WHERE app_id = $1 AND auth_app_id = $2),
-            (SELECT app_id FROM mini_apps WHERE mini_app_id = $3)`, t.AppID, t.AuthAppID, t.MiniAppID).Scan(&auth, &owner)
+	var (
+		auth, owner, setByID *string
+		setByAt              *int64
+	)
+	err := db.Pool.QueryRow(ctx, `SELECT a.status, a.event_at, a.event_notify_id, (SELECT app_id FROM mini_apps WHERE mini_app_id = $3)
+        FROM (SELECT 1) AS one LEFT JOIN authorizations a ON a.app_id = $1 AND a.auth_app_id = $2`,
+		t.AppID, t.AuthAppID, t.MiniAppID).Scan(&auth, &setByAt, &setByID, &owner)
 	if err != nil {
 		return nil, unavailable(err)
 	}
 	s.AuthStatus, s.MiniAppOwner = deref(auth), deref(owner)
+	if setByAt != nil {
+		s.AuthSetBy = notify.Origin{AppID: t.AppID, NotifyID: deref(setByID), At: *setByAt}
+	}
 	if t.MiniAppID == "" {
 		return s, nil
 	}
@@ -287,8 +295,12 @@ func (db *DB) ReconcileSnapshot(ctx context.Context, t *notify.ReconcileTarget) 
 // whether it applied. The row r is about is locked and read first: when it
 // already holds r.After (another run, or the notification itself, got
 // there since the comparison), or the change is not newer than what set
-// it, nothing is written. It returns an EUNAVAILABLE *notify.Error when the
-// database cannot be reached.
+// it, nothing is written. An AuthCancel with r.Expect applies only while
+// the authorization's (event_at, event_notify_id) is still r.Expect's,
+// read under the row's lock: when a grant or a refresh replaced the token
+// since the check read it, nothing is written and Repair returns an
+// ECONFLICT *notify.Error (reason token_changed). It returns an
+// EUNAVAILABLE *notify.Error when the database cannot be reached.
 func (db *DB) Repair(ctx context.Context, r notify.Repair) (bool, error) {
 	tx, err := db.Pool.Begin(ctx)
 	if err != nil {
@@ -297,22 +309,31 @@ func (db *DB) Repair(ctx context.Context, r notify.Repair) (bool, error) {
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	var (
 		before *string
+		setBy  notify.Origin
 		lock   string
 		args   []any
+		dest   []any
 	)
 	switch c := r.Change.(type) {
 	case notify.AuthCancel:
-		lock, args = `SELECT status FROM authorizations WHERE app_id = $1 AND auth_app_id = $2 FOR UPDATE`, []any{c.AppID, c.AuthAppID}
+		lock, args = `SELECT status, event_at, event_notify_id FROM authorizations WHERE app_id = $1 AND auth_app_id = $2 FOR UPDATE`,
+			[]any{c.AppID, c.AuthAppID}
+		dest = []any{&before, &setBy.At, &setBy.NotifyID}
 	case notify.AuditChange:
 		lock, args = `SELECT audit_status FROM mini_app_versions WHERE mini_app_id = $1 AND mini_app_version = $2 FOR UPDATE`, []any{c.MiniAppID, c.Version}
+		dest = []any{&before}
 	default:
 		return false, notify.Errorf(notify.EINTERNAL, "bad_repair", "a repair is an AuthCancel or an AuditChange, not %T", r.Change)
 	}
-	if err := tx.QueryRow(ctx, lock, args...).Scan(&before); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	if err := tx.QueryRow(ctx, lock, args...).Scan(dest...); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return false, unavailable(err)
 	}
 	if before != nil && *before == r.After {
 		return false, nil
+	}
+	if r.Expect != nil && (before == nil || setBy.At != r.Expect.At || setBy.NotifyID != r.Expect.NotifyID) {
+		return false, notify.Errorf(notify.ECONFLICT, "token_changed",
+			"the authorization changed during the check (set by %s, was %s): the token Alipay judged is no longer the stored one", setBy.NotifyID, r.Expect.NotifyID)
 	}
 	applied, err := applyChange(ctx, tx, r.Change)
 	if err != nil || !applied {

@@ -5,9 +5,11 @@
 // statuses are (alipay.open.mini.version.list.query, .detail.query), and
 // where the answer differs from the stored state it applies the change
 // the matching notification would have made, through the store's
-// time-ordered upserts, dated at the query: it never overwrites a
-// notification newer than the query, and a later notification overwrites
-// it. Each repair is recorded as drift and emits the notification's event.
+// time-ordered upserts, dated at the query less ClockSkew: it never
+// overwrites a notification newer than that, and a later notification
+// overwrites it. An authorization is cancelled only while the token Alipay
+// judged is still the stored one. Each repair is recorded as drift and
+// emits the notification's event.
 //
 // Work comes in runs (the store's): every Interval, soon after an outage
 // this replica saw ends, when a gateway starts after every replica was
@@ -124,8 +126,15 @@ type Config struct {
 	// again, after RateLimitBackoff doubling (3, 1s).
 	RateLimitRetries int
 	RateLimitBackoff time.Duration
-	Metrics          *metrics.Metrics
-	Logger           zerolog.Logger
+	// ClockSkew is how far Alipay's clock may be from the gateway's (5
+	// minutes, as the token refresher's): an observation is dated at its
+	// query's start less ClockSkew, so that a notification Alipay dates
+	// within ClockSkew of the query wins over it (the price: such a
+	// notification arriving late, older than what Alipay answered, also
+	// wins, until the next run).
+	ClockSkew time.Duration
+	Metrics   *metrics.Metrics
+	Logger    zerolog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -162,6 +171,9 @@ func New(cfg Config) *Reconciler {
 	}
 	if cfg.OutageGap <= 0 {
 		cfg.OutageGap = 30 * time.Minute
+	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = 5 * time.Minute
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
