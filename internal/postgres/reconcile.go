@@ -14,7 +14,10 @@ import (
 // Reconciliation's storage (migration 00010; internal/reconcile). A run's
 // targets are its merchants: one replica at a time claims each (a lease,
 // FOR UPDATE SKIP LOCKED), and a target is done once, by a conditional
-// UPDATE on the attempt that claimed it. A repair goes through the very
+// UPDATE on the attempt that claimed it. A merchant is checked by one
+// claim at a time across runs too: a claim also leases the merchant
+// (reconcile_leases), and a target of a merchant leased by another run
+// waits. A repair goes through the very
 // statement of the notification it stands for (applyChange), so it is
 // ordered with them by (time, notify_id), and writes its drift record and
 // its event in that transaction, only when it applied.
@@ -125,37 +128,76 @@ func (db *DB) noTarget(ctx context.Context, req notify.RunRequest) error {
 }
 
 // ClaimTarget claims a pending target of a running run (oldest run first)
-// among those of appIDs that no lease holds: it takes a lease of lease
-// and counts the attempt, and returns it, or nil when none is left. The
-// row is picked FOR UPDATE SKIP LOCKED: replicas claiming at once get
-// different targets. It returns an EUNAVAILABLE *notify.Error when the
-// database cannot be reached.
+// among those of appIDs that no lease holds and whose merchant no other
+// claim is checking: it takes the merchant's lease (reconcile_leases,
+// across runs, so that overlapping runs never check a merchant twice at
+// once) and the target's, both of lease, counts the attempt, and returns
+// the target, or nil when none can be claimed now. A target whose merchant
+// another run holds stays pending, for a later claim. The target is picked
+// FOR UPDATE SKIP LOCKED, so replicas claiming at once get different
+// targets, and the merchant's lease is taken by INSERT ... ON CONFLICT DO
+// UPDATE ... WHERE lease_until < now(), so of two claims of one merchant
+// in different runs one wins. It returns an EUNAVAILABLE *notify.Error when
+// the database cannot be reached.
 func (db *DB) ClaimTarget(ctx context.Context, appIDs []string, lease time.Duration) (*notify.ReconcileTarget, error) {
-	var t notify.ReconcileTarget
-	err := db.Pool.QueryRow(ctx, `UPDATE reconcile_targets AS t SET attempts = t.attempts + 1, lease_until = now() + make_interval(secs => $2)
-        FROM (SELECT tg.run_id, tg.app_id, tg.auth_app_id FROM reconcile_targets tg
-              JOIN reconcile_runs r ON r.id = tg.run_id AND r.status = 'running'
-              WHERE tg.status = 'pending' AND tg.app_id = ANY($1) AND (tg.lease_until IS NULL OR tg.lease_until < now())
-              ORDER BY tg.run_id, tg.app_id, tg.auth_app_id
-              LIMIT 1
-              FOR UPDATE OF tg SKIP LOCKED) AS c
-        WHERE t.run_id = c.run_id AND t.app_id = c.app_id AND t.auth_app_id = c.auth_app_id
-        RETURNING t.run_id, t.app_id, t.auth_app_id, t.mini_app_id, t.attempts`, appIDs, lease.Seconds()).
-		Scan(&t.RunID, &t.AppID, &t.AuthAppID, &t.MiniAppID, &t.Attempt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
+	tx, err := db.Pool.Begin(ctx)
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	return &t, nil
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	// A merchant another claim leased since the pick is seen by the next
+	// pick (a new snapshot) and passed over: a few picks always do.
+	for range 8 {
+		var t notify.ReconcileTarget
+		err := tx.QueryRow(ctx, `SELECT tg.run_id, tg.app_id, tg.auth_app_id, tg.mini_app_id, tg.attempts + 1 FROM reconcile_targets tg
+            JOIN reconcile_runs r ON r.id = tg.run_id AND r.status = 'running'
+            WHERE tg.status = 'pending' AND tg.app_id = ANY($1) AND (tg.lease_until IS NULL OR tg.lease_until < now())
+              AND NOT EXISTS (SELECT 1 FROM reconcile_leases l
+                              WHERE l.app_id = tg.app_id AND l.auth_app_id = tg.auth_app_id AND l.lease_until >= now())
+            ORDER BY tg.run_id, tg.app_id, tg.auth_app_id
+            LIMIT 1
+            FOR UPDATE OF tg SKIP LOCKED`, appIDs).Scan(&t.RunID, &t.AppID, &t.AuthAppID, &t.MiniAppID, &t.Attempt)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO reconcile_leases AS l (app_id, auth_app_id, run_id, attempt, lease_until)
+            VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+            ON CONFLICT (app_id, auth_app_id) DO UPDATE
+                SET run_id = EXCLUDED.run_id, attempt = EXCLUDED.attempt, lease_until = EXCLUDED.lease_until
+                WHERE l.lease_until < now()`, t.AppID, t.AuthAppID, t.RunID, t.Attempt, lease.Seconds())
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if tag.RowsAffected() == 0 {
+			continue // another run's claim took the merchant first
+		}
+		_, err = tx.Exec(ctx, `UPDATE reconcile_targets SET attempts = $4, lease_until = now() + make_interval(secs => $5)
+            WHERE run_id = $1 AND app_id = $2 AND auth_app_id = $3`, t.RunID, t.AppID, t.AuthAppID, t.Attempt, lease.Seconds())
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return nil, unavailable(err)
+		}
+		return &t, nil
+	}
+	return nil, nil
 }
 
-// ExtendLease moves t's lease on to lease from now, unless another claim
-// took it since. It reports whether t is still this claim's.
+// ExtendLease moves t's lease, and its merchant's, on to lease from now,
+// unless another claim took either since. It reports whether t is still
+// this claim's.
 func (db *DB) ExtendLease(ctx context.Context, t *notify.ReconcileTarget, lease time.Duration) (bool, error) {
-	tag, err := db.Pool.Exec(ctx, `UPDATE reconcile_targets SET lease_until = now() + make_interval(secs => $5)
-        WHERE run_id = $1 AND app_id = $2 AND auth_app_id = $3 AND attempts = $4 AND status = 'pending'`,
+	tag, err := db.Pool.Exec(ctx, `WITH merchant AS (
+            UPDATE reconcile_leases SET lease_until = now() + make_interval(secs => $5)
+            WHERE app_id = $2 AND auth_app_id = $3 AND run_id = $1 AND attempt = $4
+            RETURNING 1)
+        UPDATE reconcile_targets SET lease_until = now() + make_interval(secs => $5)
+        WHERE run_id = $1 AND app_id = $2 AND auth_app_id = $3 AND attempts = $4 AND status = 'pending'
+          AND EXISTS (SELECT 1 FROM merchant)`,
 		t.RunID, t.AppID, t.AuthAppID, t.Attempt, lease.Seconds())
 	if err != nil {
 		return false, unavailable(err)
@@ -185,6 +227,12 @@ func (db *DB) FinishTarget(ctx context.Context, t *notify.ReconcileTarget, check
 	if err != nil {
 		return false, false, unavailable(err)
 	}
+	// The merchant is free for the other runs' targets.
+	_, err = tx.Exec(ctx, `DELETE FROM reconcile_leases WHERE app_id = $2 AND auth_app_id = $3 AND run_id = $1 AND attempt = $4`,
+		t.RunID, t.AppID, t.AuthAppID, t.Attempt)
+	if err != nil {
+		return false, false, unavailable(err)
+	}
 	if finished, err = finishRun(ctx, tx, t.RunID); err != nil {
 		return false, false, unavailable(err)
 	}
@@ -195,7 +243,9 @@ func (db *DB) FinishTarget(ctx context.Context, t *notify.ReconcileTarget, check
 }
 
 // finishRun finishes run id, its row locked, when no target is pending:
-// it writes the counts and deletes the targets. It reports whether it did.
+// it writes the counts and deletes the targets, and the merchant leases
+// its claims left (a replica that died holding one). It reports whether
+// it did.
 func finishRun(ctx context.Context, tx pgx.Tx, id int64) (bool, error) {
 	tag, err := tx.Exec(ctx, `UPDATE reconcile_runs SET status = 'finished', finished_at = now(),
             checked = (SELECT COALESCE(sum(checked), 0) FROM reconcile_targets WHERE run_id = $1),
@@ -206,7 +256,10 @@ func finishRun(ctx context.Context, tx pgx.Tx, id int64) (bool, error) {
 	if err != nil || tag.RowsAffected() == 0 {
 		return false, err
 	}
-	_, err = tx.Exec(ctx, `DELETE FROM reconcile_targets WHERE run_id = $1`, id)
+	if _, err = tx.Exec(ctx, `DELETE FROM reconcile_targets WHERE run_id = $1`, id); err != nil {
+		return false, err
+	}
+	_, err = tx.Exec(ctx, `DELETE FROM reconcile_leases WHERE run_id = $1`, id)
 	return err == nil, err
 }
 

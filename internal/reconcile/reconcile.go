@@ -15,9 +15,10 @@
 // this replica saw ends, when a gateway starts after every replica was
 // down, and on demand (Start). A run's merchants are its targets; each
 // replica running a Reconciler claims them one at a time (a lease), so
-// replicas share a run and each merchant is checked once per run; a
-// replica killed mid-target leaves it to the next claim once its lease
-// ends, and a repair repeated then finds the state repaired and writes
+// replicas share a run and each merchant is checked once per run, and by
+// one replica at a time across overlapping runs (the claim leases the
+// merchant too); a replica killed mid-target leaves it to the next claim
+// once its lease ends, and a repair repeated then finds the state repaired and writes
 // nothing. Calls to Alipay take tokens from the ISV app's reconciliation
 // bucket ("openapi:<app_id>:reconcile", shared by the replicas; batches
 // have their own, so the app's calls stay within the sum of the rates).
@@ -49,7 +50,8 @@ type Store interface {
 	// StartRunIfDue starts a run unless the clock says one started within
 	// every; it returns nil then. Replicas asking at once start one.
 	StartRunIfDue(ctx context.Context, req notify.RunRequest, clock string, every time.Duration) (*view.ReconcileRun, error)
-	// ClaimTarget leases a pending target of a running run, or returns nil.
+	// ClaimTarget leases a pending target of a running run whose merchant
+	// no other claim (of any run) holds, and the merchant, or returns nil.
 	ClaimTarget(ctx context.Context, appIDs []string, lease time.Duration) (*notify.ReconcileTarget, error)
 	// ExtendLease renews t's lease; false when another claim took it.
 	ExtendLease(ctx context.Context, t *notify.ReconcileTarget, lease time.Duration) (bool, error)
