@@ -67,6 +67,18 @@ func (db *DB) StartRunIfDue(ctx context.Context, req notify.RunRequest, clock st
 	return db.startRun(ctx, req, clock, every)
 }
 
+// RunStartedWithin reports whether the run clock's ("schedule" or
+// "outage") last run started within d of now, on the database's clock (d
+// is a duration, so the replica's clock need not agree with it). It
+// returns an EUNAVAILABLE *notify.Error when the database cannot be
+// reached.
+func (db *DB) RunStartedWithin(ctx context.Context, clock string, d time.Duration) (bool, error) {
+	var within bool
+	err := db.Pool.QueryRow(ctx, `SELECT COALESCE((SELECT at >= now() - make_interval(secs => $2) FROM reconcile_state WHERE name = $1), false)`,
+		clock, d.Seconds()).Scan(&within)
+	return within, unavailable(err)
+}
+
 func (db *DB) startRun(ctx context.Context, req notify.RunRequest, clock string, every time.Duration) (*view.ReconcileRun, error) {
 	tx, err := db.Pool.Begin(ctx)
 	if err != nil {

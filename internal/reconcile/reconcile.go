@@ -50,6 +50,9 @@ type Store interface {
 	// StartRunIfDue starts a run unless the clock says one started within
 	// every; it returns nil then. Replicas asking at once start one.
 	StartRunIfDue(ctx context.Context, req notify.RunRequest, clock string, every time.Duration) (*view.ReconcileRun, error)
+	// RunStartedWithin reports whether the clock's last run started within
+	// d of now (the database's).
+	RunStartedWithin(ctx context.Context, clock string, d time.Duration) (bool, error)
 	// ClaimTarget leases a pending target of a running run whose merchant
 	// no other claim (of any run) holds, and the merchant, or returns nil.
 	ClaimTarget(ctx context.Context, appIDs []string, lease time.Duration) (*notify.ReconcileTarget, error)
@@ -150,8 +153,13 @@ type Reconciler struct {
 	// watch guards det and outage: Watch's state.
 	watch sync.Mutex
 	det   detector
-	// outage is the outage seen whose run is yet to be started.
-	outage string
+	// outage is the outage seen whose run is yet to be started, and
+	// outageSeen the last observation that saw it (on Now's clock): kept
+	// until a run starts here, or one is found started since outageSeen
+	// (another replica's, for the same outage), however long OutageGap
+	// holds it back.
+	outage     string
+	outageSeen time.Time
 }
 
 // New returns a Reconciler of cfg.
@@ -278,10 +286,12 @@ func (r *Reconciler) Watch(ctx context.Context, first bool) error {
 			health = err // the database, as the reconciler meets it
 		}
 		if ended := r.det.observe(now, health, accepted, refused); ended != "" {
-			r.outage = ended
+			r.outage, r.outageSeen = ended, r.det.last
+			r.log.Info().Str("outage", ended).Msg("reconcile: an outage ended")
 		}
 		if first && err == nil && now.Sub(last) >= r.cfg.AfterOutage {
-			r.outage = "no reconciler ran for " + now.Sub(last).Round(time.Second).String() + " (every replica down)"
+			r.outage, r.outageSeen = "no reconciler ran for "+now.Sub(last).Round(time.Second).String()+" (every replica down)", now
+			r.log.Info().Str("outage", r.outage).Msg("reconcile: an outage ended")
 		}
 	}
 	if err != nil {
@@ -296,14 +306,33 @@ func (r *Reconciler) Watch(ctx context.Context, first bool) error {
 		r.started(run)
 	}
 	if r.outage != "" {
-		r.log.Info().Str("outage", r.outage).Msg("reconcile: an outage ended")
-		run, err := r.cfg.Store.StartRunIfDue(ctx, notify.RunRequest{Trigger: notify.RunOutage, Scope: notify.ScopeAll,
-			AppIDs: r.cfg.AppIDs, Reason: r.outage}, notify.RunOutage, r.cfg.OutageGap)
-		if err != nil {
-			return err
-		}
-		r.outage = "" // started, or another replica's is under OutageGap old
+		return r.startOutageRun(ctx, now)
+	}
+	return nil
+}
+
+// startOutageRun starts the run of the outage seen, unless OutageGap holds
+// it back; the outage is then kept for a later poll, unless an outage run
+// started since it was last seen (another replica's, for the same
+// outage): that run covers it.
+func (r *Reconciler) startOutageRun(ctx context.Context, now time.Time) error {
+	run, err := r.cfg.Store.StartRunIfDue(ctx, notify.RunRequest{Trigger: notify.RunOutage, Scope: notify.ScopeAll,
+		AppIDs: r.cfg.AppIDs, Reason: r.outage}, notify.RunOutage, r.cfg.OutageGap)
+	if err != nil {
+		return err
+	}
+	if run != nil {
+		r.outage = ""
 		r.started(run)
+		return nil
+	}
+	covered, err := r.cfg.Store.RunStartedWithin(ctx, notify.RunOutage, now.Sub(r.outageSeen))
+	if err != nil {
+		return err
+	}
+	if covered {
+		r.log.Info().Str("outage", r.outage).Msg("reconcile: an outage run started since the outage ended: it covers it")
+		r.outage = ""
 	}
 	return nil
 }
