@@ -114,7 +114,7 @@ var labelValues = map[string][]string{
 	"result": {"success", "business_error", "transport_error", "delivered", "failed", "dead",
 		"sent", "unknown", "skipped", "retried", "rate_limited"},
 	"kind": {"authorization", "mini_app_version", "business_error", "invalid_token", "rate_limited", "upstream_error",
-		"unknown_status", "no_token", "abandoned", "foreign"},
+		"unknown_status", "no_token", "abandoned", "foreign", "token_changed"},
 	"trigger": {"schedule", "outage", "manual"},
 }
 

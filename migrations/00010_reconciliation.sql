@@ -41,6 +41,22 @@ CREATE TABLE reconcile_targets (
 );
 CREATE INDEX reconcile_targets_pending_idx ON reconcile_targets (run_id) WHERE status = 'pending';
 
+-- Who checks a merchant now, across runs: runs may overlap (an on-demand
+-- or outage run during a scheduled one), and each merchant is checked by
+-- one replica at a time. A claim takes the merchant's row with INSERT ...
+-- ON CONFLICT DO UPDATE ... WHERE lease_until < now() in the claim's
+-- transaction, with the same lease as its target's (renewed with it); a
+-- target whose merchant another run holds stays pending. Deleted when the
+-- target is done (or its run finishes); an expired row is taken over.
+CREATE TABLE reconcile_leases (
+    app_id      text        NOT NULL,
+    auth_app_id text        NOT NULL,              -- '' for the ISV app's own mini-app
+    run_id      bigint      NOT NULL,
+    attempt     integer     NOT NULL,              -- the target's claim that holds it
+    lease_until timestamptz NOT NULL,
+    PRIMARY KEY (app_id, auth_app_id)
+);
+
 -- What a run found different from Alipay's answer and repaired: one row
 -- per repair, written in the repair's transaction. notify_id is the
 -- repair's (reconcile:<run>:<kind>:<entity>), unique with its field, so a
@@ -56,7 +72,7 @@ CREATE TABLE reconcile_drift (
     field       text        NOT NULL,
     before      text,                              -- NULL when the gateway had no such row
     after       text        NOT NULL,
-    observed_at timestamptz NOT NULL,              -- the query's time: the repair's place in the ordering
+    observed_at timestamptz NOT NULL,              -- the query's time less the clock skew allowed: the repair's place in the ordering
     source      text        NOT NULL DEFAULT 'reconcile',
     notify_id   text        NOT NULL,
     observed    jsonb,                             -- what Alipay answered
@@ -106,5 +122,6 @@ ALTER TABLE authorizations DROP COLUMN last_reconciled_at;
 DROP TABLE reconcile_state;
 DROP TABLE reconcile_errors;
 DROP TABLE reconcile_drift;
+DROP TABLE reconcile_leases;
 DROP TABLE reconcile_targets;
 DROP TABLE reconcile_runs;

@@ -112,9 +112,12 @@ func TestGateway_ReconcileKilled(t *testing.T) {
 	if count(`SELECT count(*) FROM reconcile_drift`) != 1 || count(`SELECT count(*) FROM reconcile_runs WHERE status = 'running'`) != 1 {
 		t.Fatalf("before the restart: %d drift, %d running", count(`SELECT count(*) FROM reconcile_drift`), count(`SELECT count(*) FROM reconcile_runs WHERE status = 'running'`))
 	}
-	// The dead replica's lease runs out (2 minutes; here at once).
-	if _, err := db.Pool.Exec(ctx, `UPDATE reconcile_targets SET lease_until = now()`); err != nil {
-		t.Fatal(err)
+	// The dead replica's leases, of the target and of the merchant, run
+	// out (2 minutes; here at once).
+	for _, table := range []string{"reconcile_targets", "reconcile_leases"} {
+		if _, err := db.Pool.Exec(ctx, `UPDATE `+table+` SET lease_until = now()`); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	var logsB testkit.LogBuffer

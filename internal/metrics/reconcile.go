@@ -24,7 +24,7 @@ func (m *Metrics) registerReconcile() {
 			Help: "Repairs of state that differed from Alipay's answer (a notification was lost), by kind (authorization, mini_app_version)."},
 			[]string{"kind"}),
 		reconcileErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "reconcile_errors_total",
-			Help: "Checks that changed nothing for want of a trustworthy answer, by kind (business_error, invalid_token, rate_limited, upstream_error, unknown_status, no_token, abandoned, foreign)."},
+			Help: "Checks that changed nothing for want of a trustworthy answer, by kind (business_error, invalid_token, rate_limited, upstream_error, unknown_status, no_token, abandoned, foreign, token_changed)."},
 			[]string{"kind"}),
 	}
 	m.Registry.MustRegister(m.reconcile.reconcileRuns, m.reconcile.reconcileChecks, m.reconcile.reconcileRepairs, m.reconcile.reconcileErrors)

@@ -71,6 +71,11 @@ type ReconcileState struct {
 	// AuthStatus is the authorization's status; empty for the ISV app's
 	// own mini-app, or when none is recorded.
 	AuthStatus string
+	// AuthSetBy is the ordering (At, NotifyID) of the grant, refresh or
+	// cancellation that last set the authorization: what identifies the
+	// stored token. Read before the token is, it tells a repair whether
+	// the token Alipay judged is still the stored one (Repair.Expect).
+	AuthSetBy Origin
 	// MiniAppOwner is the ISV app that owns the mini-app's state (empty
 	// when the gateway has no state of it yet).
 	MiniAppOwner string
@@ -86,8 +91,8 @@ const (
 
 // Repair is a change that Alipay's answer calls for: the change the lost
 // notification would have made (an AuthCancel or an AuditChange, its
-// Origin.NotifyID a RepairID, its Origin.At the time of the query), and
-// the drift record it leaves.
+// Origin.NotifyID a RepairID, its Origin.At the time of the query less
+// the clock skew allowed), and the drift record it leaves.
 type Repair struct {
 	Target ReconcileTarget
 	Change Change
@@ -98,6 +103,12 @@ type Repair struct {
 	After  string
 	// Observed is what Alipay answered that the repair rests on.
 	Observed json.RawMessage
+	// Expect, for an AuthCancel, is the authorization's ordering when the
+	// check read it (ReconcileState.AuthSetBy), before the token it asked
+	// about was read: the cancellation applies only while the
+	// authorization is unchanged, so that a grant or a refresh stored
+	// during the query (a token Alipay did not judge) is never cancelled.
+	Expect *Origin
 }
 
 // RepairID is the notify_id of a repair of entity in run: the same for
@@ -117,6 +128,7 @@ const (
 	RecErrNoToken       = "no_token"       // the stored token is missing, expired or unreadable: not asked
 	RecErrAbandoned     = "abandoned"      // the target was claimed too often without finishing
 	RecErrForeign       = "foreign"        // the mini-app's state belongs to another ISV app
+	RecErrTokenChanged  = "token_changed"  // the token Alipay judged invalid was replaced during the check
 )
 
 // ReconcileError is what a run met that changed nothing: recorded on the

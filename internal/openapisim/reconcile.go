@@ -85,6 +85,21 @@ func (s *Sim) Invalidate(appID, authAppID string) {
 	s.moveTokens(appID, authAppID, func(r *reconState) map[string]grant { return r.invalid })
 }
 
+// InvalidateToken makes one app_auth_token stop working as Invalidate
+// does (20001 aop.invalid-app-auth-token; the token query answers it
+// with status invalid), leaving its authorization's refresh token and
+// other tokens as they are: a token Alipay no longer takes while a
+// refresh still works.
+func (s *Sim) InvalidateToken(token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recon.init()
+	if g, found := s.tokens[token]; found {
+		s.recon.invalid[token] = g
+		delete(s.tokens, token)
+	}
+}
+
 // Expire makes authAppID's app_auth_token for appID expired: every call
 // with it answers 20001 aop.app-auth-token-time-out until it is refreshed
 // (the refresh token still works).

@@ -14,7 +14,10 @@ import (
 // Reconciliation's storage (migration 00010; internal/reconcile). A run's
 // targets are its merchants: one replica at a time claims each (a lease,
 // FOR UPDATE SKIP LOCKED), and a target is done once, by a conditional
-// UPDATE on the attempt that claimed it. A repair goes through the very
+// UPDATE on the attempt that claimed it. A merchant is checked by one
+// claim at a time across runs too: a claim also leases the merchant
+// (reconcile_leases), and a target of a merchant leased by another run
+// waits. A repair goes through the very
 // statement of the notification it stands for (applyChange), so it is
 // ordered with them by (time, notify_id), and writes its drift record and
 // its event in that transaction, only when it applied.
@@ -62,6 +65,18 @@ func (db *DB) StartRun(ctx context.Context, req notify.RunRequest) (*view.Reconc
 // EUNAVAILABLE *notify.Error when the database cannot be reached.
 func (db *DB) StartRunIfDue(ctx context.Context, req notify.RunRequest, clock string, every time.Duration) (*view.ReconcileRun, error) {
 	return db.startRun(ctx, req, clock, every)
+}
+
+// RunStartedWithin reports whether the run clock's ("schedule" or
+// "outage") last run started within d of now, on the database's clock (d
+// is a duration, so the replica's clock need not agree with it). It
+// returns an EUNAVAILABLE *notify.Error when the database cannot be
+// reached.
+func (db *DB) RunStartedWithin(ctx context.Context, clock string, d time.Duration) (bool, error) {
+	var within bool
+	err := db.Pool.QueryRow(ctx, `SELECT COALESCE((SELECT at >= now() - make_interval(secs => $2) FROM reconcile_state WHERE name = $1), false)`,
+		clock, d.Seconds()).Scan(&within)
+	return within, unavailable(err)
 }
 
 func (db *DB) startRun(ctx context.Context, req notify.RunRequest, clock string, every time.Duration) (*view.ReconcileRun, error) {
@@ -125,37 +140,76 @@ func (db *DB) noTarget(ctx context.Context, req notify.RunRequest) error {
 }
 
 // ClaimTarget claims a pending target of a running run (oldest run first)
-// among those of appIDs that no lease holds: it takes a lease of lease
-// and counts the attempt, and returns it, or nil when none is left. The
-// row is picked FOR UPDATE SKIP LOCKED: replicas claiming at once get
-// different targets. It returns an EUNAVAILABLE *notify.Error when the
-// database cannot be reached.
+// among those of appIDs that no lease holds and whose merchant no other
+// claim is checking: it takes the merchant's lease (reconcile_leases,
+// across runs, so that overlapping runs never check a merchant twice at
+// once) and the target's, both of lease, counts the attempt, and returns
+// the target, or nil when none can be claimed now. A target whose merchant
+// another run holds stays pending, for a later claim. The target is picked
+// FOR UPDATE SKIP LOCKED, so replicas claiming at once get different
+// targets, and the merchant's lease is taken by INSERT ... ON CONFLICT DO
+// UPDATE ... WHERE lease_until < now(), so of two claims of one merchant
+// in different runs one wins. It returns an EUNAVAILABLE *notify.Error when
+// the database cannot be reached.
 func (db *DB) ClaimTarget(ctx context.Context, appIDs []string, lease time.Duration) (*notify.ReconcileTarget, error) {
-	var t notify.ReconcileTarget
-	err := db.Pool.QueryRow(ctx, `UPDATE reconcile_targets AS t SET attempts = t.attempts + 1, lease_until = now() + make_interval(secs => $2)
-        FROM (SELECT tg.run_id, tg.app_id, tg.auth_app_id FROM reconcile_targets tg
-              JOIN reconcile_runs r ON r.id = tg.run_id AND r.status = 'running'
-              WHERE tg.status = 'pending' AND tg.app_id = ANY($1) AND (tg.lease_until IS NULL OR tg.lease_until < now())
-              ORDER BY tg.run_id, tg.app_id, tg.auth_app_id
-              LIMIT 1
-              FOR UPDATE OF tg SKIP LOCKED) AS c
-        WHERE t.run_id = c.run_id AND t.app_id = c.app_id AND t.auth_app_id = c.auth_app_id
-        RETURNING t.run_id, t.app_id, t.auth_app_id, t.mini_app_id, t.attempts`, appIDs, lease.Seconds()).
-		Scan(&t.RunID, &t.AppID, &t.AuthAppID, &t.MiniAppID, &t.Attempt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
+	tx, err := db.Pool.Begin(ctx)
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	return &t, nil
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	// A merchant another claim leased since the pick is seen by the next
+	// pick (a new snapshot) and passed over: a few picks always do.
+	for range 8 {
+		var t notify.ReconcileTarget
+		err := tx.QueryRow(ctx, `SELECT tg.run_id, tg.app_id, tg.auth_app_id, tg.mini_app_id, tg.attempts + 1 FROM reconcile_targets tg
+            JOIN reconcile_runs r ON r.id = tg.run_id AND r.status = 'running'
+            WHERE tg.status = 'pending' AND tg.app_id = ANY($1) AND (tg.lease_until IS NULL OR tg.lease_until < now())
+              AND NOT EXISTS (SELECT 1 FROM reconcile_leases l
+                              WHERE l.app_id = tg.app_id AND l.auth_app_id = tg.auth_app_id AND l.lease_until >= now())
+            ORDER BY tg.run_id, tg.app_id, tg.auth_app_id
+            LIMIT 1
+            FOR UPDATE OF tg SKIP LOCKED`, appIDs).Scan(&t.RunID, &t.AppID, &t.AuthAppID, &t.MiniAppID, &t.Attempt)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO reconcile_leases AS l (app_id, auth_app_id, run_id, attempt, lease_until)
+            VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+            ON CONFLICT (app_id, auth_app_id) DO UPDATE
+                SET run_id = EXCLUDED.run_id, attempt = EXCLUDED.attempt, lease_until = EXCLUDED.lease_until
+                WHERE l.lease_until < now()`, t.AppID, t.AuthAppID, t.RunID, t.Attempt, lease.Seconds())
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if tag.RowsAffected() == 0 {
+			continue // another run's claim took the merchant first
+		}
+		_, err = tx.Exec(ctx, `UPDATE reconcile_targets SET attempts = $4, lease_until = now() + make_interval(secs => $5)
+            WHERE run_id = $1 AND app_id = $2 AND auth_app_id = $3`, t.RunID, t.AppID, t.AuthAppID, t.Attempt, lease.Seconds())
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return nil, unavailable(err)
+		}
+		return &t, nil
+	}
+	return nil, nil
 }
 
-// ExtendLease moves t's lease on to lease from now, unless another claim
-// took it since. It reports whether t is still this claim's.
+// ExtendLease moves t's lease, and its merchant's, on to lease from now,
+// unless another claim took either since. It reports whether t is still
+// this claim's.
 func (db *DB) ExtendLease(ctx context.Context, t *notify.ReconcileTarget, lease time.Duration) (bool, error) {
-	tag, err := db.Pool.Exec(ctx, `UPDATE reconcile_targets SET lease_until = now() + make_interval(secs => $5)
-        WHERE run_id = $1 AND app_id = $2 AND auth_app_id = $3 AND attempts = $4 AND status = 'pending'`,
+	tag, err := db.Pool.Exec(ctx, `WITH merchant AS (
+            UPDATE reconcile_leases SET lease_until = now() + make_interval(secs => $5)
+            WHERE app_id = $2 AND auth_app_id = $3 AND run_id = $1 AND attempt = $4
+            RETURNING 1)
+        UPDATE reconcile_targets SET lease_until = now() + make_interval(secs => $5)
+        WHERE run_id = $1 AND app_id = $2 AND auth_app_id = $3 AND attempts = $4 AND status = 'pending'
+          AND EXISTS (SELECT 1 FROM merchant)`,
 		t.RunID, t.AppID, t.AuthAppID, t.Attempt, lease.Seconds())
 	if err != nil {
 		return false, unavailable(err)
@@ -185,6 +239,12 @@ func (db *DB) FinishTarget(ctx context.Context, t *notify.ReconcileTarget, check
 	if err != nil {
 		return false, false, unavailable(err)
 	}
+	// The merchant is free for the other runs' targets.
+	_, err = tx.Exec(ctx, `DELETE FROM reconcile_leases WHERE app_id = $2 AND auth_app_id = $3 AND run_id = $1 AND attempt = $4`,
+		t.RunID, t.AppID, t.AuthAppID, t.Attempt)
+	if err != nil {
+		return false, false, unavailable(err)
+	}
 	if finished, err = finishRun(ctx, tx, t.RunID); err != nil {
 		return false, false, unavailable(err)
 	}
@@ -195,7 +255,9 @@ func (db *DB) FinishTarget(ctx context.Context, t *notify.ReconcileTarget, check
 }
 
 // finishRun finishes run id, its row locked, when no target is pending:
-// it writes the counts and deletes the targets. It reports whether it did.
+// it writes the counts and deletes the targets, and the merchant leases
+// its claims left (a replica that died holding one). It reports whether
+// it did.
 func finishRun(ctx context.Context, tx pgx.Tx, id int64) (bool, error) {
 	tag, err := tx.Exec(ctx, `UPDATE reconcile_runs SET status = 'finished', finished_at = now(),
             checked = (SELECT COALESCE(sum(checked), 0) FROM reconcile_targets WHERE run_id = $1),
@@ -206,7 +268,10 @@ func finishRun(ctx context.Context, tx pgx.Tx, id int64) (bool, error) {
 	if err != nil || tag.RowsAffected() == 0 {
 		return false, err
 	}
-	_, err = tx.Exec(ctx, `DELETE FROM reconcile_targets WHERE run_id = $1`, id)
+	if _, err = tx.Exec(ctx, `DELETE FROM reconcile_targets WHERE run_id = $1`, id); err != nil {
+		return false, err
+	}
+	_, err = tx.Exec(ctx, `DELETE FROM reconcile_leases WHERE run_id = $1`, id)
 	return err == nil, err
 }
 
@@ -250,18 +315,26 @@ func (db *DB) FinishIdleRuns(ctx context.Context) ([]int64, error) {
 }
 
 // ReconcileSnapshot returns what the gateway holds of t: its
-// authorization's status, the mini-app's owner and its versions' audit
-// statuses (those of t's app). It returns an EUNAVAILABLE *notify.Error
-// when the database cannot be reached.
+// authorization's status and ordering (what set it: the stored token's
+// identity), the mini-app's owner and its versions' audit statuses (those
+// of t's app). It returns an EUNAVAILABLE *notify.Error when the database
+// cannot be reached.
 func (db *DB) ReconcileSnapshot(ctx context.Context, t *notify.ReconcileTarget) (*notify.ReconcileState, error) {
 	s := &notify.ReconcileState{Versions: map[string]string{}}
-	var auth, owner *string
-	err := db.Pool.QueryRow(ctx, `SELECT (SELECT status FROM authorizations WHERE app_id = $1 AND auth_app_id = $2),
-            (SELECT app_id FROM mini_apps WHERE mini_app_id = $3)`, t.AppID, t.AuthAppID, t.MiniAppID).Scan(&auth, &owner)
+	var (
+		auth, owner, setByID *string
+		setByAt              *int64
+	)
+	err := db.Pool.QueryRow(ctx, `SELECT a.status, a.event_at, a.event_notify_id, (SELECT app_id FROM mini_apps WHERE mini_app_id = $3)
+        FROM (SELECT 1) AS one LEFT JOIN authorizations a ON a.app_id = $1 AND a.auth_app_id = $2`,
+		t.AppID, t.AuthAppID, t.MiniAppID).Scan(&auth, &setByAt, &setByID, &owner)
 	if err != nil {
 		return nil, unavailable(err)
 	}
 	s.AuthStatus, s.MiniAppOwner = deref(auth), deref(owner)
+	if setByAt != nil {
+		s.AuthSetBy = notify.Origin{AppID: t.AppID, NotifyID: deref(setByID), At: *setByAt}
+	}
 	if t.MiniAppID == "" {
 		return s, nil
 	}
@@ -287,8 +360,12 @@ func (db *DB) ReconcileSnapshot(ctx context.Context, t *notify.ReconcileTarget) 
 // whether it applied. The row r is about is locked and read first: when it
 // already holds r.After (another run, or the notification itself, got
 // there since the comparison), or the change is not newer than what set
-// it, nothing is written. It returns an EUNAVAILABLE *notify.Error when the
-// database cannot be reached.
+// it, nothing is written. An AuthCancel with r.Expect applies only while
+// the authorization's (event_at, event_notify_id) is still r.Expect's,
+// read under the row's lock: when a grant or a refresh replaced the token
+// since the check read it, nothing is written and Repair returns an
+// ECONFLICT *notify.Error (reason token_changed). It returns an
+// EUNAVAILABLE *notify.Error when the database cannot be reached.
 func (db *DB) Repair(ctx context.Context, r notify.Repair) (bool, error) {
 	tx, err := db.Pool.Begin(ctx)
 	if err != nil {
@@ -297,22 +374,31 @@ func (db *DB) Repair(ctx context.Context, r notify.Repair) (bool, error) {
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	var (
 		before *string
+		setBy  notify.Origin
 		lock   string
 		args   []any
+		dest   []any
 	)
 	switch c := r.Change.(type) {
 	case notify.AuthCancel:
-		lock, args = `SELECT status FROM authorizations WHERE app_id = $1 AND auth_app_id = $2 FOR UPDATE`, []any{c.AppID, c.AuthAppID}
+		lock, args = `SELECT status, event_at, event_notify_id FROM authorizations WHERE app_id = $1 AND auth_app_id = $2 FOR UPDATE`,
+			[]any{c.AppID, c.AuthAppID}
+		dest = []any{&before, &setBy.At, &setBy.NotifyID}
 	case notify.AuditChange:
 		lock, args = `SELECT audit_status FROM mini_app_versions WHERE mini_app_id = $1 AND mini_app_version = $2 FOR UPDATE`, []any{c.MiniAppID, c.Version}
+		dest = []any{&before}
 	default:
 		return false, notify.Errorf(notify.EINTERNAL, "bad_repair", "a repair is an AuthCancel or an AuditChange, not %T", r.Change)
 	}
-	if err := tx.QueryRow(ctx, lock, args...).Scan(&before); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	if err := tx.QueryRow(ctx, lock, args...).Scan(dest...); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return false, unavailable(err)
 	}
 	if before != nil && *before == r.After {
 		return false, nil
+	}
+	if r.Expect != nil && (before == nil || setBy.At != r.Expect.At || setBy.NotifyID != r.Expect.NotifyID) {
+		return false, notify.Errorf(notify.ECONFLICT, "token_changed",
+			"the authorization changed during the check (set by %s, was %s): the token Alipay judged is no longer the stored one", setBy.NotifyID, r.Expect.NotifyID)
 	}
 	applied, err := applyChange(ctx, tx, r.Change)
 	if err != nil || !applied {

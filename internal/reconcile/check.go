@@ -42,7 +42,7 @@ func (r *Reconciler) check(ctx context.Context, t *notify.ReconcileTarget) (int,
 			return 0, nil // cancelled since the run started: no token to ask with
 		}
 		var usable bool
-		if authChecked, usable, err = c.authorization(); err != nil {
+		if authChecked, usable, err = c.authorization(state); err != nil {
 			return c.checked, err
 		}
 		if !usable {
@@ -59,10 +59,14 @@ func (r *Reconciler) check(ctx context.Context, t *notify.ReconcileTarget) (int,
 }
 
 // authorization asks Alipay whether the merchant's token is valid and
-// cancels the authorization when Alipay says it is invalid. It reports
-// whether Alipay answered, and whether the token may be used for the
-// version queries.
-func (c *checker) authorization() (answered, usable bool, err error) {
+// cancels the authorization when Alipay says it is invalid, unless the
+// authorization changed since state was read (before the token asked
+// about was): a grant or a refresh stored during the query replaced the
+// token Alipay judged, and cancelling would end the new authorization;
+// that is recorded on the run (token_changed) and changes nothing. It
+// reports whether Alipay's answer was about the stored token, and whether
+// the token may be used for the version queries.
+func (c *checker) authorization(state *notify.ReconcileState) (answered, usable bool, err error) {
 	var info *outbound.TokenInfo
 	at, ok, err := c.call(outbound.MethodAuthTokenQuery, "", func(ctx context.Context) (err error) {
 		info, err = c.r.cfg.Alipay.QueryToken(ctx, c.t.AppID, c.t.AuthAppID)
@@ -82,14 +86,33 @@ func (c *checker) authorization() (answered, usable bool, err error) {
 			Message: fmt.Sprintf("Alipay answered token status %q, which the gateway does not know: nothing changed", notify.Clip(info.Status))})
 	}
 	observed, _ := json.Marshal(map[string]string{"status": info.Status, "auth_app_id": info.AuthAppID, "user_id": info.UserID})
-	_, err = c.repair(notify.Repair{
+	expect := state.AuthSetBy
+	applied, err := c.repair(notify.Repair{
 		Change: notify.AuthCancel{
-			Origin:    notify.Origin{AppID: c.t.AppID, NotifyID: notify.RepairID(c.t.RunID, notify.DriftAuthorization, c.t.AuthAppID), At: at.UnixMilli()},
+			Origin:    notify.Origin{AppID: c.t.AppID, NotifyID: notify.RepairID(c.t.RunID, notify.DriftAuthorization, c.t.AuthAppID), At: c.observedAt(at)},
 			AuthAppID: c.t.AuthAppID, UserID: info.UserID,
 		},
 		Kind: notify.DriftAuthorization, Entity: c.t.AuthAppID, Field: "status", After: "cancelled", Observed: observed,
+		Expect: &expect,
 	})
+	if notify.ErrorCode(err) == notify.ECONFLICT {
+		return false, false, c.record(notify.ReconcileError{Method: outbound.MethodAuthTokenQuery, Kind: notify.RecErrTokenChanged,
+			Message: "Alipay answered the token invalid, but the authorization changed during the check (granted again or refreshed): " +
+				notify.ErrorMessage(err) + "; nothing changed, the next run asks with the new token"})
+	}
+	if err == nil && !applied {
+		c.r.log.Warn().Int64("run", c.t.RunID).Str("app_id", c.t.AppID).Str("auth_app_id", c.t.AuthAppID).
+			Msg("reconcile: Alipay answered the token invalid, but the authorization was cancelled since, or set by a grant newer than the query less the clock skew: nothing changed")
+	}
 	return true, false, err
+}
+
+// observedAt dates an observation made by a call that started at: its
+// place in the ordering with the notifications is the call's start less
+// the clock skew allowed (Config.ClockSkew), so that a notification Alipay
+// dates near the query, on a clock that may lag the gateway's, wins.
+func (c *checker) observedAt(at time.Time) int64 {
+	return at.Add(-c.r.cfg.ClockSkew).UnixMilli()
 }
 
 // versions compares the mini-app's versions with Alipay's and repairs
@@ -185,7 +208,7 @@ func (c *checker) version(version, bundleID, listStatus string, state *notify.Re
 	entity := c.t.MiniAppID + "@" + version
 	_, err = c.repair(notify.Repair{
 		Change: notify.AuditChange{
-			Origin:             notify.Origin{AppID: c.t.AppID, NotifyID: notify.RepairID(c.t.RunID, notify.DriftMiniAppVersion, entity), At: at.UnixMilli()},
+			Origin:             notify.Origin{AppID: c.t.AppID, NotifyID: notify.RepairID(c.t.RunID, notify.DriftMiniAppVersion, entity), At: c.observedAt(at)},
 			Method:             notify.MethodReconcile,
 			MiniAppID:          c.t.MiniAppID,
 			Version:            version,

@@ -17,7 +17,10 @@ type detector struct {
 	min time.Duration
 	// since is when the outage under way began; zero while healthy.
 	since time.Time
-	why   string
+	// last is the last observation that saw an outage: the one reported
+	// ended no earlier than this.
+	last time.Time
+	why  string
 	// accepted and refused are the delivery counters at the last
 	// observation.
 	accepted, refused float64
@@ -32,6 +35,9 @@ func (d *detector) observe(now time.Time, health error, accepted, refused float6
 	refusing := d.primed && refused > d.refused && accepted == d.accepted
 	d.accepted, d.refused, d.primed = accepted, refused, true
 	bad := health != nil || refusing
+	if bad {
+		d.last = now
+	}
 	switch {
 	case bad && d.since.IsZero():
 		d.since = now

@@ -5,17 +5,20 @@
 // statuses are (alipay.open.mini.version.list.query, .detail.query), and
 // where the answer differs from the stored state it applies the change
 // the matching notification would have made, through the store's
-// time-ordered upserts, dated at the query: it never overwrites a
-// notification newer than the query, and a later notification overwrites
-// it. Each repair is recorded as drift and emits the notification's event.
+// time-ordered upserts, dated at the query less ClockSkew: it never
+// overwrites a notification newer than that, and a later notification
+// overwrites it. An authorization is cancelled only while the token Alipay
+// judged is still the stored one. Each repair is recorded as drift and
+// emits the notification's event.
 //
 // Work comes in runs (the store's): every Interval, soon after an outage
 // this replica saw ends, when a gateway starts after every replica was
 // down, and on demand (Start). A run's merchants are its targets; each
 // replica running a Reconciler claims them one at a time (a lease), so
-// replicas share a run and each merchant is checked once per run; a
-// replica killed mid-target leaves it to the next claim once its lease
-// ends, and a repair repeated then finds the state repaired and writes
+// replicas share a run and each merchant is checked once per run, and by
+// one replica at a time across overlapping runs (the claim leases the
+// merchant too); a replica killed mid-target leaves it to the next claim
+// once its lease ends, and a repair repeated then finds the state repaired and writes
 // nothing. Calls to Alipay take tokens from the ISV app's reconciliation
 // bucket ("openapi:<app_id>:reconcile", shared by the replicas; batches
 // have their own, so the app's calls stay within the sum of the rates).
@@ -47,7 +50,11 @@ type Store interface {
 	// StartRunIfDue starts a run unless the clock says one started within
 	// every; it returns nil then. Replicas asking at once start one.
 	StartRunIfDue(ctx context.Context, req notify.RunRequest, clock string, every time.Duration) (*view.ReconcileRun, error)
-	// ClaimTarget leases a pending target of a running run, or returns nil.
+	// RunStartedWithin reports whether the clock's last run started within
+	// d of now (the database's).
+	RunStartedWithin(ctx context.Context, clock string, d time.Duration) (bool, error)
+	// ClaimTarget leases a pending target of a running run whose merchant
+	// no other claim (of any run) holds, and the merchant, or returns nil.
 	ClaimTarget(ctx context.Context, appIDs []string, lease time.Duration) (*notify.ReconcileTarget, error)
 	// ExtendLease renews t's lease; false when another claim took it.
 	ExtendLease(ctx context.Context, t *notify.ReconcileTarget, lease time.Duration) (bool, error)
@@ -124,8 +131,15 @@ type Config struct {
 	// again, after RateLimitBackoff doubling (3, 1s).
 	RateLimitRetries int
 	RateLimitBackoff time.Duration
-	Metrics          *metrics.Metrics
-	Logger           zerolog.Logger
+	// ClockSkew is how far Alipay's clock may be from the gateway's (5
+	// minutes, as the token refresher's): an observation is dated at its
+	// query's start less ClockSkew, so that a notification Alipay dates
+	// within ClockSkew of the query wins over it (the price: such a
+	// notification arriving late, older than what Alipay answered, also
+	// wins, until the next run).
+	ClockSkew time.Duration
+	Metrics   *metrics.Metrics
+	Logger    zerolog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -139,8 +153,13 @@ type Reconciler struct {
 	// watch guards det and outage: Watch's state.
 	watch sync.Mutex
 	det   detector
-	// outage is the outage seen whose run is yet to be started.
-	outage string
+	// outage is the outage seen whose run is yet to be started, and
+	// outageSeen the last observation that saw it (on Now's clock): kept
+	// until a run starts here, or one is found started since outageSeen
+	// (another replica's, for the same outage), however long OutageGap
+	// holds it back.
+	outage     string
+	outageSeen time.Time
 }
 
 // New returns a Reconciler of cfg.
@@ -162,6 +181,9 @@ func New(cfg Config) *Reconciler {
 	}
 	if cfg.OutageGap <= 0 {
 		cfg.OutageGap = 30 * time.Minute
+	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = 5 * time.Minute
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -270,10 +292,12 @@ func (r *Reconciler) Watch(ctx context.Context, first bool) error {
 			health = err // the database, as the reconciler meets it
 		}
 		if ended := r.det.observe(now, health, accepted, refused); ended != "" {
-			r.outage = ended
+			r.outage, r.outageSeen = ended, r.det.last
+			r.log.Info().Str("outage", ended).Msg("reconcile: an outage ended")
 		}
 		if first && err == nil && now.Sub(last) >= r.cfg.AfterOutage {
-			r.outage = "no reconciler ran for " + now.Sub(last).Round(time.Second).String() + " (every replica down)"
+			r.outage, r.outageSeen = "no reconciler ran for "+now.Sub(last).Round(time.Second).String()+" (every replica down)", now
+			r.log.Info().Str("outage", r.outage).Msg("reconcile: an outage ended")
 		}
 	}
 	if err != nil {
@@ -288,14 +312,33 @@ func (r *Reconciler) Watch(ctx context.Context, first bool) error {
 		r.started(run)
 	}
 	if r.outage != "" {
-		r.log.Info().Str("outage", r.outage).Msg("reconcile: an outage ended")
-		run, err := r.cfg.Store.StartRunIfDue(ctx, notify.RunRequest{Trigger: notify.RunOutage, Scope: notify.ScopeAll,
-			AppIDs: r.cfg.AppIDs, Reason: r.outage}, notify.RunOutage, r.cfg.OutageGap)
-		if err != nil {
-			return err
-		}
-		r.outage = "" // started, or another replica's is under OutageGap old
+		return r.startOutageRun(ctx, now)
+	}
+	return nil
+}
+
+// startOutageRun starts the run of the outage seen, unless OutageGap holds
+// it back; the outage is then kept for a later poll, unless an outage run
+// started since it was last seen (another replica's, for the same
+// outage): that run covers it.
+func (r *Reconciler) startOutageRun(ctx context.Context, now time.Time) error {
+	run, err := r.cfg.Store.StartRunIfDue(ctx, notify.RunRequest{Trigger: notify.RunOutage, Scope: notify.ScopeAll,
+		AppIDs: r.cfg.AppIDs, Reason: r.outage}, notify.RunOutage, r.cfg.OutageGap)
+	if err != nil {
+		return err
+	}
+	if run != nil {
+		r.outage = ""
 		r.started(run)
+		return nil
+	}
+	covered, err := r.cfg.Store.RunStartedWithin(ctx, notify.RunOutage, now.Sub(r.outageSeen))
+	if err != nil {
+		return err
+	}
+	if covered {
+		r.log.Info().Str("outage", r.outage).Msg("reconcile: an outage run started since the outage ended: it covers it")
+		r.outage = ""
 	}
 	return nil
 }

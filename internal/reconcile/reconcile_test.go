@@ -124,7 +124,7 @@ func TestReconciler_RepairsLostNotification(t *testing.T) {
 		}
 		d := ds[0]
 		if d.Kind != notify.DriftMiniAppVersion || d.Entity != merchantA+"@1.1.0" || d.Field != "audit_status" || d.Before != nil ||
-			d.After != notify.AuditRejected || d.Source != "reconcile" || d.RunID != run.ID || d.ObservedAt.Before(before.Add(-time.Second)) ||
+			d.After != notify.AuditRejected || d.Source != "reconcile" || d.RunID != run.ID || d.ObservedAt.Before(before.Add(-5*time.Minute-time.Second)) || d.ObservedAt.After(before.Add(-4*time.Minute)) ||
 			d.NotifyID != notify.RepairID(run.ID, notify.DriftMiniAppVersion, merchantA+"@1.1.0") {
 			t.Fatalf("%+v", d)
 		}
@@ -329,7 +329,9 @@ func TestReconciler_InvalidAuthorization(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 2*time.Second)
 	ctx := context.Background()
-	e.authorize(t, merchantA)
+	// A authorized an hour ago (a grant within the clock skew allowed
+	// before the query would be newer than the observation).
+	e.authorizeAt(t, merchantA, time.Now().Add(-time.Hour))
 	e.authorize(t, merchantB)
 	e.audit(t, notify.MethodAuditPassed, merchantA, "1.0.0", time.Now().Add(-time.Hour).UnixMilli())
 	e.sim.Invalidate(e.app.ID, merchantA)
