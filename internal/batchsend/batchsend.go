@@ -58,6 +58,7 @@ type Store interface {
 // the database cannot be reached.
 type AdminStore interface {
 	CreateBatch(ctx context.Context, b *notify.TemplateBatch, recipients []notify.NewRecipient) (*notify.TemplateBatch, error)
+	BatchByKey(ctx context.Context, appID, key string) (*notify.TemplateBatch, error)
 	Batch(ctx context.Context, id int64) (*view.TemplateBatch, error)
 	Batches(ctx context.Context, f view.BatchFilter) ([]*view.TemplateBatch, string, error)
 	BatchRecipients(ctx context.Context, f view.RecipientFilter) ([]*view.BatchRecipient, string, error)
