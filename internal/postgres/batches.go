@@ -167,24 +167,42 @@ func (db *DB) ClaimRecipients(ctx context.Context, id int64, limit int) ([]notif
 
 // recordRecipients writes the outcomes of one batch's attempts ($1 the
 // batch, $2 the recipients' seqs, found by the primary key). An outcome is
-// written only while its recipient is still sending under that attempt:
-// a claim that ExpireClaims made unknown meanwhile (and that may since
-// have been retried) keeps what it has.
+// written while its recipient is still sending under that attempt. A
+// claim that ExpireClaims made unknown meanwhile keeps what it has, unless
+// the outcome is one known for sure (sent, failed, skipped: a verified
+// answer, or surely not sent), which replaces unknown; also once a
+// retry-unknown made it pending again, attempts kept, so that it is not
+// sent twice (one attempt has one outcome: a row of that attempt that is
+// unknown or pending got there without it). An outcome that would leave
+// it pending (tried again later) in a batch cancelled or stopped meanwhile
+// cancels it, with the batch's reason, as the cancel did its pending
+// recipients. The batch's row is locked FOR KEY SHARE, which the cancel's
+// and the stop's FOR UPDATE waits for (and the other way round), so that
+// no pending recipient is left in a batch that ended.
 const recordRecipients = `
-UPDATE template_message_recipients r SET status = o.status,
+WITH b AS (SELECT status, stop_reason FROM template_message_batches WHERE id = $1 FOR KEY SHARE)
+UPDATE template_message_recipients r SET
+    status = CASE WHEN o.status = 'pending' AND b.status IN ('cancelled', 'stopped') THEN 'cancelled' ELSE o.status END,
     next_attempt_at = CASE WHEN o.status = 'pending' THEN o.next_at ELSE r.next_attempt_at END,
-    code = o.code, sub_code = o.sub_code, sub_msg = o.sub_msg, error = o.error, latency_ms = o.ms,
-    finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE now() END
-FROM unnest($2::int[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[])
+    code = o.code, sub_code = o.sub_code, sub_msg = o.sub_msg, latency_ms = o.ms,
+    error = CASE WHEN o.status <> 'pending' THEN o.error
+                 WHEN b.status = 'cancelled' THEN 'batch cancelled'
+                 WHEN b.status = 'stopped' THEN 'batch stopped: ' || b.stop_reason
+                 ELSE o.error END,
+    finished_at = CASE WHEN o.status = 'pending' AND b.status NOT IN ('cancelled', 'stopped') THEN NULL ELSE now() END
+FROM b, unnest($2::int[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[])
     AS o(seq, attempt, status, next_at, code, sub_code, sub_msg, error, ms)
-WHERE r.batch_id = $1 AND r.seq = ANY($2::int[]) AND r.seq = o.seq AND r.status = 'sending' AND r.attempts = o.attempt`
+WHERE r.batch_id = $1 AND r.seq = ANY($2::int[]) AND r.seq = o.seq AND r.attempts = o.attempt
+  AND (r.status = 'sending' OR r.status IN ('unknown', 'pending') AND o.status IN ('sent', 'failed', 'skipped'))`
 
 // RecordRecipients records outcomes (in one transaction, one statement
 // per batch): each recipient's new status, Alipay's codes, the error and
-// the latency; a pending one is due again at its NextAt. An outcome whose
-// claim has expired (ExpireClaims made it unknown) is not recorded. It
-// returns how many were recorded, and an EUNAVAILABLE *notify.Error when
-// the database cannot be reached.
+// the latency; a pending one is due again at its NextAt, or cancelled when
+// its batch was cancelled or stopped meanwhile. An outcome whose claim has
+// expired (ExpireClaims made it unknown) is recorded only when it is sent,
+// failed or skipped (see recordRecipients). It returns how many were
+// recorded, and an EUNAVAILABLE *notify.Error when the database cannot be
+// reached.
 func (db *DB) RecordRecipients(ctx context.Context, outcomes []notify.RecipientOutcome) (int, error) {
 	if len(outcomes) == 0 {
 		return 0, nil
