@@ -254,6 +254,29 @@ func (db *DB) RecordRecipients(ctx context.Context, outcomes []notify.RecipientO
 	return recorded, nil
 }
 
+// RenewClaim checks, just before a send, that batch id is still running
+// and its recipient seq still claimed under attempt, and renews the claim
+// (claimed_at now, a full lease for the send), in one statement. It
+// returns the batch's status (empty when there is none) and whether it
+// renewed the claim (never when the batch is not running), and an
+// EUNAVAILABLE *notify.Error when the database cannot be reached.
+func (db *DB) RenewClaim(ctx context.Context, id int64, seq, attempt int) (string, bool, error) {
+	var (
+		status  string
+		renewed bool
+	)
+	err := db.Pool.QueryRow(ctx, `WITH b AS (SELECT status FROM template_message_batches WHERE id = $1),
+        renewed AS (UPDATE template_message_recipients SET claimed_at = now()
+            WHERE batch_id = $1 AND seq = $2 AND status = 'sending' AND attempts = $3
+              AND EXISTS (SELECT 1 FROM b WHERE b.status = 'running')
+            RETURNING 1)
+        SELECT COALESCE((SELECT status FROM b), ''), EXISTS (SELECT 1 FROM renewed)`, id, seq, attempt).Scan(&status, &renewed)
+	if err != nil {
+		return "", false, unavailable(err)
+	}
+	return status, renewed, nil
+}
+
 // ExpireClaims makes unknown every recipient claimed longer than olderThan
 // ago and still sending: the replica that claimed it died or lost the
 // database before recording its outcome, and whether Alipay got the call is
@@ -429,13 +452,13 @@ func notAllowed(b *notify.TemplateBatch, what string) error {
 	return notify.Errorf(notify.ECONFLICT, "batch_"+b.Status, "template message batch %d is %s: it cannot %s", b.ID, b.Status, what)
 }
 
-// setStatus moves batch id from one of from to status; when it is already
-// status it changes nothing, and when it is in neither it changes nothing
+// setStatus moves batch id from one of from to status, clearing the reason
+// the sender paused it for; when it is already status it changes nothing, and when it is in neither it changes nothing
 // and returns an ECONFLICT *notify.Error.
 func (db *DB) setStatus(ctx context.Context, id int64, status, what string, from ...string) error {
 	var now string
 	err := db.Pool.QueryRow(ctx, `WITH b AS (SELECT id, status FROM template_message_batches WHERE id = $1),
-        moved AS (UPDATE template_message_batches t SET status = $2, updated_at = now()
+        moved AS (UPDATE template_message_batches t SET status = $2, stop_reason = '', updated_at = now()
                   FROM b WHERE t.id = b.id AND b.status = ANY($3) RETURNING t.status)
         SELECT COALESCE((SELECT status FROM moved), b.status) FROM b`, id, status, from).Scan(&now)
 	if err != nil {
@@ -447,6 +470,20 @@ func (db *DB) setStatus(ctx context.Context, id int64, status, what string, from
 	return nil
 }
 
+// PauseBatchFor pauses running batch id for reason (see
+// notify.PauseTokenExpired and the others), kept as its stop_reason until
+// it is resumed: no recipient is claimed until then. It reports whether it
+// paused it (not when it was not running), and returns an EUNAVAILABLE
+// *notify.Error when the database cannot be reached.
+func (db *DB) PauseBatchFor(ctx context.Context, id int64, reason string) (bool, error) {
+	tag, err := db.Pool.Exec(ctx, `UPDATE template_message_batches SET status = 'paused', stop_reason = $2, updated_at = now()
+        WHERE id = $1 AND status = 'running'`, id, reason)
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 // PauseBatch pauses running batch id: no recipient is claimed until it is
 // resumed; those in flight are recorded. A paused batch stays as it is. It
 // returns an ENOTFOUND *notify.Error for an unknown batch, an ECONFLICT one
@@ -456,7 +493,8 @@ func (db *DB) PauseBatch(ctx context.Context, id int64) error {
 	return db.setStatus(ctx, id, notify.BatchPaused, "pause", notify.BatchRunning)
 }
 
-// ResumeBatch resumes paused batch id; a running batch stays as it is. It
+// ResumeBatch resumes paused batch id, the reason the sender paused it
+// for cleared; a running batch stays as it is. It
 // returns an ENOTFOUND *notify.Error for an unknown batch, an ECONFLICT one
 // when it has ended, and an EUNAVAILABLE one when the database cannot be
 // reached.

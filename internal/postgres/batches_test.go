@@ -296,6 +296,66 @@ func TestDB_RecordRecipients_CancelInProgress(t *testing.T) {
 	}
 }
 
+// The check before a pre-checked send: the batch's status, and the claim
+// renewed only while the batch runs and the claim is the attempt's.
+func TestDB_RenewClaim(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.New(t)
+	b := newBatch(t, db, 2)
+	claimed, _ := db.ClaimRecipients(ctx, b.ID, 2)
+	if status, held, err := db.RenewClaim(ctx, b.ID, claimed[0].Seq, 1); err != nil || status != notify.BatchRunning || !held {
+		t.Fatalf("%s %v %v", status, held, err)
+	}
+	if status, held, err := db.RenewClaim(ctx, b.ID, claimed[0].Seq, 2); err != nil || status != notify.BatchRunning || held {
+		t.Fatalf("another attempt: %s %v %v", status, held, err)
+	}
+	if err := db.PauseBatch(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if status, held, err := db.RenewClaim(ctx, b.ID, claimed[1].Seq, 1); err != nil || status != notify.BatchPaused || held {
+		t.Fatalf("paused: %s %v %v", status, held, err)
+	}
+	if err := db.CancelBatch(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if status, held, err := db.RenewClaim(ctx, b.ID, claimed[1].Seq, 1); err != nil || status != notify.BatchCancelled || held {
+		t.Fatalf("cancelled: %s %v %v", status, held, err)
+	}
+	if status, held, err := db.RenewClaim(ctx, 999999, 1, 1); err != nil || status != "" || held {
+		t.Fatalf("no batch: %s %v %v", status, held, err)
+	}
+}
+
+// The sender pauses a running batch with its reason; resume clears it.
+func TestDB_PauseBatchFor(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.New(t)
+	b := newBatch(t, db, 1)
+	if paused, err := db.PauseBatchFor(ctx, b.ID, notify.PauseTokenExpired); err != nil || !paused {
+		t.Fatalf("%v %v", paused, err)
+	}
+	if paused, err := db.PauseBatchFor(ctx, b.ID, notify.PauseUnverifiedRefusal); err != nil || paused {
+		t.Fatalf("paused again: %v %v", paused, err)
+	}
+	if v, err := db.Batch(ctx, b.ID); err != nil || v.Status != notify.BatchPaused || v.StopReason != notify.PauseTokenExpired {
+		t.Fatalf("%+v %v", v, err)
+	}
+	if err := db.ResumeBatch(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := db.Batch(ctx, b.ID); err != nil || v.Status != notify.BatchRunning || v.StopReason != "" {
+		t.Fatalf("%+v %v", v, err)
+	}
+	if err := db.CancelBatch(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if paused, err := db.PauseBatchFor(ctx, b.ID, notify.PauseTokenExpired); err != nil || paused {
+		t.Fatalf("a cancelled batch paused: %v %v", paused, err)
+	}
+}
+
 // A batch ends once, with one event, whoever ends it how often.
 func TestDB_FinishBatch(t *testing.T) {
 	t.Parallel()
