@@ -27,7 +27,8 @@ type Admin struct {
 // Create checks r whole and stores it as a running batch, every recipient
 // pending, or nothing. With an idempotency key (checked as the single
 // send's), a second call for the same app and request returns the batch of
-// the first (replayed true) and stores nothing.
+// the first (replayed true) and stores nothing, even when the merchant's
+// authorization has been cancelled since: the key is looked up before it.
 //
 // It returns the batch, and: an EINVALID *notify.Error for a bad key or
 // template field, or app_id missing among several apps; a *RowsError
@@ -51,6 +52,17 @@ func (a *Admin) Create(ctx context.Context, r *Request, key string) (*view.Templ
 	if err != nil {
 		return nil, false, err
 	}
+	if key != "" {
+		// A retry of a batch already created answers it, whatever has
+		// happened since (the merchant's authorization cancelled, say).
+		prior, err := a.Store.BatchByKey(ctx, appID, key)
+		if err == nil {
+			return a.replay(ctx, prior, &c.batch, key)
+		}
+		if notify.ErrorCode(err) != notify.ENOTFOUND {
+			return nil, false, err
+		}
+	}
 	if r.AuthAppID != "" {
 		// Refused now rather than stopped at the first claim.
 		if _, err := a.Outbound.MerchantToken(ctx, appID, r.AuthAppID); err != nil {
@@ -62,21 +74,28 @@ func (a *Admin) Create(ctx context.Context, r *Request, key string) (*view.Templ
 	if err != nil {
 		return nil, false, err
 	}
-	if prior != nil {
-		if prior.RequestHash != c.batch.RequestHash {
-			return nil, false, notify.Errorf(notify.ECONFLICT, "idempotency_key_reused", "Idempotency-Key %q was used for a different batch (%d)", key, prior.ID)
-		}
-		v, err := a.Batch(ctx, prior.ID)
-		if err != nil {
-			return nil, false, err
-		}
-		v.Replayed = true
-		return v, true, nil
+	if prior != nil { // created meanwhile by a concurrent call with the key
+		return a.replay(ctx, prior, &c.batch, key)
 	}
 	a.Logger.Info().Int64("batch_id", c.batch.ID).Str("app_id", appID).Str("auth_app_id", r.AuthAppID).
 		Int("recipients", c.batch.Total).Bool("precheck", r.Precheck).Msg("template message batch created")
 	v, err := a.Batch(ctx, c.batch.ID)
 	return v, false, err
+}
+
+// replay answers a batch request whose idempotency key recorded prior: the
+// batch as it is now (Replayed) when b is the same request, an ECONFLICT
+// *notify.Error when it is another; and the store's errors.
+func (a *Admin) replay(ctx context.Context, prior, b *notify.TemplateBatch, key string) (*view.TemplateBatch, bool, error) {
+	if prior.RequestHash != b.RequestHash {
+		return nil, false, notify.Errorf(notify.ECONFLICT, "idempotency_key_reused", "Idempotency-Key %q was used for a different batch (%d)", key, prior.ID)
+	}
+	v, err := a.Batch(ctx, prior.ID)
+	if err != nil {
+		return nil, false, err
+	}
+	v.Replayed = true
+	return v, true, nil
 }
 
 // Batch returns batch id with its progress and an estimate of the time

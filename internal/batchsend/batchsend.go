@@ -22,7 +22,11 @@
 // unknown. A refusal is recorded per recipient with Alipay's sub_code; a
 // refusal every recipient would meet (the merchant's authorization is
 // cancelled, the template with shared data is refused, 40006) stops the
-// batch with a reason. Every call (pre-check queries too) takes a token
+// batch with a reason, and one that may mend (the merchant's token
+// expired) pauses it. A refusal whose signature does not verify
+// (outbound.BusinessError.Verified false) changes nothing that cannot be
+// taken back: its recipient is unknown, and one that would stop the batch
+// pauses it instead. Every call (pre-check queries too) takes a token
 // from the app's sending bucket ("openapi:<app_id>:send",
 // postgres.DB.TakeTokens), refilled at the app's rate by the database's
 // clock, so that the rate holds across replicas.
@@ -45,9 +49,11 @@ type Store interface {
 	RunningBatches(ctx context.Context, appIDs []string) ([]*notify.TemplateBatch, error)
 	ClaimRecipients(ctx context.Context, id int64, limit int) ([]notify.ClaimedRecipient, error)
 	RecordRecipients(ctx context.Context, outcomes []notify.RecipientOutcome) (int, error)
+	RenewClaim(ctx context.Context, id int64, seq, attempt int) (string, bool, error)
 	ExpireClaims(ctx context.Context, olderThan time.Duration) ([]notify.ExpiredClaims, error)
 	FinishBatch(ctx context.Context, id int64) (bool, error)
 	StopBatch(ctx context.Context, id int64, reason string) (bool, error)
+	PauseBatchFor(ctx context.Context, id int64, reason string) (bool, error)
 	BatchStats(ctx context.Context) (*notify.BatchStats, error)
 }
 
@@ -58,6 +64,7 @@ type Store interface {
 // the database cannot be reached.
 type AdminStore interface {
 	CreateBatch(ctx context.Context, b *notify.TemplateBatch, recipients []notify.NewRecipient) (*notify.TemplateBatch, error)
+	BatchByKey(ctx context.Context, appID, key string) (*notify.TemplateBatch, error)
 	Batch(ctx context.Context, id int64) (*view.TemplateBatch, error)
 	Batches(ctx context.Context, f view.BatchFilter) ([]*view.TemplateBatch, string, error)
 	BatchRecipients(ctx context.Context, f view.RecipientFilter) ([]*view.BatchRecipient, string, error)

@@ -43,48 +43,55 @@ var sharedDataRefusals = map[string]string{
 	"USER_KEYWORD_LENGTH_ERROR":  notify.StopTemplateKeywords,
 }
 
-// tokenStop returns the stop reason of a merchant token that cannot be
-// had (outbound.Service.MerchantToken's error): its authorization is
-// cancelled, or was never recorded, or its token expired; "" for any other
-// error (the database, a key), which may pass.
-func tokenStop(err error) string {
+// tokenHalt says what a merchant token that cannot be had
+// (outbound.Service.MerchantToken's error) does to the batch: stop it when
+// the authorization is cancelled or was never recorded; pause it when the
+// token expired or is missing, which the refresher or a new authorization
+// may mend; neither ("", "") for any other error (the database, a key),
+// which may pass.
+func tokenHalt(err error) (stop, pause string) {
 	switch notify.ErrorCode(err) {
 	case notify.ENOTFOUND:
-		return notify.StopAuthorizationCancelled
+		return notify.StopAuthorizationCancelled, ""
 	case notify.ECONFLICT:
-		if notify.ErrorReason(err) == "token_expired" {
-			return notify.StopAuthorizationExpired
+		switch notify.ErrorReason(err) {
+		case "token_expired":
+			return "", notify.PauseTokenExpired
+		case "no_token":
+			return "", notify.PauseNoToken
 		}
-		return notify.StopAuthorizationCancelled
+		return notify.StopAuthorizationCancelled, ""
 	}
-	return ""
+	return "", ""
 }
 
-// batchStop returns why Alipay's refusal be of recipient c stops batch b
-// (every recipient left would get it), or "".
-func batchStop(b *notify.TemplateBatch, c notify.ClaimedRecipient, be *outbound.BusinessError) string {
+// batchHalt says what Alipay's refusal be of recipient c does to batch b,
+// when every recipient left would get it: the reason to stop it, or to
+// pause it (the merchant's token timed out: it may be refreshed); ("", "")
+// when it is the recipient's alone.
+func batchHalt(b *notify.TemplateBatch, c notify.ClaimedRecipient, be *outbound.BusinessError) (stop, pause string) {
 	switch be.Code {
 	case codeAuthToken:
 		switch {
 		case b.AuthAppID == "":
-			return notify.StopInsufficientPermissions
+			return notify.StopInsufficientPermissions, ""
 		case be.SubCode == "aop.app-auth-token-time-out":
-			return notify.StopAuthorizationExpired
+			return "", notify.PauseTokenExpired
 		case be.SubCode == "aop.invalid-app-auth-token-no-api":
-			return notify.StopInsufficientPermissions
+			return notify.StopInsufficientPermissions, ""
 		}
-		return notify.StopAuthorizationCancelled
+		return notify.StopAuthorizationCancelled, ""
 	case codeNoPermission:
-		return notify.StopInsufficientPermissions
+		return notify.StopInsufficientPermissions, ""
 	case codeInvalidArgument:
 		if appRefusals[be.SubCode] {
-			return notify.StopAppRefused
+			return notify.StopAppRefused, ""
 		}
 	}
 	if c.Data == nil { // the batch's shared data
-		return sharedDataRefusals[be.SubCode]
+		return sharedDataRefusals[be.SubCode], ""
 	}
-	return ""
+	return "", ""
 }
 
 // attempt makes recipient c's calls for batch b of appID: the pre-check
@@ -103,6 +110,12 @@ func (s *Sender) attempt(ctx context.Context, appID string, b *notify.TemplateBa
 			s.precheckFailed(&r, b, c, err)
 			return r
 		}
+		// The query may have taken the call's whole timeout: the batch may
+		// have been paused, cancelled or stopped meanwhile.
+		if !s.stillRunning(ctx, &r, c) {
+			r.unused = 1
+			return r
+		}
 	}
 	data := c.Data
 	if data == nil {
@@ -118,15 +131,32 @@ func (s *Sender) attempt(ctx context.Context, appID string, b *notify.TemplateBa
 	if errors.As(err, &be) {
 		o.Code, o.SubCode, o.SubMsg = be.Code, be.SubCode, be.SubMsg
 	}
+	refused := be != nil && notify.ErrorCode(err) == outbound.EBUSINESS
 	switch {
 	case err == nil:
 		o.Status, o.Code, r.metric = notify.RecipientSent, "10000", "sent"
+	case refused && !be.Verified:
+		// Unsigned: Alipay's, perhaps, or anyone's between. It may not
+		// fail this recipient (it may have been sent), nor retry it (a
+		// second message), nor stop the batch: unknown, and a refusal of
+		// the whole batch pauses it, for an operator to look.
+		o.Status, r.metric = notify.RecipientUnknown, "unknown"
+		o.Error = "the refusal's signature did not verify (an unsigned answer): whether Alipay sent it is unknown: " + notify.ErrorMessage(err)
+		r.limited = be.Code == codeCallLimited // slowing down takes nothing back
+		if stop, pause := batchHalt(b, c, be); stop != "" || pause != "" {
+			r.pause = notify.PauseUnverifiedRefusal
+		}
 	case be != nil && be.Code == codeCallLimited:
 		r.limited = true
 		s.retry(&r, "rate_limited", err)
-	case be != nil && notify.ErrorCode(err) == outbound.EBUSINESS:
+	case refused:
+		r.stop, r.pause = batchHalt(b, c, be)
+		if r.pause != "" {
+			// Refused, so surely not sent: sent once the batch resumes.
+			s.retry(&r, "paused", err)
+			break
+		}
 		o.Status, o.Error, r.metric = notify.RecipientFailed, notify.ErrorMessage(err), "failed"
-		r.stop = batchStop(b, c, be)
 	case outbound.NotSent(err):
 		s.retry(&r, "retried", err)
 	default:
@@ -138,10 +168,44 @@ func (s *Sender) attempt(ctx context.Context, appID string, b *notify.TemplateBa
 	return r
 }
 
+// stillRunning checks, before a pre-checked recipient's send, that its
+// batch is still running and the claim still held, and renews the claim
+// for the send (Store.RenewClaim). When not, it sets r: a paused batch's
+// recipient is pending again, a cancelled or stopped one's pending too,
+// which the store records as cancelled (RecordRecipients); a claim lost
+// meanwhile (made unknown) is left as it is; and a store error leaves the
+// recipient pending, to try again: none of them was sent.
+func (s *Sender) stillRunning(ctx context.Context, r *result, c notify.ClaimedRecipient) bool {
+	status, held, err := s.cfg.Store.RenewClaim(ctx, c.BatchID, c.Seq, c.Attempt)
+	o := &r.outcome
+	o.Latency = r.took
+	switch {
+	case err != nil:
+		s.retry(r, "retried", err)
+		return false
+	case status == notify.BatchRunning && held:
+		return true
+	case status == notify.BatchRunning:
+		// ExpireClaims made it unknown: it stays so (and is counted so).
+		o.Status, o.Error = notify.RecipientUnknown, "claim expired during the pre-check: not sent"
+		return false
+	}
+	metric := "cancelled"
+	if status == notify.BatchPaused {
+		metric = "paused"
+	}
+	o.Status, r.metric, o.NextAt = notify.RecipientPending, metric, time.Now()
+	o.Error = "not sent: the batch was " + status + " during the pre-check"
+	return false
+}
+
 // precheckFailed sets r for a pre-check that did not say "subscribed":
 // skipped when Alipay says the user is not; a query that failed is tried
-// again (it changes nothing), a refused one fails the recipient (and stops
-// the batch when every one would be refused).
+// again (it changes nothing), and so is one refused unverified (pausing the
+// batch when it refused the batch as a whole); a refused one fails the
+// recipient (and stops the batch when every one would be refused), or
+// pauses the batch with the recipient pending (the merchant's token timed
+// out).
 func (s *Sender) precheckFailed(r *result, b *notify.TemplateBatch, c notify.ClaimedRecipient, err error) {
 	o := &r.outcome
 	o.Latency = r.took
@@ -149,15 +213,30 @@ func (s *Sender) precheckFailed(r *result, b *notify.TemplateBatch, c notify.Cla
 	if errors.As(err, &be) {
 		o.Code, o.SubCode, o.SubMsg = be.Code, be.SubCode, be.SubMsg
 	}
+	refused := be != nil && notify.ErrorCode(err) == outbound.EBUSINESS
 	switch {
 	case err == nil:
 		o.Status, o.Error, r.metric = notify.RecipientSkipped, "not subscribed: the subscription query does not list the template as subscribed", "skipped"
+	case refused && !be.Verified:
+		// The query changes nothing: tried again whatever it says.
+		metric := "retried"
+		if be.Code == codeCallLimited {
+			r.limited, metric = true, "rate_limited"
+		}
+		if stop, pause := batchHalt(b, notify.ClaimedRecipient{Data: []byte("{}")}, be); stop != "" || pause != "" {
+			r.pause = notify.PauseUnverifiedRefusal
+		}
+		s.retry(r, metric, err)
 	case be != nil && be.Code == codeCallLimited:
 		r.limited = true
 		s.retry(r, "rate_limited", err)
-	case be != nil && notify.ErrorCode(err) == outbound.EBUSINESS:
+	case refused:
+		r.stop, r.pause = batchHalt(b, notify.ClaimedRecipient{Data: []byte("{}")}, be) // not about the data
+		if r.pause != "" {
+			s.retry(r, "paused", err)
+			break
+		}
 		o.Status, o.Error, r.metric = notify.RecipientFailed, "the subscription query was refused: "+notify.ErrorMessage(err), "failed"
-		r.stop = batchStop(b, notify.ClaimedRecipient{Data: []byte("{}")}, be) // not about the data
 	default:
 		s.retry(r, "retried", err)
 	}

@@ -194,8 +194,10 @@ type result struct {
 	metric string
 	took   time.Duration
 	// stop is why the batch must stop, when every recipient left would
-	// fail the same way.
-	stop string
+	// fail the same way; pause why it must pause, when that may mend (the
+	// merchant's token expired) or an operator must look (an unverified
+	// refusal of the whole batch).
+	stop, pause string
 	// unused is how many tokens were taken and not spent (a pre-check
 	// that found no subscription spends one of its two).
 	unused int
@@ -227,7 +229,8 @@ type app struct {
 	oldest    time.Time        // when the oldest of done arrived
 	until     time.Time        // no claim before then
 	stopped   map[int64]string // batches stopped by this loop
-	urgent    bool             // an outcome of done says to stop its batch
+	paused    map[int64]bool   // batches paused by this loop, until the next refresh
+	urgent    bool             // an outcome of done says to stop or pause its batch
 }
 
 func (s *Sender) newApp(ctx context.Context, id string) *app {
@@ -235,7 +238,7 @@ func (s *Sender) newApp(ctx context.Context, id string) *app {
 	return &app{s: s, ctx: ctx, id: id, rate: rate, burst: burst(rate), chunk: chunk(rate, s.cfg.Concurrency),
 		bucket: BucketName(id), rand: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(len(id)))),
 		results: make(chan result, s.cfg.Concurrency), drained: map[int64]bool{}, finishing: map[int64]bool{},
-		inFlight: map[int64]int{}, stopped: map[int64]string{}}
+		inFlight: map[int64]int{}, stopped: map[int64]string{}, paused: map[int64]bool{}}
 }
 
 // run loops until the context ends, then finishes the calls it began and
@@ -249,7 +252,8 @@ func (a *app) run() {
 			a.record()
 			return
 		}
-		// Record first what says to stop a batch: no claim of it before.
+		// Record first what says to stop or pause a batch: no claim of it
+		// before.
 		if a.urgent || len(a.done) >= recordBatch || len(a.done) > 0 && (a.total == 0 || !time.Now().Before(a.oldest.Add(recordWait))) {
 			a.record()
 		}
@@ -305,7 +309,7 @@ func (a *app) take(r result) {
 	if r.limited {
 		a.until = time.Now().Add(a.s.cfg.RateLimitPause)
 	}
-	a.urgent = a.urgent || r.stop != ""
+	a.urgent = a.urgent || r.stop != "" || r.pause != ""
 }
 
 // claim claims what it can and starts the calls, and returns how long to
@@ -365,8 +369,13 @@ func (a *app) claim() time.Duration {
 		if err != nil {
 			a.s.releaseSlots(k)
 			a.giveBack(k * per)
-			if reason := tokenStop(err); reason != "" {
-				a.stop(b, reason, notify.ErrorMessage(err))
+			stop, pause := tokenHalt(err)
+			switch {
+			case stop != "":
+				a.stop(b, stop, notify.ErrorMessage(err))
+				return 0
+			case pause != "":
+				a.pause(b, pause, notify.ErrorMessage(err))
 				return 0
 			}
 			a.storeError(err, "merchant token not read")
@@ -408,17 +417,19 @@ func (a *app) refresh(now time.Time) bool {
 		return false
 	}
 	a.batches, a.refreshed = batches, now
-	// Claimed from again: retries come due. Those that ended are gone.
+	// Claimed from again: retries come due. Those that ended are gone,
+	// and so are those paused (until they are resumed).
 	clear(a.drained)
+	clear(a.paused)
 	return true
 }
 
 // pick returns the next batch to claim from, round robin over those not
-// drained or stopped; nil when there is none.
+// drained, stopped or paused; nil when there is none.
 func (a *app) pick() *notify.TemplateBatch {
 	for i := range a.batches {
 		b := a.batches[(a.next+i)%len(a.batches)]
-		if !a.drained[b.ID] && a.stopped[b.ID] == "" {
+		if !a.drained[b.ID] && a.stopped[b.ID] == "" && !a.paused[b.ID] {
 			a.next = (a.next + i + 1) % len(a.batches)
 			return b
 		}
@@ -457,6 +468,28 @@ func (a *app) stop(b *notify.TemplateBatch, reason, why string) {
 		a.s.cfg.Metrics.BatchStopped(reason)
 		a.s.log.Error().Int64("batch_id", b.ID).Str("app_id", a.id).Str("auth_app_id", b.AuthAppID).Str("stop_reason", reason).
 			Str("error", why).Msg("template message batch stopped: every recipient left would fail the same way; its pending recipients are cancelled")
+	}
+}
+
+// pause pauses running batch b for reason, once until the next refresh
+// (an operator's resume makes it running again; a batch an operator
+// paused, or that ended, stays as it is).
+func (a *app) pause(b *notify.TemplateBatch, reason, why string) {
+	if a.paused[b.ID] || a.stopped[b.ID] != "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), 10*time.Second)
+	defer cancel()
+	paused, err := a.s.cfg.Store.PauseBatchFor(ctx, b.ID, reason)
+	if err != nil {
+		a.storeError(err, "batch not paused")
+		return
+	}
+	a.paused[b.ID] = true
+	if paused {
+		a.s.cfg.Metrics.BatchPaused(reason)
+		a.s.log.Error().Int64("batch_id", b.ID).Str("app_id", a.id).Str("auth_app_id", b.AuthAppID).Str("pause_reason", reason).
+			Str("error", why).Msg("template message batch paused: resume it once the cause is mended (its recipients wait, pending)")
 	}
 }
 
@@ -522,18 +555,23 @@ func (a *app) record() {
 			Msg("template batch outcomes not recorded: their recipients become unknown when their claims expire")
 	case n < len(outcomes):
 		a.s.log.Warn().Str("app_id", a.id).Int("late", len(outcomes)-n).
-			Msg("template batch outcomes came after their claims had expired: the recipients stay unknown")
+			Msg("template batch outcomes came after their claims had expired and were not sent nor refused (signed): the recipients stay unknown")
 	}
 	for _, r := range done {
-		a.s.cfg.Metrics.BatchSend(a.id, r.metric, r.took)
+		if r.metric != "" {
+			a.s.cfg.Metrics.BatchSend(a.id, r.metric, r.took)
+		}
 		o := r.outcome
 		switch o.Status {
 		case notify.RecipientFailed, notify.RecipientUnknown:
 			a.s.sampled.Warn().Int64("batch_id", o.BatchID).Int("row", o.Seq).Str("status", o.Status).Str("code", o.Code).
 				Str("sub_code", o.SubCode).Str("error", o.Error).Msg("template batch recipient not sent")
 		}
-		if r.stop != "" {
+		switch {
+		case r.stop != "":
 			a.stop(r.batch, r.stop, o.Error)
+		case r.pause != "":
+			a.pause(r.batch, r.pause, o.Error)
 		}
 	}
 	a.giveBack(unused)

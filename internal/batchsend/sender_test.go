@@ -500,3 +500,240 @@ func TestSender_Rate(t *testing.T) {
 		t.Fatalf("replica a sent %v, b %v", a.sent(t), b.sent(t))
 	}
 }
+
+// An error answer whose signature does not verify (unsigned) changes
+// nothing that cannot be taken back: its recipient is unknown (it may have
+// been sent; never tried again by itself), no other recipient fails, the
+// batch is never stopped; a refusal of the whole batch pauses it.
+func TestSender_Unverified(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	// USER_TEMPLATE_ILLEGAL with the shared data, unsigned: signed, it
+	// stops the batch (TestSender_Stop).
+	t.Run("OKTemplateIllegal", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, options{})
+		e.sim.Fail(send, openapisim.Fault{Code: "40004", Msg: "Business Failed", SubCode: "USER_TEMPLATE_ILLEGAL", Unsigned: true})
+		id := e.create(t, request(users(1, 10)))
+		e.start(t, nil, func(c *batchsend.Config) { c.Concurrency = 1 })
+		v := e.wait(t, id, notify.BatchPaused)
+		if v.StopReason != notify.PauseUnverifiedRefusal || v.Counts.Unknown != 1 || v.Counts.Failed != 0 || v.Counts.Cancelled != 0 ||
+			v.Counts.Pending != 9 || e.events(t, id) != 0 {
+			t.Fatalf("%+v", v)
+		}
+		u := e.recipients(t, id, notify.RecipientUnknown)
+		if u[0].Row != 1 || u[0].SubCode != "USER_TEMPLATE_ILLEGAL" || !strings.Contains(u[0].Error, "did not verify") {
+			t.Fatalf("%+v", u[0])
+		}
+		if _, err := e.admin.Resume(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		v = e.wait(t, id, notify.BatchFinished)
+		if v.Counts.Sent != 9 || v.Counts.Unknown != 1 || v.StopReason != "" || len(e.sim.Calls(send)) != 10 {
+			t.Fatalf("%+v, %d calls", v, len(e.sim.Calls(send)))
+		}
+	})
+
+	// A refusal of one recipient, unsigned, that was in fact delivered:
+	// unknown, never sent again; the batch goes on.
+	t.Run("OKRecipient", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, options{})
+		e.sim.Fail(send, openapisim.Fault{Code: "40004", SubCode: "USER_SUBSCRIPTION_USED_UP", Unsigned: true, Deliver: true})
+		e.sim.Fail(send, openapisim.Fault{Code: "40005", Msg: "Call Limited", Unsigned: true, Deliver: true})
+		id := e.create(t, request(users(1, 6)))
+		e.start(t, nil, func(c *batchsend.Config) { c.Concurrency = 1 })
+		v := e.wait(t, id, notify.BatchFinished)
+		if v.Counts.Unknown != 2 || v.Counts.Sent != 4 || v.Counts.Failed != 0 || v.StopReason != "" {
+			t.Fatalf("%+v", v)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if seen := e.once(t); len(seen) != 6 || len(e.sim.Calls(send)) != 6 {
+			t.Fatalf("%d delivered in %d calls: an unsigned refusal was tried again", len(seen), len(e.sim.Calls(send)))
+		}
+	})
+
+	// The merchant's token refused, unsigned: paused, not stopped.
+	t.Run("OKTokenRefused", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, options{})
+		e.authorize(t)
+		e.sim.Fail(send, openapisim.Fault{Code: "20001", Msg: "Insufficient Token Permissions", SubCode: "aop.invalid-app-auth-token", Unsigned: true})
+		r := request(users(1, 5))
+		r.AuthAppID = testkit.MerchantAppID
+		id := e.create(t, r)
+		e.start(t, nil, func(c *batchsend.Config) { c.Concurrency = 1 })
+		v := e.wait(t, id, notify.BatchPaused)
+		if v.StopReason != notify.PauseUnverifiedRefusal || v.Counts.Unknown != 1 || v.Counts.Pending != 4 {
+			t.Fatalf("%+v", v)
+		}
+	})
+
+	// The pre-check's query refused unsigned: tried again (a query
+	// changes nothing), the batch paused when it refused the batch.
+	t.Run("OKPrecheck", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, options{})
+		ids := users(1, 3)
+		for _, u := range ids {
+			e.sim.Subscribe(u, "tpl1", openapisim.Subscription{State: "1", Type: "longterm"})
+		}
+		e.sim.Fail(openapisim.MethodSubscribeQuery, openapisim.Fault{Code: "40002", SubCode: "isv.invalid-signature", Unsigned: true})
+		r := request(ids)
+		r.Precheck = true
+		id := e.create(t, r)
+		e.start(t, nil, func(c *batchsend.Config) { c.Concurrency = 1 })
+		v := e.wait(t, id, notify.BatchPaused)
+		if v.StopReason != notify.PauseUnverifiedRefusal || v.Counts.Pending != 3 || v.Counts.Failed != 0 || len(e.sim.Calls(send)) != 0 {
+			t.Fatalf("%+v", v)
+		}
+		if _, err := e.admin.Resume(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if v := e.wait(t, id, notify.BatchFinished); v.Counts.Sent != 3 {
+			t.Fatalf("%+v", v)
+		}
+		e.once(t)
+	})
+}
+
+// With the pre-check on, the query may take the call's whole timeout: a
+// cancel, stop or pause meanwhile is seen before the send, which is then
+// not made.
+func TestSender_PrecheckSteered(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	slow := func(t *testing.T) (*env, int64) {
+		e := newEnv(t, options{})
+		ids := users(1, 3)
+		for _, u := range ids {
+			e.sim.Subscribe(u, "tpl1", openapisim.Subscription{State: "1", Type: "longterm"})
+		}
+		e.sim.Fail(openapisim.MethodSubscribeQuery, openapisim.Fault{Delay: 400 * time.Millisecond})
+		r := request(ids)
+		r.Precheck = true
+		id := e.create(t, r)
+		e.start(t, nil, func(c *batchsend.Config) { c.Concurrency = 1 })
+		until(t, "the slow query", func() bool { return len(e.sim.Calls(openapisim.MethodSubscribeQuery)) == 1 })
+		return e, id
+	}
+	t.Run("OKCancel", func(t *testing.T) {
+		t.Parallel()
+		e, id := slow(t)
+		if _, err := e.admin.Cancel(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		until(t, "the query in flight to end", func() bool { return e.batch(t, id).Counts.Sending == 0 })
+		time.Sleep(100 * time.Millisecond)
+		v := e.batch(t, id)
+		if n := len(e.sim.Calls(send)); n != 0 || v.Counts.Cancelled != 3 || v.Counts.Pending != 0 {
+			t.Fatalf("%d sends after the cancel; %+v", n, v.Counts)
+		}
+		if r := e.recipients(t, id, notify.RecipientCancelled); r[0].Error != "batch cancelled" {
+			t.Fatalf("%+v", r[0])
+		}
+	})
+	t.Run("OKPause", func(t *testing.T) {
+		t.Parallel()
+		e, id := slow(t)
+		if _, err := e.admin.Pause(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		until(t, "the query in flight to end", func() bool { return e.batch(t, id).Counts.Sending == 0 })
+		time.Sleep(100 * time.Millisecond)
+		if v := e.batch(t, id); len(e.sim.Calls(send)) != 0 || v.Counts.Pending != 3 {
+			t.Fatalf("%d sends while paused; %+v", len(e.sim.Calls(send)), v.Counts)
+		}
+		if _, err := e.admin.Resume(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if v := e.wait(t, id, notify.BatchFinished); v.Counts.Sent != 3 {
+			t.Fatalf("%+v", v.Counts)
+		}
+		e.once(t)
+	})
+}
+
+// A call in flight at the cancel that Alipay answers 40005 (or that never
+// reached it) would be tried again: its recipient is cancelled instead,
+// and nothing is left pending in the cancelled batch.
+func TestSender_CancelInFlightRetry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, options{})
+	e.sim.Fail(send, openapisim.Fault{Delay: 400 * time.Millisecond, Code: "40005", Msg: "Call Limited", SubCode: openapisim.SubCodeCallLimited})
+	id := e.create(t, request(users(1, 3)))
+	e.start(t, nil, func(c *batchsend.Config) { c.Concurrency = 1 })
+	until(t, "the call in flight", func() bool { return len(e.sim.Calls(send)) == 1 })
+	if _, err := e.admin.Cancel(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "the call in flight to end", func() bool { return e.batch(t, id).Counts.Sending == 0 })
+	v := e.batch(t, id)
+	if v.Counts.Pending != 0 || v.Counts.Cancelled != 3 || len(e.sim.Sent()) != 0 {
+		t.Fatalf("%+v", v.Counts)
+	}
+	if r := e.recipients(t, id, notify.RecipientCancelled); r[0].Code != "40005" || r[0].Error != "batch cancelled" {
+		t.Fatalf("%+v", r[0])
+	}
+}
+
+// An expired merchant token pauses the batch (the refresher may renew it);
+// resumed once it is good, the batch sends the rest. Alipay's own "token
+// timed out" (signed) does the same, its recipient pending again.
+func TestSender_TokenExpired(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	expire := func(t *testing.T, e *env, at string) {
+		t.Helper()
+		if _, err := e.db.Pool.Exec(ctx, `UPDATE authorizations SET expires_at = now() + $1::interval WHERE auth_app_id = $2`, at, testkit.MerchantAppID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("OKStored", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, options{})
+		e.authorize(t)
+		r := request(users(1, 4))
+		r.AuthAppID = testkit.MerchantAppID
+		id := e.create(t, r)
+		expire(t, e, "-1 minute")
+		before := e.sim.Requests()
+		e.start(t, nil, nil)
+		v := e.wait(t, id, notify.BatchPaused)
+		if v.StopReason != notify.PauseTokenExpired || v.Counts.Pending != 4 || e.sim.Requests() != before || e.events(t, id) != 0 {
+			t.Fatalf("%+v", v)
+		}
+		expire(t, e, "30 days") // refreshed
+		if _, err := e.admin.Resume(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if v := e.wait(t, id, notify.BatchFinished); v.Counts.Sent != 4 {
+			t.Fatalf("%+v", v.Counts)
+		}
+	})
+	t.Run("OKAlipayTimedOut", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, options{})
+		e.authorize(t)
+		e.sim.Fail(send, openapisim.Fault{Code: "20001", Msg: "Insufficient Token Permissions", SubCode: "aop.app-auth-token-time-out"})
+		r := request(users(1, 4))
+		r.AuthAppID = testkit.MerchantAppID
+		id := e.create(t, r)
+		e.start(t, nil, func(c *batchsend.Config) { c.Concurrency = 1 })
+		v := e.wait(t, id, notify.BatchPaused)
+		if v.StopReason != notify.PauseTokenExpired || v.Counts.Pending != 4 || v.Counts.Failed != 0 {
+			t.Fatalf("%+v", v)
+		}
+		if _, err := e.admin.Resume(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if v := e.wait(t, id, notify.BatchFinished); v.Counts.Sent != 4 {
+			t.Fatalf("%+v", v.Counts)
+		}
+		if r := e.recipients(t, id, notify.RecipientSent); r[0].Attempts != 2 {
+			t.Fatalf("%+v", r[0])
+		}
+	})
+}

@@ -218,7 +218,13 @@ func readBatchCSV(body io.Reader, field func(string) string) (*batchsend.Request
 	default:
 		return nil, badUpload("bad_batch", "precheck must be true or false, not %q", notify.Clip(p))
 	}
-	cr := csv.NewReader(bufio.NewReaderSize(body, 64<<10))
+	br := bufio.NewReaderSize(body, 64<<10)
+	// A UTF-8 byte order mark (Excel writes one) is not part of the first
+	// field: left in, it would make a quoted header's quote a bare one.
+	if bom, err := br.Peek(3); err == nil && string(bom) == "\ufeff" {
+		_, _ = br.Discard(3)
+	}
+	cr := csv.NewReader(br)
 	cr.ReuseRecord = true
 	header, err := cr.Read()
 	if err != nil {
@@ -268,21 +274,24 @@ func readBatchCSV(body io.Reader, field func(string) string) (*batchsend.Request
 		if err == io.EOF {
 			break
 		}
-		line, _ := cr.FieldPos(0)
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return nil, err
 		}
-		rc := batchsend.Recipient{Line: line}
+		var rc batchsend.Recipient
 		var pe *csv.ParseError
 		switch {
-		case errors.As(err, &pe) && errors.Is(err, csv.ErrFieldCount):
-			rc.Line, rc.Err = pe.Line, fmt.Sprintf("%d fields; the header has %d", len(rec), len(header))
+		case err == nil:
+			// Only a record read whole has its fields' positions.
+			rc.Line, _ = cr.FieldPos(0)
+		case errors.As(err, &pe):
+			rc.Line = pe.StartLine // where the record began
+		}
+		switch {
+		case pe != nil && errors.Is(err, csv.ErrFieldCount):
+			rc.Err = fmt.Sprintf("%d fields; the header has %d", len(rec), len(header))
 		case err != nil:
 			// The rest cannot be read reliably past a broken quote.
-			if errors.As(err, &pe) {
-				rc.Line = pe.Line
-			}
 			rc.Err = fmt.Sprintf("the CSV does not parse from here: %v", err)
 			req.Recipients = append(req.Recipients, rc)
 			return req, nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -161,6 +162,14 @@ func TestBatches_Create(t *testing.T) {
 			t.Fatalf("%+v", p)
 		}
 	})
+	// Excel's UTF-8 byte order mark before a quoted header.
+	t.Run("OKCSVByteOrderMarkQuoted", func(t *testing.T) {
+		csv := "\ufeff\"to_user_id\",\"keyword1\"\n\"2088100000000001\",\"12:00\"\n"
+		status, body := g.upload(t, "text/csv", "?user_template_id=tpl2&page=p", []byte(csv), "")
+		if v := batchOf(t, body); status != 201 || v.Counts.Total != 1 {
+			t.Fatalf("%d %s", status, body)
+		}
+	})
 	t.Run("OKMultipart", func(t *testing.T) {
 		var buf bytes.Buffer
 		mw := multipart.NewWriter(&buf)
@@ -210,6 +219,26 @@ func TestBatches_CreateRefused(t *testing.T) {
 		e := refused(t, "text/csv", "?user_template_id=t&page=p", []byte("to_user_id,data\n2088000000000001,not json\n2088000000000002,\"{\"\"keyword1\"\":{\"\"value\"\":\"\"x\"\"}}\"\n2088000000000003\n"), "bad_recipients")
 		if len(e.Rows) != 2 || e.Rows[0].Row != 1 || e.Rows[0].Line != 2 || e.Rows[1].Row != 3 || e.Rows[1].Line != 4 {
 			t.Fatalf("%+v", e)
+		}
+	})
+	// A broken quote ends the reading: the row it begins on is named, with
+	// its line, and nothing is queued.
+	t.Run("ErrCSVQuote", func(t *testing.T) {
+		for name, tc := range map[string]struct {
+			csv  string
+			line int
+			err  string
+		}{
+			"bare":     {"to_user_id\n2088000000000001\n20880\"00000002\n2088000000000003\n", 3, `bare " in non-quoted-field`},
+			"unclosed": {"to_user_id\n2088000000000001\n\"2088000000000002\n2088000000000003\n", 3, `extraneous or missing " in quoted-field`},
+		} {
+			t.Run(name, func(t *testing.T) {
+				e := refused(t, "text/csv", "?user_template_id=t&page=p&data="+url.QueryEscape(`{"keyword1":{"value":"x"}}`), []byte(tc.csv), "bad_recipients")
+				if len(e.Rows) != 1 || e.Rows[0].Row != 2 || e.Rows[0].Line != tc.line ||
+					!strings.Contains(e.Rows[0].Error, "does not parse") || !strings.Contains(e.Rows[0].Error, tc.err) {
+					t.Fatalf("%+v", e)
+				}
+			})
 		}
 	})
 	t.Run("ErrTooMany", func(t *testing.T) {

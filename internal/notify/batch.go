@@ -11,7 +11,7 @@ import (
 // to. The sender is internal/batchsend; the queue is the recipients table.
 
 // Batch statuses. A running batch is sent; a paused one is not, until it
-// is resumed; cancelled, stopped (StopReason says why) and finished are
+// is resumed (StopReason says why when the sender paused it); cancelled, stopped (StopReason says why) and finished are
 // final, and each writes the batch's EventTemplateBatchFinished event.
 const (
 	BatchRunning   = "running"
@@ -48,7 +48,9 @@ const (
 	// app is cancelled or its token refused (Alipay's 20001
 	// aop.invalid-app-auth-token and the like).
 	StopAuthorizationCancelled = "authorization_cancelled"
-	// StopAuthorizationExpired: the merchant's token expired.
+	// StopAuthorizationExpired: the merchant's token expired. No longer
+	// set: an expired token pauses the batch (PauseTokenExpired); kept for
+	// batches stopped so before.
 	StopAuthorizationExpired = "authorization_expired"
 	// StopTemplateIllegal: Alipay refused the template
 	// (USER_TEMPLATE_ILLEGAL) with data shared by every recipient.
@@ -62,6 +64,25 @@ const (
 	// StopAppRefused: Alipay refused the app's request itself (its
 	// signature, app id or cert SNs): the configuration is wrong.
 	StopAppRefused = "app_refused"
+)
+
+// Why the sender paused a running batch (TemplateBatch.StopReason while it
+// is paused; empty when an operator paused it): what it waits for may come
+// right, and resume sends the rest. Resume clears it.
+const (
+	// PauseTokenExpired: the merchant's token expired (as stored, or
+	// Alipay's 20001 aop.app-auth-token-time-out): the refresher, or a new
+	// authorization, may bring a good one.
+	PauseTokenExpired = "merchant_token_expired"
+	// PauseNoToken: the merchant's authorization holds no token.
+	PauseNoToken = "merchant_token_missing"
+	// PauseUnverifiedRefusal: an answer whose signature did not verify
+	// refused the batch as a whole (what would stop it if it were signed:
+	// the app's request refused, the token, the template). It may be
+	// Alipay's (which does not sign what it refuses before knowing the
+	// app) or anyone's between: the recipient is unknown, the batch waits
+	// for an operator.
+	PauseUnverifiedRefusal = "unverified_refusal"
 )
 
 // EventTemplateBatchFinished is the event of a batch that ended: finished,

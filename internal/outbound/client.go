@@ -109,7 +109,15 @@ type BusinessError struct {
 	Msg     string
 	SubCode string
 	SubMsg  string
-	err     *notify.Error
+	// Verified is whether the answer's signature verified with a
+	// configured Alipay key or cert. It is false for an unsigned error
+	// answer (the client does not verify an error_response either, signed
+	// or not): Alipay answers so when it refuses a request before knowing
+	// the app, but anyone between the gateway and Alipay could have
+	// written it, so a caller must let it change nothing it cannot take
+	// back. False too for the replay of a recorded refusal.
+	Verified bool
+	err      *notify.Error
 }
 
 func (e *BusinessError) Error() string { return e.err.Error() }
@@ -117,8 +125,8 @@ func (e *BusinessError) Error() string { return e.err.Error() }
 // Unwrap returns the domain error.
 func (e *BusinessError) Unwrap() error { return e.err }
 
-func newBusinessError(r *sw.Error) *BusinessError {
-	e := &BusinessError{Code: string(r.Code), Msg: r.Msg, SubCode: r.SubCode, SubMsg: r.SubMsg}
+func newBusinessError(r *sw.Error, verified bool) *BusinessError {
+	e := &BusinessError{Code: string(r.Code), Msg: r.Msg, SubCode: r.SubCode, SubMsg: r.SubMsg, Verified: verified}
 	text := fmt.Sprintf("Alipay answered %s %s", r.Code, r.Msg)
 	if r.SubCode != "" {
 		text += fmt.Sprintf(": %s %s", r.SubCode, r.SubMsg)
@@ -134,7 +142,8 @@ func newBusinessError(r *sw.Error) *BusinessError {
 // call runs method for c's app, on behalf of the merchant holding
 // authToken when it is not empty, and decodes Alipay's verified answer
 // into dest. It returns how long the call took and: nil on success; a
-// *BusinessError when Alipay answered an error code; an EUPSTREAM
+// *BusinessError when Alipay answered an error code (Verified when its
+// signature verified; unsigned error answers are returned too); an EUPSTREAM
 // *notify.Error when the call failed, timed out, or its answer was
 // unsigned, badly signed, or signed by an unknown cert.
 func (s *Service) call(ctx context.Context, c *client, method string, biz map[string]any, authToken string, dest answer) (time.Duration, error) {
@@ -205,13 +214,15 @@ func classify(r *sw.Error, err error) error {
 	var unsigned *sw.Error
 	if errors.As(err, &unsigned) {
 		// The client returns the answer as an error when it carries no
-		// signature. A success must be signed; an error code is taken as
-		// it is (Alipay does not sign what it refuses before knowing the
-		// app), as it only ever stops a call.
+		// signature (or is an error_response, which it does not verify).
+		// A success must be signed; an error code is kept as it is
+		// (Alipay does not sign what it refuses before knowing the app),
+		// marked unverified: the single send records it as refused, the
+		// batches take it as unknown.
 		if unsigned.Code == "" || unsigned.Code.IsSuccess() {
 			return notify.Errorf(EUPSTREAM, "alipay_bad_answer", "Alipay's answer is not signed")
 		}
-		return newBusinessError(unsigned)
+		return newBusinessError(unsigned, false)
 	}
 	if err != nil {
 		var ue *url.Error
@@ -232,5 +243,5 @@ func classify(r *sw.Error, err error) error {
 	case r.Code == "":
 		return notify.Errorf(EUPSTREAM, "alipay_bad_answer", "Alipay's answer has no code")
 	}
-	return newBusinessError(r)
+	return newBusinessError(r, true)
 }

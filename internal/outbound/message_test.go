@@ -87,7 +87,7 @@ func TestService_SendTemplateMessage(t *testing.T) {
 		s, _, err := e.svc.SendTemplateMessage(ctx, message(), "")
 		wantCode(t, err, outbound.EBUSINESS)
 		var be *outbound.BusinessError
-		if !errors.As(err, &be) || be.Code != "40004" || be.SubCode != "USER_TEMPLATE_ILLEGAL" || be.SubMsg != "模板不合法" {
+		if !errors.As(err, &be) || be.Code != "40004" || be.SubCode != "USER_TEMPLATE_ILLEGAL" || be.SubMsg != "模板不合法" || !be.Verified {
 			t.Fatalf("%#v", err)
 		}
 		if st, code, sub := e.row(t, s.ID); st != outbound.SendFailed || code != "40004" || sub != "USER_TEMPLATE_ILLEGAL" {
@@ -95,6 +95,21 @@ func TestService_SendTemplateMessage(t *testing.T) {
 		}
 		if len(e.sim.Sent()) != sent {
 			t.Fatal("sent")
+		}
+	})
+	// An unsigned error answer (as Alipay gives before it knows the app):
+	// the single send still answers and records it as refused, marked
+	// unverified for the callers that must not act on it (batches).
+	t.Run("ErrBusinessUnsigned", func(t *testing.T) {
+		e.sim.Fail(send, openapisim.Fault{Code: "40002", Msg: "Invalid Arguments", SubCode: "isv.invalid-signature", Unsigned: true})
+		s, _, err := e.svc.SendTemplateMessage(ctx, message(), "")
+		wantCode(t, err, outbound.EBUSINESS)
+		var be *outbound.BusinessError
+		if !errors.As(err, &be) || be.Code != "40002" || be.SubCode != "isv.invalid-signature" || be.Verified {
+			t.Fatalf("%#v", err)
+		}
+		if st, code, sub := e.row(t, s.ID); st != outbound.SendFailed || code != "40002" || sub != "isv.invalid-signature" {
+			t.Fatalf("row %s %s %s", st, code, sub)
 		}
 	})
 	t.Run("ErrAlipayUnavailable", func(t *testing.T) {

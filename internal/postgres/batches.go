@@ -167,24 +167,42 @@ func (db *DB) ClaimRecipients(ctx context.Context, id int64, limit int) ([]notif
 
 // recordRecipients writes the outcomes of one batch's attempts ($1 the
 // batch, $2 the recipients' seqs, found by the primary key). An outcome is
-// written only while its recipient is still sending under that attempt:
-// a claim that ExpireClaims made unknown meanwhile (and that may since
-// have been retried) keeps what it has.
+// written while its recipient is still sending under that attempt. A
+// claim that ExpireClaims made unknown meanwhile keeps what it has, unless
+// the outcome is one known for sure (sent, failed, skipped: a verified
+// answer, or surely not sent), which replaces unknown; also once a
+// retry-unknown made it pending again, attempts kept, so that it is not
+// sent twice (one attempt has one outcome: a row of that attempt that is
+// unknown or pending got there without it). An outcome that would leave
+// it pending (tried again later) in a batch cancelled or stopped meanwhile
+// cancels it, with the batch's reason, as the cancel did its pending
+// recipients. The batch's row is locked FOR KEY SHARE, which the cancel's
+// and the stop's FOR UPDATE waits for (and the other way round), so that
+// no pending recipient is left in a batch that ended.
 const recordRecipients = `
-UPDATE template_message_recipients r SET status = o.status,
+WITH b AS (SELECT status, stop_reason FROM template_message_batches WHERE id = $1 FOR KEY SHARE)
+UPDATE template_message_recipients r SET
+    status = CASE WHEN o.status = 'pending' AND b.status IN ('cancelled', 'stopped') THEN 'cancelled' ELSE o.status END,
     next_attempt_at = CASE WHEN o.status = 'pending' THEN o.next_at ELSE r.next_attempt_at END,
-    code = o.code, sub_code = o.sub_code, sub_msg = o.sub_msg, error = o.error, latency_ms = o.ms,
-    finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE now() END
-FROM unnest($2::int[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[])
+    code = o.code, sub_code = o.sub_code, sub_msg = o.sub_msg, latency_ms = o.ms,
+    error = CASE WHEN o.status <> 'pending' THEN o.error
+                 WHEN b.status = 'cancelled' THEN 'batch cancelled'
+                 WHEN b.status = 'stopped' THEN 'batch stopped: ' || b.stop_reason
+                 ELSE o.error END,
+    finished_at = CASE WHEN o.status = 'pending' AND b.status NOT IN ('cancelled', 'stopped') THEN NULL ELSE now() END
+FROM b, unnest($2::int[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[])
     AS o(seq, attempt, status, next_at, code, sub_code, sub_msg, error, ms)
-WHERE r.batch_id = $1 AND r.seq = ANY($2::int[]) AND r.seq = o.seq AND r.status = 'sending' AND r.attempts = o.attempt`
+WHERE r.batch_id = $1 AND r.seq = ANY($2::int[]) AND r.seq = o.seq AND r.attempts = o.attempt
+  AND (r.status = 'sending' OR r.status IN ('unknown', 'pending') AND o.status IN ('sent', 'failed', 'skipped'))`
 
 // RecordRecipients records outcomes (in one transaction, one statement
 // per batch): each recipient's new status, Alipay's codes, the error and
-// the latency; a pending one is due again at its NextAt. An outcome whose
-// claim has expired (ExpireClaims made it unknown) is not recorded. It
-// returns how many were recorded, and an EUNAVAILABLE *notify.Error when
-// the database cannot be reached.
+// the latency; a pending one is due again at its NextAt, or cancelled when
+// its batch was cancelled or stopped meanwhile. An outcome whose claim has
+// expired (ExpireClaims made it unknown) is recorded only when it is sent,
+// failed or skipped (see recordRecipients). It returns how many were
+// recorded, and an EUNAVAILABLE *notify.Error when the database cannot be
+// reached.
 func (db *DB) RecordRecipients(ctx context.Context, outcomes []notify.RecipientOutcome) (int, error) {
 	if len(outcomes) == 0 {
 		return 0, nil
@@ -234,6 +252,29 @@ func (db *DB) RecordRecipients(ctx context.Context, outcomes []notify.RecipientO
 		return 0, unavailable(err)
 	}
 	return recorded, nil
+}
+
+// RenewClaim checks, just before a send, that batch id is still running
+// and its recipient seq still claimed under attempt, and renews the claim
+// (claimed_at now, a full lease for the send), in one statement. It
+// returns the batch's status (empty when there is none) and whether it
+// renewed the claim (never when the batch is not running), and an
+// EUNAVAILABLE *notify.Error when the database cannot be reached.
+func (db *DB) RenewClaim(ctx context.Context, id int64, seq, attempt int) (string, bool, error) {
+	var (
+		status  string
+		renewed bool
+	)
+	err := db.Pool.QueryRow(ctx, `WITH b AS (SELECT status FROM template_message_batches WHERE id = $1),
+        renewed AS (UPDATE template_message_recipients SET claimed_at = now()
+            WHERE batch_id = $1 AND seq = $2 AND status = 'sending' AND attempts = $3
+              AND EXISTS (SELECT 1 FROM b WHERE b.status = 'running')
+            RETURNING 1)
+        SELECT COALESCE((SELECT status FROM b), ''), EXISTS (SELECT 1 FROM renewed)`, id, seq, attempt).Scan(&status, &renewed)
+	if err != nil {
+		return "", false, unavailable(err)
+	}
+	return status, renewed, nil
 }
 
 // ExpireClaims makes unknown every recipient claimed longer than olderThan
@@ -411,13 +452,13 @@ func notAllowed(b *notify.TemplateBatch, what string) error {
 	return notify.Errorf(notify.ECONFLICT, "batch_"+b.Status, "template message batch %d is %s: it cannot %s", b.ID, b.Status, what)
 }
 
-// setStatus moves batch id from one of from to status; when it is already
-// status it changes nothing, and when it is in neither it changes nothing
+// setStatus moves batch id from one of from to status, clearing the reason
+// the sender paused it for; when it is already status it changes nothing, and when it is in neither it changes nothing
 // and returns an ECONFLICT *notify.Error.
 func (db *DB) setStatus(ctx context.Context, id int64, status, what string, from ...string) error {
 	var now string
 	err := db.Pool.QueryRow(ctx, `WITH b AS (SELECT id, status FROM template_message_batches WHERE id = $1),
-        moved AS (UPDATE template_message_batches t SET status = $2, updated_at = now()
+        moved AS (UPDATE template_message_batches t SET status = $2, stop_reason = '', updated_at = now()
                   FROM b WHERE t.id = b.id AND b.status = ANY($3) RETURNING t.status)
         SELECT COALESCE((SELECT status FROM moved), b.status) FROM b`, id, status, from).Scan(&now)
 	if err != nil {
@@ -429,6 +470,20 @@ func (db *DB) setStatus(ctx context.Context, id int64, status, what string, from
 	return nil
 }
 
+// PauseBatchFor pauses running batch id for reason (see
+// notify.PauseTokenExpired and the others), kept as its stop_reason until
+// it is resumed: no recipient is claimed until then. It reports whether it
+// paused it (not when it was not running), and returns an EUNAVAILABLE
+// *notify.Error when the database cannot be reached.
+func (db *DB) PauseBatchFor(ctx context.Context, id int64, reason string) (bool, error) {
+	tag, err := db.Pool.Exec(ctx, `UPDATE template_message_batches SET status = 'paused', stop_reason = $2, updated_at = now()
+        WHERE id = $1 AND status = 'running'`, id, reason)
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 // PauseBatch pauses running batch id: no recipient is claimed until it is
 // resumed; those in flight are recorded. A paused batch stays as it is. It
 // returns an ENOTFOUND *notify.Error for an unknown batch, an ECONFLICT one
@@ -438,7 +493,8 @@ func (db *DB) PauseBatch(ctx context.Context, id int64) error {
 	return db.setStatus(ctx, id, notify.BatchPaused, "pause", notify.BatchRunning)
 }
 
-// ResumeBatch resumes paused batch id; a running batch stays as it is. It
+// ResumeBatch resumes paused batch id, the reason the sender paused it
+// for cleared; a running batch stays as it is. It
 // returns an ENOTFOUND *notify.Error for an unknown batch, an ECONFLICT one
 // when it has ended, and an EUNAVAILABLE one when the database cannot be
 // reached.
