@@ -293,6 +293,18 @@ func (a *app) run() {
 	}
 }
 
+// takeReady takes the results already handed over, without waiting.
+func (a *app) takeReady() {
+	for {
+		select {
+		case r := <-a.results:
+			a.take(r)
+		default:
+			return
+		}
+	}
+}
+
 // take accounts for a call's result.
 func (a *app) take(r result) {
 	if len(a.done) == 0 {
@@ -340,6 +352,14 @@ func (a *app) claim() time.Duration {
 		want = cfg.Concurrency
 	}
 	n := a.s.takeSlots(want)
+	// A call releases its slot after handing over its result: take the
+	// results that came in before these slots were free, and record first
+	// if one says to stop or pause its batch, so that no call follows it.
+	a.takeReady()
+	if a.urgent {
+		a.s.releaseSlots(n)
+		return 0
+	}
 	// Without a limit, claim a quarter of the slots at once at least
 	// (when some calls are in flight), so that claims come in batches.
 	if n == 0 || a.rate <= 0 && a.total > 0 && n < max(1, cfg.Concurrency/4) {
