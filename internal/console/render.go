@@ -86,20 +86,25 @@ func (d *pageData) Other() [2]string {
 	return [2]string{"en", "English"}
 }
 
-// Time shows t in the console's time zone; "-" for none. It takes a
-// time.Time or a *time.Time.
-func (d *pageData) Time(v any) string {
+// timeOf is v, a time.Time or a *time.Time, and whether it is set.
+func timeOf(v any) (time.Time, bool) {
 	var t time.Time
 	switch x := v.(type) {
 	case time.Time:
 		t = x
 	case *time.Time:
-		if x == nil {
-			return "-"
+		if x != nil {
+			t = *x
 		}
-		t = *x
 	}
-	if t.IsZero() {
+	return t, !t.IsZero()
+}
+
+// Time shows t in the console's time zone; "-" for none. It takes a
+// time.Time or a *time.Time.
+func (d *pageData) Time(v any) string {
+	t, ok := timeOf(v)
+	if !ok {
 		return "-"
 	}
 	return t.In(d.loc).Format("2006-01-02 15:04:05 MST")
@@ -107,17 +112,8 @@ func (d *pageData) Time(v any) string {
 
 // Ago says how long before now t was, shortly ("5m", "3h", "2d").
 func (d *pageData) Ago(v any) string {
-	var t time.Time
-	switch x := v.(type) {
-	case time.Time:
-		t = x
-	case *time.Time:
-		if x == nil {
-			return "-"
-		}
-		t = *x
-	}
-	if t.IsZero() {
+	t, ok := timeOf(v)
+	if !ok {
 		return "-"
 	}
 	return d.Dur(d.now.Sub(t))

@@ -147,9 +147,7 @@ func (db *DB) Merchants(ctx context.Context, f view.MerchantFilter) ([]*view.Mer
 	}
 	out, err := collect(rows, func(row pgx.Row) (*view.Merchant, error) {
 		var m view.Merchant
-		a := &m.Authorization
-		err := row.Scan(&a.AuthAppID, &a.AppID, &a.UserID, &a.Status, &a.AuthorizedAt, &a.CancelledAt,
-			&a.ExpiresAt, &a.RefreshExpiresAt, &a.HasToken, &a.UpdatedAt, &a.LastReconciledAt, &m.RefreshedAt, &m.RefreshAttemptedAt, &m.RefreshError, &m.EventNotifyID)
+		err := row.Scan(append(authorizationDest(&m.Authorization), &m.RefreshedAt, &m.RefreshAttemptedAt, &m.RefreshError, &m.EventNotifyID)...)
 		return &m, err
 	})
 	if err != nil {

@@ -95,10 +95,16 @@ func (db *DB) Notifications(ctx context.Context, f view.NotificationFilter) ([]*
 const authorizationColumns = `auth_app_id, app_id, user_id, status, authorized_at, cancelled_at,
     expires_at, refresh_expires_at, app_auth_token IS NOT NULL, updated_at, last_reconciled_at`
 
+// authorizationDest are the scan destinations of authorizationColumns in
+// a: a query that selects more columns appends its own after them.
+func authorizationDest(a *view.Authorization) []any {
+	return []any{&a.AuthAppID, &a.AppID, &a.UserID, &a.Status, &a.AuthorizedAt, &a.CancelledAt,
+		&a.ExpiresAt, &a.RefreshExpiresAt, &a.HasToken, &a.UpdatedAt, &a.LastReconciledAt}
+}
+
 func scanAuthorization(row pgx.Row) (*view.Authorization, error) {
 	var a view.Authorization
-	err := row.Scan(&a.AuthAppID, &a.AppID, &a.UserID, &a.Status, &a.AuthorizedAt, &a.CancelledAt,
-		&a.ExpiresAt, &a.RefreshExpiresAt, &a.HasToken, &a.UpdatedAt, &a.LastReconciledAt)
+	err := row.Scan(authorizationDest(&a)...)
 	return &a, err
 }
 
